@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what ovnmeta needs on Debian 12 (as root): OVN/OVS, haproxy, tools, and a
+# virtualenv in .venv with the package. Cheap to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(openvswitch-switch ovn-central ovn-host haproxy iproute2 ethtool iputils-ping curl wrk
+      python3 python3-venv)
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install: apt packages: ${missing[*]}"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+stamp=.venv/.ovnmeta-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "install: python packages into .venv"
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+    .venv/bin/python -c 'import ovnmeta, ovsdbapp, pyroute2, aiohttp' 
+    touch "$stamp"
+fi

@@ -1,0 +1,67 @@
+"""Fixtures shared by every test: the real OVN sandbox, neutron-style networks, fake VMs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ovnmeta.testing import neutron
+from ovnmeta.testing.sandbox import Sandbox
+from ovnmeta.testing.vm import VM_NETNS_PREFIX, FakeVM
+
+TEST_SANDBOX_DIR = Path(os.environ.get("OVNMETA_TEST_SANDBOX_DIR", "/tmp/ovnmeta-test-sandbox"))
+
+
+def _namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    if os.geteuid() != 0:
+        pytest.skip("sandbox tests need root")
+    box = Sandbox(root=TEST_SANDBOX_DIR)
+    box.down()  # a run that crashed may have left our own sandbox behind
+    box.up()
+    before = _namespaces()
+    yield box
+    left = {ns for ns in _namespaces() - before
+            if ns.startswith((VM_NETNS_PREFIX, "ovnmeta-"))}
+    box.down()
+    assert not left, f"tests left namespaces behind: {sorted(left)}"
+
+
+@pytest.fixture
+def make_network(sandbox: Sandbox) -> Iterator[Callable[..., neutron.Network]]:
+    created: list[neutron.Network] = []
+
+    def make(cidrs: tuple[str, ...] = ("10.0.0.0/24",), **kwargs) -> neutron.Network:
+        net = neutron.create_network(sandbox, cidrs=cidrs, **kwargs)
+        created.append(net)
+        return net
+
+    yield make
+    for net in created:
+        neutron.delete_network(sandbox, net)
+
+
+@pytest.fixture
+def make_vm(sandbox: Sandbox) -> Iterator[Callable[..., FakeVM]]:
+    created: list[FakeVM] = []
+
+    def make(network: neutron.Network, bind: bool = True, **kwargs) -> FakeVM:
+        port = neutron.create_vm_port(sandbox, network, **kwargs)
+        vm = FakeVM(sandbox, network, port)
+        created.append(vm)
+        vm.start(bind=bind)
+        return vm
+
+    yield make
+    for vm in created:
+        vm.destroy()
+        neutron.delete_port(sandbox, vm.port)
