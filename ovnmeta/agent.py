@@ -1,15 +1,137 @@
-"""`ovnmeta-agent`: the per-chassis daemon's entry point."""
+"""`ovnmeta-agent`: wires the SB and OVS views, the reconciler and haproxy together.
+
+Stopping the agent leaves namespaces and haproxy in place, so a restart drops no request;
+the next agent adopts them on its first pass.
+"""
 
 from __future__ import annotations
 
+import logging
+import signal
 import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
-from ovnmeta import config
+from oslo_config import cfg
+
+from ovnmeta import config, sbview
+from ovnmeta.haproxy import HaproxyManager, Settings
+from ovnmeta.lock import AgentLock, AlreadyRunning
+from ovnmeta.ovs import LocalOvs
+from ovnmeta.reconcile import Reconciler
+
+LOG = logging.getLogger("ovnmeta.agent")
+T = TypeVar("T")
+
+
+def setup_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO, stream=sys.stderr,
+        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    for noisy in ("ovsdbapp", "ovs", "pyroute2", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def retry(what: str, fn: Callable[[], T], stop: threading.Event, delay: float = 2.0) -> T:
+    """Call fn until it works: a daemon waits for its dependencies rather than dying."""
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            LOG.error("%s failed: %s; retrying in %.0fs", what, exc, delay)
+            if stop.wait(delay):
+                raise SystemExit(0)
+
+
+class Agent:
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        self.conf = conf
+        self.state_dir = Path(conf.state_path)
+        self.stop = threading.Event()
+        self.reconciler: Reconciler | None = None
+        self.sb: sbview.SbView | None = None
+        self.ovs: LocalOvs | None = None
+        self.threads: list[threading.Thread] = []
+
+    def _mark(self, networks: set[str] | None) -> None:
+        if self.reconciler:
+            self.reconciler.mark(networks)
+
+    def start(self) -> None:
+        conf = self.conf
+        self.ovs = LocalOvs(conf.ovs.ovsdb_connection, conf.ovs.ovsdb_timeout,
+                            on_change=lambda: self._mark(set()))
+        retry(f"connecting to the local OVS DB at {conf.ovs.ovsdb_connection}",
+              self.ovs.start, self.stop)
+        chassis = retry("reading the chassis config from OVS", self.ovs.chassis_config,
+                        self.stop)
+        LOG.info("chassis %s, bridge %s (datapath %s)", chassis.system_id, chassis.bridge,
+                 chassis.datapath_type or "system")
+        sbview.set_ssl(conf.ovn.ovn_sb_private_key, conf.ovn.ovn_sb_certificate,
+                       conf.ovn.ovn_sb_ca_cert)
+        self.sb = sbview.SbView(conf.ovn.ovn_sb_connection, chassis.system_id, self._mark,
+                                timeout=conf.ovn.ovsdb_connection_timeout,
+                                probe_interval=conf.ovn.ovsdb_probe_interval)
+        haproxy = HaproxyManager(
+            conf.haproxy.mode, self.state_dir / "haproxy",
+            Settings(socket=conf.metadata_proxy_socket, maxconn=conf.haproxy.maxconn,
+                     timeout_client=conf.haproxy.timeout_client,
+                     timeout_server=conf.haproxy.timeout_server,
+                     user=conf.metadata_proxy_user, group=conf.metadata_proxy_group),
+            binary=conf.haproxy.haproxy_path, template_dir=conf.haproxy.templates_dir)
+        self.reconciler = Reconciler(self.sb, self.ovs, chassis, haproxy, self.state_dir,
+                                     resync_interval=conf.metadata.reconcile_interval,
+                                     cidrs_key=conf.metadata.cidrs_key)
+        retry(f"connecting to the SB DB at {conf.ovn.ovn_sb_connection}", self.sb.start,
+              self.stop)
+        self._spawn("reconciler", self.reconciler.run, self.stop)
+
+    def _spawn(self, name: str, target: Callable, *args) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        if self.reconciler:
+            self.reconciler.mark(set())
+        for thread in self.threads:
+            thread.join(timeout=10)
+        for view in (self.sb, self.ovs):
+            if view:
+                view.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
-    conf = config.load(sys.argv[1:] if argv is None else argv, prog="ovnmeta-agent")
-    print(f"ovnmeta-agent: SB {conf.ovn.ovn_sb_connection}, OVS {conf.ovs.ovsdb_connection}")
+    try:
+        conf = config.load(sys.argv[1:] if argv is None else argv, prog="ovnmeta-agent")
+    except cfg.Error as exc:
+        print(f"ovnmeta-agent: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(conf.debug)
+    lock = AgentLock(Path(conf.state_path) / "ovnmeta-agent.lock")
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        LOG.error("%s", exc)
+        return 1
+    agent = Agent(conf)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: agent.stop.set())
+    LOG.info("ovnmeta-agent starting (pid lock %s)", lock.path)
+    try:
+        agent.start()
+        while not agent.stop.wait(1.0):
+            pass
+    except SystemExit:
+        pass
+    finally:
+        LOG.info("ovnmeta-agent stopping; namespaces and haproxy stay for the next agent")
+        agent.shutdown()
+        lock.release()
     return 0
 
 

@@ -1,0 +1,101 @@
+"""Which metadata networks this chassis should serve, computed from an SB snapshot alone."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from dataclasses import dataclass
+
+from ovnmeta import naming
+from ovnmeta.model import METADATA_V4, METADATA_V6, NetworkSpec, PortRecord, SbSnapshot
+
+VM_PORT_TYPES = frozenset({""})          # plain VIFs: what nova plugs
+LOCALPORT = "localport"
+DISTRIBUTED_OWNER = "network:distributed"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A network that has VMs here but cannot be served, and why (for the operator)."""
+    network_id: str
+    reason: str
+
+
+def parse_mac_column(entries: tuple[str, ...]) -> tuple[str | None, list[str]]:
+    """The MAC and IPs of a Port_Binding `mac` column ("MAC IP IP ..." entries)."""
+    for entry in entries:
+        tokens = entry.split()
+        if not tokens or tokens[0] in ("unknown", "router", "dynamic"):
+            continue
+        try:
+            mac = tokens[0].lower()
+            int(mac.replace(":", ""), 16)
+        except ValueError:
+            continue
+        ips = []
+        for token in tokens[1:]:
+            try:
+                ips.append(str(ipaddress.ip_address(token)))
+            except ValueError:
+                continue
+        return mac, ips
+    return None, []
+
+
+def addresses_with_prefix(ips: list[str], cidrs: str) -> set[str]:
+    """Each IP with the prefix neutron recorded for it, or a host prefix when none was."""
+    prefixes: dict[str, int] = {}
+    for item in cidrs.split():
+        try:
+            iface = ipaddress.ip_interface(item)
+        except ValueError:
+            continue
+        prefixes[str(iface.ip)] = iface.network.prefixlen
+    out = set()
+    for ip in ips:
+        addr = ipaddress.ip_address(ip)
+        out.add(f"{ip}/{prefixes.get(ip, addr.max_prefixlen)}")
+    return out
+
+
+def _pick_localport(candidates: list[PortRecord], owner_key: str) -> PortRecord:
+    # Prefer neutron's distributed port; otherwise stay deterministic.
+    return sorted(candidates, key=lambda p: (p.ext(owner_key) != DISTRIBUTED_OWNER,
+                                              p.logical_port))[0]
+
+
+def desired_networks(snapshot: SbSnapshot, cidrs_key: str = "neutron:cidrs",
+                     owner_key: str = "neutron:device_owner",
+                     mtu_key: str = "neutron:mtu",
+                     ) -> tuple[dict[str, NetworkSpec], list[Problem]]:
+    vm_count = Counter(p.network_id for p in snapshot.ports
+                       if p.bound_here and p.type in VM_PORT_TYPES)
+    localports: dict[str, list[PortRecord]] = {}
+    for port in snapshot.ports:
+        if port.type == LOCALPORT and port.network_id in vm_count:
+            localports.setdefault(port.network_id, []).append(port)
+
+    specs: dict[str, NetworkSpec] = {}
+    problems: list[Problem] = []
+    for net_id, count in sorted(vm_count.items()):
+        if net_id not in localports:
+            problems.append(Problem(net_id, f"{count} VM port(s) bound here but the network "
+                                            "has no localport (metadata port)"))
+            continue
+        lp = _pick_localport(localports[net_id], owner_key)
+        mac, ips = parse_mac_column(lp.mac)
+        if mac is None:
+            problems.append(Problem(net_id, f"localport {lp.logical_port} has no MAC in its "
+                                            f"mac column {list(lp.mac)!r}"))
+            continue
+        addresses = addresses_with_prefix(ips, lp.ext(cidrs_key))
+        addresses.add(METADATA_V4)
+        if any(":" in ip for ip in ips):
+            addresses.add(METADATA_V6)
+        mtu_text = lp.ext(mtu_key)
+        specs[net_id] = NetworkSpec(
+            network_id=net_id, namespace=naming.namespace(net_id),
+            outer=naming.outer_device(net_id), inner=naming.inner_device(net_id),
+            iface_id=lp.logical_port, mac=mac, addresses=frozenset(addresses),
+            mtu=int(mtu_text) if mtu_text.isdigit() else None, vm_ports=count)
+    return specs, problems

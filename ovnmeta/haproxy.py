@@ -1,0 +1,278 @@
+"""haproxy: config rendering (pure) and the processes that serve the namespaces.
+
+`shared` runs one master-worker haproxy whose frontends bind inside every namespace and
+reloads it seamlessly; `per-network` runs one process per network. Both survive an agent
+restart: the next agent adopts them by pidfile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from ovnmeta import naming
+from ovnmeta.model import NetworkSpec
+
+LOG = logging.getLogger(__name__)
+BUNDLED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+INSTALLED_TEMPLATES = Path(os.sys.prefix) / "share" / "ovnmeta" / "templates"
+
+
+@dataclass(frozen=True)
+class Frontend:
+    network_id: str
+    namespace: str
+    inner: str
+    ipv6: bool
+
+    @property
+    def name(self) -> str:
+        return naming.frontend(self.network_id)
+
+    @classmethod
+    def for_spec(cls, spec: NetworkSpec) -> Frontend:
+        return cls(spec.network_id, spec.namespace, spec.inner, spec.ipv6)
+
+
+@dataclass(frozen=True)
+class Settings:
+    socket: str
+    maxconn: int = 1024
+    timeout_client: int = 30
+    timeout_server: int = 32
+    user: str = ""
+    group: str = ""
+
+
+def templates_dir(configured: str = "") -> Path:
+    for candidate in (configured, BUNDLED_TEMPLATES, INSTALLED_TEMPLATES):
+        if candidate and (Path(candidate) / "haproxy.cfg.j2").exists():
+            return Path(candidate)
+    raise FileNotFoundError("haproxy templates not found; set [haproxy] templates_dir")
+
+
+def renderer(directory: Path) -> jinja2.Template:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(directory)),
+                             undefined=jinja2.StrictUndefined, autoescape=False,
+                             keep_trailing_newline=True)
+    return env.get_template("haproxy.cfg.j2")
+
+
+def render(template: jinja2.Template, frontends: list[Frontend], settings: Settings,
+           stats_socket: str = "") -> str:
+    ordered = sorted(frontends, key=lambda f: f.network_id)
+    return template.render(frontends=ordered, stats_socket=stats_socket,
+                           **settings.__dict__)
+
+
+def _alive(pid: int, cfg: Path) -> bool:
+    """A live haproxy running our config file (guards against a reused PID)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return False
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return str(cfg).encode() in cmdline
+
+
+def _read_pid(pidfile: Path) -> int | None:
+    try:
+        # Master-worker pidfiles hold the master first.
+        return int(pidfile.read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+
+
+class HaproxyError(RuntimeError):
+    pass
+
+
+class _Process:
+    """One haproxy process described by a config file and a pidfile."""
+
+    def __init__(self, binary: str, cfg: Path, pidfile: Path, master_worker: bool) -> None:
+        self.binary, self.cfg, self.pidfile = binary, cfg, pidfile
+        self.master_worker = master_worker
+
+    def pid(self) -> int | None:
+        pid = _read_pid(self.pidfile)
+        return pid if pid and _alive(pid, self.cfg) else None
+
+    def validate(self, path: Path) -> None:
+        proc = subprocess.run([self.binary, "-c", "-q", "-f", str(path)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise HaproxyError(f"haproxy rejected {path}: {proc.stderr.strip() or proc.stdout}")
+
+    def write(self, text: str) -> bool:
+        """Install a validated config; False when it is unchanged."""
+        try:
+            if self.cfg.read_text() == text:
+                return False
+        except FileNotFoundError:
+            pass
+        tmp = self.cfg.with_suffix(".new")
+        tmp.write_text(text)
+        try:
+            self.validate(tmp)
+        except HaproxyError:
+            tmp.unlink()
+            raise
+        tmp.replace(self.cfg)
+        return True
+
+    def start(self, replace: int | None = None) -> None:
+        argv = [self.binary, "-D", "-p", str(self.pidfile), "-f", str(self.cfg)]
+        if self.master_worker:
+            argv[1:1] = ["-W", "-S", f"{self.cfg.with_suffix('.master')},mode,600"]
+        if replace:
+            argv += ["-sf", str(replace)]
+        proc = subprocess.run(argv, capture_output=True, text=True, start_new_session=True)
+        if proc.returncode != 0:
+            raise HaproxyError(f"haproxy failed to start with {self.cfg}: "
+                               f"{proc.stderr.strip()}")
+
+    def reload(self) -> None:
+        pid = self.pid()
+        if pid is None:
+            self.start()
+        elif self.master_worker:
+            os.kill(pid, signal.SIGUSR2)  # the master re-reads the file, workers hand over
+        else:
+            self.start(replace=pid)
+
+    def kill(self, timeout: float = 5.0) -> None:
+        pid = self.pid()
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _alive(pid, self.cfg) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if _alive(pid, self.cfg):
+                os.kill(pid, signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def stop(self) -> None:
+        """Kill the process and remove its files."""
+        self.kill()
+        for path in (self.cfg, self.pidfile, self.cfg.with_suffix(".master"),
+                     self.cfg.with_suffix(".stats")):
+            path.unlink(missing_ok=True)
+
+
+class HaproxyManager:
+    """Keeps the haproxy processes matching a set of frontends, in either mode."""
+
+    def __init__(self, mode: str, state_dir: Path, settings: Settings, binary: str = "haproxy",
+                 template_dir: str = "") -> None:
+        self.mode = mode
+        self.dir = Path(state_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        self.binary = binary
+        self.template = renderer(templates_dir(template_dir))
+
+    def _shared(self) -> _Process:
+        return _Process(self.binary, self.dir / "shared.cfg", self.dir / "shared.pid", True)
+
+    def _per_network(self, net_id: str) -> _Process:
+        return _Process(self.binary, self.dir / f"{naming.namespace(net_id)}.cfg",
+                        self.dir / f"{naming.namespace(net_id)}.pid", False)
+
+    def _per_network_ids(self) -> set[str]:
+        return {net for p in self.dir.glob(f"{naming.NAMESPACE_PREFIX}*.cfg")
+                if (net := naming.network_from_namespace(p.stem))}
+
+    def sync(self, frontends: list[Frontend], recreated: set[str] = frozenset()
+             ) -> dict[str, str]:
+        """Converge; returns errors by network id ('*' for the shared process).
+
+        `recreated` names networks whose namespace is new: a listener bound in the old one
+        (deleted by hand, say) must be rebound even though the config text is unchanged.
+        """
+        if self.mode == "shared":
+            for net in self._per_network_ids():
+                self._per_network(net).stop()
+            return self._sync_shared(frontends, recreated)
+        self._shared().stop()
+        return self._sync_per_network(frontends, recreated)
+
+    def _sync_shared(self, frontends: list[Frontend], recreated: set[str]) -> dict[str, str]:
+        proc = self._shared()
+        try:
+            served = proc.cfg.read_text()
+        except FileNotFoundError:
+            served = ""
+        # A reload hands the old listening sockets to the new worker, and those are still
+        # bound in the deleted namespace: only a restart rebinds them.
+        rebind = [n for n in recreated if f"frontend {naming.frontend(n)}\n" in served]
+        if not frontends:
+            if proc.pid() or proc.cfg.exists():
+                LOG.info("no metadata networks left: stopping the shared haproxy")
+                proc.stop()
+            return {}
+        text = render(self.template, frontends, self.settings,
+                      stats_socket=str(proc.cfg.with_suffix(".stats")))
+        try:
+            changed = proc.write(text)
+            if proc.pid() is None:
+                LOG.info("starting the shared haproxy (%d frontends)", len(frontends))
+                proc.start()
+            elif rebind:
+                LOG.warning("restarting the shared haproxy: namespace(s) of %s were recreated",
+                            sorted(rebind))
+                proc.restart()
+            elif changed:
+                LOG.info("reloading the shared haproxy (%d frontends)", len(frontends))
+                proc.reload()
+        except (HaproxyError, OSError) as exc:
+            LOG.error("shared haproxy: %s", exc)
+            return {"*": str(exc)}
+        return {}
+
+    def _sync_per_network(self, frontends: list[Frontend], recreated: set[str]
+                          ) -> dict[str, str]:
+        errors: dict[str, str] = {}
+        wanted = {f.network_id: f for f in frontends}
+        for net in self._per_network_ids() - wanted.keys():
+            LOG.info("network %s: stopping its haproxy", net)
+            self._per_network(net).stop()
+        for net, frontend in wanted.items():
+            proc = self._per_network(net)
+            text = render(self.template, [frontend], self.settings)
+            try:
+                changed = proc.write(text)
+                if proc.pid() is None:
+                    LOG.info("network %s: starting its haproxy", net)
+                    proc.start()
+                elif net in recreated:
+                    proc.restart()
+                elif changed:
+                    proc.reload()
+            except (HaproxyError, OSError) as exc:
+                LOG.error("network %s: haproxy: %s", net, exc)
+                errors[net] = str(exc)
+        return errors
+
+    def pids(self) -> dict[str, int | None]:
+        """Running processes: '*' for the shared one, else by network id."""
+        if self.mode == "shared":
+            return {"*": self._shared().pid()}
+        return {net: self._per_network(net).pid() for net in self._per_network_ids()}
+
+    def stop_all(self) -> None:
+        self._shared().stop()
+        for net in self._per_network_ids():
+            self._per_network(net).stop()

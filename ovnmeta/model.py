@@ -1,0 +1,72 @@
+"""Plain, immutable records the pure core works on: what the SB says and what the host has.
+
+Nothing here refers to an IDL row, a socket or a netlink object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+METADATA_V4 = "169.254.169.254/32"
+METADATA_V6 = "fe80::a9fe:a9fe/128"
+
+
+@dataclass(frozen=True)
+class PortRecord:
+    """One Port_Binding row, reduced to what the agent uses."""
+    logical_port: str
+    type: str
+    network_id: str
+    mac: tuple[str, ...]                     # the raw `mac` column: "MAC IP IP ..." entries
+    external_ids: tuple[tuple[str, str], ...]
+    bound_here: bool
+
+    def ext(self, key: str, default: str = "") -> str:
+        return dict(self.external_ids).get(key, default)
+
+
+@dataclass(frozen=True)
+class SbSnapshot:
+    """Everything the SB told us that matters to this chassis, at one instant."""
+    chassis: str
+    ports: tuple[PortRecord, ...] = ()
+    connected: bool = True
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """The desired host state for one metadata network."""
+    network_id: str
+    namespace: str
+    outer: str
+    inner: str
+    iface_id: str          # logical port name of the localport
+    mac: str
+    addresses: frozenset[str]  # "ip/prefix"
+    mtu: int | None
+    vm_ports: int
+
+    @property
+    def ipv6(self) -> bool:
+        return METADATA_V6 in self.addresses
+
+
+@dataclass(frozen=True)
+class LinkState:
+    mac: str
+    mtu: int
+    up: bool
+    addresses: frozenset[str] = frozenset()
+    tx_csum: bool = False
+
+
+@dataclass(frozen=True)
+class ActualNetwork:
+    """What exists on the host for one network id (any part may be missing)."""
+    network_id: str
+    namespace: bool = False
+    inner: LinkState | None = None
+    outer: bool = False
+    outer_up: bool = False
+    ovs_iface_id: str | None = None   # iface-id of the outer device on the bridge, if plugged
+    extra: dict = field(default_factory=dict, compare=False)

@@ -1,0 +1,49 @@
+"""Names of the things the agent creates on the host, derived from the network id alone.
+
+Deriving every name from the id lets a restarted agent find what it made before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+NAMESPACE_PREFIX = "ovnmeta-"
+NEUTRON_SWITCH_PREFIX = "neutron-"
+IFNAMSIZ = 15  # the kernel's limit on device names, without the NUL
+
+
+def network_id(datapath_external_ids: dict[str, str]) -> str | None:
+    """The neutron network uuid of a logical switch's datapath, else the switch name."""
+    name = datapath_external_ids.get("name", "")
+    if not name:
+        return None
+    if name.startswith(NEUTRON_SWITCH_PREFIX):
+        return name[len(NEUTRON_SWITCH_PREFIX):]
+    return name
+
+
+def namespace(net_id: str) -> str:
+    return NAMESPACE_PREFIX + net_id
+
+
+def network_from_namespace(ns: str) -> str | None:
+    return ns[len(NAMESPACE_PREFIX):] if ns.startswith(NAMESPACE_PREFIX) else None
+
+
+def _digest(net_id: str) -> str:
+    # A hash, not a prefix: ids that share a long prefix still get distinct devices.
+    return hashlib.sha256(net_id.encode()).hexdigest()[:10]
+
+
+def outer_device(net_id: str) -> str:
+    """The veth end on br-int, in the root namespace."""
+    return f"omt{_digest(net_id)}o"
+
+
+def inner_device(net_id: str) -> str:
+    """The veth end inside the ovnmeta namespace."""
+    return f"omt{_digest(net_id)}i"
+
+
+def frontend(net_id: str) -> str:
+    return f"net-{net_id}"

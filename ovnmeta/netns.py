@@ -1,0 +1,180 @@
+"""Netlink plumbing with pyroute2: namespaces, the veth pair, addresses, TX checksum.
+
+The only module that talks netlink. Reads give model records; writes execute plan steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import logging
+import os
+from collections.abc import Iterator
+
+from pyroute2 import IPRoute, netns
+from pyroute2.ethtool import Ethtool
+from pyroute2.netlink.exceptions import NetlinkError
+
+from ovnmeta import naming
+from ovnmeta.model import METADATA_V6, LinkState, NetworkSpec
+
+LOG = logging.getLogger(__name__)
+NETNS_DIR = "/run/netns"
+IFA_F_NODAD = 0x02
+TX_CSUM_FEATURE = "tx-checksum-ip-generic"
+
+
+def list_namespaces() -> set[str]:
+    """ovnmeta namespaces present on the host (a directory listing, cheap enough to poll)."""
+    try:
+        names = os.listdir(NETNS_DIR)
+    except FileNotFoundError:
+        return set()
+    return {n for n in names if n.startswith(naming.NAMESPACE_PREFIX)}
+
+
+@contextlib.contextmanager
+def _ns_socket(ns: str) -> Iterator[IPRoute]:
+    # A netlink socket opened while this thread sits in the namespace stays bound to it.
+    netns.pushns(ns)
+    try:
+        ipr = IPRoute()
+    finally:
+        netns.popns()
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+@contextlib.contextmanager
+def _in_ns(ns: str) -> Iterator[None]:
+    netns.pushns(ns)
+    try:
+        yield
+    finally:
+        netns.popns()
+
+
+def _ignored(address: str) -> bool:
+    # The kernel's own EUI-64 link-local address is not ours to manage.
+    iface = ipaddress.ip_interface(address)
+    return iface.version == 6 and iface.ip.is_link_local and address != METADATA_V6
+
+
+def read_inner(ns: str, dev: str) -> LinkState | None:
+    """The namespace end of the pair, or None when it (or the namespace) is missing."""
+    try:
+        with _ns_socket(ns) as ipr:
+            idx = ipr.link_lookup(ifname=dev)
+            if not idx:
+                return None
+            link = ipr.get_links(index=idx[0])[0]
+            addrs = frozenset(
+                f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in ipr.get_addr(index=idx[0]))
+    except (FileNotFoundError, OSError) as exc:
+        if getattr(exc, "errno", None) in (errno.ENOENT, errno.EINVAL) or isinstance(
+                exc, FileNotFoundError):
+            return None
+        raise
+    return LinkState(
+        mac=(link.get("IFLA_ADDRESS") or "").lower(), mtu=link.get("IFLA_MTU") or 0,
+        up=bool(link["flags"] & 1), addresses=frozenset(a for a in addrs if not _ignored(a)),
+        tx_csum=_tx_csum(ns, dev))
+
+
+def _tx_csum(ns: str, dev: str) -> bool:
+    with _in_ns(ns):
+        eth = Ethtool()
+        try:
+            feature = eth.get_features(dev).features.get(TX_CSUM_FEATURE)
+            return bool(feature and feature.enable)
+        finally:
+            eth.close()
+
+
+def read_outer(dev: str) -> tuple[bool, bool]:
+    """(exists, admin up) of the root-namespace end."""
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=dev)
+        if not idx:
+            return False, False
+        return True, bool(ipr.get_links(index=idx[0])[0]["flags"] & 1)
+
+
+def create_namespace(spec: NetworkSpec) -> None:
+    netns.create(spec.namespace)
+    with _ns_socket(spec.namespace) as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+
+def create_veth(spec: NetworkSpec) -> None:
+    with IPRoute() as ipr:
+        stale = ipr.link_lookup(ifname=spec.outer)
+        if stale:
+            ipr.link("del", index=stale[0])
+        ipr.link("add", ifname=spec.outer, kind="veth",
+                 peer={"ifname": spec.inner, "net_ns_fd": spec.namespace})
+
+
+def configure_inner(spec: NetworkSpec, csum_off: bool) -> None:
+    with _ns_socket(spec.namespace) as ipr:
+        idx = ipr.link_lookup(ifname=spec.inner)[0]
+        link = ipr.get_links(index=idx)[0]
+        if (link.get("IFLA_ADDRESS") or "").lower() != spec.mac:
+            ipr.link("set", index=idx, state="down")
+            ipr.link("set", index=idx, address=spec.mac)
+        if spec.mtu:
+            ipr.link("set", index=idx, mtu=spec.mtu)
+        ipr.link("set", index=idx, state="up")
+    if csum_off:
+        # The userspace datapath forwards partial checksums as they are; receivers drop them.
+        with _in_ns(spec.namespace):
+            eth = Ethtool()
+            try:
+                feats = eth.get_features(spec.inner)
+                feats.features[TX_CSUM_FEATURE].enable = False
+                eth.set_features(spec.inner, feats)
+            finally:
+                eth.close()
+
+
+def add_address(spec: NetworkSpec, address: str) -> None:
+    iface = ipaddress.ip_interface(address)
+    with _ns_socket(spec.namespace) as ipr:
+        idx = ipr.link_lookup(ifname=spec.inner)[0]
+        try:
+            ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen,
+                     flags=IFA_F_NODAD if iface.version == 6 else 0)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+
+
+def del_address(spec: NetworkSpec, address: str) -> None:
+    iface = ipaddress.ip_interface(address)
+    with _ns_socket(spec.namespace) as ipr:
+        idx = ipr.link_lookup(ifname=spec.inner)[0]
+        try:
+            ipr.addr("del", index=idx, address=str(iface.ip),
+                     prefixlen=iface.network.prefixlen)
+        except NetlinkError as exc:
+            if exc.code != errno.EADDRNOTAVAIL:
+                raise
+
+
+def set_outer_up(spec: NetworkSpec) -> None:
+    with IPRoute() as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname=spec.outer)[0], state="up")
+
+
+def delete(net_id: str) -> None:
+    """Remove the pair and the namespace; missing parts are fine."""
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=naming.outer_device(net_id))
+        if idx:
+            ipr.link("del", index=idx[0])
+    ns = naming.namespace(net_id)
+    if ns in list_namespaces():
+        netns.remove(ns)

@@ -1,0 +1,86 @@
+"""The local Open_vSwitch DB through ovsdbapp: who this chassis is, and our ports on br-int."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import ovs.db.idl
+from ovsdbapp.backend.ovs_idl import connection, idlutils
+from ovsdbapp.schema.open_vswitch import impl_idl
+
+LOG = logging.getLogger(__name__)
+OUR_DEVICE_PREFIX = "omt"
+
+
+@dataclass(frozen=True)
+class ChassisConfig:
+    system_id: str
+    bridge: str
+    datapath_type: str
+
+    @property
+    def netdev(self) -> bool:
+        return self.datapath_type == "netdev"
+
+
+class _Idl(connection.OvsdbIdl):
+    def __init__(self, remote: str, helper, on_change: Callable[[], None]) -> None:
+        super().__init__(remote, helper)
+        self._on_change = on_change
+
+    def notify(self, event: str, row: ovs.db.idl.Row, updates=None) -> None:
+        if row._table.name == "Interface":
+            self._on_change()
+
+
+class LocalOvs:
+    def __init__(self, remote: str, timeout: int, on_change: Callable[[], None]) -> None:
+        self.remote = remote
+        self._timeout = timeout
+        self._on_change = on_change
+        self.api: impl_idl.OvsdbIdl | None = None
+
+    def start(self) -> None:
+        helper = idlutils.get_schema_helper(self.remote, "Open_vSwitch")
+        for table in ("Open_vSwitch", "Bridge", "Port", "Interface"):
+            helper.register_table(table)
+        conn = connection.Connection(_Idl(self.remote, helper, self._on_change), self._timeout)
+        self.api = impl_idl.OvsdbIdl(conn, start=True)
+
+    def stop(self) -> None:
+        if self.api:
+            self.api.ovsdb_connection.stop(timeout=5)
+
+    def connected(self) -> bool:
+        return bool(self.api and self.api.idl._session.is_connected())
+
+    def chassis_config(self) -> ChassisConfig:
+        ext = self.api.db_get("Open_vSwitch", ".", "external_ids").execute(check_error=True)
+        system_id = ext.get("system-id", "")
+        if not system_id:
+            raise RuntimeError("Open_vSwitch external_ids:system-id is not set: is this host "
+                               "configured as an OVN chassis?")
+        bridge = ext.get("ovn-bridge", "br-int")
+        dp_type = ""
+        if self.api.br_exists(bridge).execute(check_error=True):
+            dp_type = self.api.db_get("Bridge", bridge, "datapath_type").execute(
+                check_error=True) or ""
+        return ChassisConfig(system_id=system_id, bridge=bridge, datapath_type=dp_type)
+
+    def plugged(self) -> dict[str, str]:
+        """Our devices that have an OVS interface, by name, with their iface-id ('' if none)."""
+        rows = self.api.db_list("Interface", columns=["name", "external_ids"]).execute(
+            check_error=True)
+        return {r["name"]: r["external_ids"].get("iface-id", "") for r in rows
+                if r["name"].startswith(OUR_DEVICE_PREFIX)}
+
+    def plug(self, bridge: str, device: str, iface_id: str) -> None:
+        with self.api.transaction(check_error=True) as txn:
+            txn.add(self.api.add_port(bridge, device, may_exist=True))
+            txn.add(self.api.db_set("Interface", device,
+                                    ("external_ids", {"iface-id": iface_id})))
+
+    def unplug(self, device: str) -> None:
+        self.api.del_port(device, if_exists=True).execute(check_error=True)

@@ -1,0 +1,245 @@
+"""The reconciler: one loop that makes the host match what the SB says, network by network.
+
+Events only mark networks dirty. Each pass reads the current SB snapshot and the host's
+actual state, plans the difference (ovnmeta.plan) and executes it; failures are retried with
+backoff. A missed event, a hand-deleted namespace or a restart all converge the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ovnmeta import naming, netns, plan
+from ovnmeta.desired import Problem, desired_networks
+from ovnmeta.haproxy import Frontend, HaproxyManager
+from ovnmeta.model import ActualNetwork, NetworkSpec
+from ovnmeta.ovs import ChassisConfig, LocalOvs
+from ovnmeta.sbview import SbView
+
+LOG = logging.getLogger(__name__)
+DEBOUNCE = 0.02       # collect a burst of events into one pass
+HOST_CHECK = 1.0      # an idle pass this often finds hand-deleted namespaces, dead haproxy
+MAX_BACKOFF = 30.0
+
+
+@dataclass
+class _Backoff:
+    failures: int = 0
+    retry_at: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class ReconcileStatus:
+    """What the last pass saw and did; written to status.json for `ovnmeta status`."""
+    time: float = 0.0
+    duration: float = 0.0
+    sb_connected: bool = False
+    ovs_connected: bool = False
+    networks: dict[str, dict] = field(default_factory=dict)
+    problems: list[dict] = field(default_factory=list)
+    haproxy: dict = field(default_factory=dict)
+
+
+class Reconciler:
+    def __init__(self, sb: SbView, ovs: LocalOvs, chassis: ChassisConfig,
+                 haproxy: HaproxyManager, state_dir: Path, resync_interval: float = 60.0,
+                 cidrs_key: str = "neutron:cidrs") -> None:
+        self.sb, self.ovs, self.chassis, self.haproxy = sb, ovs, chassis, haproxy
+        self.state_dir = Path(state_dir)
+        self.resync_interval = resync_interval
+        self.cidrs_key = cidrs_key
+        self._cond = threading.Condition()
+        self._dirty: set[str] = set()
+        self._all_dirty = True
+        self._backoff: dict[str, _Backoff] = {}
+        self._ready: set[str] = set()
+        self._recreated: set[str] = set()
+        self._last_full = 0.0
+        self._last_host_check = 0.0
+        self.passes = 0
+        self.status = ReconcileStatus()
+
+    # -- marking work (any thread) -------------------------------------------
+    def mark(self, networks: set[str] | None) -> None:
+        """Networks to look at again; None means all of them."""
+        with self._cond:
+            if networks is None:
+                self._all_dirty = True
+            else:
+                self._dirty |= networks
+            self._cond.notify()
+
+    def mark_all(self) -> None:
+        self.mark(None)
+
+    # -- the loop -------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            with self._cond:
+                if not (self._dirty or self._all_dirty):
+                    self._cond.wait(timeout=self._next_wakeup())
+            if stop.is_set():
+                return
+            time.sleep(DEBOUNCE)
+            try:
+                self.reconcile_once()
+            except Exception:  # never let one bad pass kill the agent
+                LOG.exception("reconcile pass failed; retrying")
+                self.mark_all()
+                stop.wait(1.0)
+
+    def _next_wakeup(self) -> float:
+        now = time.monotonic()
+        deadlines = [self._last_host_check + HOST_CHECK, self._last_full + self.resync_interval]
+        deadlines += [b.retry_at for b in self._backoff.values()]
+        return max(0.0, min(deadlines) - now)
+
+    def reconcile_once(self) -> None:
+        """One pass: plan and apply for the networks that need a look, then haproxy."""
+        started = time.monotonic()
+        if not self.sb.settled:
+            LOG.debug("SB view not loaded yet; waiting before touching the host")
+            self._last_host_check = started
+            return
+        with self._cond:
+            full = self._all_dirty or started - self._last_full >= self.resync_interval
+            dirty, self._dirty, self._all_dirty = self._dirty, set(), False
+        snapshot = self.sb.snapshot()
+        desired, problems = desired_networks(snapshot, cidrs_key=self.cidrs_key)
+        present = {naming.network_from_namespace(ns) for ns in netns.list_namespaces()}
+        present.discard(None)
+        # A view we cannot refresh is still the best we have: keep serving it, and remove
+        # nothing until the SB is back.
+        may_delete = self.sb.connected()
+        check = set(dirty)
+        check |= {n for n in desired if n not in present or n not in self._ready}
+        check |= present - desired.keys()
+        check |= {n for n, b in self._backoff.items() if b.retry_at <= started}
+        if full:
+            check |= desired.keys() | present
+            self._last_full = started
+        plugged = self.ovs.plugged()
+        # An OVS event only wakes us: compare what is plugged with what should be.
+        check |= {n for n in self._ready & desired.keys()
+                  if plugged.get(desired[n].outer) != desired[n].iface_id}
+        for net in sorted(check):
+            if net in self._backoff and self._backoff[net].retry_at > started and not full:
+                continue
+            if net not in desired and not may_delete:
+                continue
+            self._converge(net, desired.get(net), net in present, plugged)
+        if may_delete:
+            self._unplug_orphans(plugged, desired.keys() | present)
+
+        self._ready &= desired.keys()
+        frontends = [Frontend.for_spec(desired[n]) for n in sorted(self._ready)]
+        errors = self.haproxy.sync(frontends, recreated=self._recreated)
+        self._recreated = set()
+        self._last_host_check = time.monotonic()
+        self.passes += 1
+        self._record(desired, problems, errors, started)
+
+    # -- one network ----------------------------------------------------------
+    def _converge(self, net: str, spec: NetworkSpec | None, ns_present: bool,
+                  plugged: dict[str, str]) -> None:
+        actual = self._inspect(net, ns_present, plugged)
+        steps = plan.plan_network(spec, actual, netdev=self.chassis.netdev)
+        try:
+            for step in steps:
+                self._apply(step)
+        except Exception as exc:
+            b = self._backoff.setdefault(net, _Backoff())
+            b.failures += 1
+            delay = min(MAX_BACKOFF, 0.5 * 2 ** (b.failures - 1))
+            b.retry_at, b.error = time.monotonic() + delay, f"{type(exc).__name__}: {exc}"
+            self._ready.discard(net)
+            LOG.error("network %s: %s failed (%s); retry %d in %.1fs", net,
+                      type(step).__name__, b.error, b.failures, delay)
+            return
+        self._backoff.pop(net, None)
+        if spec is None:
+            self._ready.discard(net)
+        else:
+            self._ready.add(net)
+        if steps:
+            LOG.info("network %s: %s", net, ", ".join(_describe(s) for s in steps))
+
+    def _inspect(self, net: str, ns_present: bool, plugged: dict[str, str]) -> ActualNetwork:
+        outer = naming.outer_device(net)
+        inner = netns.read_inner(naming.namespace(net), naming.inner_device(net)) \
+            if ns_present else None
+        outer_exists, outer_up = netns.read_outer(outer)
+        return ActualNetwork(network_id=net, namespace=ns_present, inner=inner,
+                             outer=outer_exists, outer_up=outer_up,
+                             ovs_iface_id=plugged.get(outer))
+
+    def _apply(self, step: plan.Step) -> None:
+        match step:
+            case plan.CreateNamespace(spec):
+                netns.create_namespace(spec)
+                self._recreated.add(spec.network_id)
+            case plan.CreateVeth(spec):
+                netns.create_veth(spec)
+            case plan.ConfigureInner(spec, csum_off):
+                netns.configure_inner(spec, csum_off)
+            case plan.AddAddress(spec, address):
+                netns.add_address(spec, address)
+            case plan.DelAddress(spec, address):
+                netns.del_address(spec, address)
+            case plan.SetOuterUp(spec):
+                netns.set_outer_up(spec)
+            case plan.PlugOvs(spec):
+                self.ovs.plug(self.chassis.bridge, spec.outer, spec.iface_id)
+            case plan.DeleteNetwork(net):
+                self.ovs.unplug(naming.outer_device(net))
+                netns.delete(net)
+
+    def _unplug_orphans(self, plugged: dict[str, str], known: set[str]) -> None:
+        """OVS ports of ours whose network we no longer know (e.g. a crash mid-delete)."""
+        ours = {naming.outer_device(n) for n in known}
+        for device in plugged.keys() - ours:
+            LOG.info("removing orphan OVS port %s (iface-id %s)", device, plugged[device])
+            try:
+                self.ovs.unplug(device)
+            except Exception as exc:
+                LOG.error("could not remove orphan OVS port %s: %s", device, exc)
+
+    # -- status ---------------------------------------------------------------
+    def _record(self, desired: dict[str, NetworkSpec], problems: list[Problem],
+                errors: dict[str, str], started: float) -> None:
+        for p in problems:
+            LOG.debug("network %s not served: %s", p.network_id, p.reason)
+        status = ReconcileStatus(
+            time=time.time(), duration=time.monotonic() - started,
+            sb_connected=self.sb.connected(), ovs_connected=self.ovs.connected(),
+            problems=[{"network": p.network_id, "reason": p.reason} for p in problems],
+            haproxy={"mode": self.haproxy.mode, "pids": self.haproxy.pids(), "errors": errors})
+        for net, spec in desired.items():
+            b = self._backoff.get(net)
+            status.networks[net] = {
+                "namespace": spec.namespace, "localport": spec.iface_id, "mac": spec.mac,
+                "addresses": sorted(spec.addresses), "vm_ports": spec.vm_ports,
+                "ready": net in self._ready, "error": b.error if b else "",
+                "haproxy_error": errors.get(net) or errors.get("*", ""),
+            }
+        self.status = status
+        path = self.state_dir / "status.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(status.__dict__, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+
+def _describe(step: plan.Step) -> str:
+    match step:
+        case plan.AddAddress(_, address) | plan.DelAddress(_, address):
+            return f"{type(step).__name__} {address}"
+        case plan.PlugOvs(spec):
+            return f"PlugOvs iface-id={spec.iface_id}"
+    return type(step).__name__

@@ -1,0 +1,183 @@
+"""The agent's view of the Southbound DB: only the rows this chassis needs, as plain records.
+
+Conditional monitoring keeps the IDL to this chassis's Chassis rows, the ports bound here and
+the ports and datapaths of their networks; a cloud of any size costs what this host serves.
+Nothing outside this module touches an IDL row.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import ovs.db.idl
+import ovs.stream
+from ovsdbapp.backend.ovs_idl import connection, idlutils
+
+from ovnmeta import naming
+from ovnmeta.model import PortRecord, SbSnapshot
+
+LOG = logging.getLogger(__name__)
+
+COLUMNS = {
+    "Chassis": ["name"],
+    "Chassis_Private": ["name", "chassis", "external_ids"],
+    "Datapath_Binding": ["external_ids"],
+    "Port_Binding": ["logical_port", "type", "datapath", "chassis", "additional_chassis",
+                     "mac", "external_ids"],
+}
+NOTHING = [False]
+
+
+def _uuids(row: ovs.db.idl.Row, column: str) -> list[str]:
+    """Referenced row uuids, even when the referenced row is not monitored here."""
+    datum = row._data.get(column)
+    if datum is None:
+        return []
+    return [str(atom.value) for atom in datum.values]
+
+
+def set_ssl(private_key: str, certificate: str, ca_cert: str) -> None:
+    if private_key:
+        ovs.stream.Stream.ssl_set_private_key_file(private_key)
+    if certificate:
+        ovs.stream.Stream.ssl_set_certificate_file(certificate)
+    if ca_cert:
+        ovs.stream.Stream.ssl_set_ca_cert_file(ca_cert)
+
+
+class _Idl(ovs.db.idl.Idl):
+    """Rebuilds the view after every run() that changed something, in the IDL thread."""
+
+    def __init__(self, remote: str, helper: ovs.db.idl.SchemaHelper, view: SbView,
+                 probe_interval: int) -> None:
+        super().__init__(remote, helper, probe_interval=probe_interval, leader_only=False)
+        self._view = view
+        self._seen = -1
+
+    def run(self) -> bool:
+        changed = super().run()
+        if self.change_seqno != self._seen or not self._view.settled:
+            self._seen = self.change_seqno
+            self._view._rebuild(self)
+        return changed
+
+
+class SbView:
+    def __init__(self, remote: str, chassis: str,
+                 on_change: Callable[[set[str] | None], None],
+                 timeout: int = 180, probe_interval: int = 60000) -> None:
+        self.remote = remote
+        self.chassis = chassis
+        self._on_change = on_change
+        self._timeout = timeout
+        self._probe_interval = probe_interval
+        self._lock = threading.Lock()
+        self._snapshot = SbSnapshot(chassis=chassis, connected=False)
+        self._chassis_uuid: str | None = None
+        self._datapaths: frozenset[str] = frozenset()
+        self._by_network: dict[str, frozenset[PortRecord]] = {}
+        # True once this chassis's rows are fully loaded: before that an empty view means
+        # "not known yet", not "nothing to serve".
+        self.settled = False
+        self._idl: _Idl | None = None
+        self._conn: connection.Connection | None = None
+
+    # -- lifecycle ------------------------------------------------------------
+    def start(self) -> None:
+        """Connect (blocking until the first dump or the timeout) and start the IDL thread."""
+        helper = idlutils.get_schema_helper(self.remote, "OVN_Southbound")
+        for table, columns in COLUMNS.items():
+            present = [c for c in columns if c in helper.schema_json["tables"][table]["columns"]]
+            helper.register_columns(table, present)
+        idl = _Idl(self.remote, helper, self, self._probe_interval)
+        idl.cond_change("Chassis", [["name", "==", self.chassis]])
+        idl.cond_change("Chassis_Private", [["name", "==", self.chassis]])
+        idl.cond_change("Port_Binding", NOTHING)
+        idl.cond_change("Datapath_Binding", NOTHING)
+        self._idl = idl
+        self._conn = connection.Connection(idl, self._timeout)
+        self._conn.start()
+
+    def stop(self) -> None:
+        if self._conn:
+            self._conn.stop(timeout=5)
+
+    # -- reads (any thread) ---------------------------------------------------
+    def snapshot(self) -> SbSnapshot:
+        with self._lock:
+            return self._snapshot
+
+    def connected(self) -> bool:
+        idl = self._idl
+        return bool(idl and idl._session.is_connected())
+
+    @property
+    def monitored_rows(self) -> dict[str, int]:
+        """Rows held per table: what conditional monitoring costs us."""
+        idl = self._idl
+        return {t: len(idl.tables[t].rows) for t in COLUMNS} if idl else {}
+
+    # -- IDL thread -----------------------------------------------------------
+    def _rebuild(self, idl: _Idl) -> None:
+        chassis_uuid = next((str(r.uuid) for r in idl.tables["Chassis"].rows.values()
+                             if r.name == self.chassis), None)
+        networks = {str(r.uuid): naming.network_id(dict(r.external_ids))
+                    for r in idl.tables["Datapath_Binding"].rows.values()}
+        local_dps: set[str] = set()
+        by_network: dict[str, set[PortRecord]] = {}
+        for row in idl.tables["Port_Binding"].rows.values():
+            dps = _uuids(row, "datapath")
+            if not dps:
+                continue
+            here = chassis_uuid is not None and (
+                chassis_uuid in _uuids(row, "chassis")
+                or chassis_uuid in _uuids(row, "additional_chassis"))
+            if here:
+                local_dps.add(dps[0])
+            if not here and row.type != "localport":
+                continue
+            net_id = networks.get(dps[0])
+            if net_id is None:
+                continue  # its datapath row arrives with the next condition change
+            by_network.setdefault(net_id, set()).add(PortRecord(
+                logical_port=row.logical_port, type=row.type, network_id=net_id,
+                mac=tuple(row.mac), external_ids=tuple(sorted(row.external_ids.items())),
+                bound_here=here))
+
+        self._update_conditions(idl, chassis_uuid, frozenset(local_dps))
+        frozen = {n: frozenset(p) for n, p in by_network.items()}
+        dirty = {n for n in frozen.keys() | self._by_network.keys()
+                 if frozen.get(n) != self._by_network.get(n)}
+        self._by_network = frozen
+        with self._lock:
+            self._snapshot = SbSnapshot(
+                chassis=self.chassis, connected=idl._session.is_connected(),
+                ports=tuple(p for ports in frozen.values() for p in ports))
+        if dirty:
+            self._on_change(dirty)
+        if not self.settled and chassis_uuid is not None and not any(
+                idl.tables[t]._condition_state.new is not None
+                or idl.tables[t]._condition_state.requested is not None for t in COLUMNS):
+            self.settled = True
+            LOG.info("SB view loaded: %s", self.monitored_rows)
+            self._on_change(None)
+
+    def _update_conditions(self, idl: _Idl, chassis_uuid: str | None,
+                           datapaths: frozenset[str]) -> None:
+        if chassis_uuid == self._chassis_uuid and datapaths == self._datapaths:
+            return
+        if chassis_uuid != self._chassis_uuid:
+            LOG.info("chassis %s is SB row %s", self.chassis, chassis_uuid)
+        self._chassis_uuid, self._datapaths = chassis_uuid, datapaths
+        pb: list = NOTHING
+        if chassis_uuid:
+            pb = [["chassis", "==", ["uuid", chassis_uuid]]]
+            if "additional_chassis" in idl.tables["Port_Binding"].columns:
+                pb.append(["additional_chassis", "includes", ["uuid", chassis_uuid]])
+            pb += [["datapath", "==", ["uuid", dp]] for dp in sorted(datapaths)]
+        dp_cond = [["_uuid", "==", ["uuid", dp]] for dp in sorted(datapaths)] or NOTHING
+        # Called from run() in the IDL thread: wait() then wakes at once to send them.
+        idl.cond_change("Port_Binding", pb)
+        idl.cond_change("Datapath_Binding", dp_cond)
