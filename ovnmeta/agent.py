@@ -18,7 +18,7 @@ from typing import TypeVar
 from oslo_config import cfg
 
 from ovnmeta import config, sbview
-from ovnmeta.haproxy import HaproxyManager, Settings
+from ovnmeta.haproxy import HaproxyManager, Settings, become_subreaper
 from ovnmeta.lock import AgentLock, AlreadyRunning
 from ovnmeta.ovs import LocalOvs
 from ovnmeta.reconcile import Reconciler
@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     except AlreadyRunning as exc:
         LOG.error("%s", exc)
         return 1
+    become_subreaper()
     agent = Agent(conf)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stop.set())

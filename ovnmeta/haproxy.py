@@ -77,11 +77,27 @@ def _alive(pid: int, cfg: Path) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                _reap(pid)
                 return False
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     return str(cfg).encode() in cmdline
+
+
+def _reap(pid: int) -> None:
+    # The agent is a child subreaper: daemonized haproxy masters are its children.
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def become_subreaper() -> None:
+    """Adopt orphaned descendants (daemonized haproxy) so their exits can be reaped."""
+    import ctypes
+    pr_set_child_subreaper = 36
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
 
 
 def _read_pid(pidfile: Path) -> int | None:

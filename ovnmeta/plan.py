@@ -79,8 +79,9 @@ def plan_network(spec: NetworkSpec | None, actual: ActualNetwork | None,
     if (inner.mac != spec.mac or not inner.up or (spec.mtu and inner.mtu != spec.mtu)
             or (netdev and inner.tx_csum)):
         steps.append(ConfigureInner(spec, netdev))
-    steps += [AddAddress(spec, a) for a in sorted(spec.addresses - inner.addresses)]
+    # Delete first: removing a primary address takes its subnet's secondaries with it.
     steps += [DelAddress(spec, a) for a in sorted(inner.addresses - spec.addresses)]
+    steps += [AddAddress(spec, a) for a in sorted(spec.addresses - inner.addresses)]
     if not actual.outer_up:
         steps.append(SetOuterUp(spec))
     if actual.ovs_iface_id != spec.iface_id:

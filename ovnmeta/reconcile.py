@@ -154,6 +154,8 @@ class Reconciler:
         try:
             for step in steps:
                 self._apply(step)
+            if steps and spec is not None:
+                self._verify(net, spec)
         except Exception as exc:
             b = self._backoff.setdefault(net, _Backoff())
             b.failures += 1
@@ -171,6 +173,14 @@ class Reconciler:
         if steps:
             LOG.info("network %s: %s", net, ", ".join(_describe(s) for s in steps))
 
+    def _verify(self, net: str, spec: NetworkSpec) -> None:
+        """Read back what was built: a step the kernel undid counts as a failure."""
+        plugged = {spec.outer: self.ovs.plugged().get(spec.outer, "")}
+        left = plan.plan_network(spec, self._inspect(net, True, plugged), self.chassis.netdev)
+        if left:
+            step = left[0]
+            raise RuntimeError(f"not converged after applying: {_describe(step)} still needed")
+
     def _inspect(self, net: str, ns_present: bool, plugged: dict[str, str]) -> ActualNetwork:
         outer = naming.outer_device(net)
         inner = netns.read_inner(naming.namespace(net), naming.inner_device(net)) \
@@ -186,6 +196,9 @@ class Reconciler:
                 netns.create_namespace(spec)
                 self._recreated.add(spec.network_id)
             case plan.CreateVeth(spec):
+                # vswitchd does not reopen a port whose device vanished and came back under
+                # the same name: replug it from scratch.
+                self.ovs.unplug(spec.outer)
                 netns.create_veth(spec)
             case plan.ConfigureInner(spec, csum_off):
                 netns.configure_inner(spec, csum_off)

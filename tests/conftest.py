@@ -65,3 +65,25 @@ def make_vm(sandbox: Sandbox) -> Iterator[Callable[..., FakeVM]]:
     for vm in created:
         vm.destroy()
         neutron.delete_port(sandbox, vm.port)
+
+
+@pytest.fixture
+def start_agent(sandbox: Sandbox) -> Iterator[Callable[..., "AgentProcess"]]:
+    """Start real ovnmeta-agent processes; everything they built is removed afterwards."""
+    from ovnmeta.testing.agentproc import AgentProcess
+
+    agents: list[AgentProcess] = []
+
+    def start(mode: str = "shared", state_dir: Path | None = None, extra: str = "",
+              run: bool = True) -> AgentProcess:
+        agent = AgentProcess(sandbox, mode=mode, state_dir=state_dir, extra=extra)
+        agents.append(agent)
+        return agent.start() if run else agent
+
+    yield start
+    for agent in agents:
+        agent.stop()
+        # Shown by pytest only when the test failed.
+        print(f"--- agent log {agent.log_path} ---\n{agent.log()}")
+    for agent in agents:
+        agent.cleanup()

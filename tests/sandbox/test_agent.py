@@ -1,0 +1,229 @@
+"""The agent against real OVN, netns and haproxy: provisioning, teardown, adoption, repair."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ovnmeta import naming
+from ovnmeta.testing import neutron
+from ovnmeta.testing.agentproc import AgentProcess, namespaces, wait_until
+from ovnmeta.testing.echo import EchoServer
+from ovnmeta.testing.vm import FakeVM
+
+
+def fetch(vm: FakeVM, *headers: str, url: str = "http://169.254.169.254/latest/meta-data/",
+          timeout: float = 2) -> dict | None:
+    """The echo backend's view of a request sent from the VM, or None when it fails."""
+    argv = ["curl", "-sf", "-m", str(timeout)]
+    for h in headers:
+        argv += ["-H", h]
+    proc = vm.exec(*argv, url, check=False, timeout=timeout + 5)
+    if proc.returncode != 0:
+        return None
+    return json.loads(proc.stdout)
+
+
+def wait_served(vm: FakeVM, timeout: float = 15) -> dict:
+    return wait_until(lambda: fetch(vm, timeout=1), timeout=timeout,
+                      what=f"metadata reachable from {vm.netns}")
+
+
+def inner_addresses(net_id: str) -> set[str]:
+    out = subprocess.run(["ip", "-n", naming.namespace(net_id), "-o", "addr", "show", "dev",
+                          naming.inner_device(net_id)], capture_output=True, text=True).stdout
+    return {line.split()[3] for line in out.splitlines()
+            if not line.split()[3].startswith("fe80::") or "a9fe" in line}
+
+
+def ovs_ports(sandbox) -> dict[str, str]:
+    out = sandbox.vsctl("--format=json", "--columns=name,external_ids", "list", "Interface")
+    rows = json.loads(out)["data"]
+    return {name: dict(ext[1]).get("iface-id", "") for name, ext in rows
+            if name.startswith("omt")}
+
+
+def frontends(agent: AgentProcess) -> list[str]:
+    text = "".join(p.read_text() for p in (agent.state_dir / "haproxy").glob("*.cfg"))
+    return [line.split()[1] for line in text.splitlines() if line.startswith("frontend ")]
+
+
+@pytest.fixture
+def echo_agent(start_agent):
+    """An agent whose socket is served by the echo backend (the proxy's stand-in)."""
+    agent = start_agent(run=False)
+    with EchoServer(agent.socket):
+        yield agent.start()
+
+
+def test_vm_bound_gets_namespace_ovs_port_frontend_and_tcp(sandbox, make_network, make_vm,
+                                                          echo_agent) -> None:
+    net = make_network()
+    vm = make_vm(net)
+    seen = wait_served(vm)
+    assert dict(seen["headers"])["x-ovn-network-id"] == net.id
+    ns = naming.namespace(net.id)
+    assert ns in namespaces()
+    assert inner_addresses(net.id) == {net.metadata_port.ips[0], "169.254.169.254/32"}
+    assert ovs_ports(sandbox) == {naming.outer_device(net.id): net.metadata_port.name}
+    assert frontends(echo_agent) == [naming.frontend(net.id)]
+    mac = subprocess.run(["ip", "-n", ns, "-o", "link", "show", naming.inner_device(net.id)],
+                         capture_output=True, text=True).stdout
+    assert net.metadata_port.mac in mac
+
+
+def test_client_cannot_forge_network_id_or_forwarded_for(make_network, make_vm,
+                                                         echo_agent) -> None:
+    net = make_network()
+    vm = make_vm(net)
+    wait_served(vm)
+    seen = fetch(vm, "X-OVN-Network-ID: someone-elses-network",
+                 "x-ovn-network-id: another", "X-Forwarded-For: 10.0.0.99")
+    headers = [(k.lower(), v) for k, v in seen["headers"]]
+    assert [v for k, v in headers if k == "x-ovn-network-id"] == [net.id]
+    assert [v for k, v in headers if k == "x-forwarded-for"] == [vm.port.ip]
+
+
+def test_second_vm_duplicates_nothing_and_last_vm_removes_all(sandbox, make_network, make_vm,
+                                                              echo_agent) -> None:
+    net = make_network()
+    a = make_vm(net)
+    wait_served(a)
+    b = make_vm(net)
+    wait_served(b)
+    assert sorted(n for n in namespaces() if n.startswith("ovnmeta-")) == [
+        naming.namespace(net.id)]
+    assert len(ovs_ports(sandbox)) == 1
+    assert frontends(echo_agent) == [naming.frontend(net.id)]
+    assert len(echo_agent.haproxy_pids()) == 1
+
+    a.unplug()
+    wait_until(lambda: a.bound_chassis() == "", what="first VM unbound")
+    assert fetch(b) is not None
+    b.unplug()
+    wait_until(lambda: naming.namespace(net.id) not in namespaces(), what="namespace removed")
+    wait_until(lambda: not ovs_ports(sandbox), what="OVS port removed")
+    wait_until(lambda: not echo_agent.haproxy_pids(), what="haproxy stopped")
+    assert not os.path.exists(f"/sys/class/net/{naming.outer_device(net.id)}")
+
+
+def test_network_deleted_in_neutron_is_torn_down(sandbox, make_network, make_vm,
+                                                 echo_agent) -> None:
+    net = make_network()
+    vm = make_vm(net)
+    wait_served(vm)
+    neutron.delete_network(sandbox, net)
+    wait_until(lambda: naming.namespace(net.id) not in namespaces(), what="namespace removed")
+    wait_until(lambda: not ovs_ports(sandbox), what="OVS port removed")
+
+
+def test_restart_adopts_and_removes_stale(sandbox, make_network, make_vm, start_agent) -> None:
+    net = make_network()
+    vm = make_vm(net)
+    agent = start_agent(run=False)
+    with EchoServer(agent.socket):
+        agent.start()
+        wait_served(vm)
+        haproxy = agent.haproxy_pids()
+        ifindex = Path(f"/sys/class/net/{naming.outer_device(net.id)}/ifindex").read_text()
+        agent.stop()
+        # Served while no agent runs: haproxy and the namespace stay.
+        assert fetch(vm) is not None
+        subprocess.run(["ip", "netns", "add", "ovnmeta-stale-network"], check=True)
+        agent.start()
+        wait_until(lambda: "ovnmeta-stale-network" not in namespaces(),
+                   what="stale namespace removed")
+        assert fetch(vm) is not None
+        assert agent.haproxy_pids() == haproxy
+        assert Path(f"/sys/class/net/{naming.outer_device(net.id)}/ifindex").read_text() \
+            == ifindex
+        assert "CreateNamespace" not in agent.log().split("ovnmeta-agent starting")[-1]
+
+
+def test_killed_haproxy_is_respawned(make_network, make_vm, echo_agent) -> None:
+    vm = make_vm(make_network())
+    wait_served(vm)
+    [pid] = echo_agent.haproxy_pids()
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: echo_agent.haproxy_pids() and echo_agent.haproxy_pids() != [pid],
+               what="haproxy respawned")
+    wait_served(vm)
+
+
+def test_namespace_deleted_by_hand_is_recreated(make_network, make_vm, echo_agent) -> None:
+    net = make_network()
+    vm = make_vm(net)
+    wait_served(vm)
+    subprocess.run(["ip", "netns", "del", naming.namespace(net.id)], check=True)
+    wait_until(lambda: naming.namespace(net.id) in namespaces(), what="namespace recreated")
+    wait_served(vm)
+
+
+def test_localport_address_change_follows(sandbox, make_network, make_vm, echo_agent) -> None:
+    net = make_network()
+    vm = make_vm(net)
+    wait_served(vm)
+    md = net.metadata_port
+    sandbox.nbctl("lsp-set-addresses", md.name, f"{md.mac} 10.0.0.3",
+                  "--", "set", "Logical_Switch_Port", md.name,
+                  'external_ids:"neutron:cidrs"="10.0.0.3/24"')
+    wait_until(lambda: inner_addresses(net.id) == {"10.0.0.3/24", "169.254.169.254/32"},
+               what="new localport IP in the namespace")
+    vm.exec("ip", "route", "replace", "169.254.169.254/32", "via", "10.0.0.3")
+    wait_served(vm)
+
+
+def test_ipv6_network_gets_link_local_metadata_address(make_network, make_vm,
+                                                       echo_agent) -> None:
+    net = make_network(cidrs=("10.0.0.0/24", "fd00:1::/64"))
+    vm = make_vm(net)
+    wait_served(vm)
+    assert inner_addresses(net.id) == {"10.0.0.2/24", "fd00:1::2/64", "169.254.169.254/32",
+                                       "fe80::a9fe:a9fe/128"}
+    assert "fe80::a9fe:a9fe" in "".join(
+        (echo_agent.state_dir / "haproxy").joinpath("shared.cfg").read_text())
+
+
+def test_second_agent_refuses_to_start(sandbox, echo_agent) -> None:
+    wait_until(lambda: (echo_agent.state_dir / "status.json").exists(), what="first agent up")
+    second = subprocess.run(
+        [str(Path(os.sys.executable).parent / "ovnmeta-agent"), "--config-file",
+         str(echo_agent.config)], capture_output=True, text=True, timeout=30)
+    assert second.returncode == 1
+    assert f"pid {echo_agent.proc.pid}" in second.stderr
+    assert echo_agent.running()
+
+
+def test_per_network_mode_runs_one_haproxy_per_network(make_network, make_vm,
+                                                       start_agent) -> None:
+    agent = start_agent(mode="per-network", run=False)
+    a_net, b_net = make_network(), make_network(cidrs=("10.1.0.0/24",))
+    a, b = make_vm(a_net), make_vm(b_net)
+    with EchoServer(agent.socket):
+        agent.start()
+        assert dict(wait_served(a)["headers"])["x-ovn-network-id"] == a_net.id
+        assert dict(wait_served(b)["headers"])["x-ovn-network-id"] == b_net.id
+        assert len(agent.haproxy_pids()) == 2
+        b.unplug()
+        wait_until(lambda: len(agent.haproxy_pids()) == 1, what="b's haproxy stopped")
+        assert fetch(a) is not None
+
+
+def test_sb_restart_keeps_serving_and_resyncs(sandbox, make_network, make_vm,
+                                              echo_agent) -> None:
+    net = make_network()
+    vm = make_vm(net)
+    wait_served(vm)
+    pid = sandbox.pid("ovnsb_db")
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: sandbox.pid("ovnsb_db") is None, what="SB stopped")
+    assert fetch(vm) is not None          # the host keeps serving without the SB
+    sandbox.up()
+    vm2 = make_vm(make_network(cidrs=("10.2.0.0/24",)))
+    wait_served(vm2, timeout=30)
+    assert fetch(vm) is not None
