@@ -1,0 +1,83 @@
+from ovnmeta.desired import addresses_with_prefix, desired_networks, parse_mac_column
+from ovnmeta.model import METADATA_V4, METADATA_V6, PortRecord, SbSnapshot
+
+MD_MAC = "fa:16:3e:00:00:02"
+
+
+def port(name: str, net: str = "n1", type_: str = "", here: bool = True,
+         mac: tuple[str, ...] = ("fa:16:3e:00:00:10 10.0.0.10",), **ext: str) -> PortRecord:
+    return PortRecord(logical_port=name, type=type_, network_id=net, mac=mac,
+                      external_ids=tuple(sorted(ext.items())), bound_here=here)
+
+
+def localport(net: str = "n1", mac: tuple[str, ...] = (f"{MD_MAC} 10.0.0.2",),
+              cidrs: str = "10.0.0.2/24", name: str = "md1", **ext: str) -> PortRecord:
+    return port(name, net, "localport", here=False, mac=mac, **{"neutron:cidrs": cidrs}, **ext)
+
+
+def specs(*ports: PortRecord):
+    return desired_networks(SbSnapshot(chassis="c1", ports=ports))
+
+
+def test_network_with_a_bound_vm_and_localport_is_desired() -> None:
+    got, problems = specs(port("vm1"), localport())
+    spec = got["n1"]
+    assert spec.namespace == "ovnmeta-n1"
+    assert spec.mac == MD_MAC
+    assert spec.iface_id == "md1"
+    assert spec.addresses == {"10.0.0.2/24", METADATA_V4}
+    assert spec.vm_ports == 1
+    assert problems == []
+
+
+def test_no_vm_bound_here_means_no_network() -> None:
+    got, _ = specs(port("vm1", here=False), localport())
+    assert got == {}
+
+
+def test_missing_localport_is_a_problem_not_a_crash() -> None:
+    got, problems = specs(port("vm1"))
+    assert got == {}
+    assert problems[0].network_id == "n1" and "no localport" in problems[0].reason
+
+
+def test_localport_without_mac_is_reported() -> None:
+    got, problems = specs(port("vm1"), localport(mac=("unknown",)))
+    assert got == {}
+    assert "no MAC" in problems[0].reason
+
+
+def test_ipv6_subnet_adds_link_local_metadata_address() -> None:
+    got, _ = specs(port("vm1"), localport(mac=(f"{MD_MAC} 10.0.0.2 fd00::2",),
+                                          cidrs="10.0.0.2/24 fd00::2/64"))
+    assert got["n1"].addresses == {"10.0.0.2/24", "fd00::2/64", METADATA_V4, METADATA_V6}
+    assert got["n1"].ipv6
+
+
+def test_vm_ports_are_counted_and_other_types_ignored() -> None:
+    got, _ = specs(port("vm1"), port("vm2"), port("r1", type_="patch"), localport())
+    assert got["n1"].vm_ports == 2
+
+
+def test_distributed_localport_preferred() -> None:
+    other = localport(name="a-other", mac=("fa:16:3e:00:00:99 10.0.0.99",))
+    md = localport(name="z-md", **{"neutron:device_owner": "network:distributed"})
+    got, _ = specs(port("vm1"), other, md)
+    assert got["n1"].iface_id == "z-md"
+
+
+def test_mtu_from_port_when_given() -> None:
+    got, _ = specs(port("vm1"), localport(**{"neutron:mtu": "1442"}))
+    assert got["n1"].mtu == 1442
+    got, _ = specs(port("vm1"), localport())
+    assert got["n1"].mtu is None
+
+
+def test_parse_mac_column_skips_garbage() -> None:
+    assert parse_mac_column(("unknown", "zz:zz 1.2.3.4", "FA:16:3E:00:00:01 10.0.0.1 bad")) \
+        == ("fa:16:3e:00:00:01", ["10.0.0.1"])
+    assert parse_mac_column(()) == (None, [])
+
+
+def test_ip_without_recorded_prefix_gets_host_prefix() -> None:
+    assert addresses_with_prefix(["10.0.0.2", "fd00::2"], "") == {"10.0.0.2/32", "fd00::2/128"}

@@ -1,0 +1,63 @@
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from ovnmeta.haproxy import BUNDLED_TEMPLATES, Frontend, Settings, render, renderer
+
+TEMPLATE = renderer(BUNDLED_TEMPLATES)
+SETTINGS = Settings(socket="/run/ovnmeta/metadata_proxy")
+
+
+def frontends(*ids: str, ipv6: bool = False) -> list[Frontend]:
+    return [Frontend(i, f"ovnmeta-{i}", f"omt{i}i", ipv6) for i in ids]
+
+
+def test_one_frontend_per_network_bound_in_its_namespace() -> None:
+    text = render(TEMPLATE, frontends("b", "a"), SETTINGS)
+    assert text.index("frontend net-a") < text.index("frontend net-b")
+    assert "bind 169.254.169.254:80 namespace ovnmeta-a" in text
+    assert "server agent /run/ovnmeta/metadata_proxy" in text
+    assert "fe80::a9fe:a9fe" not in text
+
+
+def test_client_headers_are_replaced_not_appended() -> None:
+    text = render(TEMPLATE, frontends("a"), SETTINGS)
+    assert "http-request del-header X-OVN-Network-ID" in text
+    assert "http-request set-header X-OVN-Network-ID a" in text
+    assert "http-request set-header X-Forwarded-For %[src]" in text
+    assert "option forwardfor" not in text
+
+
+def test_ipv6_bind_uses_the_inner_device() -> None:
+    text = render(TEMPLATE, frontends("a", ipv6=True), SETTINGS)
+    assert "bind [fe80::a9fe:a9fe]:80 interface omtai namespace ovnmeta-a" in text
+
+
+def test_user_group_and_stats_socket() -> None:
+    text = render(TEMPLATE, frontends("a"), Settings(socket="/s", user="nobody",
+                                                     group="nogroup"), stats_socket="/x.sock")
+    assert "user nobody" in text and "group nogroup" in text
+    assert "stats socket /x.sock mode 600 level admin expose-fd listeners" in text
+
+
+@pytest.mark.skipif(not shutil.which("haproxy") or os.geteuid() != 0,
+                    reason="needs haproxy and root (haproxy -c opens the namespaces)")
+def test_rendered_config_is_accepted_by_haproxy(tmp_path) -> None:
+    names = ["omunit-a", "omunit-b"]
+    fronts = [Frontend(n, n, "lo", True) for n in names]
+    for n in names:
+        subprocess.run(["ip", "netns", "add", n], check=True)
+    try:
+        cfg = tmp_path / "h.cfg"
+        cfg.write_text(render(TEMPLATE, fronts, SETTINGS))
+        proc = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        cfg.write_text(render(TEMPLATE, fronts + frontends("missing"), SETTINGS))
+        proc = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
+        assert proc.returncode != 0
+        assert "ovnmeta-missing" in proc.stderr
+    finally:
+        for n in names:
+            subprocess.run(["ip", "netns", "del", n])
