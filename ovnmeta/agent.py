@@ -78,6 +78,7 @@ class Agent:
         haproxy = HaproxyManager(
             conf.haproxy.mode, self.state_dir / "haproxy",
             Settings(socket=conf.metadata_proxy_socket, maxconn=conf.haproxy.maxconn,
+                     global_maxconn=conf.haproxy.global_maxconn,
                      timeout_client=conf.haproxy.timeout_client,
                      timeout_server=conf.haproxy.timeout_server,
                      user=conf.metadata_proxy_user, group=conf.metadata_proxy_group),

@@ -81,6 +81,9 @@ HAPROXY_OPTS = [
     cfg.StrOpt("templates_dir", default="",
                help="Directory of the haproxy jinja2 templates (empty: the bundled ones)."),
     cfg.IntOpt("maxconn", default=1024, min=1, help="haproxy maxconn per frontend."),
+    cfg.IntOpt("global_maxconn", default=8192, min=1,
+               help="haproxy maxconn per process: in shared mode, for all networks together. "
+                    "haproxy needs about twice as many file descriptors."),
     cfg.IntOpt("timeout_client", default=30, help="haproxy client timeout, seconds."),
     cfg.IntOpt("timeout_server", default=32, help="haproxy server timeout, seconds."),
 ]

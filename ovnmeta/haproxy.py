@@ -44,7 +44,8 @@ class Frontend:
 @dataclass(frozen=True)
 class Settings:
     socket: str
-    maxconn: int = 1024
+    maxconn: int = 1024          # per frontend
+    global_maxconn: int = 8192   # per process: haproxy needs about twice this in fds
     timeout_client: int = 30
     timeout_server: int = 32
     user: str = ""
@@ -68,8 +69,10 @@ def renderer(directory: Path) -> jinja2.Template:
 def render(template: jinja2.Template, frontends: list[Frontend], settings: Settings,
            stats_socket: str = "") -> str:
     ordered = sorted(frontends, key=lambda f: f.network_id)
-    return template.render(frontends=ordered, stats_socket=stats_socket,
-                           **settings.__dict__)
+    values = dict(settings.__dict__)
+    if len(frontends) == 1:  # a per-network process needs no more than its frontend
+        values["global_maxconn"] = min(settings.global_maxconn, settings.maxconn)
+    return template.render(frontends=ordered, stats_socket=stats_socket, **values)
 
 
 def _alive(pid: int, cfg: Path) -> bool:

@@ -61,3 +61,10 @@ def test_rendered_config_is_accepted_by_haproxy(tmp_path) -> None:
     finally:
         for n in names:
             subprocess.run(["ip", "netns", "del", n])
+
+
+def test_global_maxconn_does_not_grow_with_networks() -> None:
+    many = render(TEMPLATE, frontends(*[str(i) for i in range(300)]), SETTINGS)
+    assert f"    maxconn {SETTINGS.global_maxconn}\n" in many
+    one = render(TEMPLATE, frontends("a"), SETTINGS)
+    assert f"    maxconn {SETTINGS.maxconn}\n" in one.split("defaults")[0]

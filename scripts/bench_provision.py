@@ -1,0 +1,174 @@
+"""Provisioning benchmark: cold start, reaction time and memory, against the real sandbox.
+
+Prints JSON and a table. Run as root: .venv/bin/python scripts/bench_provision.py [--sizes 50,200]
+Figures are measurements of this machine, not assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from pyroute2 import netns
+
+from ovnmeta.testing import neutron
+from ovnmeta.testing.agentproc import AgentProcess, wait_until
+from ovnmeta.testing.sandbox import Sandbox
+from ovnmeta.testing.vm import FakeVM
+
+BENCH_DIR = Path("/tmp/ovnmeta-bench-sandbox")
+
+
+def connects(vm: FakeVM, timeout: float = 0.3) -> bool:
+    """A TCP connect to 169.254.169.254:80 from inside the VM's namespace."""
+    netns.pushns(vm.netns)
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    finally:
+        netns.popns()
+    sock.settimeout(timeout)
+    try:
+        sock.connect(("169.254.169.254", 80))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def pss_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def haproxy_tree(agent: AgentProcess) -> list[int]:
+    """haproxy masters from the pidfiles plus their workers."""
+    pids = agent.haproxy_pids()
+    workers = []
+    for pid in pids:
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        if children.exists():
+            workers += [int(c) for c in children.read_text().split()]
+    return pids + workers
+
+
+def make_vms(box: Sandbox, count: int, start: int, bind: bool) -> list[FakeVM]:
+    vms = []
+    for i in range(start, start + count):
+        cidr = f"10.{i // 250}.{i % 250}.0/24"
+        net = neutron.create_network(box, cidrs=(cidr,))
+        port = neutron.create_vm_port(box, net)
+        vms.append(FakeVM(box, net, port).start(bind=bind))
+    return vms
+
+
+def cold_start(box: Sandbox, mode: str, vms: list[FakeVM]) -> dict:
+    agent = AgentProcess(box, mode=mode)
+    t0 = time.monotonic()
+    agent.start()
+    pending = list(vms)
+    while pending:
+        pending = [vm for vm in pending if not connects(vm)]
+        if time.monotonic() - t0 > 300:
+            raise RuntimeError(f"{len(pending)} VMs still unserved after 300 s")
+    elapsed = time.monotonic() - t0
+    time.sleep(1.0)
+    agent_pss = pss_kib([agent.proc.pid])
+    haproxy_pss = pss_kib(haproxy_tree(agent))
+    return {"agent": agent, "seconds": elapsed, "agent_pss_mib": agent_pss / 1024,
+            "haproxy_pss_mib": haproxy_pss / 1024,
+            "total_pss_mib": (agent_pss + haproxy_pss) / 1024,
+            "haproxy_processes": len(haproxy_tree(agent))}
+
+
+def reaction(box: Sandbox, count: int, offset: int) -> dict:
+    """Time from a VM's OVS port being added to its first successful connect."""
+    vms = make_vms(box, count, offset, bind=False)
+    samples = []
+    for vm in vms:
+        t0 = time.monotonic()
+        vm.plug()
+        wait_until(lambda: connects(vm, timeout=0.1), timeout=30, interval=0.005)
+        samples.append((time.monotonic() - t0) * 1000)
+    samples.sort()
+    return {"vms": count, "p50_ms": statistics.median(samples),
+            "p95_ms": samples[max(0, int(len(samples) * 0.95) - 1)], "max_ms": samples[-1]}, vms
+
+
+def run(sizes: list[int], mode: str, reaction_vms: int) -> dict:
+    box = Sandbox(root=BENCH_DIR)
+    box.down()
+    box.up()
+    results: dict = {"mode": mode, "cold_start": [], "reaction": None}
+    vms: list[FakeVM] = []
+    agent = None
+    try:
+        for size in sizes:
+            vms += make_vms(box, size - len(vms), len(vms), bind=True)
+            for vm in vms:
+                vm.wait_bound(timeout=60)
+            res = cold_start(box, mode, vms)
+            agent = res.pop("agent")
+            res["networks"] = size
+            results["cold_start"].append(res)
+            if size != sizes[-1]:
+                agent.cleanup()
+                agent = None
+        r, extra = reaction(box, reaction_vms, len(vms))
+        vms += extra
+        results["reaction"] = r
+    finally:
+        if agent:
+            agent.cleanup()
+        for vm in vms:
+            vm.destroy()
+        box.down()
+    return results
+
+
+def table(results: dict) -> str:
+    lines = [f"mode: {results['mode']}",
+             f"{'networks':>8} {'cold start s':>12} {'agent MiB':>10} {'haproxy MiB':>12} "
+             f"{'total MiB':>10} {'haproxy procs':>13}"]
+    for r in results["cold_start"]:
+        lines.append(f"{r['networks']:>8} {r['seconds']:>12.2f} {r['agent_pss_mib']:>10.1f} "
+                     f"{r['haproxy_pss_mib']:>12.1f} {r['total_pss_mib']:>10.1f} "
+                     f"{r['haproxy_processes']:>13}")
+    cs = results["cold_start"]
+    if len(cs) >= 2:
+        per = (cs[-1]["total_pss_mib"] - cs[0]["total_pss_mib"]) / (
+            cs[-1]["networks"] - cs[0]["networks"])
+        lines.append(f"memory per extra network: {per * 1024:.0f} KiB")
+    r = results["reaction"]
+    if r:
+        lines.append(f"reaction (OVS port added -> TCP connect ok), {r['vms']} VMs: "
+                     f"p50 {r['p50_ms']:.0f} ms, p95 {r['p95_ms']:.0f} ms, max {r['max_ms']:.0f} ms")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="50,200")
+    parser.add_argument("--mode", default="shared", choices=["shared", "per-network"])
+    parser.add_argument("--reaction-vms", type=int, default=20)
+    args = parser.parse_args()
+    results = run([int(s) for s in args.sizes.split(",")], args.mode, args.reaction_vms)
+    print(json.dumps(results, indent=1))
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
