@@ -6,6 +6,7 @@ the next agent adopts them on its first pass.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import sys
@@ -17,9 +18,10 @@ from typing import TypeVar
 
 from oslo_config import cfg
 
-from ovnmeta import config, sbview
+from ovnmeta import config, proxy, sbview
 from ovnmeta.haproxy import HaproxyManager, Settings, become_subreaper
 from ovnmeta.lock import AgentLock, AlreadyRunning
+from ovnmeta.nova import NovaClient, NovaEndpoint
 from ovnmeta.ovs import LocalOvs
 from ovnmeta.reconcile import Reconciler
 
@@ -90,6 +92,44 @@ class Agent:
               self.stop)
         self._spawn("reconciler", self.reconciler.run, self.stop)
 
+    def nova_endpoint(self) -> NovaEndpoint:
+        conf = self.conf
+        return NovaEndpoint(
+            hosts=tuple(conf.nova_metadata_host), port=conf.nova_metadata_port,
+            protocol=conf.nova_metadata_protocol, ca_cert=conf.auth_ca_cert,
+            client_cert=conf.nova_client_cert, client_key=conf.nova_client_priv_key,
+            insecure=conf.nova_metadata_insecure, timeout=conf.metadata.nova_metadata_timeout)
+
+    async def serve(self) -> None:
+        """Serve the metadata socket until stopped; bound only once the SB view is loaded,
+        so a restarting agent never answers 404 for a VM it has not learnt yet."""
+        loop = asyncio.get_running_loop()
+        stopped = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: (self.stop.set(), stopped.set()))
+        while not self.sb.settled:
+            if self.stop.is_set():
+                return
+            await asyncio.sleep(0.02)
+        conf = self.conf
+        if not conf.metadata_proxy_shared_secret:
+            LOG.warning("metadata_proxy_shared_secret is empty: nova will refuse signed "
+                        "requests unless it has no secret either")
+        nova = NovaClient(self.nova_endpoint())
+        app = proxy.make_app(proxy.MetadataProxy(
+            self.sb.snapshot, nova, conf.metadata_proxy_shared_secret,
+            instance_key=conf.metadata.instance_id_key,
+            project_key=conf.metadata.project_id_key))
+        mode = proxy.socket_mode(conf.metadata_proxy_socket_mode, conf.metadata_proxy_user,
+                                 conf.metadata_proxy_group)
+        sock = proxy.bind_socket(conf.metadata_proxy_socket, mode, conf.metadata_proxy_user,
+                                 conf.metadata_proxy_group, conf.metadata_backlog)
+        LOG.info("serving metadata on %s", conf.metadata_proxy_socket)
+        try:
+            await proxy.serve(app, sock, stopped)
+        finally:
+            await nova.close()
+
     def _spawn(self, name: str, target: Callable, *args) -> None:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
         thread.start()
@@ -113,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ovnmeta-agent: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(conf.debug)
-    lock = AgentLock(Path(conf.state_path) / "ovnmeta-agent.lock")
+    lock = AgentLock(Path(conf.lock_path))
     try:
         lock.acquire()
     except AlreadyRunning as exc:
@@ -126,8 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     LOG.info("ovnmeta-agent starting (pid lock %s)", lock.path)
     try:
         agent.start()
-        while not agent.stop.wait(1.0):
-            pass
+        asyncio.run(agent.serve())
     except SystemExit:
         pass
     finally:

@@ -30,7 +30,7 @@ def _conf(files: list[str]):
 
 def cleanup(conf) -> int:
     """Undo everything the agent made on this host, as for decommissioning."""
-    lock = AgentLock(Path(conf.state_path) / "ovnmeta-agent.lock")
+    lock = AgentLock(Path(conf.lock_path))
     try:
         lock.acquire()
     except AlreadyRunning as exc:
@@ -41,11 +41,15 @@ def cleanup(conf) -> int:
                        Settings(socket=conf.metadata_proxy_socket),
                        binary=conf.haproxy.haproxy_path,
                        template_dir=conf.haproxy.templates_dir).stop_all()
+        status = 0
         ovs = LocalOvs(conf.ovs.ovsdb_connection, conf.ovs.ovsdb_timeout, lambda: None)
-        ovs.start()
         try:
-            for device in ovs.plugged():
-                ovs.unplug(device)
+            ovs.start()
+            ovs.unplug(sorted(ovs.plugged()))
+        except Exception as exc:
+            print(f"ovnmeta cleanup: OVS ports not removed: cannot use the OVS DB at "
+                  f"{conf.ovs.ovsdb_connection}: {exc}", file=sys.stderr)
+            status = 1
         finally:
             ovs.stop()
         removed = 0
@@ -57,7 +61,7 @@ def cleanup(conf) -> int:
         print(f"removed {removed} namespace(s)")
     finally:
         lock.release()
-    return 0
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:

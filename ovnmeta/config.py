@@ -12,6 +12,9 @@ DEFAULT_OPTS = [
     cfg.StrOpt("state_path", default="/var/lib/ovnmeta",
                help="Directory for the agent's lock, sockets and haproxy configs."),
     cfg.BoolOpt("debug", default=False, help="Log at DEBUG level."),
+    cfg.StrOpt("lock_path", default="/run/lock/ovnmeta-agent.lock",
+               help="Host-wide lock that keeps a second agent off this host (namespaces are "
+                    "per host, whatever the state_path); the file names the holder's PID."),
     cfg.StrOpt("metadata_proxy_shared_secret", default="", secret=True,
                help="Secret shared with nova's metadata API; signs X-Instance-ID."),
     cfg.ListOpt("nova_metadata_host", default=["127.0.0.1"],

@@ -6,10 +6,12 @@ The only module that talks netlink. Reads give model records; writes execute pla
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import ipaddress
 import logging
 import os
+import threading
 from collections.abc import Iterator
 
 from pyroute2 import IPRoute, netns
@@ -103,8 +105,39 @@ def read_outer(dev: str) -> tuple[bool, bool]:
         return True, bool(ipr.get_links(index=idx[0])[0]["flags"] & 1)
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNET = 0x40000000
+MS_BIND = 4096
+
+
+def _new_netns(path: str) -> None:
+    """Create a network namespace pinned by a bind mount at path, without forking.
+
+    unshare() moves only the calling thread, so it runs in a throwaway thread.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    os.close(fd)
+    errors: list[OSError] = []
+
+    def work() -> None:
+        if _libc.unshare(CLONE_NEWNET) != 0:
+            errors.append(OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed"))
+            return
+        source = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
+        if _libc.mount(source, path.encode(), b"none", MS_BIND, None) != 0:
+            errors.append(OSError(ctypes.get_errno(), f"bind mount on {path} failed"))
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    if errors:
+        os.unlink(path)
+        raise errors[0]
+
+
 def create_namespace(spec: NetworkSpec) -> None:
-    netns.create(spec.namespace)
+    os.makedirs(NETNS_DIR, exist_ok=True)
+    _new_netns(os.path.join(NETNS_DIR, spec.namespace))
     with _ns_socket(spec.namespace) as ipr:
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
 

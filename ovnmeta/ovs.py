@@ -76,11 +76,20 @@ class LocalOvs:
         return {r["name"]: r["external_ids"].get("iface-id", "") for r in rows
                 if r["name"].startswith(OUR_DEVICE_PREFIX)}
 
-    def plug(self, bridge: str, device: str, iface_id: str) -> None:
+    def plug(self, bridge: str, ports: list[tuple[str, str]]) -> None:
+        """Add (device, iface-id) pairs to the bridge in one transaction: vswitchd then
+        reconfigures once for the whole batch, not once per network."""
+        if not ports:
+            return
         with self.api.transaction(check_error=True) as txn:
-            txn.add(self.api.add_port(bridge, device, may_exist=True))
-            txn.add(self.api.db_set("Interface", device,
-                                    ("external_ids", {"iface-id": iface_id})))
+            for device, iface_id in ports:
+                txn.add(self.api.add_port(bridge, device, may_exist=True))
+                txn.add(self.api.db_set("Interface", device,
+                                        ("external_ids", {"iface-id": iface_id})))
 
-    def unplug(self, device: str) -> None:
-        self.api.del_port(device, if_exists=True).execute(check_error=True)
+    def unplug(self, devices: list[str]) -> None:
+        if not devices:
+            return
+        with self.api.transaction(check_error=True) as txn:
+            for device in devices:
+                txn.add(self.api.del_port(device, if_exists=True))

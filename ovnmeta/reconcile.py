@@ -36,6 +36,12 @@ class _Backoff:
 
 
 @dataclass
+class _OvsBatch:
+    plug: dict[str, NetworkSpec] = field(default_factory=dict)
+    unplug: list[str] = field(default_factory=list)
+
+
+@dataclass
 class ReconcileStatus:
     """What the last pass saw and did; written to status.json for `ovnmeta status`."""
     time: float = 0.0
@@ -129,14 +135,19 @@ class Reconciler:
         # An OVS event only wakes us: compare what is plugged with what should be.
         check |= {n for n in self._ready & desired.keys()
                   if plugged.get(desired[n].outer) != desired[n].iface_id}
+        batch = _OvsBatch()
         for net in sorted(check):
             if net in self._backoff and self._backoff[net].retry_at > started and not full:
                 continue
             if net not in desired and not may_delete:
                 continue
-            self._converge(net, desired.get(net), net in present, plugged)
+            self._converge(net, desired.get(net), net in present, plugged, batch)
         if may_delete:
-            self._unplug_orphans(plugged, desired.keys() | present)
+            ours = {naming.outer_device(n) for n in desired.keys() | present}
+            for device in sorted(plugged.keys() - ours - set(batch.unplug)):
+                LOG.info("removing orphan OVS port %s (iface-id %s)", device, plugged[device])
+                batch.unplug.append(device)
+        self._flush(batch)
 
         self._ready &= desired.keys()
         frontends = [Frontend.for_spec(desired[n]) for n in sorted(self._ready)]
@@ -148,38 +159,43 @@ class Reconciler:
 
     # -- one network ----------------------------------------------------------
     def _converge(self, net: str, spec: NetworkSpec | None, ns_present: bool,
-                  plugged: dict[str, str]) -> None:
+                  plugged: dict[str, str], batch: _OvsBatch) -> None:
         actual = self._inspect(net, ns_present, plugged)
         steps = plan.plan_network(spec, actual, netdev=self.chassis.netdev)
+        step = None
         try:
             for step in steps:
-                self._apply(step)
+                self._apply(step, plugged, batch)
             if steps and spec is not None:
                 self._verify(net, spec)
         except Exception as exc:
-            b = self._backoff.setdefault(net, _Backoff())
-            b.failures += 1
-            delay = min(MAX_BACKOFF, 0.5 * 2 ** (b.failures - 1))
-            b.retry_at, b.error = time.monotonic() + delay, f"{type(exc).__name__}: {exc}"
-            self._ready.discard(net)
-            LOG.error("network %s: %s failed (%s); retry %d in %.1fs", net,
-                      type(step).__name__, b.error, b.failures, delay)
+            self._fail(net, _describe(step) if step else "inspect", exc)
             return
-        self._backoff.pop(net, None)
-        if spec is None:
-            self._ready.discard(net)
-        else:
-            self._ready.add(net)
         if steps:
             LOG.info("network %s: %s", net, ", ".join(_describe(s) for s in steps))
+        if spec is None:
+            self._ready.discard(net)
+            self._backoff.pop(net, None)
+        elif net not in batch.plug:  # otherwise ready once the batch is plugged
+            self._ready.add(net)
+            self._backoff.pop(net, None)
+
+    def _fail(self, net: str, what: str, exc: Exception) -> None:
+        b = self._backoff.setdefault(net, _Backoff())
+        b.failures += 1
+        delay = min(MAX_BACKOFF, 0.5 * 2 ** (b.failures - 1))
+        b.retry_at, b.error = time.monotonic() + delay, f"{what}: {type(exc).__name__}: {exc}"
+        self._ready.discard(net)
+        LOG.error("network %s: %s failed (%s: %s); retry %d in %.1fs", net, what,
+                  type(exc).__name__, exc, b.failures, delay)
 
     def _verify(self, net: str, spec: NetworkSpec) -> None:
-        """Read back what was built: a step the kernel undid counts as a failure."""
-        plugged = {spec.outer: self.ovs.plugged().get(spec.outer, "")}
-        left = plan.plan_network(spec, self._inspect(net, True, plugged), self.chassis.netdev)
+        """Read back what netlink built: a step the kernel undid counts as a failure.
+        (The OVS side is checked by its own transaction.)"""
+        assumed = {spec.outer: spec.iface_id}
+        left = plan.plan_network(spec, self._inspect(net, True, assumed), self.chassis.netdev)
         if left:
-            step = left[0]
-            raise RuntimeError(f"not converged after applying: {_describe(step)} still needed")
+            raise RuntimeError(f"not converged: {_describe(left[0])} still needed")
 
     def _inspect(self, net: str, ns_present: bool, plugged: dict[str, str]) -> ActualNetwork:
         outer = naming.outer_device(net)
@@ -190,15 +206,16 @@ class Reconciler:
                              outer=outer_exists, outer_up=outer_up,
                              ovs_iface_id=plugged.get(outer))
 
-    def _apply(self, step: plan.Step) -> None:
+    def _apply(self, step: plan.Step, plugged: dict[str, str], batch: _OvsBatch) -> None:
         match step:
             case plan.CreateNamespace(spec):
                 netns.create_namespace(spec)
                 self._recreated.add(spec.network_id)
             case plan.CreateVeth(spec):
-                # vswitchd does not reopen a port whose device vanished and came back under
-                # the same name: replug it from scratch.
-                self.ovs.unplug(spec.outer)
+                if spec.outer in plugged:
+                    # vswitchd does not reopen a port whose device vanished and came back
+                    # under the same name: replug it from scratch.
+                    self.ovs.unplug([spec.outer])
                 netns.create_veth(spec)
             case plan.ConfigureInner(spec, csum_off):
                 netns.configure_inner(spec, csum_off)
@@ -209,20 +226,30 @@ class Reconciler:
             case plan.SetOuterUp(spec):
                 netns.set_outer_up(spec)
             case plan.PlugOvs(spec):
-                self.ovs.plug(self.chassis.bridge, spec.outer, spec.iface_id)
+                batch.plug[spec.network_id] = spec
             case plan.DeleteNetwork(net):
-                self.ovs.unplug(naming.outer_device(net))
                 netns.delete(net)
+                if naming.outer_device(net) in plugged:
+                    batch.unplug.append(naming.outer_device(net))
 
-    def _unplug_orphans(self, plugged: dict[str, str], known: set[str]) -> None:
-        """OVS ports of ours whose network we no longer know (e.g. a crash mid-delete)."""
-        ours = {naming.outer_device(n) for n in known}
-        for device in plugged.keys() - ours:
-            LOG.info("removing orphan OVS port %s (iface-id %s)", device, plugged[device])
-            try:
-                self.ovs.unplug(device)
-            except Exception as exc:
-                LOG.error("could not remove orphan OVS port %s: %s", device, exc)
+    def _flush(self, batch: _OvsBatch) -> None:
+        """One OVS transaction for every port this pass adds, one for those it removes."""
+        try:
+            self.ovs.unplug(batch.unplug)
+        except Exception as exc:  # the next pass finds them as orphans and tries again
+            LOG.error("removing OVS ports %s failed: %s", batch.unplug, exc)
+        if not batch.plug:
+            return
+        try:
+            self.ovs.plug(self.chassis.bridge,
+                          [(s.outer, s.iface_id) for s in batch.plug.values()])
+        except Exception as exc:
+            for net in batch.plug:
+                self._fail(net, "PlugOvs", exc)
+            return
+        for net in batch.plug:
+            self._ready.add(net)
+            self._backoff.pop(net, None)
 
     # -- status ---------------------------------------------------------------
     def _record(self, desired: dict[str, NetworkSpec], problems: list[Problem],

@@ -1,16 +1,14 @@
-"""A unix-socket HTTP server that answers with the request headers it received, as JSON.
+"""An HTTP server that answers with the request headers it received, as JSON.
 
-Stands in for the agent's proxy when a test only cares what haproxy forwards.
+Stands in for nova when a test cares about exactly what reaches nova through haproxy and
+the agent.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socketserver
-import sys
 import threading
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -18,32 +16,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         body = json.dumps({"path": self.path,
-                           "headers": [[k, v] for k, v in self.headers.items()]}).encode()
+                           "headers": [[k.lower(), v] for k, v in self.headers.items()]})
+        data = body.encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(body)
+        self.wfile.write(data)
 
     def log_message(self, *args) -> None:
         pass
 
 
-class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-    def get_request(self):
-        request, _ = super().get_request()
-        return request, ("local", 0)
-
-
 class EchoServer:
-    def __init__(self, path: str) -> None:
-        self.path = path
-        if os.path.exists(path):
-            os.unlink(path)
-        self._server = _Server(path, _Handler)
-        os.chmod(path, 0o666)
+    def __init__(self) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def __enter__(self) -> "EchoServer":
@@ -53,10 +42,3 @@ class EchoServer:
     def __exit__(self, *exc) -> None:
         self._server.shutdown()
         self._server.server_close()
-        if os.path.exists(self.path):
-            os.unlink(self.path)
-
-
-if __name__ == "__main__":
-    with EchoServer(sys.argv[1]):
-        threading.Event().wait()

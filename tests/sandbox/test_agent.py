@@ -54,11 +54,15 @@ def frontends(agent: AgentProcess) -> list[str]:
 
 
 @pytest.fixture
-def echo_agent(start_agent):
-    """An agent whose socket is served by the echo backend (the proxy's stand-in)."""
-    agent = start_agent(run=False)
-    with EchoServer(agent.socket):
-        yield agent.start()
+def echo():
+    with EchoServer() as server:
+        yield server
+
+
+@pytest.fixture
+def echo_agent(start_agent, echo):
+    """An agent whose nova is the echo server: it shows what reaches nova."""
+    return start_agent(extra=f"nova_metadata_port = {echo.port}")
 
 
 def test_vm_bound_gets_namespace_ovs_port_frontend_and_tcp(sandbox, make_network, make_vm,
@@ -66,7 +70,7 @@ def test_vm_bound_gets_namespace_ovs_port_frontend_and_tcp(sandbox, make_network
     net = make_network()
     vm = make_vm(net)
     seen = wait_served(vm)
-    assert dict(seen["headers"])["x-ovn-network-id"] == net.id
+    assert dict(seen["headers"])["x-instance-id"] == vm.port.device_id
     ns = naming.namespace(net.id)
     assert ns in namespaces()
     assert inner_addresses(net.id) == {net.metadata_port.ips[0], "169.254.169.254/32"}
@@ -82,11 +86,16 @@ def test_client_cannot_forge_network_id_or_forwarded_for(make_network, make_vm,
     net = make_network()
     vm = make_vm(net)
     wait_served(vm)
-    seen = fetch(vm, "X-OVN-Network-ID: someone-elses-network",
-                 "x-ovn-network-id: another", "X-Forwarded-For: 10.0.0.99")
-    headers = [(k.lower(), v) for k, v in seen["headers"]]
-    assert [v for k, v in headers if k == "x-ovn-network-id"] == [net.id]
+    other = make_vm(make_network(cidrs=("10.5.0.0/24",)))
+    wait_served(other)
+    # haproxy replaces both headers; had it passed the client's on, the agent would see two
+    # values and answer 400, or identify the wrong VM.
+    seen = fetch(vm, f"X-OVN-Network-ID: {other.network.id}", f"x-ovn-network-id: {net.id}",
+                 f"X-Forwarded-For: {other.port.ip}")
+    headers = seen["headers"]
     assert [v for k, v in headers if k == "x-forwarded-for"] == [vm.port.ip]
+    assert [v for k, v in headers if k == "x-instance-id"] == [vm.port.device_id]
+    assert not [v for k, v in headers if k == "x-ovn-network-id"]
 
 
 def test_second_vm_duplicates_nothing_and_last_vm_removes_all(sandbox, make_network, make_vm,
@@ -122,27 +131,26 @@ def test_network_deleted_in_neutron_is_torn_down(sandbox, make_network, make_vm,
     wait_until(lambda: not ovs_ports(sandbox), what="OVS port removed")
 
 
-def test_restart_adopts_and_removes_stale(sandbox, make_network, make_vm, start_agent) -> None:
+def test_restart_adopts_and_removes_stale(sandbox, make_network, make_vm, start_agent,
+                                          echo) -> None:
     net = make_network()
     vm = make_vm(net)
-    agent = start_agent(run=False)
-    with EchoServer(agent.socket):
-        agent.start()
-        wait_served(vm)
-        haproxy = agent.haproxy_pids()
-        ifindex = Path(f"/sys/class/net/{naming.outer_device(net.id)}/ifindex").read_text()
-        agent.stop()
-        # Served while no agent runs: haproxy and the namespace stay.
-        assert fetch(vm) is not None
-        subprocess.run(["ip", "netns", "add", "ovnmeta-stale-network"], check=True)
-        agent.start()
-        wait_until(lambda: "ovnmeta-stale-network" not in namespaces(),
-                   what="stale namespace removed")
-        assert fetch(vm) is not None
-        assert agent.haproxy_pids() == haproxy
-        assert Path(f"/sys/class/net/{naming.outer_device(net.id)}/ifindex").read_text() \
-            == ifindex
-        assert "CreateNamespace" not in agent.log().split("ovnmeta-agent starting")[-1]
+    agent = start_agent(extra=f"nova_metadata_port = {echo.port}")
+    wait_served(vm)
+    haproxy = agent.haproxy_pids()
+    ifindex = Path(f"/sys/class/net/{naming.outer_device(net.id)}/ifindex").read_text()
+    agent.stop()
+    # haproxy and the namespace stay while no agent runs.
+    assert naming.namespace(net.id) in namespaces() and agent.haproxy_pids() == haproxy
+    subprocess.run(["ip", "netns", "add", "ovnmeta-stale-network"], check=True)
+    agent.start()
+    wait_until(lambda: "ovnmeta-stale-network" not in namespaces(),
+               what="stale namespace removed")
+    assert fetch(vm) is not None
+    assert agent.haproxy_pids() == haproxy
+    assert Path(f"/sys/class/net/{naming.outer_device(net.id)}/ifindex").read_text() \
+        == ifindex
+    assert "CreateNamespace" not in agent.log().split("ovnmeta-agent starting")[-1]
 
 
 def test_killed_haproxy_is_respawned(make_network, make_vm, echo_agent) -> None:
@@ -200,18 +208,16 @@ def test_second_agent_refuses_to_start(sandbox, echo_agent) -> None:
 
 
 def test_per_network_mode_runs_one_haproxy_per_network(make_network, make_vm,
-                                                       start_agent) -> None:
-    agent = start_agent(mode="per-network", run=False)
+                                                       start_agent, echo) -> None:
     a_net, b_net = make_network(), make_network(cidrs=("10.1.0.0/24",))
     a, b = make_vm(a_net), make_vm(b_net)
-    with EchoServer(agent.socket):
-        agent.start()
-        assert dict(wait_served(a)["headers"])["x-ovn-network-id"] == a_net.id
-        assert dict(wait_served(b)["headers"])["x-ovn-network-id"] == b_net.id
-        assert len(agent.haproxy_pids()) == 2
-        b.unplug()
-        wait_until(lambda: len(agent.haproxy_pids()) == 1, what="b's haproxy stopped")
-        assert fetch(a) is not None
+    agent = start_agent(mode="per-network", extra=f"nova_metadata_port = {echo.port}")
+    assert dict(wait_served(a)["headers"])["x-instance-id"] == a.port.device_id
+    assert dict(wait_served(b)["headers"])["x-instance-id"] == b.port.device_id
+    assert len(agent.haproxy_pids()) == 2
+    b.unplug()
+    wait_until(lambda: len(agent.haproxy_pids()) == 1, what="b's haproxy stopped")
+    assert fetch(a) is not None
 
 
 def test_sb_restart_keeps_serving_and_resyncs(sandbox, make_network, make_vm,

@@ -1,0 +1,108 @@
+"""The client side of nova's metadata API: pooled keep-alive connections, failover, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from dataclasses import dataclass
+
+import aiohttp
+
+LOG = logging.getLogger(__name__)
+
+
+class NovaUnavailable(Exception):
+    """No nova host could be reached (502)."""
+
+
+class NovaTimeout(Exception):
+    """A nova host took longer than the timeout (504)."""
+
+
+@dataclass(frozen=True)
+class NovaResponse:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class NovaEndpoint:
+    hosts: tuple[str, ...]
+    port: int
+    protocol: str = "http"
+    ca_cert: str | None = None
+    client_cert: str = ""
+    client_key: str = ""
+    insecure: bool = False
+    timeout: float = 10.0
+
+    def url(self, host: str, path_qs: str) -> str:
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{self.protocol}://{host}:{self.port}{path_qs}"
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        if self.protocol != "https":
+            return False
+        ctx = ssl.create_default_context(cafile=self.ca_cert or None)
+        if self.insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if self.client_cert:
+            ctx.load_cert_chain(self.client_cert, self.client_key or None)
+        return ctx
+
+
+# Per RFC 9110 §7.6.1 these describe one connection, not the message.
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+                        "te", "trailer", "transfer-encoding", "upgrade", "proxy-connection"})
+RESPONSE_DROP = HOP_BY_HOP | {"content-length", "date", "server"}
+
+
+class NovaClient:
+    def __init__(self, endpoint: NovaEndpoint, pool_size: int = 100) -> None:
+        self.endpoint = endpoint
+        self._pool_size = pool_size
+        self._session: aiohttp.ClientSession | None = None
+        self._preferred = 0  # index of the last host that answered
+
+    async def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._pool_size, keepalive_timeout=30,
+                                             ssl=self.endpoint.ssl_context())
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",),
+                timeout=aiohttp.ClientTimeout(total=self.endpoint.timeout))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def forward(self, method: str, path_qs: str, headers: list[tuple[str, str]],
+                      body: bytes) -> NovaResponse:
+        """Send to the preferred host; on a connection failure, to the next ones."""
+        session = await self._get_session()
+        hosts = self.endpoint.hosts
+        errors = []
+        # One extra try: a pooled connection the server closed fails once, then reconnects.
+        for attempt in range(len(hosts) + 1):
+            index = (self._preferred + attempt) % len(hosts)
+            url = self.endpoint.url(hosts[index], path_qs)
+            try:
+                async with session.request(method, url, headers=headers, data=body or None,
+                                           allow_redirects=False) as resp:
+                    data = await resp.read()
+                    out = [(k, v) for k, v in resp.headers.items()
+                           if k.lower() not in RESPONSE_DROP]
+                    self._preferred = index
+                    return NovaResponse(resp.status, out, data)
+            except asyncio.TimeoutError:
+                raise NovaTimeout(f"nova at {url.split('/')[2]} did not answer within "
+                                  f"{self.endpoint.timeout:g}s") from None
+            except aiohttp.ClientConnectionError as exc:
+                errors.append(f"{hosts[index]}: {exc}")
+                LOG.warning("nova metadata host %s unreachable: %s", hosts[index], exc)
+        raise NovaUnavailable("; ".join(errors))

@@ -1,0 +1,86 @@
+"""Which VM sent a request: (network, IP) → instance, answered from memory in O(1).
+
+Rebuilt from the SB view whenever it changes, never by scanning Port_Binding per request.
+IPv6 link-local clients are found by the MAC their EUI-64 address encodes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ovnmeta.desired import VM_PORT_TYPES, parse_mac_column
+from ovnmeta.model import PortRecord
+
+
+@dataclass(frozen=True)
+class Instance:
+    instance_id: str
+    project_id: str
+    logical_port: str
+    mac: str
+
+
+class BadAddress(ValueError):
+    pass
+
+
+def normalize_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The client address as haproxy sent it; a scope (%eth0) is dropped."""
+    try:
+        return ipaddress.ip_address(text.strip().split("%", 1)[0])
+    except ValueError:
+        raise BadAddress(f"not an IP address: {text[:64]!r}") from None
+
+
+def mac_from_link_local(ip: ipaddress.IPv6Address) -> str | None:
+    """The MAC an EUI-64 link-local address was derived from (fe80::f816:3eff:fe00:1)."""
+    if not ip.is_link_local:
+        return None
+    iid = ip.packed[8:]
+    if iid[3:5] != b"\xff\xfe":
+        return None
+    mac = bytes([iid[0] ^ 0x02]) + iid[1:3] + iid[5:8]
+    return ":".join(f"{b:02x}" for b in mac)
+
+
+class PortIndex:
+    def __init__(self, by_ip: dict[tuple[str, str], Instance],
+                 by_mac: dict[tuple[str, str], Instance]) -> None:
+        self._by_ip = by_ip
+        self._by_mac = by_mac
+
+    def __len__(self) -> int:
+        return len({i.logical_port for i in self._by_ip.values()} |
+                   {i.logical_port for i in self._by_mac.values()})
+
+    @classmethod
+    def build(cls, ports: Iterable[PortRecord], instance_key: str = "neutron:device_id",
+              project_key: str = "neutron:project_id") -> PortIndex:
+        by_ip: dict[tuple[str, str], Instance] = {}
+        by_mac: dict[tuple[str, str], Instance] = {}
+        for port in ports:
+            if not port.bound_here or port.type not in VM_PORT_TYPES:
+                continue
+            instance_id = port.ext(instance_key)
+            if not instance_id:
+                continue
+            for entry in port.mac:
+                mac, ips = parse_mac_column((entry,))
+                if mac is None:
+                    continue
+                inst = Instance(instance_id, port.ext(project_key), port.logical_port, mac)
+                by_mac[(port.network_id, mac)] = inst
+                for ip in ips:
+                    by_ip[(port.network_id, ip)] = inst
+        return cls(by_ip, by_mac)
+
+    def lookup(self, network_id: str, client: str) -> Instance | None:
+        ip = normalize_ip(client)
+        found = self._by_ip.get((network_id, str(ip)))
+        if found is None and ip.version == 6:
+            mac = mac_from_link_local(ip)
+            if mac:
+                found = self._by_mac.get((network_id, mac))
+        return found

@@ -1,0 +1,148 @@
+"""The metadata proxy on the agent's unix socket: identify the VM, sign, forward to nova.
+
+haproxy in each namespace sends here with X-OVN-Network-ID and X-Forwarded-For set by itself;
+everything a client may have put in the identity headers is dropped before nova sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import logging
+import os
+import pwd
+import socket
+from collections.abc import Callable
+
+from aiohttp import web
+
+from ovnmeta.model import SbSnapshot
+from ovnmeta.nova import NovaClient, NovaTimeout, NovaUnavailable
+from ovnmeta.portindex import BadAddress, PortIndex
+from ovnmeta.signing import sign_instance_id
+
+LOG = logging.getLogger(__name__)
+
+NETWORK_HEADER = "X-OVN-Network-ID"
+# Identity is the agent's to assert: a client's copy must never reach nova (nova joins
+# repeated headers, and X-Metadata-Provider switches it to another lookup).
+IDENTITY_HEADERS = frozenset(h.lower() for h in (
+    "X-Instance-ID", "X-Tenant-ID", "X-Instance-ID-Signature", "X-Metadata-Provider",
+    "X-Metadata-Provider-Signature", "X-Forwarded-For", NETWORK_HEADER, "Host"))
+REQUEST_DROP = IDENTITY_HEADERS | {"connection", "keep-alive", "te", "trailer", "upgrade",
+                                   "transfer-encoding", "content-length", "proxy-connection"}
+MAX_BODY = 64 * 1024   # the largest thing a VM posts is its encrypted password (≤ 256 bytes)
+
+
+def _text(status: int, message: str) -> web.Response:
+    return web.Response(status=status, text=message + "\n")
+
+
+class MetadataProxy:
+    def __init__(self, snapshot: Callable[[], SbSnapshot], nova: NovaClient, secret: str,
+                 instance_key: str = "neutron:device_id",
+                 project_key: str = "neutron:project_id") -> None:
+        self._snapshot = snapshot
+        self._nova = nova
+        self._secret = secret
+        self._keys = (instance_key, project_key)
+        self._index_of: SbSnapshot | None = None
+        self._index = PortIndex({}, {})
+        self.forbidden_logged = False
+
+    def index(self) -> PortIndex:
+        """The index of the current SB view, rebuilt only when the view changed."""
+        snap = self._snapshot()
+        if snap is not self._index_of:
+            self._index = PortIndex.build(snap.ports, *self._keys)
+            self._index_of = snap
+        return self._index
+
+    async def handle(self, request: web.Request) -> web.Response:
+        networks = {v.strip() for v in request.headers.getall(NETWORK_HEADER, [])}
+        clients = request.headers.getall("X-Forwarded-For", [])
+        if len(networks) != 1 or not next(iter(networks)):
+            return _text(400, f"Bad request: exactly one {NETWORK_HEADER} header is required")
+        if len(clients) != 1 or "," in clients[0]:
+            return _text(400, "Bad request: exactly one X-Forwarded-For address is required")
+        network_id, client = networks.pop(), clients[0].strip()
+        try:
+            instance = self.index().lookup(network_id, client)
+        except BadAddress as exc:
+            return _text(400, f"Bad request: X-Forwarded-For {exc}")
+        if instance is None:
+            LOG.info("no VM port bound here with IP %s on network %s: 404", client, network_id)
+            return _text(404, f"No instance with address {client} on network {network_id}")
+
+        if request.content_length and request.content_length > MAX_BODY:
+            return _text(413, "Request body too large")
+        body = await request.read() if request.can_read_body else b""
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in REQUEST_DROP]
+        headers += [("X-Forwarded-For", client),
+                    ("X-Instance-ID", instance.instance_id),
+                    ("X-Tenant-ID", instance.project_id),
+                    ("X-Instance-ID-Signature",
+                     sign_instance_id(self._secret, instance.instance_id))]
+        try:
+            resp = await self._nova.forward(request.method, request.path_qs, headers, body)
+        except NovaTimeout as exc:
+            LOG.error("instance %s %s %s: %s", instance.instance_id, request.method,
+                      request.path, exc)
+            return _text(504, "Gateway timeout: the nova metadata API did not answer in time")
+        except NovaUnavailable as exc:
+            LOG.error("instance %s %s %s: nova metadata API unreachable: %s",
+                      instance.instance_id, request.method, request.path, exc)
+            return _text(502, "Bad gateway: the nova metadata API cannot be reached")
+        if resp.status == 403:
+            LOG.error("nova refused the signed request for instance %s (403): "
+                      "metadata_proxy_shared_secret in the agent's config does not match "
+                      "nova's [neutron] metadata_proxy_shared_secret", instance.instance_id)
+        elif resp.status >= 500:
+            LOG.warning("nova answered %d for instance %s %s %s", resp.status,
+                        instance.instance_id, request.method, request.path)
+        return web.Response(status=resp.status, body=resp.body, headers=resp.headers)
+
+
+def make_app(proxy: MetadataProxy) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY)
+    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    return app
+
+
+def socket_mode(mode: str, user: str, group: str) -> int:
+    """Permissions of the socket, as neutron's metadata_proxy_socket_mode defines them."""
+    if mode == "deduce":
+        mode = "group" if group else ("user" if user else "all")
+    return {"user": 0o644, "group": 0o664, "all": 0o666}[mode]
+
+
+def bind_socket(path: str, mode: int, user: str = "", group: str = "",
+                backlog: int = 4096) -> socket.socket:
+    """A listening unix socket at path, replacing a stale one from an earlier agent."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.{os.getpid()}"
+    if os.path.exists(tmp):
+        os.unlink(tmp)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(tmp)
+    os.chmod(tmp, mode)
+    if user or group:
+        os.chown(tmp, pwd.getpwnam(user).pw_uid if user else -1,
+                 grp.getgrnam(group).gr_gid if group else -1)
+    sock.listen(backlog)
+    # rename() swaps the path atomically: haproxy never finds it missing across a restart.
+    os.replace(tmp, path)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(app: web.Application, sock: socket.socket, stop: asyncio.Event) -> None:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           keepalive_timeout=75)
+    await runner.setup()
+    site = web.SockSite(runner, sock)
+    await site.start()
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()

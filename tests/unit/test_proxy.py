@@ -1,0 +1,164 @@
+"""The proxy and the nova-compatible server over real loopback HTTP (no OVN needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+
+from ovnmeta import novaserver, proxy
+from ovnmeta.model import PortRecord, SbSnapshot
+from ovnmeta.nova import NovaClient, NovaEndpoint
+
+SECRET = "s3cret"
+NET = "net-1"
+INSTANCES = {
+    "inst-a": {"project_id": "proj", "hostname": "vm-a", "user_data": "#cloud-config\na: 1\n",
+               "public_keys": {"k": "ssh-ed25519 AAAA a@x"}},
+    "inst-b": {"project_id": "proj", "hostname": "vm-b"},
+}
+
+
+def port(name: str, ip: str, inst: str) -> PortRecord:
+    ext = {"neutron:device_id": inst, "neutron:project_id": "proj"}
+    return PortRecord(name, "", NET, (f"fa:16:3e:00:00:{name} {ip}",),
+                      tuple(sorted(ext.items())), True)
+
+
+SNAP = SbSnapshot("c1", (port("0a", "10.0.0.10", "inst-a"), port("0b", "10.0.0.11", "inst-b")))
+
+
+def run(scenario, agent_secret: str = SECRET, nova_up: bool = True, hosts_before=()):
+    async def main():
+        nova = novaserver.NovaMetadata(INSTANCES, SECRET)
+        async with TestServer(novaserver.make_app(nova)) as nova_srv:
+            port = nova_srv.port
+            if not nova_up:
+                await nova_srv.close()
+            endpoint = NovaEndpoint(hosts=tuple(hosts_before) + ("127.0.0.1",), port=port,
+                                    timeout=2)
+            client = NovaClient(endpoint)
+            app = proxy.make_app(proxy.MetadataProxy(lambda: SNAP, client, agent_secret))
+            async with TestServer(app) as srv, ClientSession() as http:
+                try:
+                    return await scenario(http, str(srv.make_url("")).rstrip("/"), nova)
+                finally:
+                    await client.close()
+    return asyncio.run(main())
+
+
+def hdrs(ip: str = "10.0.0.10", net: str = NET, **extra: str) -> dict[str, str]:
+    return {"X-OVN-Network-ID": net, "X-Forwarded-For": ip, **extra}
+
+
+async def get(http, base, path, headers, method="GET", data=None):
+    async with http.request(method, f"{base}/{path.lstrip('/')}", headers=headers,
+                            data=data) as r:
+        return r.status, await r.read(), r.headers
+
+
+def test_each_vm_gets_its_own_metadata() -> None:
+    async def scenario(http, base, nova):
+        a = await get(http, base, "/openstack/latest/meta_data.json", hdrs())
+        b = await get(http, base, "/openstack/latest/meta_data.json", hdrs("10.0.0.11"))
+        ud = await get(http, base, "/openstack/latest/user_data", hdrs())
+        ec2 = await get(http, base, "/latest/meta-data/public-keys/0/openssh-key", hdrs())
+        return a, b, ud, ec2
+    a, b, ud, ec2 = run(scenario)
+    assert a[0] == 200 and json.loads(a[1])["hostname"] == "vm-a"
+    assert b[0] == 200 and json.loads(b[1])["uuid"] == "inst-b"
+    assert ud[1] == b"#cloud-config\na: 1\n"
+    assert ec2[1] == b"ssh-ed25519 AAAA a@x"
+
+
+def test_forged_identity_headers_do_not_reach_nova() -> None:
+    async def scenario(http, base, nova):
+        return await get(http, base, "/openstack/latest/meta_data.json", hdrs(**{
+            "X-Instance-ID": "inst-b", "X-Tenant-ID": "proj",
+            "X-Instance-ID-Signature": "0" * 64, "X-Metadata-Provider": "p",
+            "X-Metadata-Provider-Signature": "x"}))
+    status, body, _ = run(scenario)
+    assert status == 200 and json.loads(body)["uuid"] == "inst-a"
+
+
+def test_password_post_passes_through() -> None:
+    async def scenario(http, base, nova):
+        post = await get(http, base, "/openstack/latest/password", hdrs(), "POST", b"enc-pw")
+        again = await get(http, base, "/openstack/latest/password", hdrs())
+        return post, again
+    post, again = run(scenario)
+    assert post[0] == 200 and again[1] == b"enc-pw"
+
+
+def test_malformed_requests_are_400(caplog) -> None:
+    async def scenario(http, base, nova):
+        out = []
+        for h in ({"X-Forwarded-For": "10.0.0.10"}, {"X-OVN-Network-ID": NET},
+                  hdrs("10.0.0.999"), hdrs("10.0.0.10, 10.0.0.11")):
+            out.append((await get(http, base, "/", h))[0])
+        both = [("X-OVN-Network-ID", NET), ("X-OVN-Network-ID", "other"),
+                ("X-Forwarded-For", "10.0.0.10")]
+        async with http.get(f"{base}", headers=both) as r:
+            out.append(r.status)
+        async with http.get(f"{base}", headers={**hdrs(), "X-Big": "x" * 20000}) as r:
+            out.append(r.status)
+        return out
+    assert run(scenario) == [400, 400, 400, 400, 400, 400]
+
+
+def test_unknown_vm_is_404_with_one_log_line(caplog) -> None:
+    async def scenario(http, base, nova):
+        return await get(http, base, "/", hdrs("10.0.0.99"))
+    with caplog.at_level(logging.INFO, logger="ovnmeta.proxy"):
+        status, body, _ = run(scenario)
+    assert status == 404 and b"10.0.0.99" in body
+    lines = [r for r in caplog.records if r.name == "ovnmeta.proxy"]
+    assert len(lines) == 1 and "10.0.0.99" in lines[0].getMessage()
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_wrong_secret_is_403_and_names_the_option(caplog) -> None:
+    async def scenario(http, base, nova):
+        return await get(http, base, "/openstack/latest/meta_data.json", hdrs())
+    with caplog.at_level(logging.ERROR):
+        status, _, _ = run(scenario, agent_secret="wrong")
+    assert status == 403
+    assert any("metadata_proxy_shared_secret" in r.getMessage() for r in caplog.records)
+    assert not any("wrong" in r.getMessage() or SECRET in r.getMessage()
+                   for r in caplog.records)
+
+
+def test_nova_down_is_502() -> None:
+    async def scenario(http, base, nova):
+        return await get(http, base, "/openstack/latest/meta_data.json", hdrs())
+    status, body, _ = run(scenario, nova_up=False)
+    assert status == 502 and b"nova" in body
+
+
+def test_failover_to_the_next_nova_host() -> None:
+    async def scenario(http, base, nova):
+        return await get(http, base, "/openstack/latest/meta_data.json", hdrs())
+    # 127.0.0.2 refuses connections on nova's port: the proxy moves on to 127.0.0.1.
+    status, body, _ = run(scenario, hosts_before=("127.0.0.2",))
+    assert status == 200 and json.loads(body)["hostname"] == "vm-a"
+
+
+def test_nova_server_rejects_unsigned_and_missing_headers() -> None:
+    async def main():
+        nova = novaserver.NovaMetadata(INSTANCES, SECRET)
+        async with TestServer(novaserver.make_app(nova)) as srv, ClientSession() as http:
+            url = srv.make_url("/openstack/latest/meta_data.json")
+            async with http.get(url) as r1:
+                pass
+            async with http.get(url, headers={"X-Instance-ID": "inst-a", "X-Tenant-ID": "proj",
+                                              "X-Instance-ID-Signature": "bad"}) as r2:
+                pass
+            async with http.get(srv.make_url("/openstack")) as r3:
+                listing = await r3.text()
+            return r1.status, r2.status, listing
+    s1, s2, listing = asyncio.run(main())
+    assert (s1, s2) == (400, 403)
+    assert "latest" in listing.split("\n")
