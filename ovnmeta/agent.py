@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from oslo_config import cfg
 
-from ovnmeta import config, proxy, sbview
+from ovnmeta import config, handoff, proxy, sbview
 from ovnmeta.haproxy import HaproxyManager, Settings, become_subreaper
 from ovnmeta.lock import AgentLock, AlreadyRunning
 from ovnmeta.nova import NovaClient, NovaEndpoint
@@ -122,13 +122,27 @@ class Agent:
             project_key=conf.metadata.project_id_key))
         mode = proxy.socket_mode(conf.metadata_proxy_socket_mode, conf.metadata_proxy_user,
                                  conf.metadata_proxy_group)
-        sock = proxy.bind_socket(conf.metadata_proxy_socket, mode, conf.metadata_proxy_user,
-                                 conf.metadata_proxy_group, conf.metadata_backlog)
+        sock = handoff.collect(conf.metadata_proxy_socket)
+        if sock is not None:
+            LOG.info("took over the listening socket from the previous agent")
+            sock.setblocking(False)
+        else:
+            sock = proxy.bind_socket(conf.metadata_proxy_socket, mode,
+                                     conf.metadata_proxy_user, conf.metadata_proxy_group,
+                                     conf.metadata_backlog)
         LOG.info("serving metadata on %s", conf.metadata_proxy_socket)
         try:
-            await proxy.serve(app, sock, stopped)
+            await proxy.serve(app, sock, stopped,
+                              before_close=lambda: self._park(sock))
         finally:
             await nova.close()
+
+    def _park(self, sock) -> None:
+        if handoff.park(sock, self.conf.metadata_proxy_socket):
+            LOG.info("listening socket parked for the next agent (%ds)", handoff.KEEP_SECONDS)
+        else:
+            LOG.warning("could not park the listening socket: requests are refused until "
+                        "the next agent starts")
 
     def _spawn(self, name: str, target: Callable, *args) -> None:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ovnmeta import config, naming, netns
+from ovnmeta import config, handoff, naming, netns
 from ovnmeta.haproxy import HaproxyManager, Settings
 from ovnmeta.lock import AgentLock, AlreadyRunning
 from ovnmeta.ovs import LocalOvs
@@ -52,6 +52,9 @@ def cleanup(conf) -> int:
             status = 1
         finally:
             ovs.stop()
+        parked = handoff.collect(conf.metadata_proxy_socket)
+        if parked is not None:  # a stopped agent's keeper: release it
+            parked.close()
         removed = 0
         for ns in sorted(netns.list_namespaces()):
             net = naming.network_from_namespace(ns)

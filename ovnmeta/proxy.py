@@ -136,7 +136,8 @@ def bind_socket(path: str, mode: int, user: str = "", group: str = "",
     return sock
 
 
-async def serve(app: web.Application, sock: socket.socket, stop: asyncio.Event) -> None:
+async def serve(app: web.Application, sock: socket.socket, stop: asyncio.Event,
+                before_close: Callable[[], None] | None = None) -> None:
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
                            keepalive_timeout=75)
     await runner.setup()
@@ -145,4 +146,6 @@ async def serve(app: web.Application, sock: socket.socket, stop: asyncio.Event) 
     try:
         await stop.wait()
     finally:
+        if before_close:
+            before_close()
         await runner.cleanup()

@@ -112,7 +112,7 @@ def network_commands(network: Network) -> list[str]:
 
 
 def create_vm_port(box: Sandbox, network: Network, device_id: str | None = None,
-                   project_id: str = PROJECT_ID) -> Port:
+                   project_id: str = PROJECT_ID, port_security: bool = True) -> Port:
     """A compute:nova port with port security, requested on the sandbox chassis."""
     port = Port(name=str(uuid.uuid4()), network_id=network.id, mac=random_mac(),
                 ips=network.allocate_ips(), device_id=device_id or str(uuid.uuid4()),
@@ -120,7 +120,8 @@ def create_vm_port(box: Sandbox, network: Network, device_id: str | None = None,
     box.nbctl(
         "--", "lsp-add", network.switch, port.name,
         "--", "lsp-set-addresses", port.name, port.addresses,
-        "--", "lsp-set-port-security", port.name, port.addresses,
+        "--", "lsp-set-port-security", port.name,
+        *([port.addresses] if port_security else []),
         "--", "set", "Logical_Switch_Port", port.name,
         *_port_external_ids(port, network, "compute:nova"),
         f"options:requested-chassis={box.chassis}",

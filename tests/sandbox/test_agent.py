@@ -118,7 +118,8 @@ def test_second_vm_duplicates_nothing_and_last_vm_removes_all(sandbox, make_netw
     wait_until(lambda: naming.namespace(net.id) not in namespaces(), what="namespace removed")
     wait_until(lambda: not ovs_ports(sandbox), what="OVS port removed")
     wait_until(lambda: not echo_agent.haproxy_pids(), what="haproxy stopped")
-    assert not os.path.exists(f"/sys/class/net/{naming.outer_device(net.id)}")
+    wait_until(lambda: not os.path.exists(f"/sys/class/net/{naming.outer_device(net.id)}"),
+               what="veth pair destroyed")
 
 
 def test_network_deleted_in_neutron_is_torn_down(sandbox, make_network, make_vm,

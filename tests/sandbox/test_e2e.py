@@ -1,0 +1,165 @@
+"""End to end: VM → OVN → haproxy → agent → nova-compatible server, and back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+
+import pytest
+
+from ovnmeta.testing.agentproc import wait_until
+from ovnmeta.testing.novaproc import NovaProcess
+from ovnmeta.testing.vm import FakeVM
+
+SECRET = "e2e-shared-secret"
+URL = "http://169.254.169.254"
+
+
+def get(vm: FakeVM, path: str, *headers: str, method: str = "GET", data: str | None = None
+        ) -> tuple[int, str]:
+    argv = ["curl", "-s", "-m", "5", "-o", "-", "-w", "\n%{http_code}", "-X", method]
+    for h in headers:
+        argv += ["-H", h]
+    if data is not None:
+        argv += ["--data-binary", data]
+    out = vm.exec(*argv, URL + path, check=False, timeout=15).stdout
+    body, _, code = out.rpartition("\n")
+    return int(code or 0), body
+
+
+def instance_data(vm: FakeVM) -> dict:
+    name = f"vm-{vm.port.ip.replace('.', '-')}-{vm.network.id[:4]}"
+    return {"project_id": vm.port.project_id, "hostname": name,
+            "public_keys": {"key": f"ssh-ed25519 AAAAC3 {name}@demo"},
+            "user_data": f"#cloud-config\nhostname: {name}\n"}
+
+
+@pytest.fixture
+def cloud(make_network, make_vm, start_agent, tmp_path):
+    """Two networks with the same subnet, two VMs each, nova and the agent running."""
+    nets = [make_network(cidrs=("10.0.0.0/24",)) for _ in range(2)]
+    vms = [make_vm(net) for net in nets for _ in range(2)]
+    instances = {vm.port.device_id: instance_data(vm) for vm in vms}
+    nova = NovaProcess(instances, SECRET, tmp_path).start()
+    agent = start_agent(extra=f"metadata_proxy_shared_secret = {SECRET}\n"
+                              f"nova_metadata_port = {nova.port}")
+    for vm in vms:
+        wait_until(lambda: get(vm, "/openstack/latest/meta_data.json")[0] == 200, timeout=20,
+                   what=f"metadata for {vm.netns}")
+    yield {"vms": vms, "instances": instances, "nova": nova, "agent": agent, "nets": nets}
+    nova.stop()
+
+
+def test_every_vm_gets_its_own_instance(cloud) -> None:
+    vms = cloud["vms"]
+    assert vms[0].port.ip == vms[2].port.ip  # same address on two networks
+    for vm in vms:
+        want = cloud["instances"][vm.port.device_id]
+        status, body = get(vm, "/openstack/latest/meta_data.json")
+        meta = json.loads(body)
+        assert (status, meta["uuid"], meta["hostname"]) == (200, vm.port.device_id,
+                                                            want["hostname"])
+        assert meta["public_keys"] == want["public_keys"]
+        assert get(vm, "/openstack/latest/user_data") == (200, want["user_data"])
+        assert get(vm, "/latest/meta-data/hostname") == (200, want["hostname"])
+        assert get(vm, "/latest/meta-data/public-keys/0/openssh-key")[1] == \
+            want["public_keys"]["key"]
+        assert get(vm, "/latest/user-data")[1] == want["user_data"]
+
+
+def test_forged_headers_still_get_only_own_data(cloud) -> None:
+    me, victim = cloud["vms"][0], cloud["vms"][1]
+    other_net = cloud["vms"][2].network.id
+    status, body = get(me, "/openstack/latest/meta_data.json",
+                       f"X-OVN-Network-ID: {other_net}", f"X-Forwarded-For: {victim.port.ip}",
+                       f"X-Instance-ID: {victim.port.device_id}",
+                       f"X-Tenant-ID: {victim.port.project_id}",
+                       "X-Instance-ID-Signature: " + "0" * 64,
+                       "X-Metadata-Provider: evil", "X-Metadata-Provider-Signature: x")
+    assert status == 200 and json.loads(body)["uuid"] == me.port.device_id
+
+
+def test_password_post_reaches_nova(cloud) -> None:
+    vm = cloud["vms"][0]
+    assert get(vm, "/openstack/latest/password", method="POST", data="encrypted")[0] == 200
+    assert get(vm, "/openstack/latest/password") == (200, "encrypted")
+
+
+def test_unknown_source_gets_404(sandbox, cloud, make_vm) -> None:
+    net = cloud["nets"][0]
+    vm = make_vm(net, port_security=False)
+    vm.wait_bound()
+    vm.exec("ip", "addr", "flush", "dev", "eth0")
+    vm.exec("ip", "addr", "add", "10.0.0.99/24", "dev", "eth0")
+    vm.exec("ip", "route", "add", "169.254.169.254/32", "via", net.metadata_port.ip)
+    status, body = wait_until(lambda: (r := get(vm, "/openstack/latest/meta_data.json"))[0]
+                              and r, what="an answer")
+    assert status == 404 and "10.0.0.99" in body
+    assert "no VM port bound here with IP 10.0.0.99" in cloud["agent"].log()
+
+
+def test_nova_down_gives_502_then_recovers(cloud) -> None:
+    vm = cloud["vms"][0]
+    cloud["nova"].stop()
+    status, body = get(vm, "/openstack/latest/meta_data.json")
+    assert status == 502 and "nova" in body
+    cloud["nova"].start()
+    assert get(vm, "/openstack/latest/meta_data.json")[0] == 200
+
+
+def test_wrong_secret_is_403_with_a_clear_log(cloud, tmp_path) -> None:
+    vm = cloud["vms"][0]
+    cloud["nova"].stop()
+    wrong = NovaProcess(cloud["instances"], "not-the-agents-secret", tmp_path / "..",
+                        port=cloud["nova"].port).start()
+    try:
+        assert get(vm, "/openstack/latest/meta_data.json")[0] == 403
+        log = cloud["agent"].log()
+        assert "metadata_proxy_shared_secret" in log
+        assert SECRET not in log and "not-the-agents-secret" not in log
+    finally:
+        wrong.stop()
+
+
+def test_sb_ip_change_is_followed(sandbox, cloud) -> None:
+    vm = cloud["vms"][1]
+    new_ip = "10.0.0.77"
+    addresses = f"{vm.port.mac} {new_ip}"
+    sandbox.nbctl("lsp-set-addresses", vm.port.name, addresses, "--",
+                  "lsp-set-port-security", vm.port.name, addresses)
+    vm.exec("ip", "addr", "flush", "dev", "eth0")
+    vm.exec("ip", "addr", "add", f"{new_ip}/24", "dev", "eth0")
+    vm.exec("ip", "route", "add", "169.254.169.254/32", "via", vm.network.metadata_port.ip)
+    t0 = time.monotonic()
+    status, body = wait_until(
+        lambda: (r := get(vm, "/openstack/latest/meta_data.json"))[0] == 200 and r,
+        timeout=10, what="metadata after the IP change")
+    print(f"lookup followed the IP change after {time.monotonic() - t0:.2f}s")
+    assert json.loads(body)["uuid"] == vm.port.device_id
+
+
+def test_agent_restart_loses_no_request(cloud) -> None:
+    vm, agent = cloud["vms"][0], cloud["agent"]
+    results: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            results.append(get(vm, "/openstack/latest/meta_data.json"))
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        agent.stop()
+        agent.start()
+        wait_until(lambda: "serving metadata" in agent.log().split("ovnmeta-agent starting")[-1],
+                   timeout=20, what="restarted agent serving")
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join()
+    assert len(results) > 5
+    assert [r for r in results if r[0] != 200] == []
