@@ -99,10 +99,16 @@ def _ignored(address: str) -> bool:
     return iface.version == 6 and iface.ip.is_link_local and address != METADATA_V6
 
 
-def root_links() -> dict[str, bool]:
-    """Every device of the root namespace with its admin state, in one netlink dump."""
+def read_outer(dev: str) -> tuple[bool, bool]:
+    """(exists, admin up) of the root-namespace end: one RTM_GETLINK, not a dump."""
     with IPRoute() as ipr:
-        return {link.get("IFLA_IFNAME"): bool(link["flags"] & 1) for link in ipr.get_links()}
+        try:
+            link = ipr.link("get", ifname=dev)[0]
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return False, False
+            raise
+        return True, bool(link["flags"] & 1)
 
 
 def read_inner(ns: str, dev: str, with_csum: bool = True) -> LinkState | None:

@@ -26,13 +26,25 @@ class ChassisConfig:
 
 
 class _Idl(connection.OvsdbIdl):
+    """Keeps a map of our interfaces' iface-ids, rebuilt in the IDL thread after changes."""
+
     def __init__(self, remote: str, helper, on_change: Callable[[], None]) -> None:
         super().__init__(remote, helper)
         self._on_change = on_change
+        self._seen = -1
+        self.plugged: dict[str, str] = {}
 
-    def notify(self, event: str, row: ovs.db.idl.Row, updates=None) -> None:
-        if row._table.name == "Interface":
-            self._on_change()
+    def run(self) -> bool:
+        changed = super().run()
+        if self.change_seqno != self._seen:
+            self._seen = self.change_seqno
+            plugged = {row.name: row.external_ids.get("iface-id", "")
+                       for row in self.tables["Interface"].rows.values()
+                       if row.name.startswith(OUR_DEVICE_PREFIX)}
+            if plugged != self.plugged:
+                self.plugged = plugged  # replaced whole: readers never see it half-built
+                self._on_change()
+        return changed
 
 
 class LocalOvs:
@@ -71,10 +83,7 @@ class LocalOvs:
 
     def plugged(self) -> dict[str, str]:
         """Our devices that have an OVS interface, by name, with their iface-id ('' if none)."""
-        rows = self.api.db_list("Interface", columns=["name", "external_ids"]).execute(
-            check_error=True)
-        return {r["name"]: r["external_ids"].get("iface-id", "") for r in rows
-                if r["name"].startswith(OUR_DEVICE_PREFIX)}
+        return dict(self.api.idl.plugged)
 
     def plug(self, bridge: str, ports: list[tuple[str, str]]) -> None:
         """Add (device, iface-id) pairs to the bridge in one transaction: vswitchd then

@@ -137,13 +137,12 @@ class Reconciler:
         check |= {n for n in self._ready & desired.keys()
                   if plugged.get(desired[n].outer) != desired[n].iface_id}
         batch = _OvsBatch()
-        links = netns.root_links() if check else {}
         for net in sorted(check):
             if net in self._backoff and self._backoff[net].retry_at > started and not full:
                 continue
             if net not in desired and not may_delete:
                 continue
-            self._converge(net, desired.get(net), net in present, plugged, links, batch)
+            self._converge(net, desired.get(net), net in present, plugged, batch)
         if may_delete:
             ours = {naming.outer_device(n) for n in desired.keys() | present}
             for device in sorted(plugged.keys() - ours - set(batch.unplug)):
@@ -165,11 +164,11 @@ class Reconciler:
 
     # -- one network ----------------------------------------------------------
     def _converge(self, net: str, spec: NetworkSpec | None, ns_present: bool,
-                  plugged: dict[str, str], links: dict[str, bool], batch: _OvsBatch) -> None:
+                  plugged: dict[str, str], batch: _OvsBatch) -> None:
         step = None
         try:
             with netns.batch():
-                actual = self._inspect(net, ns_present, plugged, links)
+                actual = self._inspect(net, ns_present, plugged)
                 steps = plan.plan_network(spec, actual, netdev=self.chassis.netdev)
                 for step in steps:
                     self._apply(step, plugged, batch)
@@ -202,18 +201,18 @@ class Reconciler:
         kernel drops a subnet's secondaries with its primary): anything still missing is
         a failure to retry."""
         assumed = {spec.outer: spec.iface_id}
-        actual = self._inspect(net, True, assumed, {spec.outer: True})
+        actual = self._inspect(net, True, assumed)
         left = plan.plan_network(spec, actual, self.chassis.netdev)
         if left:
             raise RuntimeError(f"not converged: {_describe(left[0])} still needed")
 
-    def _inspect(self, net: str, ns_present: bool, plugged: dict[str, str],
-                 links: dict[str, bool]) -> ActualNetwork:
+    def _inspect(self, net: str, ns_present: bool, plugged: dict[str, str]) -> ActualNetwork:
         outer = naming.outer_device(net)
         inner = netns.read_inner(naming.namespace(net), naming.inner_device(net),
                                  with_csum=self.chassis.netdev) if ns_present else None
+        outer_exists, outer_up = netns.read_outer(outer)
         return ActualNetwork(network_id=net, namespace=ns_present, inner=inner,
-                             outer=outer in links, outer_up=links.get(outer, False),
+                             outer=outer_exists, outer_up=outer_up,
                              ovs_iface_id=plugged.get(outer))
 
     def _apply(self, step: plan.Step, plugged: dict[str, str], batch: _OvsBatch) -> None:

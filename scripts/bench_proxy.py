@@ -1,0 +1,179 @@
+"""Proxy benchmark: wrk from a VM through OVN → haproxy → agent → nova-compatible server.
+
+The ceiling, measured in the same run, is the same path with haproxy sending straight to the
+nova server (static signed headers, no agent). Both are measured with an empty SB and with
+extra unrelated Port_Binding rows. Prints JSON and a table; asserts nothing.
+
+    .venv/bin/python scripts/bench_proxy.py [--extra-ports 10000] [--duration 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ovnmeta import naming
+from ovnmeta.signing import sign_instance_id
+from ovnmeta.testing import neutron
+from ovnmeta.testing.agentproc import AgentProcess, wait_until
+from ovnmeta.testing.novaproc import NovaProcess
+from ovnmeta.testing.sandbox import Sandbox, _free_port, alive
+from ovnmeta.testing.vm import FakeVM
+
+BENCH_DIR = Path("/tmp/ovnmeta-bench-sandbox")
+SECRET = "bench-secret"
+PATH = "/openstack/latest/meta_data.json"
+CEILING_PORT = 8080
+
+CEILING_CFG = """
+global
+    maxconn 4096
+defaults
+    mode http
+    option http-keep-alive
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend ceiling
+    bind 169.254.169.254:{port} namespace {namespace}
+    http-request set-header X-Instance-ID {instance}
+    http-request set-header X-Tenant-ID {project}
+    http-request set-header X-Instance-ID-Signature {signature}
+    http-request set-header X-Forwarded-For %[src]
+    default_backend nova
+backend nova
+    server nova 127.0.0.1:{nova_port}
+"""
+
+
+def wrk(vm: FakeVM, url: str, connections: int, seconds: int) -> dict:
+    out = vm.exec("wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url,
+                  timeout=seconds + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = {p: _ms(v) for p, v in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M)}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock_errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"),
+            "non_2xx": int(errors.group(1)) if errors else 0,
+            "socket_errors": sock_errors.group(1) if sock_errors else ""}
+
+
+def _ms(text: str) -> float:
+    value = float(re.match(r"[\d.]+", text).group(0))
+    if text.endswith("us"):
+        return value / 1000
+    if text.endswith("ms"):
+        return value
+    if text.endswith("s"):
+        return value * 1000
+    return value
+
+
+def add_unrelated_ports(box: Sandbox, count: int, per_switch: int = 500) -> None:
+    """Ports on other switches, bound nowhere: a big cloud this chassis does not serve."""
+    made = 0
+    while made < count:
+        switch = f"bench-other-{made // per_switch}"
+        args = ["--", "ls-add", switch]
+        for i in range(min(per_switch, count - made)):
+            name = f"{switch}-p{i}"
+            mac = f"fa:16:3f:{(made + i) >> 16 & 255:02x}:{(made + i) >> 8 & 255:02x}:" \
+                  f"{(made + i) & 255:02x}"
+            args += ["--", "lsp-add", switch, name, "--", "lsp-set-addresses", name,
+                     f"{mac} 172.16.{(i >> 8) & 255}.{i & 255}"]
+        box.nbctl(*args)
+        made += min(per_switch, count - made)
+    box.wait_for(lambda: int(box.sbctl("--bare", "--columns=_uuid", "list", "Port_Binding")
+                             .count("\n")) >= count, what=f"{count} Port_Bindings in the SB",
+                 timeout=300, interval=1)
+
+
+def measure(vm: FakeVM, ns: str, connections: int, seconds: int) -> dict:
+    agent = wrk(vm, f"http://169.254.169.254{PATH}", connections, seconds)
+    ceiling = wrk(vm, f"http://169.254.169.254:{CEILING_PORT}{PATH}", connections, seconds)
+    return {"agent": agent, "ceiling": ceiling, "ratio": agent["rps"] / ceiling["rps"]}
+
+
+def run(extra_ports: int, connections: int, seconds: int) -> dict:
+    box = Sandbox(root=BENCH_DIR)
+    box.down()
+    box.up()
+    work = Path(tempfile.mkdtemp(prefix="ombench-"))
+    net = neutron.create_network(box)
+    port = neutron.create_vm_port(box, net)
+    vm = FakeVM(box, net, port).start()
+    nova = NovaProcess({port.device_id: {"project_id": port.project_id, "hostname": "bench"}},
+                       SECRET, work).start()
+    agent = AgentProcess(box, extra=f"metadata_proxy_shared_secret = {SECRET}\n"
+                                    f"nova_metadata_port = {nova.port}\ndebug = false")
+    ceiling_pid = None
+    try:
+        agent.start()
+        wait_until(lambda: vm.exec("curl", "-sf", f"http://169.254.169.254{PATH}",
+                                   check=False).returncode == 0, timeout=30, what="agent path")
+        ns = naming.namespace(net.id)
+        cfg = work / "ceiling.cfg"
+        cfg.write_text(CEILING_CFG.format(
+            port=CEILING_PORT, namespace=ns, instance=port.device_id, project=port.project_id,
+            signature=sign_instance_id(SECRET, port.device_id), nova_port=nova.port))
+        subprocess.run(["haproxy", "-D", "-p", str(work / "ceiling.pid"), "-f", str(cfg)],
+                       check=True)
+        ceiling_pid = int((work / "ceiling.pid").read_text().split()[0])
+        results = {"connections": connections, "seconds": seconds, "runs": []}
+        res = measure(vm, ns, connections, seconds)
+        res["extra_port_bindings"] = 0
+        results["runs"].append(res)
+        if extra_ports:
+            add_unrelated_ports(box, extra_ports)
+            time.sleep(2)
+            res = measure(vm, ns, connections, seconds)
+            res["extra_port_bindings"] = extra_ports
+            results["runs"].append(res)
+        status = json.loads((agent.state_dir / "status.json").read_text())
+        results["agent_sb_connected"] = status["sb_connected"]
+        return results
+    finally:
+        if ceiling_pid and alive(ceiling_pid):
+            subprocess.run(["kill", str(ceiling_pid)])
+        agent.cleanup()
+        nova.stop()
+        vm.destroy()
+        box.down()
+        subprocess.run(["rm", "-rf", str(work)])
+
+
+def table(results: dict) -> str:
+    lines = [f"wrk -c{results['connections']} -d{results['seconds']}s, path {PATH}",
+             f"{'extra PBs':>9} {'agent req/s':>11} {'p50 ms':>7} {'p99 ms':>7} "
+             f"{'ceiling req/s':>13} {'p50 ms':>7} {'p99 ms':>7} {'ratio':>6} {'errors':>6}"]
+    for r in results["runs"]:
+        a, c = r["agent"], r["ceiling"]
+        lines.append(f"{r['extra_port_bindings']:>9} {a['rps']:>11.0f} {a['p50_ms']:>7.2f} "
+                     f"{a['p99_ms']:>7.2f} {c['rps']:>13.0f} {c['p50_ms']:>7.2f} "
+                     f"{c['p99_ms']:>7.2f} {r['ratio']:>6.1%} {a['non_2xx']:>6}")
+    if len(results["runs"]) == 2:
+        base, big = (r["agent"]["rps"] for r in results["runs"])
+        lines.append(f"agent req/s with extra rows vs empty SB: {big / base - 1:+.1%}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--extra-ports", type=int, default=10000)
+    parser.add_argument("--connections", type=int, default=10)
+    parser.add_argument("--duration", type=int, default=10)
+    args = parser.parse_args()
+    results = run(args.extra_ports, args.connections, args.duration)
+    print(json.dumps(results, indent=1))
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
