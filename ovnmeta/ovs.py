@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import ovs.db.idl
 from ovsdbapp.backend.ovs_idl import connection, idlutils
+from ovsdbapp.backend.ovs_idl import transaction as idl_transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 LOG = logging.getLogger(__name__)
@@ -25,6 +26,17 @@ class ChassisConfig:
         return self.datapath_type == "netdev"
 
 
+class _NoWaitTransaction(idl_transaction.Transaction):
+    """Commits without waiting for vswitchd to apply the change (ovs-vsctl --no-wait).
+
+    vswitchd attaches the ports while the reconciler moves on to haproxy; a port it could
+    not open shows up as ofport -1 in the interface map.
+    """
+
+    def pre_commit(self, txn) -> None:
+        txn.expected_ifaces = set()  # AddPortCommand records new interfaces here
+
+
 class _Idl(connection.OvsdbIdl):
     """Keeps a map of our interfaces' iface-ids, rebuilt in the IDL thread after changes."""
 
@@ -33,16 +45,19 @@ class _Idl(connection.OvsdbIdl):
         self._on_change = on_change
         self._seen = -1
         self.plugged: dict[str, str] = {}
+        self.ofports: dict[str, int | None] = {}
 
     def run(self) -> bool:
         changed = super().run()
         if self.change_seqno != self._seen:
             self._seen = self.change_seqno
-            plugged = {row.name: row.external_ids.get("iface-id", "")
-                       for row in self.tables["Interface"].rows.values()
-                       if row.name.startswith(OUR_DEVICE_PREFIX)}
+            ours = [row for row in self.tables["Interface"].rows.values()
+                    if row.name.startswith(OUR_DEVICE_PREFIX)]
+            plugged = {row.name: row.external_ids.get("iface-id", "") for row in ours}
+            # Replaced whole: readers never see a map half-built.
+            self.ofports = {row.name: (row.ofport[0] if row.ofport else None) for row in ours}
             if plugged != self.plugged:
-                self.plugged = plugged  # replaced whole: readers never see it half-built
+                self.plugged = plugged
                 self._on_change()
         return changed
 
@@ -90,15 +105,21 @@ class LocalOvs:
         reconfigures once for the whole batch, not once per network."""
         if not ports:
             return
-        with self.api.transaction(check_error=True) as txn:
+        with _NoWaitTransaction(self.api, self.api.ovsdb_connection, self._timeout,
+                                check_error=True) as txn:
             for device, iface_id in ports:
                 txn.add(self.api.add_port(bridge, device, may_exist=True))
                 txn.add(self.api.db_set("Interface", device,
                                         ("external_ids", {"iface-id": iface_id})))
 
+    def ofports(self) -> dict[str, int | None]:
+        """OpenFlow port numbers of our interfaces: -1 means vswitchd could not open it."""
+        return dict(self.api.idl.ofports)
+
     def unplug(self, devices: list[str]) -> None:
         if not devices:
             return
-        with self.api.transaction(check_error=True) as txn:
+        with _NoWaitTransaction(self.api, self.api.ovsdb_connection, self._timeout,
+                                check_error=True) as txn:
             for device in devices:
                 txn.add(self.api.del_port(device, if_exists=True))

@@ -101,15 +101,23 @@ def reaction(box: Sandbox, count: int, offset: int) -> dict:
         # 1 s ARP retransmit, what we would time is the fake guest's ARP backoff, not the
         # agent: probe ARP every 10 ms instead.
         vm.exec("sysctl", "-qw", "net.ipv4.neigh.eth0.retrans_time_ms=10")
-    samples = []
+    samples, bound = [], []
     for vm in vms:
         t0 = time.monotonic()
         vm.plug()
-        wait_until(lambda: connects(vm, timeout=0.1), timeout=30, interval=0.005)
+        t_bound = None
+        while not connects(vm, timeout=0.1):
+            if t_bound is None and vm.bound_chassis() == box.chassis:
+                t_bound = time.monotonic()
+            if time.monotonic() - t0 > 30:
+                raise RuntimeError(f"{vm.netns} not served 30 s after its port was plugged")
         samples.append((time.monotonic() - t0) * 1000)
+        bound.append(((t_bound or time.monotonic()) - t0) * 1000)
     samples.sort()
     return {"vms": count, "p50_ms": statistics.median(samples),
-            "p95_ms": samples[max(0, int(len(samples) * 0.95) - 1)], "max_ms": samples[-1]}, vms
+            "p95_ms": samples[max(0, int(len(samples) * 0.95) - 1)], "max_ms": samples[-1],
+            # ovn-controller's share: until the SB says the VM port is bound here
+            "ovn_bind_p50_ms": statistics.median(bound)}, vms
 
 
 def _keep_log(agent: AgentProcess, name: str) -> None:
@@ -121,8 +129,9 @@ def run(sizes: list[int], mode: str, reaction_vms: int) -> dict:
     box = Sandbox(root=BENCH_DIR)
     box.down()
     box.up()
-    results: dict = {"mode": mode, "cold_start": [], "reaction": None}
+    results: dict = {"mode": mode, "cold_start": [], "reaction": []}
     vms: list[FakeVM] = []
+    spare: list[FakeVM] = []
     agent = None
     try:
         for size in sizes:
@@ -133,18 +142,20 @@ def run(sizes: list[int], mode: str, reaction_vms: int) -> dict:
             agent = res.pop("agent")
             res["networks"] = size
             results["cold_start"].append(res)
-            if size != sizes[-1]:
-                _keep_log(agent, f"cold-{size}")
-                agent.cleanup()
-                agent = None
-        r, extra = reaction(box, reaction_vms, len(vms))
-        vms += extra
-        results["reaction"] = r
+            r, extra = reaction(box, reaction_vms, len(vms))
+            spare += extra
+            r["networks"] = size
+            results["reaction"].append(r)
+            for vm in extra:  # the next size starts from exactly `size` networks again
+                vm.destroy()
+                neutron.delete_network(box, vm.network)
+            _keep_log(agent, f"size-{size}")
+            agent.cleanup()
+            agent = None
     finally:
         if agent:
-            _keep_log(agent, "reaction")
             agent.cleanup()
-        for vm in vms:
+        for vm in vms + spare:
             vm.destroy()
         box.down()
     return results
@@ -163,10 +174,11 @@ def table(results: dict) -> str:
         per = (cs[-1]["total_pss_mib"] - cs[0]["total_pss_mib"]) / (
             cs[-1]["networks"] - cs[0]["networks"])
         lines.append(f"memory per extra network: {per * 1024:.0f} KiB")
-    r = results["reaction"]
-    if r:
-        lines.append(f"reaction (OVS port added -> TCP connect ok), {r['vms']} VMs: "
-                     f"p50 {r['p50_ms']:.0f} ms, p95 {r['p95_ms']:.0f} ms, max {r['max_ms']:.0f} ms")
+    for r in results["reaction"]:
+        lines.append(f"reaction at {r['networks']} networks (OVS port added -> TCP connect "
+                     f"ok), {r['vms']} VMs: p50 {r['p50_ms']:.0f} ms, p95 {r['p95_ms']:.0f} ms,"
+                     f" max {r['max_ms']:.0f} ms (of which ovn-controller binding the VM port:"
+                     f" p50 {r['ovn_bind_p50_ms']:.0f} ms)")
     return "\n".join(lines)
 
 
