@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import threading
@@ -18,11 +19,11 @@ from typing import TypeVar
 
 from oslo_config import cfg
 
-from ovnmeta import config, handoff, proxy, sbview
+from ovnmeta import config, control, handoff, proxy, sbview
 from ovnmeta.haproxy import HaproxyManager, Settings, become_subreaper
 from ovnmeta.lock import AgentLock, AlreadyRunning
 from ovnmeta.nova import NovaClient, NovaEndpoint
-from ovnmeta.ovs import LocalOvs
+from ovnmeta.ovs import ChassisConfig, LocalOvs
 from ovnmeta.reconcile import Reconciler
 
 LOG = logging.getLogger("ovnmeta.agent")
@@ -56,6 +57,7 @@ class Agent:
         self.reconciler: Reconciler | None = None
         self.sb: sbview.SbView | None = None
         self.ovs: LocalOvs | None = None
+        self.chassis: ChassisConfig | None = None
         self.threads: list[threading.Thread] = []
 
     def _mark(self, networks: set[str] | None) -> None:
@@ -85,7 +87,8 @@ class Agent:
                      timeout_server=conf.haproxy.timeout_server,
                      user=conf.metadata_proxy_user, group=conf.metadata_proxy_group),
             binary=conf.haproxy.haproxy_path, template_dir=conf.haproxy.templates_dir)
-        self.reconciler = Reconciler(self.sb, self.ovs, chassis, haproxy, self.state_dir,
+        self.chassis = chassis
+        self.reconciler = Reconciler(self.sb, self.ovs, chassis, haproxy,
                                      resync_interval=conf.metadata.reconcile_interval,
                                      cidrs_key=conf.metadata.cidrs_key)
         retry(f"connecting to the SB DB at {conf.ovn.ovn_sb_connection}", self.sb.start,
@@ -116,10 +119,13 @@ class Agent:
             LOG.warning("metadata_proxy_shared_secret is empty: nova will refuse signed "
                         "requests unless it has no secret either")
         nova = NovaClient(self.nova_endpoint())
-        app = proxy.make_app(proxy.MetadataProxy(
+        metadata = proxy.MetadataProxy(
             self.sb.snapshot, nova, conf.metadata_proxy_shared_secret,
             instance_key=conf.metadata.instance_id_key,
-            project_key=conf.metadata.project_id_key))
+            project_key=conf.metadata.project_id_key)
+        app = proxy.make_app(metadata)
+        control_app = control.make_app(self.status, metadata.index)
+        control_sock = control.bind(str(self.state_dir / control.CONTROL_SOCKET))
         mode = proxy.socket_mode(conf.metadata_proxy_socket_mode, conf.metadata_proxy_user,
                                  conf.metadata_proxy_group)
         sock = handoff.collect(conf.metadata_proxy_socket)
@@ -132,10 +138,25 @@ class Agent:
                                      conf.metadata_backlog)
         LOG.info("serving metadata on %s", conf.metadata_proxy_socket)
         try:
-            await proxy.serve(app, sock, stopped,
-                              before_close=lambda: self._park(sock))
+            await asyncio.gather(
+                proxy.serve(app, sock, stopped, before_close=lambda: self._park(sock)),
+                control.serve(control_app, control_sock, stopped))
         finally:
             await nova.close()
+
+    def status(self) -> dict:
+        """Live state for `ovnmeta status`: the last reconcile pass plus the connections."""
+        rec = self.reconciler.status
+        return {
+            "agent_pid": os.getpid(), "chassis": self.chassis.system_id,
+            "bridge": self.chassis.bridge, "datapath_type": self.chassis.datapath_type,
+            "sb_connection": self.conf.ovn.ovn_sb_connection,
+            "sb_connected": self.sb.connected(), "ovs_connected": self.ovs.connected(),
+            "sb_rows": self.sb.monitored_rows, "last_reconcile": rec.time,
+            "last_reconcile_seconds": rec.duration, "passes": self.reconciler.passes,
+            "networks": rec.networks, "problems": rec.problems, "haproxy": rec.haproxy,
+            "ofports": self.ovs.ofports(), "metadata_socket": self.conf.metadata_proxy_socket,
+        }
 
     def _park(self, sock) -> None:
         if handoff.park(sock, self.conf.metadata_proxy_socket):

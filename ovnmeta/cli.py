@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 from pathlib import Path
 
-from ovnmeta import config, handoff, naming, netns
+from ovnmeta import config, handoff, naming, netns, status, trace
 from ovnmeta.haproxy import HaproxyManager, Settings
 from ovnmeta.lock import AgentLock, AlreadyRunning
 from ovnmeta.ovs import LocalOvs
@@ -20,6 +21,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("cleanup", help="Remove every ovnmeta namespace, OVS port and haproxy "
                                    "(the agent must be stopped).")
+    st = sub.add_parser("status", help="Networks served here and the agent's state.")
+    st.add_argument("--json", action="store_true")
+    tr = sub.add_parser("trace", help="Walk a VM's metadata path; name the first broken hop.")
+    tr.add_argument("vm", help="logical port name, instance id, or IP (with --network)")
+    tr.add_argument("--network", default="", help="network id, when the VM is given by IP")
+    tr.add_argument("--json", action="store_true")
     return parser
 
 
@@ -77,7 +84,25 @@ def main(argv: list[str] | None = None) -> int:
     conf = _conf(args.config_file)
     if args.command == "cleanup":
         return cleanup(conf)
+    if args.command == "status":
+        state = status.collect(conf.state_path)
+        print(status.to_json(state) if args.json else status.render(state))
+        return 0 if status.healthy(state) else 1
+    if args.command == "trace":
+        ref = trace.VmRef(ip=args.vm, network=args.network) if _is_ip(args.vm) \
+            else trace.VmRef(name=args.vm)
+        result = trace.Tracer(conf).run(ref)
+        print(result.to_json() if args.json else trace.render(result))
+        return 0 if result.ok else 1
     return 2
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
 
 
 if __name__ == "__main__":

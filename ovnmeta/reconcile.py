@@ -7,13 +7,10 @@ backoff. A missed event, a hand-deleted namespace or a restart all converge the 
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ovnmeta import naming, netns, plan
 from ovnmeta.desired import Problem, desired_networks
@@ -44,7 +41,7 @@ class _OvsBatch:
 
 @dataclass
 class ReconcileStatus:
-    """What the last pass saw and did; written to status.json for `ovnmeta status`."""
+    """What the last pass saw and did, for `ovnmeta status`."""
     time: float = 0.0
     duration: float = 0.0
     sb_connected: bool = False
@@ -56,10 +53,9 @@ class ReconcileStatus:
 
 class Reconciler:
     def __init__(self, sb: SbView, ovs: LocalOvs, chassis: ChassisConfig,
-                 haproxy: HaproxyManager, state_dir: Path, resync_interval: float = 60.0,
+                 haproxy: HaproxyManager, resync_interval: float = 60.0,
                  cidrs_key: str = "neutron:cidrs") -> None:
         self.sb, self.ovs, self.chassis, self.haproxy = sb, ovs, chassis, haproxy
-        self.state_dir = Path(state_dir)
         self.resync_interval = resync_interval
         self.cidrs_key = cidrs_key
         self._cond = threading.Condition()
@@ -278,11 +274,7 @@ class Reconciler:
                 "ready": net in self._ready, "error": b.error if b else "",
                 "haproxy_error": errors.get(net) or errors.get("*", ""),
             }
-        self.status = status
-        path = self.state_dir / "status.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(status.__dict__, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        self.status = status  # served by the control socket (ovnmeta status)
 
 
 def _describe(step: plan.Step) -> str:

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ovnmeta import naming
+from ovnmeta import control, naming
 from ovnmeta.signing import sign_instance_id
 from ovnmeta.testing import neutron
 from ovnmeta.testing.agentproc import AgentProcess, wait_until
@@ -135,8 +135,9 @@ def run(extra_ports: int, connections: int, seconds: int) -> dict:
             res = measure(vm, ns, connections, seconds)
             res["extra_port_bindings"] = extra_ports
             results["runs"].append(res)
-        status = json.loads((agent.state_dir / "status.json").read_text())
-        results["agent_sb_connected"] = status["sb_connected"]
+        code, status = control.request(str(agent.state_dir / control.CONTROL_SOCKET),
+                                       "/status")
+        results["agent_sb_rows"] = status["sb_rows"]
         return results
     finally:
         if ceiling_pid and alive(ceiling_pid):

@@ -199,7 +199,7 @@ def test_ipv6_network_gets_link_local_metadata_address(make_network, make_vm,
 
 
 def test_second_agent_refuses_to_start(sandbox, echo_agent) -> None:
-    wait_until(lambda: (echo_agent.state_dir / "status.json").exists(), what="first agent up")
+    wait_until(lambda: "serving metadata" in echo_agent.log(), what="first agent up")
     second = subprocess.run(
         [str(Path(os.sys.executable).parent / "ovnmeta-agent"), "--config-file",
          str(echo_agent.config)], capture_output=True, text=True, timeout=30)
