@@ -25,6 +25,7 @@ from ovnmeta.lock import AgentLock, AlreadyRunning
 from ovnmeta.nova import NovaClient, NovaEndpoint
 from ovnmeta.ovs import ChassisConfig, LocalOvs
 from ovnmeta.reconcile import Reconciler
+from ovnmeta.workers import WorkerPool
 
 LOG = logging.getLogger("ovnmeta.agent")
 T = TypeVar("T")
@@ -49,6 +50,13 @@ def retry(what: str, fn: Callable[[], T], stop: threading.Event, delay: float = 
                 raise SystemExit(0)
 
 
+def config_args(conf: cfg.ConfigOpts) -> list[str]:
+    """The command-line config options this process was started with, for its workers."""
+    args = [a for f in conf.config_file for a in ("--config-file", f)]
+    return args + [a for d in (conf.config_dir and [conf.config_dir] or [])
+                   for a in ("--config-dir", d)]
+
+
 class Agent:
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf
@@ -58,6 +66,7 @@ class Agent:
         self.sb: sbview.SbView | None = None
         self.ovs: LocalOvs | None = None
         self.chassis: ChassisConfig | None = None
+        self.workers: WorkerPool | None = None
         self.threads: list[threading.Thread] = []
 
     def _mark(self, networks: set[str] | None) -> None:
@@ -95,14 +104,6 @@ class Agent:
               self.stop)
         self._spawn("reconciler", self.reconciler.run, self.stop)
 
-    def nova_endpoint(self) -> NovaEndpoint:
-        conf = self.conf
-        return NovaEndpoint(
-            hosts=tuple(conf.nova_metadata_host), port=conf.nova_metadata_port,
-            protocol=conf.nova_metadata_protocol, ca_cert=conf.auth_ca_cert,
-            client_cert=conf.nova_client_cert, client_key=conf.nova_client_priv_key,
-            insecure=conf.nova_metadata_insecure, timeout=conf.metadata.nova_metadata_timeout)
-
     async def serve(self) -> None:
         """Serve the metadata socket until stopped; bound only once the SB view is loaded,
         so a restarting agent never answers 404 for a VM it has not learnt yet."""
@@ -118,7 +119,7 @@ class Agent:
         if not conf.metadata_proxy_shared_secret:
             LOG.warning("metadata_proxy_shared_secret is empty: nova will refuse signed "
                         "requests unless it has no secret either")
-        nova = NovaClient(self.nova_endpoint())
+        nova = NovaClient(NovaEndpoint.from_conf(conf))
         metadata = proxy.MetadataProxy(
             self.sb.snapshot, nova, conf.metadata_proxy_shared_secret,
             instance_key=conf.metadata.instance_id_key,
@@ -137,12 +138,30 @@ class Agent:
                                      conf.metadata_proxy_user, conf.metadata_proxy_group,
                                      conf.metadata_backlog)
         LOG.info("serving metadata on %s", conf.metadata_proxy_socket)
+        if conf.metadata_workers > 1:
+            self.workers = WorkerPool(conf.metadata_workers - 1, config_args(conf),
+                                      self.chassis.system_id, sock)
+            self.workers.start()
         try:
             await asyncio.gather(
-                proxy.serve(app, sock, stopped, before_close=lambda: self._park(sock)),
-                control.serve(control_app, control_sock, stopped))
+                proxy.serve(app, sock, stopped, before_close=lambda: self._before_close(sock)),
+                control.serve(control_app, control_sock, stopped),
+                self._watch_workers(stopped))
         finally:
             await nova.close()
+
+    def _before_close(self, sock) -> None:
+        self._park(sock)
+        if self.workers:
+            self.workers.stop()
+
+    async def _watch_workers(self, stopped: asyncio.Event) -> None:
+        while self.workers and not stopped.is_set():
+            self.workers.check()
+            try:
+                await asyncio.wait_for(stopped.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
 
     def status(self) -> dict:
         """Live state for `ovnmeta status`: the last reconcile pass plus the connections."""
@@ -156,6 +175,7 @@ class Agent:
             "last_reconcile_seconds": rec.duration, "passes": self.reconciler.passes,
             "networks": rec.networks, "problems": rec.problems, "haproxy": rec.haproxy,
             "ofports": self.ovs.ofports(), "metadata_socket": self.conf.metadata_proxy_socket,
+            "metadata_workers": [os.getpid()] + (self.workers.pids() if self.workers else []),
         }
 
     def _park(self, sock) -> None:

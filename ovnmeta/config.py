@@ -39,7 +39,9 @@ DEFAULT_OPTS = [
     cfg.StrOpt("metadata_proxy_group", default="",
                help="Group of the socket and group haproxy runs as (empty: the agent's)."),
     cfg.IntOpt("metadata_workers", default=1, min=1,
-               help="Processes serving the metadata socket."),
+               help="Processes serving the metadata socket: the agent plus this many minus "
+                    "one workers, each with its own SB view. One asyncio process serves "
+                    "thousands of requests per second; add workers on busy hosts."),
     cfg.IntOpt("metadata_backlog", default=4096, min=1,
                help="Listen backlog of the metadata socket."),
 ]

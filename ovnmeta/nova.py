@@ -38,6 +38,15 @@ class NovaEndpoint:
     insecure: bool = False
     timeout: float = 10.0
 
+    @classmethod
+    def from_conf(cls, conf) -> NovaEndpoint:
+        """From the agent's [DEFAULT] nova_* options (neutron's names)."""
+        return cls(
+            hosts=tuple(conf.nova_metadata_host), port=conf.nova_metadata_port,
+            protocol=conf.nova_metadata_protocol, ca_cert=conf.auth_ca_cert,
+            client_cert=conf.nova_client_cert, client_key=conf.nova_client_priv_key,
+            insecure=conf.nova_metadata_insecure, timeout=conf.metadata.nova_metadata_timeout)
+
     def url(self, host: str, path_qs: str) -> str:
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"

@@ -328,11 +328,7 @@ class Tracer:
     # 7
     def hop_nova(self) -> str:
         c = self.conf
-        endpoint = NovaEndpoint(
-            hosts=tuple(c.nova_metadata_host), port=c.nova_metadata_port,
-            protocol=c.nova_metadata_protocol, ca_cert=c.auth_ca_cert,
-            client_cert=c.nova_client_cert, client_key=c.nova_client_priv_key,
-            insecure=c.nova_metadata_insecure, timeout=c.metadata.nova_metadata_timeout)
+        endpoint = NovaEndpoint.from_conf(c)
         headers = [("X-Instance-ID", self.instance_id), ("X-Tenant-ID", self.project_id),
                    ("X-Instance-ID-Signature",
                     sign_instance_id(c.metadata_proxy_shared_secret, self.instance_id)),

@@ -131,7 +131,7 @@ def run(extra_ports: int, connections: int, seconds: int) -> dict:
         results["runs"].append(res)
         if extra_ports:
             add_unrelated_ports(box, extra_ports)
-            time.sleep(2)
+            time.sleep(5)  # let northd and ovn-controller finish with the new rows
             res = measure(vm, ns, connections, seconds)
             res["extra_port_bindings"] = extra_ports
             results["runs"].append(res)

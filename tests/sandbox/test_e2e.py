@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
+import os
+import signal
 import threading
 import time
 
@@ -163,3 +164,38 @@ def test_agent_restart_loses_no_request(cloud) -> None:
         thread.join()
     assert len(results) > 5
     assert [r for r in results if r[0] != 200] == []
+
+
+def test_metadata_workers_share_the_socket_and_are_respawned(make_network, make_vm,
+                                                             start_agent, tmp_path) -> None:
+    from ovnmeta import control
+
+    net = make_network()
+    vm = make_vm(net)
+    nova = NovaProcess({vm.port.device_id: instance_data(vm)}, SECRET, tmp_path).start()
+    try:
+        agent = start_agent(extra=f"metadata_proxy_shared_secret = {SECRET}\n"
+                                  f"nova_metadata_port = {nova.port}\nmetadata_workers = 3")
+        sock = str(agent.state_dir / control.CONTROL_SOCKET)
+
+        def workers() -> list[int]:
+            try:
+                return control.request(sock, "/status")[1]["metadata_workers"]
+            except Exception:
+                return []
+        wait_until(lambda: len(workers()) == 3, timeout=20, what="three serving processes")
+        wait_until(lambda: "metadata worker serving" in agent.log(), what="workers loaded")
+        assert all(get(vm, "/openstack/latest/meta_data.json")[0] == 200 for _ in range(20))
+        first = workers()
+        os.kill(first[1], signal.SIGKILL)
+        wait_until(lambda: len(workers()) == 3 and first[1] not in workers(), timeout=10,
+                   what="worker respawned")
+        assert all(get(vm, "/openstack/latest/meta_data.json")[0] == 200 for _ in range(20))
+        survivors = workers()[1:]
+        agent.stop()
+        for pid in survivors:
+            wait_until(lambda: not os.path.exists(f"/proc/{pid}") or
+                       open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] == "Z",
+                       what=f"worker {pid} stopped with the agent")
+    finally:
+        nova.stop()

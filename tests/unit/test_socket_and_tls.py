@@ -1,0 +1,94 @@
+"""The metadata socket's permissions and TLS to nova (CA, client cert, insecure)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import ssl
+import stat
+import subprocess
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from ovnmeta import proxy
+from ovnmeta.nova import NovaClient, NovaEndpoint, NovaUnavailable
+
+
+def test_socket_mode_follows_neutron_semantics() -> None:
+    assert proxy.socket_mode("user", "", "") == 0o644
+    assert proxy.socket_mode("group", "", "") == 0o664
+    assert proxy.socket_mode("all", "", "") == 0o666
+    assert proxy.socket_mode("deduce", "nova", "nova") == 0o664
+    assert proxy.socket_mode("deduce", "nova", "") == 0o644
+    assert proxy.socket_mode("deduce", "", "") == 0o666
+
+
+def test_bind_socket_sets_mode_and_replaces_a_stale_one(tmp_path) -> None:
+    path = str(tmp_path / "sub" / "metadata_proxy")
+    first = proxy.bind_socket(path, 0o644)
+    first.close()  # a crashed agent leaves its socket file behind
+    sock = proxy.bind_socket(path, 0o664)
+    try:
+        assert stat.S_ISSOCK(os.stat(path).st_mode)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o664
+        assert not [p for p in os.listdir(tmp_path / "sub") if p != "metadata_proxy"]
+    finally:
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    if not shutil.which("openssl"):
+        pytest.skip("openssl not installed")
+    d = tmp_path_factory.mktemp("pki")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+        "-keyout", "ca.key", "-out", "ca.pem")
+    for name in ("server", "client"):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout",
+            f"{name}.key", "-out", f"{name}.csr")
+        (d / f"{name}.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "1", "-extfile", f"{name}.ext", "-out", f"{name}.pem")
+    return d
+
+
+def _fetch(certs, endpoint_kwargs: dict, require_client_cert: bool = False):
+    async def main():
+        async def hello(request: web.Request) -> web.Response:
+            return web.Response(text="ok")
+        app = web.Application()
+        app.router.add_get("/", hello)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(certs / "server.pem", certs / "server.key")
+        if require_client_cert:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(certs / "ca.pem")
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server(ssl=ctx)
+        client = NovaClient(NovaEndpoint(hosts=("127.0.0.1",), port=server.port,
+                                         protocol="https", timeout=5, **endpoint_kwargs))
+        try:
+            return await client.forward("GET", "/", [], b"")
+        finally:
+            await client.close()
+            await server.close()
+    return asyncio.run(main())
+
+
+def test_https_with_ca_and_client_certificate(certs) -> None:
+    resp = _fetch(certs, {"ca_cert": str(certs / "ca.pem"),
+                          "client_cert": str(certs / "client.pem"),
+                          "client_key": str(certs / "client.key")}, require_client_cert=True)
+    assert resp.status == 200 and resp.body == b"ok"
+
+
+def test_https_rejects_an_unknown_ca_unless_insecure(certs) -> None:
+    with pytest.raises(NovaUnavailable):
+        _fetch(certs, {})
+    assert _fetch(certs, {"insecure": True}).status == 200
