@@ -234,3 +234,30 @@ def test_sb_restart_keeps_serving_and_resyncs(sandbox, make_network, make_vm,
     vm2 = make_vm(make_network(cidrs=("10.2.0.0/24",)))
     wait_served(vm2, timeout=30)
     assert fetch(vm) is not None
+
+
+def test_sb_over_tcp_with_a_dead_remote_listed_first(sandbox, make_network, make_vm,
+                                                     start_agent, echo, tmp_path) -> None:
+    net = make_network()
+    vm = make_vm(net)
+    agent = start_agent(run=False, extra=f"nova_metadata_port = {echo.port}")
+    # A second remote that refuses connections: python-ovs moves on to the live one.
+    text = agent.config.read_text().replace(
+        f"ovn_sb_connection = {sandbox.sb_connection}",
+        f"ovn_sb_connection = tcp:127.0.0.1:1,{sandbox.sb_tcp_connection}")
+    agent.config.write_text(text)
+    agent.start()
+    assert dict(wait_served(vm, timeout=30)["headers"])["x-instance-id"] == vm.port.device_id
+
+
+def test_local_ovsdb_restart_is_survived(sandbox, make_network, make_vm, echo_agent) -> None:
+    vm = make_vm(make_network())
+    wait_served(vm)
+    pid = sandbox.pid("ovsdb-server")
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: sandbox.pid("ovsdb-server") is None, what="ovsdb-server stopped")
+    sandbox.up()  # restarts what is missing
+    assert fetch(vm) is not None
+    vm2 = make_vm(make_network(cidrs=("10.3.0.0/24",)))
+    wait_served(vm2, timeout=30)
+    assert echo_agent.running()

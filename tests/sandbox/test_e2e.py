@@ -199,3 +199,22 @@ def test_metadata_workers_share_the_socket_and_are_respawned(make_network, make_
                        what=f"worker {pid} stopped with the agent")
     finally:
         nova.stop()
+
+
+def test_ipv6_link_local_client_is_identified_by_its_mac(make_network, make_vm, start_agent,
+                                                         tmp_path) -> None:
+    net = make_network(cidrs=("10.0.0.0/24", "fd00:1::/64"))
+    vm = make_vm(net)
+    nova = NovaProcess({vm.port.device_id: instance_data(vm)}, SECRET, tmp_path).start()
+    try:
+        start_agent(extra=f"metadata_proxy_shared_secret = {SECRET}\n"
+                          f"nova_metadata_port = {nova.port}")
+        url = "http://[fe80::a9fe:a9fe%eth0]/openstack/latest/meta_data.json"
+
+        def fetch6():
+            proc = vm.exec("curl", "-gsf", "-m", "2", url, check=False, timeout=10)
+            return proc.returncode == 0 and json.loads(proc.stdout)
+        meta = wait_until(fetch6, timeout=30, what="metadata over IPv6 link-local")
+        assert meta["uuid"] == vm.port.device_id
+    finally:
+        nova.stop()
