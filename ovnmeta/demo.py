@@ -86,7 +86,9 @@ def show(state: dict) -> int:
         meta = json.loads(body)
         user_data = _curl(netns, "/openstack/latest/user_data")[1]
         print(f"\nVM {netns}  ip {vm['ip']}  network {vm['network']}")
-        print(f"  instance  {meta['uuid']}  ({'its own' if meta['uuid'] == vm['instance'] else 'WRONG'})")
+        own = "its own" if meta["uuid"] == vm["instance"] else "WRONG INSTANCE"
+        ok = ok and meta["uuid"] == vm["instance"]
+        print(f"  instance  {meta['uuid']}  ({own})")
         print(f"  hostname  {meta['hostname']}")
         print(f"  ssh keys  {', '.join(meta['public_keys'].values())}")
         print("  user data " + user_data.strip().replace("\n", "\n            "))

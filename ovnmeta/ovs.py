@@ -6,7 +6,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import ovs.db.idl
 from ovsdbapp.backend.ovs_idl import connection, idlutils
 from ovsdbapp.backend.ovs_idl import transaction as idl_transaction
 from ovsdbapp.schema.open_vswitch import impl_idl

@@ -17,7 +17,7 @@ from pathlib import Path
 from pyroute2 import netns
 
 from ovnmeta.testing import neutron
-from ovnmeta.testing.agentproc import AgentProcess, wait_until
+from ovnmeta.testing.agentproc import AgentProcess
 from ovnmeta.testing.sandbox import Sandbox
 from ovnmeta.testing.vm import FakeVM
 

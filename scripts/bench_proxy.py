@@ -23,7 +23,7 @@ from ovnmeta.signing import sign_instance_id
 from ovnmeta.testing import neutron
 from ovnmeta.testing.agentproc import AgentProcess, wait_until
 from ovnmeta.testing.novaproc import NovaProcess
-from ovnmeta.testing.sandbox import Sandbox, _free_port, alive
+from ovnmeta.testing.sandbox import Sandbox, alive
 from ovnmeta.testing.vm import FakeVM
 
 BENCH_DIR = Path("/tmp/ovnmeta-bench-sandbox")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ovnmeta.testing import neutron
+from ovnmeta.testing.agentproc import AgentProcess
 from ovnmeta.testing.sandbox import Sandbox
 from ovnmeta.testing.vm import VM_NETNS_PREFIX, FakeVM
 
@@ -68,10 +69,8 @@ def make_vm(sandbox: Sandbox) -> Iterator[Callable[..., FakeVM]]:
 
 
 @pytest.fixture
-def start_agent(sandbox: Sandbox) -> Iterator[Callable[..., "AgentProcess"]]:
+def start_agent(sandbox: Sandbox) -> Iterator[Callable[..., AgentProcess]]:
     """Start real ovnmeta-agent processes; everything they built is removed afterwards."""
-    from ovnmeta.testing.agentproc import AgentProcess
-
     agents: list[AgentProcess] = []
 
     def start(mode: str = "shared", state_dir: Path | None = None, extra: str = "",
