@@ -79,7 +79,7 @@ def show(state: dict) -> int:
             status, body = wait_until(
                 lambda: (r := _curl(netns, "/openstack/latest/meta_data.json"))[0] == 200 and r,
                 timeout=30, interval=0.2, what=f"metadata for {netns}")
-        except AssertionError as exc:
+        except SandboxError as exc:
             print(f"\n{netns}: FAILED: {exc}")
             ok = False
             continue

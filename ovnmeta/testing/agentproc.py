@@ -7,10 +7,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from ovnmeta.testing.sandbox import Sandbox, alive
+from ovnmeta.testing.sandbox import Sandbox, alive, wait_until  # noqa: F401 (re-exported)
 
 
 def write_config(box: Sandbox, state_dir: Path, mode: str = "shared", extra: str = "") -> Path:
@@ -88,17 +87,6 @@ class AgentProcess:
             if alive(pid):
                 pids.append(pid)
         return pids
-
-
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s: {what or predicate}")
-        time.sleep(interval)
 
 
 def namespaces() -> set[str]:

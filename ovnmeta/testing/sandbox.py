@@ -163,14 +163,7 @@ class Sandbox:
             self.root.rmdir()
 
     def wait_for(self, predicate, what: str, timeout: float = 20.0, interval: float = 0.05):
-        deadline = time.monotonic() + timeout
-        while True:
-            result = predicate()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise SandboxError(f"timed out after {timeout:.0f}s waiting for {what}")
-            time.sleep(interval)
+        return wait_until(predicate, timeout=timeout, interval=interval, what=what)
 
     # -- helpers --------------------------------------------------------------
     def _daemon_args(self, name: str) -> list[str]:
@@ -194,6 +187,18 @@ class Sandbox:
             raise SandboxError(
                 f"a network device named {self.bridge} already exists: another OVS or sandbox"
                 " is running on this host; stop it first")
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = ""):
+    """Poll until predicate() is truthy and return its value; SandboxError on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise SandboxError(f"timed out after {timeout:g}s waiting for {what or predicate}")
+        time.sleep(interval)
 
 
 def _free_port() -> int:
