@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 
 import ovs.db.idl
@@ -23,11 +24,16 @@ LOG = logging.getLogger(__name__)
 COLUMNS = {
     "Chassis": ["name"],
     "Chassis_Private": ["name", "chassis", "external_ids"],
+    "SB_Global": ["nb_cfg"],
     "Datapath_Binding": ["external_ids"],
     "Port_Binding": ["logical_port", "type", "datapath", "chassis", "additional_chassis",
                      "mac", "external_ids"],
 }
 NOTHING = [False]
+# neutron lists the metadata agent of a chassis, alive or not, from these keys.
+AGENT_ID_KEY = "neutron:ovn-metadata-id"
+AGENT_SB_CFG_KEY = "neutron:ovn-metadata-sb-cfg"
+AGENT_ID_NAMESPACE = uuid.UUID("5a0ad6f7-6b71-4d3e-9c8e-2f3c2a7b4e10")  # ovnmeta's own
 
 
 def _uuids(row: ovs.db.idl.Row, column: str) -> list[str]:
@@ -81,6 +87,7 @@ class SbView:
         # True once this chassis's rows are fully loaded: before that an empty view means
         # "not known yet", not "nothing to serve".
         self.settled = False
+        self._reported: dict[str, str] = {}
         self._idl: _Idl | None = None
         self._conn: connection.Connection | None = None
 
@@ -155,6 +162,7 @@ class SbView:
             self._snapshot = SbSnapshot(
                 chassis=self.chassis, connected=idl._session.is_connected(),
                 ports=tuple(p for ports in frozen.values() for p in ports))
+        self._report_liveness(idl)
         if dirty:
             self._on_change(dirty)
         if not self.settled and chassis_uuid is not None and not any(
@@ -163,6 +171,27 @@ class SbView:
             self.settled = True
             LOG.info("SB view loaded: %s", self.monitored_rows)
             self._on_change(None)
+
+    def _report_liveness(self, idl: _Idl) -> None:
+        """Echo SB_Global.nb_cfg into our Chassis_Private row, as neutron's agent does: it is
+        how `openstack network agent list` tells that the metadata agent is alive."""
+        globals_ = list(idl.tables["SB_Global"].rows.values())
+        mine = [r for r in idl.tables["Chassis_Private"].rows.values()
+                if r.name == self.chassis]
+        if not globals_ or not mine:
+            return
+        want = {AGENT_SB_CFG_KEY: str(globals_[0].nb_cfg),
+                AGENT_ID_KEY: str(uuid.uuid5(AGENT_ID_NAMESPACE, self.chassis))}
+        row = mine[0]
+        if all(row.external_ids.get(k) == v for k, v in want.items()) or \
+                want == self._reported:
+            return
+        txn = ovs.db.idl.Transaction(idl)
+        for key, value in want.items():
+            row.setkey("external_ids", key, value)
+        # Completes over the next run()s; should it fail, the next change tries again.
+        txn.commit()
+        self._reported = want
 
     def _update_conditions(self, idl: _Idl, chassis_uuid: str | None,
                            datapaths: frozenset[str]) -> None:

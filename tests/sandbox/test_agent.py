@@ -261,3 +261,22 @@ def test_local_ovsdb_restart_is_survived(sandbox, make_network, make_vm, echo_ag
     vm2 = make_vm(make_network(cidrs=("10.3.0.0/24",)))
     wait_served(vm2, timeout=30)
     assert echo_agent.running()
+
+
+def test_agent_reports_liveness_to_neutron(sandbox, echo_agent) -> None:
+    def reported() -> dict[str, str]:
+        out = sandbox.sbctl("--format=json", "--columns=external_ids", "find",
+                            "Chassis_Private", f"name={sandbox.chassis}")
+        return dict(json.loads(out)["data"][0][0][1])
+
+    def nb_cfg() -> str:
+        return sandbox.sbctl("get", "SB_Global", ".", "nb_cfg").strip()
+    wait_until(lambda: reported().get("neutron:ovn-metadata-sb-cfg") == nb_cfg(),
+               what="sb-cfg reported")
+    agent_id = reported()["neutron:ovn-metadata-id"]
+    # neutron bumps nb_cfg to probe its agents; northd copies it to the SB.
+    bumped = str(int(nb_cfg()) + 7)
+    sandbox.nbctl("set", "NB_Global", ".", f"nb_cfg={bumped}")
+    wait_until(lambda: reported().get("neutron:ovn-metadata-sb-cfg") == bumped,
+               what="bumped nb_cfg echoed")
+    assert reported()["neutron:ovn-metadata-id"] == agent_id
