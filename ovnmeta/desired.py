@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -12,6 +13,8 @@ from ovnmeta.model import METADATA_V4, METADATA_V6, NetworkSpec, PortRecord, SbS
 VM_PORT_TYPES = frozenset({""})          # plain VIFs: what nova plugs
 LOCALPORT = "localport"
 DISTRIBUTED_OWNER = "network:distributed"
+# The id becomes a namespace (file) name and a haproxy frontend name.
+USABLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,200}$")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,10 @@ def desired_networks(snapshot: SbSnapshot, cidrs_key: str = "neutron:cidrs",
     specs: dict[str, NetworkSpec] = {}
     problems: list[Problem] = []
     for net_id, count in sorted(vm_count.items()):
+        if not USABLE_ID.match(net_id):
+            problems.append(Problem(net_id, "network id cannot name a namespace (letters, "
+                                            "digits and . _ : - only)"))
+            continue
         if net_id not in localports:
             problems.append(Problem(net_id, f"{count} VM port(s) bound here but the network "
                                             "has no localport (metadata port)"))

@@ -202,6 +202,15 @@ class HaproxyManager:
         self.settings = settings
         self.binary = binary
         self.template = renderer(templates_dir(template_dir))
+        self._last_errors: dict[str, str] = {}
+
+    def _error(self, key: str, message: str) -> None:
+        """Log a failure once, not at every pass while it lasts."""
+        if self._last_errors.get(key) != message:
+            LOG.error("%s", message)
+        else:
+            LOG.debug("%s", message)
+        self._last_errors[key] = message
 
     def _shared(self) -> _Process:
         return _Process(self.binary, self.dir / "shared.cfg", self.dir / "shared.pid", True)
@@ -257,8 +266,9 @@ class HaproxyManager:
                 LOG.info("reloading the shared haproxy (%d frontends)", len(frontends))
                 proc.reload()
         except (HaproxyError, OSError) as exc:
-            LOG.error("shared haproxy: %s", exc)
+            self._error("*", f"shared haproxy: {exc}")
             return {"*": str(exc)}
+        self._last_errors.pop("*", None)
         return {}
 
     def _sync_per_network(self, frontends: list[Frontend], recreated: set[str]
@@ -281,8 +291,10 @@ class HaproxyManager:
                 elif changed:
                     proc.reload()
             except (HaproxyError, OSError) as exc:
-                LOG.error("network %s: haproxy: %s", net, exc)
+                self._error(net, f"network {net}: haproxy: {exc}")
                 errors[net] = str(exc)
+            else:
+                self._last_errors.pop(net, None)
         return errors
 
     def pids(self) -> dict[str, int | None]:

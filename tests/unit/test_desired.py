@@ -81,3 +81,9 @@ def test_parse_mac_column_skips_garbage() -> None:
 
 def test_ip_without_recorded_prefix_gets_host_prefix() -> None:
     assert addresses_with_prefix(["10.0.0.2", "fd00::2"], "") == {"10.0.0.2/32", "fd00::2/128"}
+
+
+def test_network_id_unfit_for_a_namespace_name_is_a_problem() -> None:
+    got, problems = specs(port("vm1", net="bad/name x"), localport(net="bad/name x"))
+    assert got == {}
+    assert "cannot name a namespace" in problems[0].reason
