@@ -280,3 +280,24 @@ def test_agent_reports_liveness_to_neutron(sandbox, echo_agent) -> None:
     wait_until(lambda: reported().get("neutron:ovn-metadata-sb-cfg") == bumped,
                what="bumped nb_cfg echoed")
     assert reported()["neutron:ovn-metadata-id"] == agent_id
+
+
+def test_vm_arriving_by_live_migration_is_served(sandbox, make_network, make_vm,
+                                                 echo_agent) -> None:
+    """During live migration the port lists this chassis in additional_chassis only."""
+    sandbox.sbctl("chassis-add", "migration-source", "geneve", "127.0.0.2")
+    try:
+        net = make_network()
+        vm = make_vm(net, bind=False)
+        sandbox.nbctl("set", "Logical_Switch_Port", vm.port.name,
+                      f"options:requested-chassis=migration-source,{sandbox.chassis}")
+        vm.plug()
+        ours = sandbox.sbctl("--bare", "--columns=_uuid", "find", "Chassis",
+                             f"name={sandbox.chassis}").strip()
+        wait_until(lambda: ours in sandbox.sbctl("--bare", "--columns=additional_chassis",
+                                                 "find", "Port_Binding",
+                                                 f"logical_port={vm.port.name}"),
+                   what="port bound here as additional chassis")
+        assert dict(wait_served(vm)["headers"])["x-instance-id"] == vm.port.device_id
+    finally:
+        sandbox.sbctl("--if-exists", "chassis-del", "migration-source")
