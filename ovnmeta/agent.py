@@ -94,8 +94,7 @@ class Agent:
                      timeout_client=conf.haproxy.timeout_client,
                      timeout_server=conf.haproxy.timeout_server,
                      user=conf.metadata_proxy_user, group=conf.metadata_proxy_group),
-            binary=conf.haproxy.haproxy_path, template_dir=conf.haproxy.templates_dir,
-            shard_size=conf.haproxy.shard_size)
+            binary=conf.haproxy.haproxy_path, template_dir=conf.haproxy.templates_dir)
         self.chassis = chassis
         self.reconciler = Reconciler(self.sb, self.ovs, chassis, haproxy,
                                      resync_interval=conf.metadata.reconcile_interval,

@@ -83,10 +83,6 @@ HAPROXY_OPTS = [
                help="'shared': one haproxy binding in every namespace; 'per-network': one "
                     "haproxy process inside each namespace."),
     cfg.StrOpt("haproxy_path", default="haproxy", help="The haproxy binary."),
-    cfg.IntOpt("shard_size", default=50, min=0,
-               help="shared mode: networks per haproxy process. Adding a network reloads "
-                    "only its shard, so a reload stays fast at hundreds of networks; 0 puts "
-                    "all networks in one process."),
     cfg.StrOpt("templates_dir", default="",
                help="Directory of the haproxy jinja2 templates (empty: the bundled ones)."),
     cfg.IntOpt("maxconn", default=1024, min=1, help="haproxy maxconn per frontend."),

@@ -111,38 +111,6 @@ def _read_pid(pidfile: Path) -> int | None:
         return None
 
 
-def served_networks(cfg: Path) -> set[str]:
-    """Network ids with a frontend in an installed config (the actual state)."""
-    try:
-        lines = cfg.read_text().splitlines()
-    except FileNotFoundError:
-        return set()
-    prefix = "frontend " + naming.frontend("")
-    return {line[len(prefix):].strip() for line in lines if line.startswith(prefix)}
-
-
-def assign_shards(current: list[set[str]], desired: set[str], size: int) -> list[set[str]]:
-    """Networks per shared haproxy process.
-
-    A network stays in the shard that serves it (moving it would rebind its listener); new
-    ones fill the first shards with room, then new shards. size <= 0: one shard for all.
-    Shards that end up empty stay in the list (their process stops); trailing ones go.
-    """
-    shards = [set(s) & desired for s in current]
-    placed = set().union(*shards)
-    new = sorted(desired - placed)
-    for shard in shards:
-        while new and (size <= 0 or len(shard) < size):
-            shard.add(new.pop(0))
-    while new:
-        take = len(new) if size <= 0 else size
-        shards.append(set(new[:take]))
-        new = new[take:]
-    while shards and not shards[-1]:
-        shards.pop()
-    return shards
-
-
 class HaproxyError(RuntimeError):
     pass
 
@@ -227,9 +195,8 @@ class HaproxyManager:
     """Keeps the haproxy processes matching a set of frontends, in either mode."""
 
     def __init__(self, mode: str, state_dir: Path, settings: Settings, binary: str = "haproxy",
-                 template_dir: str = "", shard_size: int = 50) -> None:
+                 template_dir: str = "") -> None:
         self.mode = mode
-        self.shard_size = shard_size
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.settings = settings
@@ -245,13 +212,8 @@ class HaproxyManager:
             LOG.debug("%s", message)
         self._last_errors[key] = message
 
-    def _shard(self, index: int) -> _Process:
-        return _Process(self.binary, self.dir / f"shared-{index}.cfg",
-                        self.dir / f"shared-{index}.pid", True)
-
-    def _shard_indexes(self) -> list[int]:
-        return sorted(int(p.stem.split("-", 1)[1]) for p in self.dir.glob("shared-*.cfg")
-                      if p.stem.split("-", 1)[1].isdigit())
+    def _shared(self) -> _Process:
+        return _Process(self.binary, self.dir / "shared.cfg", self.dir / "shared.pid", True)
 
     def _per_network(self, net_id: str) -> _Process:
         return _Process(self.binary, self.dir / f"{naming.namespace(net_id)}.cfg",
@@ -263,7 +225,7 @@ class HaproxyManager:
 
     def sync(self, frontends: list[Frontend], recreated: set[str] = frozenset()
              ) -> dict[str, str]:
-        """Converge; returns errors by network id.
+        """Converge; returns errors by network id ('*' for the shared process).
 
         `recreated` names networks whose namespace is new: a listener bound in the old one
         (deleted by hand, say) must be rebound even though the config text is unchanged.
@@ -272,29 +234,42 @@ class HaproxyManager:
             for net in self._per_network_ids():
                 self._per_network(net).stop()
             return self._sync_shared(frontends, recreated)
-        for index in self._shard_indexes():
-            self._shard(index).stop()
+        self._shared().stop()
         return self._sync_per_network(frontends, recreated)
 
     def _sync_shared(self, frontends: list[Frontend], recreated: set[str]) -> dict[str, str]:
-        by_id = {f.network_id: f for f in frontends}
-        existing = self._shard_indexes()
-        current = [served_networks(self._shard(i).cfg) for i in range(max(existing, default=-1)
-                                                                       + 1)]
-        shards = assign_shards(current, set(by_id), self.shard_size)
-        errors: dict[str, str] = {}
-        for index in range(max(len(shards), len(current))):
-            proc = self._shard(index)
-            members = shards[index] if index < len(shards) else set()
-            if not members:
-                if proc.pid() or proc.cfg.exists():
-                    LOG.info("haproxy shard %d has no networks left: stopping it", index)
-                    proc.stop()
-                continue
-            error = self._converge(proc, [by_id[n] for n in sorted(members)], recreated,
-                                   f"haproxy shard {index}")
-            errors.update({n: error for n in members if error})
-        return errors
+        proc = self._shared()
+        try:
+            served = proc.cfg.read_text()
+        except FileNotFoundError:
+            served = ""
+        # A reload hands the old listening sockets to the new worker, and those are still
+        # bound in the deleted namespace: only a restart rebinds them.
+        rebind = [n for n in recreated if f"frontend {naming.frontend(n)}\n" in served]
+        if not frontends:
+            if proc.pid() or proc.cfg.exists():
+                LOG.info("no metadata networks left: stopping the shared haproxy")
+                proc.stop()
+            return {}
+        text = render(self.template, frontends, self.settings,
+                      stats_socket=str(proc.cfg.with_suffix(".stats")))
+        try:
+            changed = proc.write(text)
+            if proc.pid() is None:
+                LOG.info("starting the shared haproxy (%d frontends)", len(frontends))
+                proc.start()
+            elif rebind:
+                LOG.warning("restarting the shared haproxy: namespace(s) of %s were recreated",
+                            sorted(rebind))
+                proc.restart()
+            elif changed:
+                LOG.info("reloading the shared haproxy (%d frontends)", len(frontends))
+                proc.reload()
+        except (HaproxyError, OSError) as exc:
+            self._error("*", f"shared haproxy: {exc}")
+            return {"*": str(exc)}
+        self._last_errors.pop("*", None)
+        return {}
 
     def _sync_per_network(self, frontends: list[Frontend], recreated: set[str]
                           ) -> dict[str, str]:
@@ -304,46 +279,31 @@ class HaproxyManager:
             LOG.info("network %s: stopping its haproxy", net)
             self._per_network(net).stop()
         for net, frontend in wanted.items():
-            error = self._converge(self._per_network(net), [frontend], recreated,
-                                   f"network {net}: haproxy")
-            if error:
-                errors[net] = error
+            proc = self._per_network(net)
+            text = render(self.template, [frontend], self.settings)
+            try:
+                changed = proc.write(text)
+                if proc.pid() is None:
+                    LOG.info("network %s: starting its haproxy", net)
+                    proc.start()
+                elif net in recreated:
+                    proc.restart()
+                elif changed:
+                    proc.reload()
+            except (HaproxyError, OSError) as exc:
+                self._error(net, f"network {net}: haproxy: {exc}")
+                errors[net] = str(exc)
+            else:
+                self._last_errors.pop(net, None)
         return errors
 
-    def _converge(self, proc: _Process, frontends: list[Frontend], recreated: set[str],
-                  label: str) -> str:
-        """One process serving exactly these frontends; returns an error or ''."""
-        served = served_networks(proc.cfg)
-        # A reload hands the old listening sockets to the new worker, and those are still
-        # bound in the deleted namespace: only a restart rebinds them.
-        rebind = sorted(recreated & served)
-        stats = str(proc.cfg.with_suffix(".stats")) if proc.master_worker else ""
-        text = render(self.template, frontends, self.settings, stats_socket=stats)
-        try:
-            changed = proc.write(text)
-            if proc.pid() is None:
-                LOG.info("%s: starting (%d frontends)", label, len(frontends))
-                proc.start()
-            elif rebind:
-                LOG.warning("%s: restarting, namespace(s) of %s were recreated", label, rebind)
-                proc.restart()
-            elif changed:
-                LOG.info("%s: reloading (%d frontends)", label, len(frontends))
-                proc.reload()
-        except (HaproxyError, OSError) as exc:
-            self._error(label, f"{label}: {exc}")
-            return str(exc)
-        self._last_errors.pop(label, None)
-        return ""
-
     def pids(self) -> dict[str, int | None]:
-        """Running processes: by shard ("shard-N") in shared mode, else by network id."""
+        """Running processes: '*' for the shared one, else by network id."""
         if self.mode == "shared":
-            return {f"shard-{i}": self._shard(i).pid() for i in self._shard_indexes()}
+            return {"*": self._shared().pid()}
         return {net: self._per_network(net).pid() for net in self._per_network_ids()}
 
     def stop_all(self) -> None:
-        for index in self._shard_indexes():
-            self._shard(index).stop()
+        self._shared().stop()
         for net in self._per_network_ids():
             self._per_network(net).stop()

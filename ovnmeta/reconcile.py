@@ -272,7 +272,7 @@ class Reconciler:
                 "namespace": spec.namespace, "localport": spec.iface_id, "mac": spec.mac,
                 "addresses": sorted(spec.addresses), "vm_ports": spec.vm_ports,
                 "ready": net in self._ready, "error": b.error if b else "",
-                "haproxy_error": errors.get(net, ""),
+                "haproxy_error": errors.get(net) or errors.get("*", ""),
             }
         self.status = status  # served by the control socket (ovnmeta status)
 

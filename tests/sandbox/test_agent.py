@@ -195,7 +195,7 @@ def test_ipv6_network_gets_link_local_metadata_address(make_network, make_vm,
     assert inner_addresses(net.id) == {"10.0.0.2/24", "fd00:1::2/64", "169.254.169.254/32",
                                        "fe80::a9fe:a9fe/128"}
     assert "fe80::a9fe:a9fe" in "".join(
-        p.read_text() for p in (echo_agent.state_dir / "haproxy").glob("*.cfg"))
+        (echo_agent.state_dir / "haproxy").joinpath("shared.cfg").read_text())
 
 
 def test_second_agent_refuses_to_start(sandbox, echo_agent) -> None:
@@ -301,28 +301,3 @@ def test_vm_arriving_by_live_migration_is_served(sandbox, make_network, make_vm,
         assert dict(wait_served(vm)["headers"])["x-instance-id"] == vm.port.device_id
     finally:
         sandbox.sbctl("--if-exists", "chassis-del", "migration-source")
-
-
-def test_shared_mode_shards_networks_across_processes(make_network, make_vm, start_agent,
-                                                      echo) -> None:
-    nets = [make_network(cidrs=(f"10.{i}.0.0/24",)) for i in range(3)]
-    vms = [make_vm(n) for n in nets]
-    agent = start_agent(extra=f"nova_metadata_port = {echo.port}\n[haproxy]\nshard_size = 2")
-    for vm in vms:
-        wait_served(vm)
-    assert len(agent.haproxy_pids()) == 2
-    shard0 = frontends_of(agent, "shared-0.cfg")
-    assert len(shard0) == 2 and len(frontends_of(agent, "shared-1.cfg")) == 1
-    # Removing a network of the first shard leaves the others where they are.
-    gone = next(vm for vm in vms if naming.frontend(vm.network.id) in shard0)
-    gone.unplug()
-    wait_until(lambda: len(frontends_of(agent, "shared-0.cfg")) == 1, what="shard 0 shrinks")
-    for vm in vms:
-        if vm is not gone:
-            assert fetch(vm) is not None
-
-
-def frontends_of(agent: AgentProcess, cfg: str) -> list[str]:
-    path = agent.state_dir / "haproxy" / cfg
-    text = path.read_text() if path.exists() else ""
-    return [line.split()[1] for line in text.splitlines() if line.startswith("frontend ")]

@@ -4,8 +4,7 @@ import subprocess
 
 import pytest
 
-from ovnmeta.haproxy import (BUNDLED_TEMPLATES, Frontend, Settings, assign_shards, render,
-                             renderer)
+from ovnmeta.haproxy import BUNDLED_TEMPLATES, Frontend, Settings, render, renderer
 
 TEMPLATE = renderer(BUNDLED_TEMPLATES)
 SETTINGS = Settings(socket="/run/ovnmeta/metadata_proxy")
@@ -69,13 +68,3 @@ def test_global_maxconn_does_not_grow_with_networks() -> None:
     assert f"    maxconn {SETTINGS.global_maxconn}\n" in many
     one = render(TEMPLATE, frontends("a"), SETTINGS)
     assert f"    maxconn {SETTINGS.maxconn}\n" in one.split("defaults")[0]
-
-
-def test_shards_keep_networks_in_place_and_fill_holes() -> None:
-    assert assign_shards([], {"c", "a", "b"}, 2) == [{"a", "b"}, {"c"}]
-    # b leaves, d and e arrive: a and c stay put, d fills b's hole, e opens a new shard
-    assert assign_shards([{"a", "b"}, {"c"}], {"a", "c", "d", "e"}, 2) == [
-        {"a", "d"}, {"c", "e"}]
-    assert assign_shards([{"a"}, {"c"}], {"c"}, 2) == [set(), {"c"}]
-    assert assign_shards([{"a"}, {"c"}], {"a"}, 2) == [{"a"}]
-    assert assign_shards([{"a"}], {"a", "b", "c"}, 0) == [{"a", "b", "c"}]
