@@ -46,7 +46,8 @@ def up() -> int:
         instances[vm.port.device_id] = {
             "project_id": vm.port.project_id, "hostname": name,
             "public_keys": {"demo": f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{n:02d} {name}"},
-            "user_data": f"#cloud-config\nhostname: {name}\nruncmd: [echo hello from {name}]\n"}
+            "user_data": f"#cloud-config\nhostname: {name}\nruncmd: [echo hello from {name}]\n",
+            "network_data": neutron.network_data(vm.network, vm.port)}
     (ROOT / "agent").mkdir(parents=True, exist_ok=True)
     nova = NovaProcess(instances, SECRET, ROOT, port=NOVA_PORT).start()
     agent = AgentProcess(box, state_dir=ROOT / "agent")
@@ -85,12 +86,15 @@ def show(state: dict) -> int:
             continue
         meta = json.loads(body)
         user_data = _curl(netns, "/openstack/latest/user_data")[1]
+        net_data = json.loads(_curl(netns, "/openstack/latest/network_data.json")[1])
         print(f"\nVM {netns}  ip {vm['ip']}  network {vm['network']}")
         own = "its own" if meta["uuid"] == vm["instance"] else "WRONG INSTANCE"
         ok = ok and meta["uuid"] == vm["instance"]
         print(f"  instance  {meta['uuid']}  ({own})")
         print(f"  hostname  {meta['hostname']}")
         print(f"  ssh keys  {', '.join(meta['public_keys'].values())}")
+        print("  network   " + ", ".join(f"{n['ip_address']}/{n['netmask']} on {n['link']}"
+                                          for n in net_data["networks"]))
         print("  user data " + user_data.strip().replace("\n", "\n            "))
     print("\nstop it with: bash scripts/demo.sh down")
     return 0 if ok else 1

@@ -135,3 +135,17 @@ def delete_port(box: Sandbox, port: Port) -> None:
 
 def delete_network(box: Sandbox, network: Network) -> None:
     box.nbctl("--if-exists", "ls-del", network.switch)
+
+
+def network_data(network: Network, port: Port) -> dict:
+    """The network_data.json nova would build for a VM on this port (what cloud-init reads)."""
+    links = [{"id": f"tap{port.name[:11]}", "vif_id": port.name, "type": "ovs",
+              "mtu": network.mtu, "ethernet_mac_address": port.mac}]
+    networks = []
+    for n, address in enumerate(port.ips):
+        iface = ipaddress.ip_interface(address)
+        networks.append({
+            "id": f"network{n}", "link": links[0]["id"], "network_id": network.id,
+            "type": "ipv4" if iface.version == 4 else "ipv6",
+            "ip_address": str(iface.ip), "netmask": str(iface.netmask), "routes": []})
+    return {"links": links, "networks": networks, "services": []}

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from ovnmeta.testing import neutron
 from ovnmeta.testing.agentproc import wait_until
 from ovnmeta.testing.novaproc import NovaProcess
 from ovnmeta.testing.vm import FakeVM
@@ -34,7 +35,8 @@ def instance_data(vm: FakeVM) -> dict:
     name = f"vm-{vm.port.ip.replace('.', '-')}-{vm.network.id[:4]}"
     return {"project_id": vm.port.project_id, "hostname": name,
             "public_keys": {"key": f"ssh-ed25519 AAAAC3 {name}@demo"},
-            "user_data": f"#cloud-config\nhostname: {name}\n"}
+            "user_data": f"#cloud-config\nhostname: {name}\n",
+            "network_data": neutron.network_data(vm.network, vm.port)}
 
 
 @pytest.fixture
@@ -68,6 +70,9 @@ def test_every_vm_gets_its_own_instance(cloud) -> None:
         assert get(vm, "/latest/meta-data/public-keys/0/openssh-key")[1] == \
             want["public_keys"]["key"]
         assert get(vm, "/latest/user-data")[1] == want["user_data"]
+        net_data = json.loads(get(vm, "/openstack/latest/network_data.json")[1])
+        assert net_data["links"][0]["ethernet_mac_address"] == vm.port.mac
+        assert net_data["networks"][0]["ip_address"] == vm.port.ip
 
 
 def test_forged_headers_still_get_only_own_data(cloud) -> None:
