@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from oslo_config import cfg
+
 from ovnmeta import config, handoff, naming, netns, status, trace
 from ovnmeta.haproxy import HaproxyManager, Settings
 from ovnmeta.lock import AgentLock, AlreadyRunning
@@ -81,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.WARNING)
-    conf = _conf(args.config_file)
+    try:
+        conf = _conf(args.config_file)
+    except cfg.Error as exc:
+        print(f"ovnmeta: configuration error: {exc}", file=sys.stderr)
+        return 2
     if args.command == "cleanup":
         return cleanup(conf)
     if args.command == "status":

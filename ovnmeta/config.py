@@ -112,6 +112,12 @@ def load(argv: list[str], prog: str) -> cfg.ConfigOpts:
     """Parse the command line and config files into a fresh ConfigOpts."""
     conf = register(cfg.ConfigOpts())
     conf(argv, project="ovnmeta", prog=prog)
+    # oslo.config checks a value only when it is read: read them all now, so a broken
+    # config stops the agent at start with the option's name, not later with a traceback.
+    for group, opts in GROUPS.items():
+        node = conf if group is None else getattr(conf, group)
+        for opt in opts:
+            getattr(node, opt.dest)
     return conf
 
 

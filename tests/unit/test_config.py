@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from oslo_config import cfg
+
 from ovnmeta import config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,3 +64,16 @@ def test_entry_points_answer_help() -> None:
         proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
         assert "usage:" in proc.stdout
+
+
+def test_bad_value_is_reported_at_load_with_the_option_name(tmp_path: Path) -> None:
+    ini = tmp_path / "bad.ini"
+    ini.write_text("[DEFAULT]\nnova_metadata_protocol = ftp\n")
+    with pytest.raises(cfg.Error) as err:
+        config.load(["--config-file", str(ini)], prog="test")
+    assert "nova_metadata_protocol" in str(err.value)
+    exe = Path(sys.executable).parent / "ovnmeta-agent"
+    proc = subprocess.run([str(exe), "--config-file", str(ini)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "configuration error" in proc.stderr and "nova_metadata_protocol" in proc.stderr
+    assert "Traceback" not in proc.stderr
