@@ -1,0 +1,172 @@
+"""The reconciler's decisions with the host faked at its boundary (netlink, OVS, haproxy).
+
+The sandbox tests run it against the real thing; these pin down retry, backoff and the
+rule that nothing is deleted while the SB view cannot be refreshed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from ovnmeta import naming, reconcile
+from ovnmeta.model import LinkState, PortRecord, SbSnapshot
+from ovnmeta.ovs import ChassisConfig
+
+MD_MAC = "fa:16:3e:00:00:02"
+
+
+def snapshot(*nets: str) -> SbSnapshot:
+    ports = []
+    for net in nets:
+        ports.append(PortRecord("vm-" + net, "", net, ("fa:16:3e:00:00:10 10.0.0.10",),
+                                (("neutron:device_id", "i-" + net),), True))
+        ports.append(PortRecord("md-" + net, "localport", net, (f"{MD_MAC} 10.0.0.2",),
+                                (("neutron:cidrs", "10.0.0.2/24"),), False))
+    return SbSnapshot("c1", tuple(ports))
+
+
+class FakeSb:
+    def __init__(self, snap: SbSnapshot) -> None:
+        self.snap, self.settled, self.up = snap, True, True
+
+    def snapshot(self) -> SbSnapshot:
+        return self.snap
+
+    def connected(self) -> bool:
+        return self.up
+
+
+class FakeOvs:
+    def __init__(self) -> None:
+        self.ports: dict[str, str] = {}
+
+    def plugged(self) -> dict[str, str]:
+        return dict(self.ports)
+
+    def plug(self, bridge: str, ports: list[tuple[str, str]]) -> None:
+        self.ports.update(ports)
+
+    def unplug(self, devices: list[str]) -> None:
+        for d in devices:
+            self.ports.pop(d, None)
+
+    def connected(self) -> bool:
+        return True
+
+
+class FakeHaproxy:
+    mode = "shared"
+
+    def __init__(self) -> None:
+        self.frontends: list[str] = []
+
+    def sync(self, frontends, recreated=frozenset()) -> dict:
+        self.frontends = [f.network_id for f in frontends]
+        return {}
+
+    def pids(self) -> dict:
+        return {}
+
+
+class FakeHost:
+    """Namespaces and their inner devices, as netns would report and change them."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.namespaces: dict[str, LinkState | None] = {}
+        self.fail_create: Exception | None = None
+        self.create_calls = 0
+        ns = reconcile.netns
+        monkeypatch.setattr(ns, "list_namespaces", lambda: set(self.namespaces))
+        monkeypatch.setattr(ns, "read_inner", lambda n, d, with_csum=True: self.namespaces.get(n))
+        monkeypatch.setattr(ns, "read_outer", lambda d: (self._outer(d), self._outer(d)))
+        monkeypatch.setattr(ns, "create_namespace", self.create)
+        monkeypatch.setattr(ns, "create_veth", lambda spec: self._set(spec, mac=""))
+        monkeypatch.setattr(ns, "configure_inner", lambda spec, off: self._set(spec, mac=spec.mac))
+        monkeypatch.setattr(ns, "add_address", self.add)
+        monkeypatch.setattr(ns, "del_address", lambda spec, a: None)
+        monkeypatch.setattr(ns, "set_outer_up", lambda spec: None)
+        monkeypatch.setattr(ns, "delete", lambda net: self.namespaces.pop(naming.namespace(net)))
+
+    def _outer(self, dev: str) -> bool:
+        return any(naming.outer_device(naming.network_from_namespace(n)) == dev and s
+                   for n, s in self.namespaces.items())
+
+    def create(self, spec) -> None:
+        self.create_calls += 1
+        if self.fail_create:
+            raise self.fail_create
+        self.namespaces[spec.namespace] = None
+
+    def _set(self, spec, mac: str) -> None:
+        old = self.namespaces.get(spec.namespace)
+        self.namespaces[spec.namespace] = LinkState(
+            mac=mac, mtu=1500, up=bool(mac), addresses=old.addresses if old else frozenset())
+
+    def add(self, spec, address: str) -> None:
+        old = self.namespaces[spec.namespace]
+        self.namespaces[spec.namespace] = LinkState(old.mac, old.mtu, old.up,
+                                                    old.addresses | {address})
+
+
+@pytest.fixture
+def world(monkeypatch):
+    host = FakeHost(monkeypatch)
+    sb, ovs, haproxy = FakeSb(snapshot("n1")), FakeOvs(), FakeHaproxy()
+    rec = reconcile.Reconciler(sb, ovs, ChassisConfig("c1", "br-int", "system"), haproxy)
+    return rec, sb, ovs, haproxy, host
+
+
+def test_builds_plugs_and_serves_then_is_idle(world) -> None:
+    rec, sb, ovs, haproxy, host = world
+    rec.reconcile_once()
+    assert "ovnmeta-n1" in host.namespaces
+    assert ovs.ports == {naming.outer_device("n1"): "md-n1"}
+    assert haproxy.frontends == ["n1"]
+    assert rec.status.networks["n1"]["ready"]
+    rec.reconcile_once()
+    assert host.create_calls == 1
+
+
+def test_nothing_before_the_sb_view_is_loaded(world) -> None:
+    rec, sb, ovs, haproxy, host = world
+    sb.settled = False
+    rec.reconcile_once()
+    assert host.create_calls == 0 and haproxy.frontends == []
+
+
+def test_failure_backs_off_logs_network_and_cause_then_recovers(world, caplog) -> None:
+    rec, sb, ovs, haproxy, host = world
+    host.fail_create = OSError(24, "Too many open files")
+    with caplog.at_level(logging.ERROR):
+        rec.reconcile_once()
+    assert "n1" in caplog.text and "Too many open files" in caplog.text
+    assert "Too many open files" in rec.status.networks["n1"]["error"]
+    assert not rec.status.networks["n1"]["ready"] and haproxy.frontends == []
+    rec.reconcile_once()           # still inside the backoff window: not tried again
+    assert host.create_calls == 1
+    host.fail_create = None
+    rec._backoff["n1"].retry_at = 0  # the window has passed
+    rec.reconcile_once()
+    assert rec.status.networks["n1"]["ready"] and haproxy.frontends == ["n1"]
+
+
+def test_nothing_is_deleted_while_the_sb_is_unreachable(world) -> None:
+    rec, sb, ovs, haproxy, host = world
+    rec.reconcile_once()
+    sb.up, sb.snap = False, snapshot()
+    rec.reconcile_once()
+    assert "ovnmeta-n1" in host.namespaces and ovs.ports
+    sb.up = True
+    rec.reconcile_once()
+    assert host.namespaces == {} and ovs.ports == {} and haproxy.frontends == []
+
+
+def test_stale_namespace_and_orphan_port_are_removed(world) -> None:
+    rec, sb, ovs, haproxy, host = world
+    host.namespaces["ovnmeta-stale"] = None
+    ovs.ports["omt0000000000o"] = "gone"
+    rec.reconcile_once()
+    assert set(host.namespaces) == {"ovnmeta-n1"}
+    assert ovs.ports == {naming.outer_device("n1"): "md-n1"}
