@@ -301,3 +301,25 @@ def test_vm_arriving_by_live_migration_is_served(sandbox, make_network, make_vm,
         assert dict(wait_served(vm)["headers"])["x-instance-id"] == vm.port.device_id
     finally:
         sandbox.sbctl("--if-exists", "chassis-del", "migration-source")
+
+
+def test_sb_view_holds_only_this_chassis_rows(sandbox, make_network, make_vm,
+                                              echo_agent) -> None:
+    from ovnmeta import control
+
+    vm = make_vm(make_network())
+    wait_served(vm)
+    args = ["--", "ls-add", "unrelated"]
+    for i in range(300):
+        args += ["--", "lsp-add", "unrelated", f"unrelated-{i}"]
+    sandbox.nbctl(*args)
+    try:
+        wait_until(lambda: sandbox.sbctl("--bare", "--columns=_uuid", "list",
+                                         "Port_Binding").count("\n") >= 300,
+                   what="unrelated Port_Bindings in the SB")
+        sock = str(echo_agent.state_dir / control.CONTROL_SOCKET)
+        rows = control.request(sock, "/status")[1]["sb_rows"]
+        assert rows["Port_Binding"] == 2          # the VM's port and its localport
+        assert rows["Datapath_Binding"] == 1 and rows["Chassis"] == 1
+    finally:
+        sandbox.nbctl("ls-del", "unrelated")
