@@ -121,9 +121,8 @@ def read_inner(ns: str, dev: str, with_csum: bool = True) -> LinkState | None:
             link = ipr.get_links(index=idx[0])[0]
             addrs = frozenset(
                 f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in ipr.get_addr(index=idx[0]))
-    except (FileNotFoundError, OSError) as exc:
-        if getattr(exc, "errno", None) in (errno.ENOENT, errno.EINVAL) or isinstance(
-                exc, FileNotFoundError):
+    except OSError as exc:  # the namespace went away under us
+        if exc.errno in (errno.ENOENT, errno.EINVAL):
             return None
         raise
     return LinkState(

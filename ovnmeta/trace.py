@@ -133,6 +133,7 @@ class Tracer:
         self.localport: dict = {}
         self.instance_id = ""
         self.project_id = ""
+        self._sysid: str | None = None
 
     def run(self, ref: VmRef) -> TraceResult:
         result = TraceResult(vm=ref.name or f"{ref.ip} on {ref.network}")
@@ -364,7 +365,7 @@ class Tracer:
 
     # -- helpers ---------------------------------------------------------------------
     def _system_id(self) -> str:
-        if not hasattr(self, "_sysid"):
+        if self._sysid is None:
             out = subprocess.run(
                 ["ovs-vsctl", f"--db={self.conf.ovs.ovsdb_connection}", "--timeout=5",
                  "get", "Open_vSwitch", ".", "external_ids:system-id"],
