@@ -5,7 +5,7 @@ Nothing here refers to an IDL row, a socket or a netlink object.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 METADATA_V4 = "169.254.169.254/32"
 METADATA_V6 = "fe80::a9fe:a9fe/128"
@@ -30,7 +30,6 @@ class SbSnapshot:
     """Everything the SB told us that matters to this chassis, at one instant."""
     chassis: str
     ports: tuple[PortRecord, ...] = ()
-    connected: bool = True
 
 
 @dataclass(frozen=True)
@@ -69,4 +68,3 @@ class ActualNetwork:
     outer: bool = False
     outer_up: bool = False
     ovs_iface_id: str | None = None   # iface-id of the outer device on the bridge, if plugged
-    extra: dict = field(default_factory=dict, compare=False)

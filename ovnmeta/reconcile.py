@@ -44,8 +44,6 @@ class ReconcileStatus:
     """What the last pass saw and did, for `ovnmeta status`."""
     time: float = 0.0
     duration: float = 0.0
-    sb_connected: bool = False
-    ovs_connected: bool = False
     networks: dict[str, dict] = field(default_factory=dict)
     problems: list[dict] = field(default_factory=list)
     haproxy: dict = field(default_factory=dict)
@@ -64,6 +62,7 @@ class Reconciler:
         self._backoff: dict[str, _Backoff] = {}
         self._ready: set[str] = set()
         self._recreated: set[str] = set()
+        self._problems: set[Problem] = set()
         self._last_full = 0.0
         self._last_host_check = 0.0
         self.passes = 0
@@ -259,11 +258,11 @@ class Reconciler:
     # -- status ---------------------------------------------------------------
     def _record(self, desired: dict[str, NetworkSpec], problems: list[Problem],
                 errors: dict[str, str], started: float) -> None:
-        for p in problems:
-            LOG.debug("network %s not served: %s", p.network_id, p.reason)
+        for p in set(problems) - self._problems:  # once each, not at every pass
+            LOG.warning("network %s not served: %s", p.network_id, p.reason)
+        self._problems = set(problems)
         status = ReconcileStatus(
             time=time.time(), duration=time.monotonic() - started,
-            sb_connected=self.sb.connected(), ovs_connected=self.ovs.connected(),
             problems=[{"network": p.network_id, "reason": p.reason} for p in problems],
             haproxy={"mode": self.haproxy.mode, "pids": self.haproxy.pids(), "errors": errors})
         for net, spec in desired.items():

@@ -80,7 +80,7 @@ class SbView:
         self._timeout = timeout
         self._probe_interval = probe_interval
         self._lock = threading.Lock()
-        self._snapshot = SbSnapshot(chassis=chassis, connected=False)
+        self._snapshot = SbSnapshot(chassis=chassis)
         self._chassis_uuid: str | None = None
         self._datapaths: frozenset[str] = frozenset()
         self._by_network: dict[str, frozenset[PortRecord]] = {}
@@ -160,7 +160,7 @@ class SbView:
         self._by_network = frozen
         with self._lock:
             self._snapshot = SbSnapshot(
-                chassis=self.chassis, connected=idl._session.is_connected(),
+                chassis=self.chassis,
                 ports=tuple(p for ports in frozen.values() for p in ports))
         self._report_liveness(idl)
         if dirty:

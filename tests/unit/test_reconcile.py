@@ -170,3 +170,14 @@ def test_stale_namespace_and_orphan_port_are_removed(world) -> None:
     rec.reconcile_once()
     assert set(host.namespaces) == {"ovnmeta-n1"}
     assert ovs.ports == {naming.outer_device("n1"): "md-n1"}
+
+
+def test_network_without_localport_is_warned_about_once(world, caplog) -> None:
+    rec, sb, ovs, haproxy, host = world
+    sb.snap = SbSnapshot("c1", tuple(p for p in snapshot("n1").ports if p.type == ""))
+    with caplog.at_level(logging.WARNING):
+        rec.reconcile_once()
+        rec.reconcile_once()
+    warnings = [r for r in caplog.records if "not served" in r.getMessage()]
+    assert len(warnings) == 1 and "no localport" in warnings[0].getMessage()
+    assert rec.status.problems[0]["network"] == "n1"
