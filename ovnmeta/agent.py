@@ -93,7 +93,8 @@ class Agent:
                      global_maxconn=conf.haproxy.global_maxconn,
                      timeout_client=conf.haproxy.timeout_client,
                      timeout_server=conf.haproxy.timeout_server,
-                     user=conf.metadata_proxy_user, group=conf.metadata_proxy_group),
+                     user=conf.metadata_proxy_user, group=conf.metadata_proxy_group,
+                     log_target=conf.haproxy.log_target),
             binary=conf.haproxy.haproxy_path, template_dir=conf.haproxy.templates_dir)
         self.chassis = chassis
         self.reconciler = Reconciler(self.sb, self.ovs, chassis, haproxy,

@@ -85,6 +85,9 @@ HAPROXY_OPTS = [
     cfg.StrOpt("haproxy_path", default="haproxy", help="The haproxy binary."),
     cfg.StrOpt("templates_dir", default="",
                help="Directory of the haproxy jinja2 templates (empty: the bundled ones)."),
+    cfg.StrOpt("log_target", default="",
+               help="Where haproxy sends one line per request (its `log` address, e.g. "
+                    "/dev/log or 127.0.0.1:514); empty: no haproxy logging."),
     cfg.IntOpt("maxconn", default=1024, min=1, help="haproxy maxconn per frontend."),
     cfg.IntOpt("global_maxconn", default=8192, min=1,
                help="haproxy maxconn per process: in shared mode, for all networks together. "

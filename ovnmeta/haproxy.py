@@ -50,6 +50,7 @@ class Settings:
     timeout_server: int = 32
     user: str = ""
     group: str = ""
+    log_target: str = ""
 
 
 def templates_dir(configured: str = "") -> Path:

@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -94,6 +95,24 @@ def add_unrelated_ports(box: Sandbox, count: int, per_switch: int = 500) -> None
                  timeout=300, interval=1)
 
 
+def restart_under_load(vm: FakeVM, agent: AgentProcess, connections: int,
+                       seconds: int) -> dict:
+    """wrk through the agent while the agent is stopped and started again mid-run."""
+    result: dict = {}
+    load = threading.Thread(target=lambda: result.update(
+        wrk(vm, f"http://169.254.169.254{PATH}", connections, seconds)))
+    load.start()
+    time.sleep(seconds / 3)
+    t0 = time.monotonic()
+    agent.stop()
+    agent.start()
+    wait_until(lambda: "serving metadata" in agent.log().split("ovnmeta-agent starting")[-1],
+               timeout=30, what="restarted agent serving")
+    result_restart_s = time.monotonic() - t0
+    load.join()
+    return {**result, "restart_seconds": result_restart_s}
+
+
 def measure(vm: FakeVM, ns: str, connections: int, seconds: int) -> dict:
     agent = wrk(vm, f"http://169.254.169.254{PATH}", connections, seconds)
     ceiling = wrk(vm, f"http://169.254.169.254:{CEILING_PORT}{PATH}", connections, seconds)
@@ -135,6 +154,7 @@ def run(extra_ports: int, connections: int, seconds: int) -> dict:
             res = measure(vm, ns, connections, seconds)
             res["extra_port_bindings"] = extra_ports
             results["runs"].append(res)
+        results["restart"] = restart_under_load(vm, agent, connections, seconds)
         code, status = control.request(str(agent.state_dir / control.CONTROL_SOCKET),
                                        "/status")
         results["agent_sb_rows"] = status["sb_rows"]
@@ -158,6 +178,12 @@ def table(results: dict) -> str:
         lines.append(f"{r['extra_port_bindings']:>9} {a['rps']:>11.0f} {a['p50_ms']:>7.2f} "
                      f"{a['p99_ms']:>7.2f} {c['rps']:>13.0f} {c['p50_ms']:>7.2f} "
                      f"{c['p99_ms']:>7.2f} {r['ratio']:>6.1%} {a['non_2xx']:>6}")
+    r = results.get("restart")
+    if r:
+        lines.append(f"agent restarted during wrk: {r['rps']:.0f} req/s over the run, "
+                     f"p99 {r['p99_ms']:.1f} ms, non-2xx {r['non_2xx']}, socket errors "
+                     f"{r['socket_errors'] or 'none'} (stop to serving again: "
+                     f"{r['restart_seconds']:.2f} s)")
     if len(results["runs"]) == 2:
         base, big = (r["agent"]["rps"] for r in results["runs"])
         lines.append(f"agent req/s with extra rows vs empty SB: {big / base - 1:+.1%}")

@@ -51,9 +51,12 @@ def test_rendered_config_is_accepted_by_haproxy(tmp_path) -> None:
         subprocess.run(["ip", "netns", "add", n], check=True)
     try:
         cfg = tmp_path / "h.cfg"
-        cfg.write_text(render(TEMPLATE, fronts, SETTINGS))
-        proc = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
+        for settings in (SETTINGS, Settings(socket="/s", log_target="127.0.0.1:514",
+                                            user="nobody", group="nogroup")):
+            cfg.write_text(render(TEMPLATE, fronts, settings))
+            proc = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True,
+                                  text=True)
+            assert proc.returncode == 0, proc.stderr
         cfg.write_text(render(TEMPLATE, fronts + frontends("missing"), SETTINGS))
         proc = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
         assert proc.returncode != 0
@@ -68,3 +71,9 @@ def test_global_maxconn_does_not_grow_with_networks() -> None:
     assert f"    maxconn {SETTINGS.global_maxconn}\n" in many
     one = render(TEMPLATE, frontends("a"), SETTINGS)
     assert f"    maxconn {SETTINGS.maxconn}\n" in one.split("defaults")[0]
+
+
+def test_request_logging_only_when_a_target_is_set() -> None:
+    assert "httplog" not in render(TEMPLATE, frontends("a"), SETTINGS)
+    text = render(TEMPLATE, frontends("a"), Settings(socket="/s", log_target="/dev/log"))
+    assert "log /dev/log local0" in text and "option httplog" in text
