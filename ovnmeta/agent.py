@@ -19,7 +19,7 @@ from typing import TypeVar
 from oslo_config import cfg
 
 from ovnmeta import config, control, handoff, proxy, sbview
-from ovnmeta.haproxy import HaproxyManager, Settings, become_subreaper
+from ovnmeta.haproxy import HaproxyManager, RateLimit, Settings, become_subreaper
 from ovnmeta.lock import AgentLock, AlreadyRunning
 from ovnmeta.nova import NovaClient, NovaEndpoint
 from ovnmeta.ovs import ChassisConfig, LocalOvs
@@ -47,6 +47,17 @@ def retry(what: str, fn: Callable[[], T], stop: threading.Event, delay: float = 
             LOG.error("%s failed: %s; retrying in %.0fs", what, exc, delay)
             if stop.wait(delay):
                 raise SystemExit(0)
+
+
+def rate_limit(conf: cfg.ConfigOpts) -> RateLimit | None:
+    rl = conf.metadata_rate_limiting
+    if not rl.rate_limit_enabled:
+        return None
+    return RateLimit(ip_versions=tuple(sorted({int(v) for v in rl.ip_versions})),
+                     base_window_duration=rl.base_window_duration,
+                     base_query_rate_limit=rl.base_query_rate_limit,
+                     burst_window_duration=rl.burst_window_duration,
+                     burst_query_rate_limit=rl.burst_query_rate_limit)
 
 
 def config_args(conf: cfg.ConfigOpts) -> list[str]:
@@ -94,7 +105,7 @@ class Agent:
                      timeout_client=conf.haproxy.timeout_client,
                      timeout_server=conf.haproxy.timeout_server,
                      user=conf.metadata_proxy_user, group=conf.metadata_proxy_group,
-                     log_target=conf.haproxy.log_target),
+                     log_target=conf.haproxy.log_target, rate_limit=rate_limit(conf)),
             binary=conf.haproxy.haproxy_path, template_dir=conf.haproxy.templates_dir)
         self.chassis = chassis
         self.reconciler = Reconciler(self.sb, self.ovs, chassis, haproxy,

@@ -96,12 +96,28 @@ HAPROXY_OPTS = [
     cfg.IntOpt("timeout_server", default=32, help="haproxy server timeout, seconds."),
 ]
 
+RATE_LIMIT_OPTS = [  # neutron's names and defaults
+    cfg.BoolOpt("rate_limit_enabled", default=False,
+                help="Limit the metadata requests a VM may make (429 beyond the limits)."),
+    cfg.ListOpt("ip_versions", default=["4"], item_type=cfg.types.String(choices=["4", "6"]),
+                help="Client address versions that are rate limited."),
+    cfg.IntOpt("base_window_duration", default=10, min=1,
+               help="Seconds of the base window."),
+    cfg.IntOpt("base_query_rate_limit", default=10, min=1,
+               help="Requests a VM may make within the base window."),
+    cfg.IntOpt("burst_window_duration", default=10, min=1,
+               help="Seconds of the burst window."),
+    cfg.IntOpt("burst_query_rate_limit", default=10, min=1,
+               help="Requests a VM may make within the burst window."),
+]
+
 GROUPS: dict[str | None, list[cfg.Opt]] = {
     None: DEFAULT_OPTS,
     "ovn": OVN_OPTS,
     "ovs": OVS_OPTS,
     "metadata": METADATA_OPTS,
     "haproxy": HAPROXY_OPTS,
+    "metadata_rate_limiting": RATE_LIMIT_OPTS,
 }
 
 

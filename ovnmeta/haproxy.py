@@ -42,6 +42,16 @@ class Frontend:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """neutron's [metadata_rate_limiting]: 429 once a VM passes either window's limit."""
+    ip_versions: tuple[int, ...] = (4,)
+    base_window_duration: int = 10
+    base_query_rate_limit: int = 10
+    burst_window_duration: int = 10
+    burst_query_rate_limit: int = 10
+
+
+@dataclass(frozen=True)
 class Settings:
     socket: str
     maxconn: int = 1024          # per frontend
@@ -51,6 +61,7 @@ class Settings:
     user: str = ""
     group: str = ""
     log_target: str = ""
+    rate_limit: RateLimit | None = None
 
 
 def templates_dir(configured: str = "") -> Path:

@@ -183,6 +183,7 @@ def run(sizes: list[int], mode: str, reaction_vms: int) -> dict:
             agent = None
     finally:
         if agent:
+            _keep_log(agent, "failed")
             agent.cleanup()
         for vm in vms + spare:
             vm.destroy()

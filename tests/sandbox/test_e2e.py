@@ -223,3 +223,27 @@ def test_ipv6_link_local_client_is_identified_by_its_mac(make_network, make_vm, 
         assert meta["uuid"] == vm.port.device_id
     finally:
         nova.stop()
+
+
+def test_rate_limit_is_per_vm_and_per_network(make_network, make_vm, start_agent,
+                                              tmp_path) -> None:
+    nets = [make_network(cidrs=("10.0.0.0/24",)) for _ in range(2)]
+    a, b = make_vm(nets[0]), make_vm(nets[1])
+    assert a.port.ip == b.port.ip
+    nova = NovaProcess({vm.port.device_id: instance_data(vm) for vm in (a, b)}, SECRET,
+                       tmp_path).start()
+    try:
+        start_agent(extra=f"metadata_proxy_shared_secret = {SECRET}\n"
+                          f"nova_metadata_port = {nova.port}\n"
+                          "[metadata_rate_limiting]\nrate_limit_enabled = true\n"
+                          "base_query_rate_limit = 3\nbase_window_duration = 60\n"
+                          "burst_query_rate_limit = 100\n")
+        for vm in (a, b):
+            wait_until(lambda: get(vm, "/openstack")[0] in (200, 429), timeout=20,
+                       what="served")
+        codes = [get(a, "/openstack/latest/meta_data.json")[0] for _ in range(5)]
+        assert 429 in codes and codes.count(200) <= 2  # the wait above spent one
+        # The same IP on the other network is another VM with its own allowance.
+        assert get(b, "/openstack/latest/meta_data.json")[0] == 200
+    finally:
+        nova.stop()

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from ovnmeta.haproxy import BUNDLED_TEMPLATES, Frontend, Settings, render, renderer
+from ovnmeta.haproxy import BUNDLED_TEMPLATES, Frontend, RateLimit, Settings, render, renderer
 
 TEMPLATE = renderer(BUNDLED_TEMPLATES)
 SETTINGS = Settings(socket="/run/ovnmeta/metadata_proxy")
@@ -52,7 +52,8 @@ def test_rendered_config_is_accepted_by_haproxy(tmp_path) -> None:
     try:
         cfg = tmp_path / "h.cfg"
         for settings in (SETTINGS, Settings(socket="/s", log_target="127.0.0.1:514",
-                                            user="nobody", group="nogroup")):
+                                            user="nobody", group="nogroup",
+                                            rate_limit=RateLimit(ip_versions=(4, 6)))):
             cfg.write_text(render(TEMPLATE, fronts, settings))
             proc = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True,
                                   text=True)
@@ -77,3 +78,14 @@ def test_request_logging_only_when_a_target_is_set() -> None:
     assert "httplog" not in render(TEMPLATE, frontends("a"), SETTINGS)
     text = render(TEMPLATE, frontends("a"), Settings(socket="/s", log_target="/dev/log"))
     assert "log /dev/log local0" in text and "option httplog" in text
+
+
+def test_rate_limit_tables_are_per_network_and_versions_selectable() -> None:
+    assert "stick-table" not in render(TEMPLATE, frontends("a"), SETTINGS)
+    limited = Settings(socket="/s", rate_limit=RateLimit(base_query_rate_limit=3))
+    text = render(TEMPLATE, frontends("a", "b"), limited)
+    assert "backend rl-base-a" in text and "backend rl-base-b" in text
+    assert "track-sc0 src table rl-base-a if { src 0.0.0.0/0 }" in text
+    assert "deny deny_status 429 if { sc_http_req_rate(0) gt 3 }" in text
+    both = Settings(socket="/s", rate_limit=RateLimit(ip_versions=(4, 6)))
+    assert "track-sc0 src table rl-base-a\n" in render(TEMPLATE, frontends("a"), both)
