@@ -123,6 +123,21 @@ def _read_pid(pidfile: Path) -> int | None:
         return None
 
 
+def _find_master(cfg: Path) -> int | None:
+    """The oldest live haproxy whose command line names cfg (workers are its children)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _alive(int(entry), cfg):
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, IndexError):
+                continue
+            found.append((int(entry), int(stat[1])))  # (pid, parent pid)
+    pids = {pid for pid, _ in found}
+    masters = [pid for pid, parent in found if parent not in pids]
+    return min(masters) if masters else None
+
+
 class HaproxyError(RuntimeError):
     pass
 
@@ -135,8 +150,15 @@ class _Process:
         self.master_worker = master_worker
 
     def pid(self) -> int | None:
+        """The running process for our config: from the pidfile, else found in /proc.
+
+        haproxy rewrites its pidfile when it reloads; read at that moment the file is empty,
+        and trusting it would start a second haproxy for the same frontends.
+        """
         pid = _read_pid(self.pidfile)
-        return pid if pid and _alive(pid, self.cfg) else None
+        if pid and _alive(pid, self.cfg):
+            return pid
+        return _find_master(self.cfg) if self.cfg.exists() else None
 
     def validate(self, path: Path) -> None:
         proc = subprocess.run([self.binary, "-c", "-q", "-f", str(path)],

@@ -130,7 +130,8 @@ def reaction(box: Sandbox, count: int, offset: int) -> dict:
             now = time.monotonic()
             if t_bound is None and vm.bound_chassis() == box.chassis:
                 t_bound = now
-            if t_listen is None and os.path.exists(f"/run/netns/{md_ns}") and \
+            # ismount: the agent creates the file first, then bind-mounts the namespace on it
+            if t_listen is None and os.path.ismount(f"/run/netns/{md_ns}") and \
                     connects_in(md_ns):
                 t_listen = now
             if now - t0 > 30:
