@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -113,6 +114,23 @@ def restart_under_load(vm: FakeVM, agent: AgentProcess, connections: int,
     return {**result, "restart_seconds": result_restart_s}
 
 
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def wait_idle(box: Sandbox, limit: float = 0.05, timeout: float = 120) -> None:
+    """Until northd, ovn-controller and the DB servers use under `limit` of a core."""
+    pids = [p for p in box.status().values() if p]
+    hz = os.sysconf("SC_CLK_TCK")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = sum(_cpu_ticks(p) for p in pids)
+        time.sleep(1.0)
+        if (sum(_cpu_ticks(p) for p in pids) - before) / hz < limit:
+            return
+
+
 def measure(vm: FakeVM, ns: str, connections: int, seconds: int) -> dict:
     agent = wrk(vm, f"http://169.254.169.254{PATH}", connections, seconds)
     ceiling = wrk(vm, f"http://169.254.169.254:{CEILING_PORT}{PATH}", connections, seconds)
@@ -150,7 +168,8 @@ def run(extra_ports: int, connections: int, seconds: int) -> dict:
         results["runs"].append(res)
         if extra_ports:
             add_unrelated_ports(box, extra_ports)
-            time.sleep(5)  # let northd and ovn-controller finish with the new rows
+            box.nbctl("--wait=hv", "sync")
+            wait_idle(box)  # the OVN daemons' catch-up must not land in the agent's run
             res = measure(vm, ns, connections, seconds)
             res["extra_port_bindings"] = extra_ports
             results["runs"].append(res)
