@@ -218,27 +218,35 @@ class Tracer:
     def hop_ovn_trace(self) -> str:
         switch = self.datapath.get("external_ids", {}).get("name", self.vm["datapath"])
         lp = self.localport["logical_port"]
-        flow = self.flow()
-        out = self.sb.trace(switch, flow)
-        if f'output("{lp}")' in out:
-            return f"the packet is output to {lp}"
-        raise Broken(f"the packet does not reach {lp}: port security, ACLs or addresses drop it",
-                     "compare the VM port's port_security with its MAC/IPs "
-                     f"(`ovn-nbctl lsp-get-port-security {self.vm['logical_port']}`) and its "
-                     "security groups",
-                     detail=f"ovn-trace --minimal {switch} {shlex.quote(flow)}\n{out.strip()}")
+        traced = []
+        for family, flow in self.flows():
+            out = self.sb.trace(switch, flow)
+            if f'output("{lp}")' not in out:
+                raise Broken(
+                    f"the {family} packet does not reach {lp}: port security, ACLs or "
+                    "addresses drop it",
+                    "compare the VM port's port_security with its MAC/IPs (`ovn-nbctl "
+                    f"lsp-get-port-security {self.vm['logical_port']}`) and its security "
+                    "groups",
+                    detail=f"ovn-trace --minimal {switch} {shlex.quote(flow)}\n{out.strip()}")
+            traced.append(family)
+        return f"the {' and '.join(traced)} packets are output to {lp}"
 
-    def flow(self) -> str:
-        lp_mac = self.localport["parsed_mac"]
-        v4 = [ip for ip in self.vm_ips if ":" not in ip]
+    def flows(self) -> list[tuple[str, str]]:
+        """The VM's first packet to the metadata address: IPv4, and IPv6 link-local when
+        the network has IPv6 (what cloud-init on an IPv6-only guest sends)."""
         match = (f'inport == "{self.vm["logical_port"]}" && eth.src == {self.vm_mac} && '
-                 f"eth.dst == {lp_mac} && ")
+                 f'eth.dst == {self.localport["parsed_mac"]} && ')
+        tail = " && ip.ttl == 64 && tcp && tcp.dst == 80"
+        flows = []
+        v4 = [ip for ip in self.vm_ips if ":" not in ip]
         if v4:
-            return match + (f"ip4.src == {v4[0]} && ip4.dst == {METADATA_IP} && ip.ttl == 64 "
-                            "&& tcp && tcp.dst == 80")
-        ll = _link_local(self.vm_mac)
-        return match + (f"ip6.src == {ll} && ip6.dst == fe80::a9fe:a9fe && ip.ttl == 64 && "
-                        "tcp && tcp.dst == 80")
+            flows.append(("IPv4", match + f"ip4.src == {v4[0]} && ip4.dst == {METADATA_IP}"
+                          + tail))
+        if any(":" in ip for ip in self.vm_ips):
+            flows.append(("IPv6", match + f"ip6.src == {_link_local(self.vm_mac)} && "
+                          "ip6.dst == fe80::a9fe:a9fe" + tail))
+        return flows
 
     # 4
     def hop_namespace(self) -> str:

@@ -158,3 +158,21 @@ def test_wrong_secret_breaks_hop_7_and_names_the_option(served) -> None:
     assert first_broken(result) == 7
     assert "403" in result["hops"][6]["evidence"]
     assert "metadata_proxy_shared_secret" in result["hops"][6]["fix"]
+
+
+def test_dual_stack_vm_is_traced_over_ipv4_and_ipv6(make_network, make_vm, start_agent,
+                                                    tmp_path) -> None:
+    net = make_network(cidrs=("10.0.0.0/24", "fd00:1::/64"))
+    vm = make_vm(net)
+    nova = NovaProcess({vm.port.device_id: {"project_id": vm.port.project_id}}, SECRET,
+                       tmp_path).start()
+    try:
+        agent = start_agent(extra=f"metadata_proxy_shared_secret = {SECRET}\n"
+                                  f"nova_metadata_port = {nova.port}")
+        wait_until(lambda: vm.exec("curl", "-sf", "-m", "1", "http://169.254.169.254/",
+                                   check=False).returncode == 0, timeout=20, what="served")
+        code, result = trace(agent, vm.port.name)
+        assert code == 0, result
+        assert "IPv4 and IPv6" in result["hops"][2]["evidence"]
+    finally:
+        nova.stop()
