@@ -19,10 +19,11 @@ from typing import TypeVar
 from oslo_config import cfg
 
 from ovnmeta import config, control, handoff, proxy, sbview
-from ovnmeta.haproxy import HaproxyManager, RateLimit, Settings, become_subreaper
+from ovnmeta.haproxy import HaproxyManager, RateLimit, Settings
 from ovnmeta.lock import AgentLock, AlreadyRunning
 from ovnmeta.nova import NovaClient, NovaEndpoint
 from ovnmeta.ovs import ChassisConfig, LocalOvs
+from ovnmeta.procs import become_subreaper
 from ovnmeta.reconcile import Reconciler
 from ovnmeta.workers import WorkerPool
 

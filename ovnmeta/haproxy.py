@@ -17,7 +17,7 @@ from pathlib import Path
 
 import jinja2
 
-from ovnmeta import naming
+from ovnmeta import naming, procs
 from ovnmeta.model import NetworkSpec
 
 LOG = logging.getLogger(__name__)
@@ -89,30 +89,13 @@ def render(template: jinja2.Template, frontends: list[Frontend], settings: Setti
 
 def _alive(pid: int, cfg: Path) -> bool:
     """A live haproxy running our config file (guards against a reused PID)."""
+    if not procs.running(pid):
+        return False
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                _reap(pid)
-                return False
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (FileNotFoundError, ProcessLookupError, IndexError):
+    except FileNotFoundError:
         return False
     return str(cfg).encode() in cmdline
-
-
-def _reap(pid: int) -> None:
-    # The agent is a child subreaper: daemonized haproxy masters are its children.
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
-def become_subreaper() -> None:
-    """Adopt orphaned descendants (daemonized haproxy) so their exits can be reaped."""
-    import ctypes
-    pr_set_child_subreaper = 36
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
 
 
 def _read_pid(pidfile: Path) -> int | None:
@@ -207,11 +190,15 @@ class _Process:
         pid = self.pid()
         if pid:
             os.kill(pid, signal.SIGTERM)
+            # Identity was checked by pid(); from here wait for the process itself to end
+            # (its command line empties while it exits, before it is really gone).
             deadline = time.monotonic() + timeout
-            while _alive(pid, self.cfg) and time.monotonic() < deadline:
+            while procs.running(pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
-            if _alive(pid, self.cfg):
+            if procs.running(pid):
                 os.kill(pid, signal.SIGKILL)
+                while procs.running(pid):
+                    time.sleep(0.02)
 
     def restart(self) -> None:
         self.kill()

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ovnmeta import procs
+
 DEFAULT_ROOT = Path(os.environ.get("OVNMETA_SANDBOX_DIR", "/tmp/ovnmeta-sandbox"))
 OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 NB_SCHEMA = "/usr/share/ovn/ovn-nb.ovsschema"
@@ -207,14 +209,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def alive(pid: int) -> bool:
-    """True for a running process; a zombie waiting for its reaper counts as gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in ("Z", "X")
+alive = procs.running  # the name the tests and scripts use
 
 
 def _terminate(pid: int, timeout: float = 10.0) -> None:
