@@ -11,6 +11,7 @@ import errno
 import ipaddress
 import logging
 import os
+import socket
 import threading
 from collections.abc import Iterator
 
@@ -91,6 +92,21 @@ def _in_ns(ns: str) -> Iterator[None]:
         yield
     finally:
         netns.popns()
+
+
+def tcp_connect(ns: str, address: str, port: int, timeout: float) -> OSError | None:
+    """A TCP connect made from inside a namespace: None when it succeeded, else the error."""
+    with _in_ns(ns):
+        sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET,
+                             socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect((address, port))
+        return None
+    except OSError as exc:
+        return exc
+    finally:
+        sock.close()
 
 
 def _ignored(address: str) -> bool:

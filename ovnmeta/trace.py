@@ -10,13 +10,10 @@ import asyncio
 import ipaddress
 import json
 import shlex
-import socket
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-from pyroute2 import netns as pyroute2_netns
 
 from ovnmeta import control, naming, netns
 from ovnmeta.desired import addresses_with_prefix, parse_mac_column
@@ -296,20 +293,11 @@ class Tracer:
     # 5
     def hop_haproxy(self) -> str:
         ns = naming.namespace(self.network_id)
-        pyroute2_netns.pushns(ns)
-        try:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        finally:
-            pyroute2_netns.popns()
-        sock.settimeout(2)
-        try:
-            sock.connect((METADATA_IP, 80))
-        except OSError as exc:
-            raise Broken(f"nothing accepts {METADATA_IP}:80 in {ns}: {exc.strerror or exc}",
+        error = netns.tcp_connect(ns, METADATA_IP, 80, timeout=2)
+        if error:
+            raise Broken(f"nothing accepts {METADATA_IP}:80 in {ns}: {error.strerror or error}",
                          "the agent respawns haproxy when it runs: check the agent log for "
-                         "haproxy errors (`haproxy -c -f` of its config)") from None
-        finally:
-            sock.close()
+                         "haproxy errors (`haproxy -c -f` of its config)")
         return f"{METADATA_IP}:80 accepts connections in {ns}"
 
     # 6

@@ -9,15 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from pyroute2 import netns
-
-from ovnmeta import naming
+from ovnmeta import naming, netns
 from ovnmeta.testing import neutron
 from ovnmeta.testing.agentproc import AgentProcess
 from ovnmeta.testing.sandbox import Sandbox
@@ -28,36 +25,12 @@ BENCH_DIR = Path("/tmp/ovnmeta-bench-sandbox")
 
 def connects(vm: FakeVM, timeout: float = 0.3) -> bool:
     """A TCP connect to 169.254.169.254:80 from inside the VM's namespace."""
-    netns.pushns(vm.netns)
-    try:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    finally:
-        netns.popns()
-    sock.settimeout(timeout)
-    try:
-        sock.connect(("169.254.169.254", 80))
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.close()
+    return netns.tcp_connect(vm.netns, "169.254.169.254", 80, timeout) is None
 
 
 def connects_in(ns: str) -> bool:
     """haproxy accepts on 169.254.169.254:80, tried from inside the metadata namespace."""
-    netns.pushns(ns)
-    try:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    finally:
-        netns.popns()
-    sock.settimeout(0.05)
-    try:
-        sock.connect(("169.254.169.254", 80))
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.close()
+    return netns.tcp_connect(ns, "169.254.169.254", 80, 0.05) is None
 
 
 def pss_kib(pids: list[int]) -> int:
