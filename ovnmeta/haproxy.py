@@ -260,37 +260,13 @@ class HaproxyManager:
 
     def _sync_shared(self, frontends: list[Frontend], recreated: set[str]) -> dict[str, str]:
         proc = self._shared()
-        try:
-            served = proc.cfg.read_text()
-        except FileNotFoundError:
-            served = ""
-        # A reload hands the old listening sockets to the new worker, and those are still
-        # bound in the deleted namespace: only a restart rebinds them.
-        rebind = [n for n in recreated if f"frontend {naming.frontend(n)}\n" in served]
         if not frontends:
             if proc.pid() or proc.cfg.exists():
                 LOG.info("no metadata networks left: stopping the shared haproxy")
                 proc.stop()
             return {}
-        text = render(self.template, frontends, self.settings,
-                      stats_socket=str(proc.cfg.with_suffix(".stats")))
-        try:
-            changed = proc.write(text)
-            if proc.pid() is None:
-                LOG.info("starting the shared haproxy (%d frontends)", len(frontends))
-                proc.start()
-            elif rebind:
-                LOG.warning("restarting the shared haproxy: namespace(s) of %s were recreated",
-                            sorted(rebind))
-                proc.restart()
-            elif changed:
-                LOG.info("reloading the shared haproxy (%d frontends)", len(frontends))
-                proc.reload()
-        except (HaproxyError, OSError) as exc:
-            self._error("*", f"shared haproxy: {exc}")
-            return {"*": str(exc)}
-        self._last_errors.pop("*", None)
-        return {}
+        error = self._converge(proc, frontends, recreated, "shared haproxy", "*")
+        return {"*": error} if error else {}
 
     def _sync_per_network(self, frontends: list[Frontend], recreated: set[str]
                           ) -> dict[str, str]:
@@ -300,23 +276,40 @@ class HaproxyManager:
             LOG.info("network %s: stopping its haproxy", net)
             self._per_network(net).stop()
         for net, frontend in wanted.items():
-            proc = self._per_network(net)
-            text = render(self.template, [frontend], self.settings)
-            try:
-                changed = proc.write(text)
-                if proc.pid() is None:
-                    LOG.info("network %s: starting its haproxy", net)
-                    proc.start()
-                elif net in recreated:
-                    proc.restart()
-                elif changed:
-                    proc.reload()
-            except (HaproxyError, OSError) as exc:
-                self._error(net, f"network {net}: haproxy: {exc}")
-                errors[net] = str(exc)
-            else:
-                self._last_errors.pop(net, None)
+            error = self._converge(self._per_network(net), [frontend], recreated,
+                                   f"network {net}: haproxy", net)
+            if error:
+                errors[net] = error
         return errors
+
+    def _converge(self, proc: _Process, frontends: list[Frontend], recreated: set[str],
+                  label: str, key: str) -> str:
+        """Make one process serve exactly these frontends; '' or the error."""
+        try:
+            served = proc.cfg.read_text()
+        except FileNotFoundError:
+            served = ""
+        # A reload hands the old listening sockets to the new worker, and those are still
+        # bound in the deleted namespace: only a restart rebinds them.
+        rebind = sorted(n for n in recreated if f"frontend {naming.frontend(n)}\n" in served)
+        stats = str(proc.cfg.with_suffix(".stats")) if proc.master_worker else ""
+        try:
+            changed = proc.write(render(self.template, frontends, self.settings,
+                                        stats_socket=stats))
+            if proc.pid() is None:
+                LOG.info("%s: starting (%d frontends)", label, len(frontends))
+                proc.start()
+            elif rebind:
+                LOG.warning("%s: restarting, namespace(s) of %s were recreated", label, rebind)
+                proc.restart()
+            elif changed:
+                LOG.info("%s: reloading (%d frontends)", label, len(frontends))
+                proc.reload()
+        except (HaproxyError, OSError) as exc:
+            self._error(key, f"{label}: {exc}")
+            return str(exc)
+        self._last_errors.pop(key, None)
+        return ""
 
     def pids(self) -> dict[str, int | None]:
         """Running processes: '*' for the shared one, else by network id."""
