@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from oslo_config import cfg
 
-from ovnmeta import config, control, handoff, proxy, sbview
+from ovnmeta import config, control, handoff, logs, proxy, sbview
 from ovnmeta.haproxy import HaproxyManager, RateLimit, Settings
 from ovnmeta.lock import AgentLock, AlreadyRunning
 from ovnmeta.nova import NovaClient, NovaEndpoint
@@ -29,14 +29,6 @@ from ovnmeta.workers import WorkerPool
 
 LOG = logging.getLogger("ovnmeta.agent")
 T = TypeVar("T")
-
-
-def setup_logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO, stream=sys.stderr,
-        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
-    for noisy in ("ovsdbapp", "ovs", "pyroute2", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def retry(what: str, fn: Callable[[], T], stop: threading.Event, delay: float = 2.0) -> T:
@@ -94,11 +86,7 @@ class Agent:
                         self.stop)
         LOG.info("chassis %s, bridge %s (datapath %s)", chassis.system_id, chassis.bridge,
                  chassis.datapath_type or "system")
-        sbview.set_ssl(conf.ovn.ovn_sb_private_key, conf.ovn.ovn_sb_certificate,
-                       conf.ovn.ovn_sb_ca_cert)
-        self.sb = sbview.SbView(conf.ovn.ovn_sb_connection, chassis.system_id, self._mark,
-                                timeout=conf.ovn.ovsdb_connection_timeout,
-                                probe_interval=conf.ovn.ovsdb_probe_interval)
+        self.sb = sbview.SbView.from_conf(conf, chassis.system_id, self._mark)
         haproxy = HaproxyManager(
             conf.haproxy.mode, self.state_dir / "haproxy",
             Settings(socket=conf.metadata_proxy_socket, maxconn=conf.haproxy.maxconn,
@@ -132,10 +120,7 @@ class Agent:
             LOG.warning("metadata_proxy_shared_secret is empty: nova will refuse signed "
                         "requests unless it has no secret either")
         nova = NovaClient(NovaEndpoint.from_conf(conf))
-        metadata = proxy.MetadataProxy(
-            self.sb.snapshot, nova, conf.metadata_proxy_shared_secret,
-            instance_key=conf.metadata.instance_id_key,
-            project_key=conf.metadata.project_id_key)
+        metadata = proxy.MetadataProxy.from_conf(conf, self.sb.snapshot, nova)
         app = proxy.make_app(metadata)
         control_app = control.make_app(self.status, metadata.index)
         control_sock = control.bind(str(self.state_dir / control.CONTROL_SOCKET))
@@ -219,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     except cfg.Error as exc:
         print(f"ovnmeta-agent: configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(conf.debug)
+    logs.setup(conf.debug)
     lock = AgentLock(Path(conf.lock_path))
     try:
         lock.acquire()

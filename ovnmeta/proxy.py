@@ -50,6 +50,13 @@ class MetadataProxy:
         self._index = PortIndex({}, {})
         self.forbidden_logged = False
 
+    @classmethod
+    def from_conf(cls, conf, snapshot: Callable[[], SbSnapshot],
+                  nova: NovaClient) -> MetadataProxy:
+        return cls(snapshot, nova, conf.metadata_proxy_shared_secret,
+                   instance_key=conf.metadata.instance_id_key,
+                   project_key=conf.metadata.project_id_key)
+
     def index(self) -> PortIndex:
         """The index of the current SB view, rebuilt only when the view changed."""
         snap = self._snapshot()

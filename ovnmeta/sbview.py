@@ -91,6 +91,16 @@ class SbView:
         self._idl: _Idl | None = None
         self._conn: connection.Connection | None = None
 
+    @classmethod
+    def from_conf(cls, conf, chassis: str,
+                  on_change: Callable[[set[str] | None], None]) -> SbView:
+        """From the [ovn] options; sets the process-wide SSL files for ssl: remotes."""
+        set_ssl(conf.ovn.ovn_sb_private_key, conf.ovn.ovn_sb_certificate,
+                conf.ovn.ovn_sb_ca_cert)
+        return cls(conf.ovn.ovn_sb_connection, chassis, on_change,
+                   timeout=conf.ovn.ovsdb_connection_timeout,
+                   probe_interval=conf.ovn.ovsdb_probe_interval)
+
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> None:
         """Connect (blocking until the first dump or the timeout) and start the IDL thread."""

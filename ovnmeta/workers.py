@@ -14,10 +14,9 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
-from ovnmeta import config, proxy, sbview
+from ovnmeta import config, logs, proxy, sbview
 from ovnmeta.nova import NovaClient, NovaEndpoint
 
 LOG = logging.getLogger(__name__)
@@ -73,17 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chassis", required=True)
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     conf = config.load(rest, prog="ovnmeta-worker")
-    logging.basicConfig(level=logging.DEBUG if conf.debug else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
-    for noisy in ("ovsdbapp", "ovs", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.setup(conf.debug)
     sock = socket.socket(fileno=args.fd)
     sock.setblocking(False)
-    sbview.set_ssl(conf.ovn.ovn_sb_private_key, conf.ovn.ovn_sb_certificate,
-                   conf.ovn.ovn_sb_ca_cert)
-    sb = sbview.SbView(conf.ovn.ovn_sb_connection, args.chassis, lambda _: None,
-                       timeout=conf.ovn.ovsdb_connection_timeout,
-                       probe_interval=conf.ovn.ovsdb_probe_interval)
+    sb = sbview.SbView.from_conf(conf, args.chassis, lambda _: None)
     sb.start()
     asyncio.run(_serve(conf, sb, sock, NovaEndpoint.from_conf(conf)))
     sb.stop()
@@ -99,9 +91,7 @@ async def _serve(conf, sb: sbview.SbView, sock: socket.socket,
     while not sb.settled and not stopped.is_set():
         await asyncio.sleep(0.02)
     nova = NovaClient(endpoint)
-    metadata = proxy.MetadataProxy(sb.snapshot, nova, conf.metadata_proxy_shared_secret,
-                                   instance_key=conf.metadata.instance_id_key,
-                                   project_key=conf.metadata.project_id_key)
+    metadata = proxy.MetadataProxy.from_conf(conf, sb.snapshot, nova)
     LOG.info("metadata worker serving")
     try:
         await proxy.serve(proxy.make_app(metadata), sock, stopped)
@@ -110,5 +100,4 @@ async def _serve(conf, sb: sbview.SbView, sock: socket.socket,
 
 
 if __name__ == "__main__":
-    threading.current_thread().name = "worker"
     sys.exit(main())
