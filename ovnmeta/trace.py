@@ -131,6 +131,7 @@ class Tracer:
         self.instance_id = ""
         self.project_id = ""
         self._sysid: str | None = None
+        self._ovs: LocalOvs | None = None
 
     def run(self, ref: VmRef) -> TraceResult:
         result = TraceResult(vm=ref.name or f"{ref.ip} on {ref.network}")
@@ -141,15 +142,19 @@ class Tracer:
                 ("haproxy listening", self.hop_haproxy),
                 ("agent socket and index", self.hop_agent),
                 ("nova metadata API", self.hop_nova)]
-        for number, (name, check) in enumerate(hops, 1):
-            hop = Hop(number, name)
-            result.hops.append(hop)
-            try:
-                hop.evidence = check()
-                hop.ok = True
-            except Broken as exc:
-                hop.evidence, hop.fix, hop.detail = exc.evidence, exc.fix, exc.detail
-                break
+        try:
+            for number, (name, check) in enumerate(hops, 1):
+                hop = Hop(number, name)
+                result.hops.append(hop)
+                try:
+                    hop.evidence = check()
+                    hop.ok = True
+                except Broken as exc:
+                    hop.evidence, hop.fix, hop.detail = exc.evidence, exc.fix, exc.detail
+                    break
+        finally:
+            if self._ovs:
+                self._ovs.stop()
         return result
 
     # 1
@@ -249,16 +254,13 @@ class Tracer:
     def hop_namespace(self) -> str:
         ns = naming.namespace(self.network_id)
         outer = naming.outer_device(self.network_id)
-        ovs = LocalOvs(self.conf.ovs.ovsdb_connection, self.conf.ovs.ovsdb_timeout, lambda: None)
+        ovs = self._local_ovs()
+        plugged, ofports = ovs.plugged(), ovs.ofports()
         try:
-            ovs.start()
-            plugged, ofports = ovs.plugged(), ovs.ofports()
             bridge = ovs.chassis_config().bridge
         except Exception as exc:
             raise Broken(f"cannot read the local OVS DB: {exc}",
                          "check [ovs] ovsdb_connection and ovsdb-server") from None
-        finally:
-            ovs.stop()
         lp = self.localport["logical_port"]
         if plugged.get(outer) != lp:
             seen = f"iface-id {plugged[outer]!r}" if outer in plugged else "no such port"
@@ -360,16 +362,27 @@ class Tracer:
         return f"nova at {where} answered 200 in {ms:.0f} ms"
 
     # -- helpers ---------------------------------------------------------------------
+    def _local_ovs(self) -> LocalOvs:
+        """One connection to the local OVS DB for the whole trace."""
+        if self._ovs is None:
+            ovs = LocalOvs(self.conf.ovs.ovsdb_connection, self.conf.ovs.ovsdb_timeout,
+                           lambda: None)
+            try:
+                ovs.start()
+            except Exception as exc:
+                raise Broken(f"cannot read the local OVS DB: {exc}",
+                             "check [ovs] ovsdb_connection and ovsdb-server") from None
+            self._ovs = ovs
+        return self._ovs
+
     def _system_id(self) -> str:
         if self._sysid is None:
-            out = subprocess.run(
-                ["ovs-vsctl", f"--db={self.conf.ovs.ovsdb_connection}", "--timeout=5",
-                 "get", "Open_vSwitch", ".", "external_ids:system-id"],
-                capture_output=True, text=True)
-            if out.returncode != 0:
-                raise Broken(f"cannot read system-id from OVS: {out.stderr.strip()}",
-                             "check [ovs] ovsdb_connection")
-            self._sysid = out.stdout.strip().strip('"')
+            ovs = self._local_ovs()
+            try:
+                self._sysid = ovs.chassis_config().system_id
+            except Exception as exc:
+                raise Broken(f"cannot read system-id from OVS: {exc}",
+                             "check [ovs] ovsdb_connection") from None
         return self._sysid
 
     def _chassis(self) -> dict | None:
