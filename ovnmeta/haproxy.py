@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,16 +188,9 @@ class _Process:
     def kill(self, timeout: float = 5.0) -> None:
         pid = self.pid()
         if pid:
-            os.kill(pid, signal.SIGTERM)
             # Identity was checked by pid(); from here wait for the process itself to end
             # (its command line empties while it exits, before it is really gone).
-            deadline = time.monotonic() + timeout
-            while procs.running(pid) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if procs.running(pid):
-                os.kill(pid, signal.SIGKILL)
-                while procs.running(pid):
-                    time.sleep(0.02)
+            procs.terminate(pid, timeout)
 
     def restart(self) -> None:
         self.kill()

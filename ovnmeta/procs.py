@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
+import time
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -29,3 +31,18 @@ def become_subreaper() -> None:
     """Adopt orphaned descendants (daemonized haproxy masters) so that their exits are
     reaped by us rather than left as zombies."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def terminate(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM, wait until the process has ended, SIGKILL if it outlives the timeout."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while running(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if running(pid):
+        os.kill(pid, signal.SIGKILL)
+        while running(pid):
+            time.sleep(0.02)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -153,7 +152,7 @@ class Sandbox:
         for daemon in reversed(DAEMONS):
             pid = self.pid(daemon)
             if pid:
-                _terminate(pid)
+                procs.terminate(pid)
         if started_vswitchd:
             # The userspace datapath leaves its tap devices behind (persist on).
             for dev in (self.bridge, "ovs-netdev"):
@@ -210,19 +209,6 @@ def _free_port() -> int:
 
 
 alive = procs.running  # the name the tests and scripts use
-
-
-def _terminate(pid: int, timeout: float = 10.0) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            return
-        time.sleep(0.02)
-    os.kill(pid, signal.SIGKILL)
 
 
 def main(argv: list[str] | None = None) -> int:
