@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -71,6 +72,24 @@ class Agent:
         self.chassis: ChassisConfig | None = None
         self.workers: WorkerPool | None = None
         self.threads: list[threading.Thread] = []
+        self.sock: socket.socket | None = None
+
+    def listen(self) -> None:
+        """Listen on the metadata socket before anything else: connections from haproxy
+        then wait in the backlog while the SB view loads, instead of being refused (as
+        they are between neutron's agent stopping and this one starting)."""
+        conf = self.conf
+        sock = handoff.collect(conf.metadata_proxy_socket)
+        if sock is not None:
+            LOG.info("took over the listening socket from the previous agent")
+            sock.setblocking(False)
+        else:
+            mode = proxy.socket_mode(conf.metadata_proxy_socket_mode, conf.metadata_proxy_user,
+                                     conf.metadata_proxy_group)
+            sock = proxy.bind_socket(conf.metadata_proxy_socket, mode,
+                                     conf.metadata_proxy_user, conf.metadata_proxy_group,
+                                     conf.metadata_backlog)
+        self.sock = sock
 
     def _mark(self, networks: set[str] | None) -> None:
         if self.reconciler:
@@ -124,16 +143,7 @@ class Agent:
         app = proxy.make_app(metadata)
         control_app = control.make_app(self.status, metadata.index)
         control_sock = control.bind(str(self.state_dir / control.CONTROL_SOCKET))
-        mode = proxy.socket_mode(conf.metadata_proxy_socket_mode, conf.metadata_proxy_user,
-                                 conf.metadata_proxy_group)
-        sock = handoff.collect(conf.metadata_proxy_socket)
-        if sock is not None:
-            LOG.info("took over the listening socket from the previous agent")
-            sock.setblocking(False)
-        else:
-            sock = proxy.bind_socket(conf.metadata_proxy_socket, mode,
-                                     conf.metadata_proxy_user, conf.metadata_proxy_group,
-                                     conf.metadata_backlog)
+        sock = self.sock
         LOG.info("serving metadata on %s", conf.metadata_proxy_socket)
         if conf.metadata_workers > 1:
             self.workers = WorkerPool(conf.metadata_workers - 1, config_args(conf),
@@ -217,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: agent.stop.set())
     LOG.info("ovnmeta-agent starting (pid lock %s)", lock.path)
     try:
+        agent.listen()
         agent.start()
         asyncio.run(agent.serve())
     except SystemExit:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import jinja2
 
-from ovnmeta import naming, procs
+from ovnmeta import naming, netns, procs
 from ovnmeta.model import NetworkSpec
 
 LOG = logging.getLogger(__name__)
@@ -185,20 +185,23 @@ class _Process:
         else:
             self.start(replace=pid)
 
-    def kill(self, timeout: float = 5.0) -> None:
+    def kill(self, timeout: float = 5.0, graceful: bool = False) -> None:
+        """Stop the process; `graceful` is haproxy's soft stop (SIGUSR1): it closes its
+        listeners and finishes the requests it has, for when another haproxy listens beside
+        it."""
         pid = self.pid()
         if pid:
             # Identity was checked by pid(); from here wait for the process itself to end
             # (its command line empties while it exits, before it is really gone).
-            procs.terminate(pid, timeout)
+            procs.terminate(pid, timeout, sig=signal.SIGUSR1 if graceful else signal.SIGTERM)
 
     def restart(self) -> None:
         self.kill()
         self.start()
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = False) -> None:
         """Kill the process and remove its files."""
-        self.kill()
+        self.kill(timeout=10.0 if graceful else 5.0, graceful=graceful)
         for path in (self.cfg, self.pidfile, self.cfg.with_suffix(".master"),
                      self.cfg.with_suffix(".stats")):
             path.unlink(missing_ok=True)
@@ -243,12 +246,22 @@ class HaproxyManager:
         `recreated` names networks whose namespace is new: a listener bound in the old one
         (deleted by hand, say) must be rebound even though the config text is unchanged.
         """
+        # Switching modes: the new processes listen beside the old ones (SO_REUSEPORT)
+        # before those are soft-stopped, so the switch refuses no connection.
         if self.mode == "shared":
-            for net in self._per_network_ids():
-                self._per_network(net).stop()
-            return self._sync_shared(frontends, recreated)
-        self._shared().stop()
-        return self._sync_per_network(frontends, recreated)
+            errors = self._sync_shared(frontends, recreated)
+            old = [self._per_network(net) for net in sorted(self._per_network_ids())]
+        else:
+            errors = self._sync_per_network(frontends, recreated)
+            old = [self._shared()] if self._shared().cfg.exists() else []
+        if old and not errors:
+            LOG.info("haproxy mode %s: retiring %d process(es) of the other mode", self.mode,
+                     len(old))
+            for f in frontends:
+                netns.migrate_queued_connections(f.namespace)
+            for proc in old:
+                proc.stop(graceful=True)
+        return errors
 
     def _sync_shared(self, frontends: list[Frontend], recreated: set[str]) -> dict[str, str]:
         proc = self._shared()

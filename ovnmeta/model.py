@@ -68,3 +68,23 @@ class ActualNetwork:
     outer: bool = False
     outer_up: bool = False
     ovs_iface_id: str | None = None   # iface-id of the outer device on the bridge, if plugged
+    # What another agent (neutron's, or an older ovnmeta) left for this network: devices
+    # in the namespace other than ours and lo, OVS interfaces that are not ours but carry
+    # the localport's iface-id or neutron's device name, and processes inside the namespace.
+    foreign_links: tuple[str, ...] = ()
+    foreign_ovs: tuple[str, ...] = ()
+    foreign_procs: tuple[ForeignProcess, ...] = ()
+    served: bool = False              # our haproxy serves this network's frontend
+
+    @property
+    def foreign(self) -> bool:
+        return bool(self.foreign_links or self.foreign_ovs or self.foreign_procs)
+
+
+@dataclass(frozen=True)
+class ForeignProcess:
+    """A process living in one of our namespaces that we did not start."""
+    pid: int
+    name: str                         # its command name, e.g. haproxy
+    config: str = ""                  # haproxy's -f file, when it has one
+    pidfile: str = ""                 # the pidfile its config names

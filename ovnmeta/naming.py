@@ -45,5 +45,14 @@ def inner_device(net_id: str) -> str:
     return f"omt{_digest(net_id)}i"
 
 
+def neutron_veth(net_id: str) -> tuple[str, str]:
+    """neutron's OVN metadata agent's pair for a network: (root end on br-int, namespace end).
+
+    `tap` + the first 10 characters of the network id + `0`/`1`; recognised so that a host
+    it served can be taken over.
+    """
+    return f"tap{net_id[:10]}0", f"tap{net_id[:10]}1"
+
+
 def frontend(net_id: str) -> str:
     return f"net-{net_id}"

@@ -127,24 +127,78 @@ def read_outer(dev: str) -> tuple[bool, bool]:
         return True, bool(link["flags"] & 1)
 
 
-def read_inner(ns: str, dev: str, with_csum: bool = True) -> LinkState | None:
-    """The namespace end of the pair, or None when it (or the namespace) is missing."""
+def read_inner(ns: str, dev: str, with_csum: bool = True
+               ) -> tuple[LinkState | None, tuple[str, ...]]:
+    """The namespace end of our pair (None when it or the namespace is missing), and the
+    names of the other devices in the namespace besides lo: another agent's."""
     try:
         with _ns_socket(ns) as ipr:
-            idx = ipr.link_lookup(ifname=dev)
-            if not idx:
-                return None
-            link = ipr.get_links(index=idx[0])[0]
+            links = {link.get("IFLA_IFNAME"): link for link in ipr.get_links()}
+            link = links.get(dev)
             addrs = frozenset(
-                f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in ipr.get_addr(index=idx[0]))
+                f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
+                for a in ipr.get_addr(index=link["index"])) if link else frozenset()
     except OSError as exc:  # the namespace went away under us
         if exc.errno in (errno.ENOENT, errno.EINVAL):
-            return None
+            return None, ()
         raise
+    foreign = tuple(sorted(n for n in links if n not in (dev, "lo")))
+    if link is None:
+        return None, foreign
     return LinkState(
         mac=(link.get("IFLA_ADDRESS") or "").lower(), mtu=link.get("IFLA_MTU") or 0,
         up=bool(link["flags"] & 1), addresses=frozenset(a for a in addrs if not _ignored(a)),
-        tx_csum=_tx_csum(ns, dev) if with_csum else False)
+        tx_csum=_tx_csum(ns, dev) if with_csum else False), foreign
+
+
+def delete_links(ns: str, names: tuple[str, ...]) -> None:
+    """Delete devices in a namespace by name; one already gone is fine."""
+    with _ns_socket(ns) as ipr:
+        for name in names:
+            idx = ipr.link_lookup(ifname=name)
+            if idx:
+                try:
+                    ipr.link("del", index=idx[0])
+                except NetlinkError as exc:
+                    if exc.code != errno.ENODEV:
+                        raise
+
+
+def _proc_net_key(address: str, port: int) -> str:
+    """An address:port as /proc/net/tcp{,6} spells it (32-bit words in host order)."""
+    packed = ipaddress.ip_address(address).packed
+    words = [packed[i:i + 4][::-1].hex().upper() for i in range(0, len(packed), 4)]
+    return f"{''.join(words)}:{port:04X}"
+
+
+def listening_inodes(ns: str, address: str, port: int) -> set[int]:
+    """Socket inodes listening on address:port inside a namespace (empty when it is gone)."""
+    table = "tcp6" if ":" in address else "tcp"
+    key = _proc_net_key(address, port)
+    try:
+        with _in_ns(ns):
+            with open(f"/proc/thread-self/net/{table}") as f:
+                lines = f.read().splitlines()[1:]
+    except OSError:
+        return set()
+    out = set()
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 9 and fields[1] == key and fields[3] == "0A":  # LISTEN
+            out.add(int(fields[9]))
+    return out
+
+
+def migrate_queued_connections(ns: str) -> None:
+    """Let the kernel hand connections queued on a closing listener to another listener of
+    the same port (net.ipv4.tcp_migrate_req, Linux 5.14): a process that stops while ours
+    listens beside it then drops none. Best effort on older kernels."""
+    with _in_ns(ns):
+        try:
+            with open("/proc/sys/net/ipv4/tcp_migrate_req", "w") as f:
+                f.write("1")
+        except OSError as exc:
+            LOG.debug("tcp_migrate_req not set in %s: %s", ns, exc)
 
 
 def _tx_csum(ns: str, dev: str) -> bool:

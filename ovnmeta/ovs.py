@@ -12,6 +12,7 @@ from ovsdbapp.schema.open_vswitch import impl_idl
 
 LOG = logging.getLogger(__name__)
 OUR_DEVICE_PREFIX = "omt"
+VM_MARK = "vm-uuid"   # set by nova's os-vif on a VM's interface
 
 
 @dataclass(frozen=True)
@@ -45,18 +46,22 @@ class _Idl(connection.OvsdbIdl):
         self._seen = -1
         self.plugged: dict[str, str] = {}
         self.ofports: dict[str, int | None] = {}
+        self.others: dict[str, tuple[str, bool]] = {}
 
     def run(self) -> bool:
         changed = super().run()
         if self.change_seqno != self._seen:
             self._seen = self.change_seqno
-            ours = [row for row in self.tables["Interface"].rows.values()
-                    if row.name.startswith(OUR_DEVICE_PREFIX)]
+            rows = self.tables["Interface"].rows.values()
+            ours = [row for row in rows if row.name.startswith(OUR_DEVICE_PREFIX)]
             plugged = {row.name: row.external_ids.get("iface-id", "") for row in ours}
             # Replaced whole: readers never see a map half-built.
             self.ofports = {row.name: (row.ofport[0] if row.ofport else None) for row in ours}
-            if plugged != self.plugged:
-                self.plugged = plugged
+            others = {row.name: (row.external_ids.get("iface-id", ""),
+                                 VM_MARK in row.external_ids)
+                      for row in rows if not row.name.startswith(OUR_DEVICE_PREFIX)}
+            if plugged != self.plugged or others != self.others:
+                self.plugged, self.others = plugged, others
                 self._on_change()
         return changed
 
@@ -99,13 +104,21 @@ class LocalOvs:
         """Our devices that have an OVS interface, by name, with their iface-id ('' if none)."""
         return dict(self.api.idl.plugged)
 
-    def plug(self, bridge: str, ports: list[tuple[str, str]]) -> None:
+    def others(self) -> dict[str, tuple[str, bool]]:
+        """Interfaces that are not ours: name -> (iface-id, is a VM's)."""
+        return dict(self.api.idl.others)
+
+    def plug(self, bridge: str, ports: list[tuple[str, str]],
+             replaces: tuple[str, ...] = ()) -> None:
         """Add (device, iface-id) pairs to the bridge in one transaction: vswitchd then
-        reconfigures once for the whole batch, not once per network."""
+        reconfigures once for the whole batch, not once per network. `replaces` are ports
+        removed in the same transaction, so the iface-id never has two ports."""
         if not ports:
             return
         with _NoWaitTransaction(self.api, self.api.ovsdb_connection, self._timeout,
                                 check_error=True) as txn:
+            for device in replaces:
+                txn.add(self.api.del_port(device, if_exists=True))
             for device, iface_id in ports:
                 txn.add(self.api.add_port(bridge, device, may_exist=True))
                 txn.add(self.api.db_set("Interface", device,

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ovnmeta.model import ActualNetwork, NetworkSpec
+from ovnmeta.model import ActualNetwork, ForeignProcess, NetworkSpec
+
+# Processes of another agent's that a takeover replaces; any other process found in one
+# of our namespaces is reported, never signalled.
+REPLACEABLE = frozenset({"haproxy"})
 
 
 @dataclass(frozen=True)
@@ -47,34 +51,85 @@ class SetOuterUp:
 
 @dataclass(frozen=True)
 class PlugOvs:
+    """Plug our outer end with the localport's iface-id. Normally it joins the pass's batch;
+    with `replaces` (another agent's ports for the same localport), or `now`, it is one
+    transaction of its own, run at once, that removes those and adds ours: the switch-over
+    of a takeover."""
     spec: NetworkSpec
+    replaces: tuple[str, ...] = ()
+    now: bool = False
+
+    @property
+    def immediate(self) -> bool:
+        return self.now or bool(self.replaces)
+
+
+@dataclass(frozen=True)
+class DeleteLinks:
+    """Delete another agent's devices in the namespace (a veth end takes its peer along)."""
+    spec: NetworkSpec
+    links: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StopProcess:
+    """Stop another agent's process in the namespace. `graceful`: our haproxy already
+    serves the network, so theirs finishes its requests and hands queued connections on."""
+    network_id: str
+    process: ForeignProcess
+    graceful: bool
 
 
 @dataclass(frozen=True)
 class DeleteNetwork:
     network_id: str
+    foreign_ovs: tuple[str, ...] = ()
 
 
 Step = (CreateNamespace | CreateVeth | ConfigureInner | AddAddress | DelAddress | SetOuterUp
-        | PlugOvs | DeleteNetwork)
+        | PlugOvs | DeleteLinks | StopProcess | DeleteNetwork)
 
 
 def _exists(actual: ActualNetwork | None) -> bool:
     return actual is not None and (actual.namespace or actual.outer
-                                   or actual.ovs_iface_id is not None)
+                                   or actual.ovs_iface_id is not None or actual.foreign)
+
+
+def replaceable(actual: ActualNetwork) -> bool:
+    """Another agent's leftovers are here that a takeover replaces."""
+    return bool(actual.foreign_links or actual.foreign_ovs
+                or any(p.name in REPLACEABLE for p in actual.foreign_procs))
+
+
+def _stops(actual: ActualNetwork, graceful: bool) -> list[Step]:
+    return [StopProcess(actual.network_id, p, graceful) for p in actual.foreign_procs
+            if p.name in REPLACEABLE]
 
 
 def plan_network(spec: NetworkSpec | None, actual: ActualNetwork | None,
                  netdev: bool) -> list[Step]:
     """Steps for one network; an empty list means it already converged."""
     if spec is None:
-        return [DeleteNetwork(actual.network_id)] if _exists(actual) else []
+        if not _exists(actual):
+            return []
+        return _stops(actual, graceful=False) + [DeleteNetwork(actual.network_id,
+                                                               actual.foreign_ovs)]
     if actual is None or not actual.namespace:
-        return _build(spec, netdev, with_namespace=True)
+        return _build(spec, netdev, with_namespace=True,
+                      replaces=actual.foreign_ovs if actual else ())
     if actual.inner is None or not actual.outer:
+        if actual.foreign_links or actual.foreign_ovs:
+            return _take_over(spec, actual, netdev)
         return _build(spec, netdev, with_namespace=False)
 
     steps: list[Step] = []
+    if actual.foreign_ovs:
+        steps.append(PlugOvs(spec, replaces=actual.foreign_ovs))
+    if actual.foreign_links:
+        steps.append(DeleteLinks(spec, actual.foreign_links))
+    # Only once ours answers in the namespace: until then theirs keeps serving.
+    if actual.served:
+        steps += _stops(actual, graceful=True)
     inner = actual.inner
     if (inner.mac != spec.mac or not inner.up or (spec.mtu and inner.mtu != spec.mtu)
             or (netdev and inner.tx_csum)):
@@ -84,14 +139,28 @@ def plan_network(spec: NetworkSpec | None, actual: ActualNetwork | None,
     steps += [AddAddress(spec, a) for a in sorted(spec.addresses - inner.addresses)]
     if not actual.outer_up:
         steps.append(SetOuterUp(spec))
-    if actual.ovs_iface_id != spec.iface_id:
+    if actual.ovs_iface_id != spec.iface_id and not actual.foreign_ovs:
         steps.append(PlugOvs(spec))
     return steps
 
 
-def _build(spec: NetworkSpec, netdev: bool, with_namespace: bool) -> list[Step]:
+def _build(spec: NetworkSpec, netdev: bool, with_namespace: bool,
+           replaces: tuple[str, ...] = ()) -> list[Step]:
     steps: list[Step] = [CreateNamespace(spec)] if with_namespace else []
     steps += [CreateVeth(spec), ConfigureInner(spec, netdev)]
     steps += [AddAddress(spec, a) for a in sorted(spec.addresses)]
-    steps += [SetOuterUp(spec), PlugOvs(spec)]
+    steps += [SetOuterUp(spec), PlugOvs(spec, replaces=replaces)]
+    return steps
+
+
+def _take_over(spec: NetworkSpec, actual: ActualNetwork, netdev: bool) -> list[Step]:
+    """Build ours beside another agent's pair, then switch in the order that keeps the gap
+    short: our port replaces theirs on the bridge, their devices go (with the addresses
+    and routes on them), and only then do the addresses come up on ours, so no address is
+    ever held twice and replies never leave through a device that is off the bridge."""
+    steps: list[Step] = [CreateVeth(spec), ConfigureInner(spec, netdev), SetOuterUp(spec),
+                         PlugOvs(spec, replaces=actual.foreign_ovs, now=True)]
+    if actual.foreign_links:
+        steps.append(DeleteLinks(spec, actual.foreign_links))
+    steps += [AddAddress(spec, a) for a in sorted(spec.addresses)]
     return steps

@@ -27,16 +27,47 @@ def running(pid: int) -> bool:
     return True
 
 
+def children(pid: int) -> list[int]:
+    """Direct children of a process (a haproxy master's workers)."""
+    out: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def socket_inodes(pids: list[int]) -> set[int]:
+    """Inodes of the sockets these processes hold open."""
+    out = set()
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                out.add(int(target[8:-1]))
+    return out
+
+
 def become_subreaper() -> None:
     """Adopt orphaned descendants (daemonized haproxy masters) so that their exits are
     reaped by us rather than left as zombies."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def terminate(pid: int, timeout: float = 10.0) -> None:
-    """SIGTERM, wait until the process has ended, SIGKILL if it outlives the timeout."""
+def terminate(pid: int, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """Send sig (SIGTERM), wait until the process has ended, SIGKILL if it outlives the
+    timeout."""
     try:
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, sig)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout

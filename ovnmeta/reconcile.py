@@ -12,16 +12,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ovnmeta import naming, netns, plan
+from ovnmeta import foreign, naming, netns, plan, procs
 from ovnmeta.desired import Problem, desired_networks
 from ovnmeta.haproxy import Frontend, HaproxyManager
-from ovnmeta.model import ActualNetwork, NetworkSpec
+from ovnmeta.model import METADATA_V4, ActualNetwork, ForeignProcess, NetworkSpec
 from ovnmeta.ovs import ChassisConfig, LocalOvs
 from ovnmeta.sbview import SbView
 
 LOG = logging.getLogger(__name__)
 DEBOUNCE = 0.02       # collect a burst of events into one pass
 HOST_CHECK = 1.0      # an idle pass this often finds hand-deleted namespaces, dead haproxy
+TAKEOVER_POLL = 0.05  # while another agent's leftovers are being replaced
 MAX_BACKOFF = 30.0
 
 
@@ -37,6 +38,30 @@ class _OvsBatch:
     plug: dict[str, NetworkSpec] = field(default_factory=dict)
     unplug: list[str] = field(default_factory=list)
     changed: int = 0
+
+
+@dataclass
+class _HostView:
+    """What one pass read of the host, shared by the networks it converges."""
+    plugged: dict[str, str]                       # our devices -> iface-id
+    others: dict[str, tuple[str, bool]]           # other OVS interfaces -> (iface-id, VM's)
+    processes: dict[str, list[ForeignProcess]]    # namespace -> processes inside it
+    _by_iface: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, (iface_id, _) in self.others.items():
+            if iface_id:
+                self._by_iface.setdefault(iface_id, []).append(name)
+
+    def foreign_ovs(self, net: str, spec: NetworkSpec | None) -> tuple[str, ...]:
+        """Other agents' ports for this network: the localport's iface-id on a port not
+        ours, or neutron's device name on a port that is not a VM's."""
+        found = set(self._by_iface.get(spec.iface_id, ())) if spec else set()
+        neutron_outer = naming.neutron_veth(net)[0]
+        iface_id, is_vm = self.others.get(neutron_outer, ("", True))
+        if not is_vm and (spec is None or iface_id in ("", spec.iface_id)):
+            found.add(neutron_outer)
+        return tuple(sorted(found))
 
 
 @dataclass
@@ -65,6 +90,8 @@ class Reconciler:
         self._problems: set[Problem] = set()
         self._last_full = 0.0
         self._last_host_check = 0.0
+        self._stopper = foreign.Stopper()
+        self._taking_over: set[str] = set()
         self.passes = 0
         self.status = ReconcileStatus()
 
@@ -100,6 +127,8 @@ class Reconciler:
     def _next_wakeup(self) -> float:
         now = time.monotonic()
         deadlines = [self._last_host_check + HOST_CHECK, self._last_full + self.resync_interval]
+        if self._taking_over or self._stopper.pending:
+            deadlines.append(self._last_host_check + TAKEOVER_POLL)
         deadlines += [b.retry_at for b in self._backoff.values()]
         return max(0.0, min(deadlines) - now)
 
@@ -124,6 +153,7 @@ class Reconciler:
         check |= {n for n in desired if n not in present or n not in self._ready}
         check |= present - desired.keys()
         check |= {n for n, b in self._backoff.items() if b.retry_at <= started}
+        check |= self._taking_over | self._stopper.poll()
         if full:
             check |= desired.keys() | present
             self._last_full = started
@@ -131,13 +161,19 @@ class Reconciler:
         # An OVS event only wakes us: compare what is plugged with what should be.
         check |= {n for n in self._ready & desired.keys()
                   if plugged.get(desired[n].outer) != desired[n].iface_id}
+        host = _HostView(plugged, self.ovs.others(), foreign.in_namespaces(
+            {naming.namespace(n): f"{netns.NETNS_DIR}/{naming.namespace(n)}"
+             for n in check & present}))
+        # Another agent's port for a network we serve, wherever it shows up.
+        check |= {n for n in desired if host.foreign_ovs(n, desired[n])}
+        self._taking_over = set()
         batch = _OvsBatch()
         for net in sorted(check):
             if net in self._backoff and self._backoff[net].retry_at > started and not full:
                 continue
             if net not in desired and not may_delete:
                 continue
-            self._converge(net, desired.get(net), net in present, plugged, batch)
+            self._converge(net, desired.get(net), net in present, host, batch)
         if may_delete:
             ours = {naming.outer_device(n) for n in desired.keys() | present}
             for device in sorted(plugged.keys() - ours - set(batch.unplug)):
@@ -159,14 +195,18 @@ class Reconciler:
 
     # -- one network ----------------------------------------------------------
     def _converge(self, net: str, spec: NetworkSpec | None, ns_present: bool,
-                  plugged: dict[str, str], batch: _OvsBatch) -> None:
+                  host: _HostView, batch: _OvsBatch) -> None:
         step = None
         try:
             with netns.batch():
-                actual = self._inspect(net, ns_present, plugged)
-                steps = plan.plan_network(spec, actual, netdev=self.chassis.netdev)
+                actual = self._inspect(net, spec, ns_present, host)
+                if plan.replaceable(actual):
+                    self._taking_over.add(net)
+                steps = [s for s in plan.plan_network(spec, actual, netdev=self.chassis.netdev)
+                         if not (isinstance(s, plan.StopProcess)
+                                 and self._stopper.stopping(s.process.pid))]
                 for step in steps:
-                    self._apply(step, plugged, batch)
+                    self._apply(step, host.plugged, batch)
                 if spec is not None and any(isinstance(s, plan.DelAddress) for s in steps):
                     self._verify(net, spec)
         except Exception as exc:
@@ -195,20 +235,37 @@ class Reconciler:
         """Read the addresses back after a deletion, which can take others with it (the
         kernel drops a subnet's secondaries with its primary): anything still missing is
         a failure to retry."""
-        assumed = {spec.outer: spec.iface_id}
-        actual = self._inspect(net, True, assumed)
+        assumed = _HostView({spec.outer: spec.iface_id}, {}, {})
+        actual = self._inspect(net, spec, True, assumed)
         left = plan.plan_network(spec, actual, self.chassis.netdev)
         if left:
             raise RuntimeError(f"not converged: {_describe(left[0])} still needed")
 
-    def _inspect(self, net: str, ns_present: bool, plugged: dict[str, str]) -> ActualNetwork:
+    def _inspect(self, net: str, spec: NetworkSpec | None, ns_present: bool,
+                 host: _HostView) -> ActualNetwork:
         outer = naming.outer_device(net)
-        inner = netns.read_inner(naming.namespace(net), naming.inner_device(net),
-                                 with_csum=self.chassis.netdev) if ns_present else None
+        ns = naming.namespace(net)
+        inner, links = netns.read_inner(ns, naming.inner_device(net),
+                                        with_csum=self.chassis.netdev) \
+            if ns_present else (None, ())
         outer_exists, outer_up = netns.read_outer(outer)
+        processes = tuple(host.processes.get(ns, ()))
         return ActualNetwork(network_id=net, namespace=ns_present, inner=inner,
                              outer=outer_exists, outer_up=outer_up,
-                             ovs_iface_id=plugged.get(outer))
+                             ovs_iface_id=host.plugged.get(outer), foreign_links=links,
+                             foreign_ovs=host.foreign_ovs(net, spec),
+                             foreign_procs=processes,
+                             served=bool(processes) and self._listens(net))
+
+    def _listens(self, net: str) -> bool:
+        """Our haproxy holds a socket listening on 169.254.169.254:80 in the namespace (a
+        reload binds asynchronously: its return says nothing about that)."""
+        inodes = netns.listening_inodes(naming.namespace(net), METADATA_V4.split("/")[0], 80)
+        if not inodes:
+            return False
+        ours = [p for p in self.haproxy.pids().values() if p]
+        ours += [c for p in list(ours) for c in procs.children(p)]
+        return bool(inodes & procs.socket_inodes(ours))
 
     def _apply(self, step: plan.Step, plugged: dict[str, str], batch: _OvsBatch) -> None:
         match step:
@@ -229,10 +286,24 @@ class Reconciler:
                 netns.del_address(spec, address)
             case plan.SetOuterUp(spec):
                 netns.set_outer_up(spec)
+            case plan.PlugOvs(spec) if step.immediate:
+                self.ovs.plug(self.chassis.bridge, [(spec.outer, spec.iface_id)],
+                              replaces=step.replaces)
+                if step.replaces:
+                    LOG.info("network %s: OVS port %s replaces %s for iface-id %s",
+                             spec.network_id, spec.outer, ", ".join(step.replaces),
+                             spec.iface_id)
             case plan.PlugOvs(spec):
                 batch.plug[spec.network_id] = spec
-            case plan.DeleteNetwork(net):
+            case plan.DeleteLinks(spec, links):
+                netns.delete_links(spec.namespace, links)
+            case plan.StopProcess(net, process, graceful):
+                if graceful:
+                    netns.migrate_queued_connections(naming.namespace(net))
+                self._stopper.stop(net, process, graceful)
+            case plan.DeleteNetwork(net, foreign_ovs):
                 netns.delete(net)
+                batch.unplug += list(foreign_ovs)
                 if naming.outer_device(net) in plugged:
                     batch.unplug.append(naming.outer_device(net))
 
@@ -280,6 +351,12 @@ def _describe(step: plan.Step) -> str:
     match step:
         case plan.AddAddress(_, address) | plan.DelAddress(_, address):
             return f"{type(step).__name__} {address}"
-        case plan.PlugOvs(spec):
-            return f"PlugOvs iface-id={spec.iface_id}"
+        case plan.PlugOvs(spec, replaces):
+            return f"PlugOvs iface-id={spec.iface_id}" + (
+                f" replacing {','.join(replaces)}" if replaces else "")
+        case plan.DeleteLinks(_, links):
+            return f"DeleteLinks {','.join(links)}"
+        case plan.StopProcess(_, process, graceful):
+            return f"StopProcess {process.name} {process.pid}" + (" (soft)" if graceful
+                                                                   else "")
     return type(step).__name__

@@ -24,8 +24,9 @@ def collect(state_path: str) -> dict:
     for net, info in status.get("networks", {}).items():
         ns = naming.namespace(net)
         info["namespace_present"] = ns in present
-        inner = netns.read_inner(ns, naming.inner_device(net), with_csum=False) \
-            if ns in present else None
+        inner, others = netns.read_inner(ns, naming.inner_device(net), with_csum=False) \
+            if ns in present else (None, ())
+        info["foreign_devices"] = list(others)
         info["veth"] = "up" if inner and inner.up else ("down" if inner else "missing")
         info["host_addresses"] = sorted(inner.addresses) if inner else []
         info["ofport"] = status.get("ofports", {}).get(naming.outer_device(net))

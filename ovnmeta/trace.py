@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ovnmeta import control, naming, netns
+from ovnmeta import control, foreign, naming, netns, procs
 from ovnmeta.desired import addresses_with_prefix, parse_mac_column
 from ovnmeta.model import METADATA_V4, METADATA_V6
 from ovnmeta.nova import NovaClient, NovaEndpoint, NovaTimeout, NovaUnavailable
@@ -267,6 +267,12 @@ class Tracer:
             raise Broken(f"OVS port {outer} on {bridge} with iface-id={lp}: {seen}",
                          "the agent plugs it within a second when running: check "
                          "`ovnmeta status` and the agent log")
+        twins = sorted(name for name, (iface_id, _) in ovs.others().items() if iface_id == lp)
+        if twins:
+            raise Broken(f"iface-id={lp} is also on OVS port(s) {', '.join(twins)}: "
+                         "ovn-controller binds the localport to one of them only",
+                         "another agent's port (neutron's tap…0?): the agent replaces it "
+                         "on its next pass, or `ovs-vsctl del-port` it")
         if ofports.get(outer) in (None, -1):
             raise Broken(f"vswitchd could not open {outer} (ofport {ofports.get(outer)})",
                          "see ovs-vswitchd.log for the interface error")
@@ -279,7 +285,12 @@ class Tracer:
         expected.add(METADATA_V4)
         if any(":" in ip for ip in self.localport["parsed_ips"]):
             expected.add(METADATA_V6)
-        inner = netns.read_inner(ns, naming.inner_device(self.network_id), with_csum=False)
+        inner, others = netns.read_inner(ns, naming.inner_device(self.network_id),
+                                         with_csum=False)
+        if others:
+            raise Broken(f"{ns} holds device(s) ovnmeta did not make: {', '.join(others)}",
+                         "another agent's veth (neutron's tap…1?) answers for the same "
+                         "addresses; the agent replaces it on its next pass, or delete it")
         if inner is None:
             raise Broken(f"{naming.inner_device(self.network_id)} missing in {ns}",
                          "the agent recreates the pair: check its log for netlink errors")
@@ -295,6 +306,16 @@ class Tracer:
     # 5
     def hop_haproxy(self) -> str:
         ns = naming.namespace(self.network_id)
+        listening = netns.listening_inodes(ns, METADATA_IP, 80)
+        found = foreign.in_namespaces({ns: f"{netns.NETNS_DIR}/{ns}"}).get(ns, [])
+        squatters = [p for p in found if procs.socket_inodes([p.pid]) & listening]
+        if squatters:
+            who = ", ".join(f"{p.name} pid {p.pid}" + (f" (-f {p.config})" if p.config else "")
+                            for p in squatters)
+            raise Broken(f"{who} also listens on {METADATA_IP}:80 inside {ns}: connections "
+                         "are shared between it and ovnmeta's haproxy",
+                         "another agent's proxy (neutron's haproxy?): the running agent "
+                         "stops it once its own listens; otherwise stop it by its PID")
         error = netns.tcp_connect(ns, METADATA_IP, 80, timeout=2)
         if error:
             raise Broken(f"nothing accepts {METADATA_IP}:80 in {ns}: {error.strerror or error}",

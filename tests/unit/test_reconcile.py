@@ -45,7 +45,10 @@ class FakeOvs:
     def plugged(self) -> dict[str, str]:
         return dict(self.ports)
 
-    def plug(self, bridge: str, ports: list[tuple[str, str]]) -> None:
+    def others(self) -> dict[str, tuple[str, bool]]:
+        return {}
+
+    def plug(self, bridge: str, ports: list[tuple[str, str]], replaces=()) -> None:
         self.ports.update(ports)
 
     def unplug(self, devices: list[str]) -> None:
@@ -78,8 +81,9 @@ class FakeHost:
         self.fail_create: Exception | None = None
         self.create_calls = 0
         ns = reconcile.netns
+        monkeypatch.setattr(reconcile.foreign, "in_namespaces", lambda namespaces: {})
         monkeypatch.setattr(ns, "list_namespaces", lambda: set(self.namespaces))
-        monkeypatch.setattr(ns, "read_inner", lambda n, d, with_csum=True: self.namespaces.get(n))
+        monkeypatch.setattr(ns, "read_inner", lambda n, d, with_csum=True: (self.namespaces.get(n), ()))
         monkeypatch.setattr(ns, "read_outer", lambda d: (self._outer(d), self._outer(d)))
         monkeypatch.setattr(ns, "create_namespace", self.create)
         monkeypatch.setattr(ns, "create_veth", lambda spec: self._set(spec, mac=""))

@@ -1,0 +1,171 @@
+"""Processes that another agent left inside our namespaces, and stopping them.
+
+neutron's OVN metadata agent runs one haproxy per network inside `ovnmeta-<net>`; ovnmeta
+never runs anything in there (its haproxy binds from the root namespace), so any process
+found in one is someone else's. Finding them is one scan of /proc per pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ovnmeta import procs
+from ovnmeta.model import ForeignProcess
+
+LOG = logging.getLogger(__name__)
+SOFT_STOP_SECONDS = 10.0   # haproxy's soft stop lets requests finish; then SIGTERM
+HARD_STOP_SECONDS = 5.0    # then SIGKILL
+
+
+def _ns_key(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _haproxy_files(argv: list[str]) -> tuple[str, str]:
+    """(config, pidfile) of a haproxy command line: -f FILE, and the config's pidfile."""
+    config = ""
+    for flag, value in zip(argv, argv[1:]):
+        if flag == "-f":
+            config = value
+    pidfile = ""
+    if config:
+        try:
+            for line in Path(config).read_text().splitlines():
+                words = line.split()
+                if len(words) == 2 and words[0] == "pidfile":
+                    pidfile = words[1]
+        except OSError:
+            pass
+    return config, pidfile
+
+
+def describe(pid: int) -> ForeignProcess | None:
+    try:
+        argv = [a.decode(errors="replace") for a in
+                Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+    config, pidfile = _haproxy_files(argv) if name == "haproxy" else ("", "")
+    return ForeignProcess(pid=pid, name=name, config=config, pidfile=pidfile)
+
+
+def in_namespaces(namespaces: dict[str, str]) -> dict[str, list[ForeignProcess]]:
+    """Processes whose network namespace is one of `namespaces` (name -> bind-mount path)."""
+    wanted = {key: name for name, path in namespaces.items() if (key := _ns_key(path))}
+    found: dict[str, list[ForeignProcess]] = {}
+    if not wanted:
+        return found
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        ns = wanted.get(_ns_key(f"/proc/{entry}/ns/net"))
+        if ns is None or not procs.running(int(entry)):
+            continue
+        proc = describe(int(entry))
+        if proc:
+            found.setdefault(ns, []).append(proc)
+    return found
+
+
+@dataclass
+class _Stopping:
+    process: ForeignProcess
+    network_id: str
+    since: float
+    signal: int
+
+
+class Stopper:
+    """Stops foreign processes without blocking the reconciler: a graceful stop is haproxy's
+    soft stop (SIGUSR1: stop listening, finish requests), escalated to SIGTERM and SIGKILL
+    when it lingers; the files it leaves are removed once it is gone."""
+
+    def __init__(self) -> None:
+        self._stopping: dict[int, _Stopping] = {}
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._stopping)
+
+    def stopping(self, pid: int) -> bool:
+        return pid in self._stopping
+
+    def stop(self, network_id: str, process: ForeignProcess, graceful: bool) -> None:
+        if process.pid in self._stopping:
+            return
+        if not _same(describe(process.pid), process):  # ended, or the PID was reused
+            self._remove_files(process, network_id)
+            return
+        sig = signal.SIGUSR1 if graceful and process.name == "haproxy" else signal.SIGTERM
+        LOG.info("network %s: stopping %s pid %d left by another agent (%s)", network_id,
+                 process.name, process.pid, signal.Signals(sig).name)
+        self._signal(process.pid, sig)
+        self._stopping[process.pid] = _Stopping(process, network_id, time.monotonic(), sig)
+
+    def poll(self) -> set[str]:
+        """Escalate or finish stops under way; the networks whose process has ended."""
+        done = set()
+        now = time.monotonic()
+        for pid, st in list(self._stopping.items()):
+            if not _same(describe(pid), st.process):
+                del self._stopping[pid]
+                self._remove_files(st.process, st.network_id)
+                LOG.info("network %s: %s pid %d has ended", st.network_id,
+                         st.process.name, pid)
+                done.add(st.network_id)
+                continue
+            limit = SOFT_STOP_SECONDS if st.signal == signal.SIGUSR1 else HARD_STOP_SECONDS
+            if now - st.since < limit or st.signal == signal.SIGKILL:
+                continue
+            st.signal = signal.SIGTERM if st.signal == signal.SIGUSR1 else signal.SIGKILL
+            st.since = now
+            LOG.warning("network %s: %s pid %d still running; sending %s", st.network_id,
+                        st.process.name, pid, signal.Signals(st.signal).name)
+            self._signal(pid, st.signal)
+        return done
+
+    @staticmethod
+    def _signal(pid: int, sig: int) -> None:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    @staticmethod
+    def _remove_files(process: ForeignProcess, network_id: str) -> None:
+        """Remove what neutron's layout names for this network, and nothing else."""
+        for path in neutron_files(process, network_id):
+            try:
+                os.unlink(path)
+                LOG.info("removed %s", path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                LOG.warning("could not remove %s: %s", path, exc)
+
+
+def _same(a: ForeignProcess | None, b: ForeignProcess) -> bool:
+    return a is not None and (a.pid, a.name, a.config) == (b.pid, b.name, b.config)
+
+
+def neutron_files(process: ForeignProcess, network_id: str) -> list[str]:
+    """neutron's haproxy files for a network: <state_path>/ovn-metadata-proxy/<net>.conf and
+    <external_pids>/<net>.pid.haproxy. Files of any other shape are not ours to delete."""
+    out = []
+    config = Path(process.config)
+    if config.name == f"{network_id}.conf" and config.parent.name == "ovn-metadata-proxy":
+        out.append(str(config))
+    if Path(process.pidfile).name == f"{network_id}.pid.haproxy":
+        out.append(process.pidfile)
+    return out

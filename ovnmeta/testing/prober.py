@@ -1,0 +1,141 @@
+"""Probes many VMs' metadata at a fixed cadence, from inside their namespaces, and reports
+the longest gap each VM saw between answers and any answer that was another instance's.
+
+Each probe is a fresh TCP connection made from a socket opened in the VM's namespace, so
+hundreds of VMs are probed from one asyncio loop without a process per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+from pyroute2 import netns
+
+PATH = "/openstack/latest/meta_data.json"
+
+
+@dataclass
+class Probe:
+    started: float
+    status: int          # 0: no HTTP answer (refused, reset, timeout)
+    uuid: str = ""
+    error: str = ""
+
+
+@dataclass
+class Target:
+    name: str            # the VM's namespace
+    instance_id: str     # the uuid nova must answer with
+    probes: list[Probe] = field(default_factory=list)
+
+    def wrong(self) -> list[Probe]:
+        return [p for p in self.probes if p.status == 200 and p.uuid != self.instance_id]
+
+    def failed(self) -> list[Probe]:
+        return [p for p in self.probes if p.status != 200]
+
+    def max_gap(self, start: float, end: float) -> float:
+        """Longest stretch of the window in which no probe that started got a right answer."""
+        good = sorted(p.started for p in self.probes
+                      if p.status == 200 and p.uuid == self.instance_id)
+        marks = [start] + good + [end]
+        return max(b - a for a, b in zip(marks, marks[1:]))
+
+
+def _socket_in(ns: str, family: int) -> socket.socket:
+    netns.pushns(ns)
+    try:
+        return socket.socket(family, socket.SOCK_STREAM)
+    finally:
+        netns.popns()
+
+
+async def _probe(target: Target, address: str, timeout: float) -> None:
+    started = time.monotonic()
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = _socket_in(target.name, family)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout):
+            await loop.sock_connect(sock, (address, 80))
+            host = f"[{address}]" if family == socket.AF_INET6 else address
+            await loop.sock_sendall(sock, f"GET {PATH} HTTP/1.0\r\nHost: {host}\r\n\r\n"
+                                    .encode())
+            data = b""
+            while chunk := await loop.sock_recv(sock, 65536):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        uuid = json.loads(body).get("uuid", "") if status == 200 else ""
+        target.probes.append(Probe(started, status, uuid))
+    except (OSError, TimeoutError, ValueError, IndexError) as exc:
+        target.probes.append(Probe(started, 0, error=f"{type(exc).__name__}: {exc}"))
+    finally:
+        sock.close()
+
+
+class Prober:
+    """Probes every target every `interval` seconds in a background thread."""
+
+    def __init__(self, interval: float = 0.1, timeout: float = 3.0,
+                 address: str = "169.254.169.254") -> None:
+        self.interval, self.timeout, self.address = interval, timeout, address
+        self.targets: list[Target] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.started = self.ended = 0.0
+
+    def add(self, name: str, instance_id: str) -> Target:
+        target = Target(name, instance_id)
+        with self._lock:
+            self.targets.append(target)
+        return target
+
+    def start(self) -> Prober:
+        self.started = time.monotonic()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        self.ended = time.monotonic()
+
+    async def _run(self) -> None:
+        pending: set[asyncio.Task] = set()
+        tick = time.monotonic()
+        while not self._stop.is_set():
+            with self._lock:
+                targets = list(self.targets)
+            for target in targets:
+                task = asyncio.create_task(_probe(target, self.address, self.timeout))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            tick += self.interval
+            await asyncio.sleep(max(0.0, tick - time.monotonic()))
+        if pending:
+            await asyncio.wait(pending)
+
+    def report(self) -> dict[str, dict]:
+        """Per target: probes, failures, wrong answers, the longest gap in seconds."""
+        out = {}
+        for t in self.targets:
+            first = min((p.started for p in t.probes), default=self.started)
+            last = max((p.started for p in t.probes), default=self.ended)
+            out[t.name] = {"probes": len(t.probes), "failed": len(t.failed()),
+                           "wrong": len(t.wrong()),
+                           "max_gap": round(t.max_gap(first, last), 3),
+                           "errors": sorted({p.error or str(p.status)
+                                             for p in t.failed()})[:5],
+                           "failed_at": [round(p.started - self.started, 2)
+                                         for p in t.failed()][:20]}
+        return out
