@@ -113,32 +113,46 @@ class NeutronMetadata:
         return pid if alive(pid) else None
 
     def build(self, box: Sandbox) -> NeutronMetadata:
+        _sh("ip", "netns", "add", self.namespace)
+        _sh("ip", "-n", self.namespace, "link", "set", "lo", "up")
+        self.add_veth(box)
+        self.start_haproxy()
+        return self
+
+    @property
+    def v6(self) -> bool:
+        return any(ipaddress.ip_interface(c).version == 6
+                   for c in self.network.metadata_port.ips)
+
+    def add_veth(self, box: Sandbox, plug: bool = True) -> None:
+        """The pair, its addresses and (plug) its OVS port, in an existing namespace."""
         net, md = self.network, self.network.metadata_port
         outer, inner = veth_names(net.id)
         ns = self.namespace
-        _sh("ip", "netns", "add", ns)
-        _sh("ip", "-n", ns, "link", "set", "lo", "up")
         _sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner, "netns", ns)
         _sh("ip", "-n", ns, "link", "set", inner, "address", md.mac)
         _sh("ip", "link", "set", outer, "mtu", str(net.mtu))
         _sh("ip", "-n", ns, "link", "set", inner, "mtu", str(net.mtu))
         _sh("ip", "link", "set", outer, "up")
         _sh("ip", "-n", ns, "link", "set", inner, "up")
-        v6 = any(ipaddress.ip_interface(c).version == 6 for c in md.ips)
         addresses = [c for c in md.ips if ipaddress.ip_interface(c).version == 4]
         addresses.append("169.254.169.254/32")
-        if v6:
+        if self.v6:
             addresses += ["fe80::a9fe:a9fe/128", _eui64_link_local(md.mac)]
         for cidr in addresses:
             _sh("ip", "-n", ns, "addr", "add", cidr, "dev", inner,
                 *(["nodad"] if ":" in cidr else []))
-        box.vsctl("--may-exist", "add-port", box.bridge, outer, "--", "set", "Interface",
-                  outer, f'external_ids:iface-id="{md.name}"')
+        if plug:
+            self.plug(box)
         _sh("ip", "netns", "exec", ns, "ethtool", "-K", inner, "tx", "off")
-        self.start_haproxy(v6_dev=inner if v6 else "")
-        return self
 
-    def start_haproxy(self, v6_dev: str = "") -> None:
+    def plug(self, box: Sandbox) -> None:
+        outer = veth_names(self.network.id)[0]
+        box.vsctl("--may-exist", "add-port", box.bridge, outer, "--", "set", "Interface",
+                  outer, f'external_ids:iface-id="{self.network.metadata_port.name}"')
+
+    def start_haproxy(self) -> None:
+        v6_dev = veth_names(self.network.id)[1] if self.v6 else ""
         self.config.parent.mkdir(parents=True, exist_ok=True)
         self.pidfile.parent.mkdir(parents=True, exist_ok=True)
         self.config.write_text(HAPROXY_CONFIG.render(

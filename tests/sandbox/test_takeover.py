@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from ovnmeta import naming
 from ovnmeta.testing import neutron
-from ovnmeta.testing.agentproc import wait_until
-from ovnmeta.testing.neutron_host import NeutronMetadata
+from ovnmeta.testing.agentproc import namespaces, wait_until, write_config
+from ovnmeta.testing.neutron_host import NeutronMetadata, veth_names
 from ovnmeta.testing.novaproc import NovaProcess
 from ovnmeta.testing.prober import Prober
 
@@ -49,6 +51,10 @@ def neutron_host(sandbox, make_network, make_vm, start_agent, tmp_path):
                               f"nova_metadata_port = {nova.port}", run=False)
     left = [NeutronMetadata(net, agent.state_dir, agent.socket).build(sandbox)
             for net in nets]
+    # A network whose last VM left while neutron's agent was down: stale.
+    stale = NeutronMetadata(make_network(cidrs=("10.9.0.0/24",)), agent.state_dir,
+                            agent.socket).build(sandbox)
+    left.append(stale)
     yield {"nets": nets, "vms": vms, "nova": nova, "agent": agent, "neutron": left,
            "late_id": late_id}
     nova.stop()
@@ -85,3 +91,81 @@ def test_takeover_keeps_every_vm_served_and_leaves_nothing_of_neutron(
     assert late_ok and all(p.uuid == late.port.device_id for p in late_ok)
     for net in neutron_host["nets"]:
         assert ns_links(net.id) == sorted(["lo", naming.inner_device(net.id)])
+    stale = neutron_host["neutron"][-1]
+    assert stale.namespace not in namespaces()
+
+
+def trace_hop(agent, vm) -> dict:
+    proc = subprocess.run([str(Path(sys.executable).parent / "ovnmeta"), "--config-file",
+                           str(agent.config), "trace", vm.port.name, "--json"],
+                          capture_output=True, text=True, timeout=60)
+    hops = json.loads(proc.stdout)["hops"]
+    return next(h for h in hops if not h["ok"])
+
+
+def test_trace_names_what_another_agent_left(sandbox, make_network, make_vm, start_agent,
+                                             tmp_path) -> None:
+    net = make_network()
+    vm = make_vm(net)
+    nova = NovaProcess({vm.port.device_id: instance(vm.port.device_id)}, SECRET,
+                       tmp_path).start()
+    agent = start_agent(extra=f"metadata_proxy_shared_secret = {SECRET}\n"
+                              f"nova_metadata_port = {nova.port}")
+    layout = NeutronMetadata(net, agent.state_dir, agent.socket)
+    try:
+        wait_until(lambda: vm.exec("curl", "-sf", "-m", "1",
+                                   "http://169.254.169.254/openstack/latest/meta_data.json",
+                                   check=False).returncode == 0, timeout=20, what="served")
+        agent.stop()  # a running agent would replace each of these at once
+        layout.add_veth(sandbox, plug=False)
+        hop = trace_hop(agent, vm)
+        assert hop["number"] == 4 and veth_names(net.id)[1] in hop["evidence"], hop
+        layout.plug(sandbox)
+        hop = trace_hop(agent, vm)
+        assert hop["number"] == 4 and veth_names(net.id)[0] in hop["evidence"], hop
+        subprocess.run(["ip", "link", "del", veth_names(net.id)[0]], check=True)
+        sandbox.vsctl("del-port", veth_names(net.id)[0])
+        layout.start_haproxy()
+        hop = trace_hop(agent, vm)
+        assert hop["number"] == 5 and f"haproxy pid {layout.haproxy_pid()}" in hop["evidence"]
+        # Started again, the agent stops that haproxy once its own listens.
+        agent.start()
+        wait_until(lambda: not layout.leftovers(sandbox), timeout=20,
+                   what="neutron's haproxy replaced")
+    finally:
+        layout.destroy(sandbox)
+        nova.stop()
+
+
+def test_switching_haproxy_mode_keeps_every_vm_served(sandbox, make_network, make_vm,
+                                                     start_agent, tmp_path) -> None:
+    nets = [make_network(cidrs=(f"10.{i}.0.0/24",)) for i in range(2)]
+    vms = [make_vm(net) for net in nets]
+    nova = NovaProcess({vm.port.device_id: instance(vm.port.device_id) for vm in vms},
+                       SECRET, tmp_path).start()
+    extra = f"metadata_proxy_shared_secret = {SECRET}\nnova_metadata_port = {nova.port}"
+    agent = start_agent(mode="per-network", extra=extra)
+    try:
+        wait_until(lambda: len(agent.haproxy_pids()) == 2, timeout=20, what="2 haproxies")
+        for mode, count in (("shared", 1), ("per-network", 2)):
+            prober = Prober(interval=0.1)
+            for vm in vms:
+                prober.add(vm.netns, vm.port.device_id)
+            prober.start()
+            try:
+                agent.stop()
+                write_config(sandbox, agent.state_dir, mode=mode, extra=extra)
+                agent.start()
+                cfgs = "shared.cfg" if mode == "shared" else "ovnmeta-*.cfg"
+                wait_until(lambda: len(agent.haproxy_pids()) == count
+                           and all(p.match(cfgs) for p in
+                                   (agent.state_dir / "haproxy").glob("*.cfg")),
+                           timeout=20, what=f"{mode} haproxy only")
+                time.sleep(0.5)
+            finally:
+                prober.stop()
+            report = prober.report()
+            print(mode, json.dumps(report))
+            assert all(r["wrong"] == 0 and r["failed"] == 0 for r in report.values()), report
+    finally:
+        nova.stop()

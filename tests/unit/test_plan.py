@@ -1,5 +1,7 @@
+import dataclasses
+
 from ovnmeta import plan
-from ovnmeta.model import METADATA_V4, ActualNetwork, LinkState, NetworkSpec
+from ovnmeta.model import METADATA_V4, ActualNetwork, ForeignProcess, LinkState, NetworkSpec
 
 SPEC = NetworkSpec(network_id="n1", namespace="ovnmeta-n1", outer="omto", inner="omti",
                    iface_id="md1", mac="fa:16:3e:00:00:02",
@@ -64,3 +66,44 @@ def test_wrong_iface_id_or_unplugged_port_is_replugged() -> None:
     for iface in (None, "other"):
         actual = ActualNetwork(**{**GOOD.__dict__, "ovs_iface_id": iface})
         assert kinds(plan.plan_network(SPEC, actual, netdev=True)) == ["PlugOvs"]
+
+
+# -- takeover: another agent's layout in the namespace ------------------------------------
+NEUTRON = ActualNetwork(network_id="n1", namespace=True, inner=None, outer=False,
+                        foreign_links=("tapn1-1",), foreign_ovs=("tapn1-0",),
+                        foreign_procs=(ForeignProcess(7, "haproxy", "/x/n1.conf"),
+                                       ForeignProcess(8, "bash")))
+
+
+def test_takeover_swaps_the_port_then_removes_their_devices_before_adding_addresses() -> None:
+    steps = plan.plan_network(SPEC, NEUTRON, netdev=True)
+    assert kinds(steps) == ["CreateVeth", "ConfigureInner", "SetOuterUp", "PlugOvs",
+                            "DeleteLinks", "AddAddress", "AddAddress"]
+    swap = steps[3]
+    assert swap.replaces == ("tapn1-0",) and swap.immediate
+    assert steps[4].links == ("tapn1-1",)
+    # Their haproxy keeps serving until ours listens.
+    assert not any(isinstance(s, plan.StopProcess) for s in steps)
+
+
+def test_their_proxy_is_soft_stopped_only_once_ours_listens() -> None:
+    built = dataclasses.replace(GOOD, foreign_procs=NEUTRON.foreign_procs)
+    assert plan.plan_network(SPEC, built, netdev=True) == []
+    served = dataclasses.replace(built, served=True)
+    steps = plan.plan_network(SPEC, served, netdev=True)
+    # Only the haproxy: an unknown process in the namespace is never signalled.
+    assert steps == [plan.StopProcess("n1", NEUTRON.foreign_procs[0], graceful=True)]
+    assert plan.replaceable(built) and not plan.replaceable(
+        dataclasses.replace(GOOD, foreign_procs=(ForeignProcess(8, "bash"),)))
+
+
+def test_a_port_of_theirs_appearing_later_is_replaced_in_one_transaction() -> None:
+    steps = plan.plan_network(SPEC, dataclasses.replace(GOOD, foreign_ovs=("tapn1-0",)),
+                              netdev=True)
+    assert steps == [plan.PlugOvs(SPEC, replaces=("tapn1-0",))]
+
+
+def test_stale_network_of_theirs_is_stopped_then_deleted() -> None:
+    steps = plan.plan_network(None, NEUTRON, netdev=True)
+    assert steps == [plan.StopProcess("n1", NEUTRON.foreign_procs[0], graceful=False),
+                     plan.DeleteNetwork("n1", ("tapn1-0",))]
