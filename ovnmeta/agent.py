@@ -20,7 +20,7 @@ from typing import TypeVar
 from oslo_config import cfg
 
 from ovnmeta import config, control, handoff, logs, proxy, sbview
-from ovnmeta.haproxy import HaproxyManager, RateLimit, Settings
+from ovnmeta.haproxy import HaproxyManager, RateLimit, Settings, Timeouts
 from ovnmeta.lock import AgentLock, AlreadyRunning
 from ovnmeta.nova import NovaClient, NovaEndpoint
 from ovnmeta.ovs import ChassisConfig, LocalOvs
@@ -110,8 +110,7 @@ class Agent:
             conf.haproxy.mode, self.state_dir / "haproxy",
             Settings(socket=conf.metadata_proxy_socket, maxconn=conf.haproxy.maxconn,
                      global_maxconn=conf.haproxy.global_maxconn,
-                     timeout_client=conf.haproxy.timeout_client,
-                     timeout_server=conf.haproxy.timeout_server,
+                     timeouts=Timeouts.from_conf(conf.metadata_haproxy),
                      user=conf.metadata_proxy_user, group=conf.metadata_proxy_group,
                      log_target=conf.haproxy.log_target, rate_limit=rate_limit(conf)),
             binary=conf.haproxy.haproxy_path, template_dir=conf.haproxy.templates_dir)
@@ -119,7 +118,7 @@ class Agent:
         self.reconciler = Reconciler(self.sb, self.ovs, chassis, haproxy,
                                      resync_interval=conf.metadata.reconcile_interval,
                                      cidrs_key=conf.metadata.cidrs_key)
-        retry(f"connecting to the SB DB at {conf.ovn.ovn_sb_connection}", self.sb.start,
+        retry(f"connecting to the SB DB at {','.join(conf.ovn.ovn_sb_connection)}", self.sb.start,
               self.stop)
         self._spawn("reconciler", self.reconciler.run, self.stop)
 
@@ -176,7 +175,7 @@ class Agent:
         return {
             "agent_pid": os.getpid(), "chassis": self.chassis.system_id,
             "bridge": self.chassis.bridge, "datapath_type": self.chassis.datapath_type,
-            "sb_connection": self.conf.ovn.ovn_sb_connection,
+            "sb_connection": ",".join(self.conf.ovn.ovn_sb_connection),
             "sb_connected": self.sb.connected(), "ovs_connected": self.ovs.connected(),
             "sb_rows": self.sb.monitored_rows, "last_reconcile": rec.time,
             "last_reconcile_seconds": rec.duration, "passes": self.reconciler.passes,
@@ -214,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     except cfg.Error as exc:
         print(f"ovnmeta-agent: configuration error: {exc}", file=sys.stderr)
         return 2
-    logs.setup(conf.debug)
+    logs.setup(conf)
     lock = AgentLock(Path(conf.lock_path))
     try:
         lock.acquire()

@@ -6,20 +6,28 @@ operator can point ovnmeta at the config file they already have.
 
 from __future__ import annotations
 
-from oslo_config import cfg
+from oslo_config import cfg, types
+
+from ovnmeta import compat, logs
+
+# neutron's options, with neutron's types, ranges and defaults; help is ovnmeta's.
+SERVER_REGEX = r"^(tcp|ssl|unix):.+"
 
 DEFAULT_OPTS = [
-    cfg.StrOpt("state_path", default="/var/lib/ovnmeta",
-               help="Directory for the agent's lock, sockets and haproxy configs."),
-    cfg.BoolOpt("debug", default=False, help="Log at DEBUG level."),
+    cfg.StrOpt("state_path", default="/var/lib/neutron",
+               help="Directory of the agent's state: the metadata socket, haproxy configs "
+                    "(haproxy/), the control socket. neutron's default, so that the socket "
+                    "is where neutron's haproxies already send requests."),
     cfg.StrOpt("lock_path", default="/run/lock/ovnmeta-agent.lock",
                help="Host-wide lock that keeps a second agent off this host (namespaces are "
                     "per host, whatever the state_path); the file names the holder's PID."),
     cfg.StrOpt("metadata_proxy_shared_secret", default="", secret=True,
                help="Secret shared with nova's metadata API; signs X-Instance-ID."),
     cfg.ListOpt("nova_metadata_host", default=["127.0.0.1"],
-                help="Nova metadata API host(s). With several, a request fails over to the "
-                     "next one when a host cannot be reached."),
+                item_type=types.HostAddress(),
+                help="Nova metadata API host (IP or DNS name). ovnmeta also takes a comma "
+                     "separated list: a request fails over to the next host when one "
+                     "cannot be reached."),
     cfg.PortOpt("nova_metadata_port", default=8775, help="Nova metadata API port."),
     cfg.StrOpt("nova_metadata_protocol", default="http", choices=["http", "https"],
                help="Protocol used to reach the nova metadata API."),
@@ -38,31 +46,35 @@ DEFAULT_OPTS = [
                help="Owner of the socket and user haproxy runs as (empty: the agent's)."),
     cfg.StrOpt("metadata_proxy_group", default="",
                help="Group of the socket and group haproxy runs as (empty: the agent's)."),
-    cfg.IntOpt("metadata_workers", default=1, min=1,
-               help="Processes serving the metadata socket: the agent plus this many minus "
-                    "one workers, each with its own SB view. One asyncio process serves "
-                    "thousands of requests per second; add workers on busy hosts."),
+    cfg.IntOpt("metadata_workers", default=0, min=0,
+               help="Processes serving the metadata socket. 0 (neutron's value for ML2/OVN) "
+                    "or 1: the agent serves it alone; N > 1: the agent plus N - 1 workers, "
+                    "each with its own SB view."),
     cfg.IntOpt("metadata_backlog", default=4096, min=1,
                help="Listen backlog of the metadata socket."),
 ]
 
 OVN_OPTS = [
-    cfg.StrOpt("ovn_sb_connection", default="tcp:127.0.0.1:6642",
-               help="OVN Southbound DB remote(s), comma separated: tcp:IP:PORT, "
-                    "ssl:IP:PORT or unix:PATH."),
+    cfg.ListOpt("ovn_sb_connection", default=["tcp:127.0.0.1:6642"],
+                item_type=types.String(regex=SERVER_REGEX),
+                help="OVN Southbound DB remote(s), comma separated: tcp:IP:PORT, "
+                     "ssl:IP:PORT or unix:PATH."),
     cfg.StrOpt("ovn_sb_private_key", default="", help="Private key for ssl: SB remotes."),
     cfg.StrOpt("ovn_sb_certificate", default="", help="Certificate for ssl: SB remotes."),
     cfg.StrOpt("ovn_sb_ca_cert", default="", help="CA certificate for ssl: SB remotes."),
-    cfg.IntOpt("ovsdb_connection_timeout", default=180,
+    cfg.IntOpt("ovsdb_connection_timeout", default=180, min=1,
                help="Seconds to wait for an OVSDB command."),
-    cfg.IntOpt("ovsdb_probe_interval", default=60000,
+    cfg.IntOpt("ovsdb_probe_interval", default=60000, min=0,
                help="Milliseconds between inactivity probes to the SB (0 disables)."),
 ]
 
 OVS_OPTS = [
     cfg.StrOpt("ovsdb_connection", default="unix:/var/run/openvswitch/db.sock",
-               help="The local Open_vSwitch DB."),
-    cfg.IntOpt("ovsdb_timeout", default=10, help="Seconds to wait for a local OVSDB command."),
+               regex=SERVER_REGEX,
+               help="The local Open_vSwitch DB. (neutron's default names a source-install "
+                    "path, /usr/local/var/run/...; this is where distributions put it.)"),
+    cfg.IntOpt("ovsdb_timeout", default=10, min=1,
+               help="Seconds to wait for a local OVSDB command."),
 ]
 
 METADATA_OPTS = [
@@ -81,7 +93,7 @@ METADATA_OPTS = [
 HAPROXY_OPTS = [
     cfg.StrOpt("mode", default="shared", choices=["shared", "per-network"],
                help="'shared': one haproxy binding in every namespace; 'per-network': one "
-                    "haproxy process inside each namespace."),
+                    "haproxy process per network (neutron's layout)."),
     cfg.StrOpt("haproxy_path", default="haproxy", help="The haproxy binary."),
     cfg.StrOpt("templates_dir", default="",
                help="Directory of the haproxy jinja2 templates (empty: the bundled ones)."),
@@ -92,15 +104,26 @@ HAPROXY_OPTS = [
     cfg.IntOpt("global_maxconn", default=8192, min=1,
                help="haproxy maxconn per process: in shared mode, for all networks together. "
                     "haproxy needs about twice as many file descriptors."),
-    cfg.IntOpt("timeout_client", default=30, help="haproxy client timeout, seconds."),
-    cfg.IntOpt("timeout_server", default=32, help="haproxy server timeout, seconds."),
 ]
 
-RATE_LIMIT_OPTS = [  # neutron's names and defaults
+HAPROXY_TIMEOUT_OPTS = [  # neutron's [metadata_haproxy], names and defaults
+    cfg.IntOpt("timeout_connect", default=30, min=1,
+               help="Seconds haproxy waits to connect to the agent's socket."),
+    cfg.IntOpt("timeout_client", default=32, min=1,
+               help="Seconds of inactivity haproxy allows on the VM's side."),
+    cfg.IntOpt("timeout_server", default=32, min=1,
+               help="Seconds of inactivity haproxy allows on the agent's (nova's) side."),
+    cfg.IntOpt("timeout_http_request", default=30, min=1,
+               help="Seconds haproxy waits for a complete request from a VM."),
+    cfg.IntOpt("timeout_http_keep_alive", default=30, min=1,
+               help="Seconds haproxy keeps an idle keep-alive connection of a VM open."),
+]
+
+RATE_LIMIT_OPTS = [  # neutron's names, types and defaults
     cfg.BoolOpt("rate_limit_enabled", default=False,
                 help="Limit the metadata requests a VM may make (429 beyond the limits)."),
-    cfg.ListOpt("ip_versions", default=["4"], item_type=cfg.types.String(choices=["4", "6"]),
-                help="Client address versions that are rate limited."),
+    cfg.ListOpt("ip_versions", default=[4], item_type=types.Integer(choices=[4, 6]),
+                help="Client address versions that are rate limited (4, 6 or both)."),
     cfg.IntOpt("base_window_duration", default=10, min=1,
                help="Seconds of the base window."),
     cfg.IntOpt("base_query_rate_limit", default=10, min=1,
@@ -117,12 +140,20 @@ GROUPS: dict[str | None, list[cfg.Opt]] = {
     "ovs": OVS_OPTS,
     "metadata": METADATA_OPTS,
     "haproxy": HAPROXY_OPTS,
+    "metadata_haproxy": HAPROXY_TIMEOUT_OPTS,
     "metadata_rate_limiting": RATE_LIMIT_OPTS,
 }
+# Every other option of neutron's agent, accepted with its type and ignored.
+_KNOWN = {g: {o.name for o in opts} for g, opts in GROUPS.items()}
+_KNOWN[None] |= logs.option_names()
+COMPAT: dict[str | None, list[cfg.Opt]] = compat.unused_opts(_KNOWN)
 
 
 def register(conf: cfg.ConfigOpts) -> cfg.ConfigOpts:
     for group, opts in GROUPS.items():
+        conf.register_opts(opts, group=group)
+    logs.register(conf)
+    for group, opts in COMPAT.items():
         conf.register_opts(opts, group=group)
     return conf
 
@@ -133,7 +164,7 @@ def load(argv: list[str], prog: str) -> cfg.ConfigOpts:
     conf(argv, project="ovnmeta", prog=prog)
     # oslo.config checks a value only when it is read: read them all now, so a broken
     # config stops the agent at start with the option's name, not later with a traceback.
-    for group, opts in GROUPS.items():
+    for group, opts in [*GROUPS.items(), *COMPAT.items()]:
         node = conf if group is None else getattr(conf, group)
         for opt in opts:
             getattr(node, opt.dest)
@@ -141,5 +172,6 @@ def load(argv: list[str], prog: str) -> cfg.ConfigOpts:
 
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
-    """Entry point for oslo-config-generator."""
+    """Entry point for oslo-config-generator: ovnmeta's own options (neutron's others are
+    accepted but not documented in the sample)."""
     return [(group or "DEFAULT", opts) for group, opts in GROUPS.items()]

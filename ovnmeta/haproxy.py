@@ -51,12 +51,26 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
+class Timeouts:
+    """neutron's [metadata_haproxy] options, in seconds."""
+    connect: int = 30
+    client: int = 32
+    server: int = 32
+    http_request: int = 30
+    http_keep_alive: int = 30
+
+    @classmethod
+    def from_conf(cls, group) -> Timeouts:
+        return cls(group.timeout_connect, group.timeout_client, group.timeout_server,
+                   group.timeout_http_request, group.timeout_http_keep_alive)
+
+
+@dataclass(frozen=True)
 class Settings:
     socket: str
     maxconn: int = 1024          # per frontend
     global_maxconn: int = 8192   # per process: haproxy needs about twice this in fds
-    timeout_client: int = 30
-    timeout_server: int = 32
+    timeouts: Timeouts = Timeouts()
     user: str = ""
     group: str = ""
     log_target: str = ""

@@ -1,16 +1,28 @@
-"""Logging for the agent and its workers: one format, and quiet libraries."""
+"""Logging through oslo.log, as every OpenStack agent does: neutron's logging options
+(log_file, log_dir, use_journal, use_syslog, use_json, default_log_levels, the
+logging_*_format_string family, ...) work unchanged, and lines have the format OpenStack
+log pipelines already parse."""
 
 from __future__ import annotations
 
-import logging
-import sys
+from oslo_config import cfg
+from oslo_log import _options, log
 
-NOISY = ("ovsdbapp", "ovs", "pyroute2", "asyncio")
+PROJECT = "ovnmeta"
+# Libraries whose INFO lines say nothing an operator acts on (ovsdbapp logs every reconnect).
+QUIET = ["ovsdbapp=WARN", "ovs=WARN", "pyroute2=WARN", "asyncio=WARN", "aiohttp=WARN"]
 
 
-def setup(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO, stream=sys.stderr,
-        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
-    for name in NOISY:
-        logging.getLogger(name).setLevel(logging.WARNING)
+def register(conf: cfg.ConfigOpts) -> None:
+    """oslo.log's options, with ovnmeta's quiet libraries among the default levels."""
+    log.register_options(conf)
+    log.set_defaults(default_log_levels=log.get_default_log_levels() + QUIET)
+
+
+def option_names() -> set[str]:
+    """oslo.log's options (neutron registers the very same ones)."""
+    return {opt.dest for _, opts in _options.list_opts() for opt in opts}
+
+
+def setup(conf: cfg.ConfigOpts) -> None:
+    log.setup(conf, PROJECT)

@@ -97,7 +97,7 @@ class SbView:
         """From the [ovn] options; sets the process-wide SSL files for ssl: remotes."""
         set_ssl(conf.ovn.ovn_sb_private_key, conf.ovn.ovn_sb_certificate,
                 conf.ovn.ovn_sb_ca_cert)
-        return cls(conf.ovn.ovn_sb_connection, chassis, on_change,
+        return cls(",".join(conf.ovn.ovn_sb_connection), chassis, on_change,
                    timeout=conf.ovn.ovsdb_connection_timeout,
                    probe_interval=conf.ovn.ovsdb_probe_interval)
 

@@ -118,7 +118,7 @@ class VmRef:
 class Tracer:
     def __init__(self, conf) -> None:
         self.conf = conf
-        self.sb = SbClient(conf.ovn.ovn_sb_connection, conf.ovn.ovn_sb_private_key,
+        self.sb = SbClient(",".join(conf.ovn.ovn_sb_connection), conf.ovn.ovn_sb_private_key,
                            conf.ovn.ovn_sb_certificate, conf.ovn.ovn_sb_ca_cert)
         self.state_dir = Path(conf.state_path)
         # filled in as hops pass

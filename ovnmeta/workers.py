@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chassis", required=True)
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     conf = config.load(rest, prog="ovnmeta-worker")
-    logs.setup(conf.debug)
+    logs.setup(conf)
     sock = socket.socket(fileno=args.fd)
     sock.setblocking(False)
     sb = sbview.SbView.from_conf(conf, args.chassis, lambda _: None)

@@ -45,9 +45,10 @@ class AgentProcess:
 
     def start(self) -> "AgentProcess":
         exe = Path(sys.executable).parent / "ovnmeta-agent"
+        log = open(self.log_path, "a")
+        # oslo.log writes to stdout when no log_file is set.
         self.proc = subprocess.Popen([str(exe), "--config-file", str(self.config)],
-                                     stdout=subprocess.DEVNULL,
-                                     stderr=open(self.log_path, "a"))
+                                     stdout=log, stderr=log)
         return self
 
     def running(self) -> bool:

@@ -27,7 +27,7 @@ def test_sample_is_up_to_date(tmp_path: Path) -> None:
 
 def test_sample_parses_with_defaults() -> None:
     conf = config.load(["--config-file", str(SAMPLE)], prog="test")
-    assert conf.ovn.ovn_sb_connection == "tcp:127.0.0.1:6642"
+    assert conf.ovn.ovn_sb_connection == ["tcp:127.0.0.1:6642"]
     assert conf.haproxy.mode == "shared"
 
 
@@ -50,7 +50,7 @@ def test_neutron_config_is_accepted(tmp_path: Path) -> None:
     assert conf.metadata_proxy_shared_secret == "s3cret"
     assert conf.metadata_workers == 2
     assert conf.ovs.ovsdb_connection == "tcp:127.0.0.1:6640"
-    assert conf.ovn.ovn_sb_connection.startswith("ssl:192.0.2.1")
+    assert conf.ovn.ovn_sb_connection == ["ssl:192.0.2.1:6642", "ssl:192.0.2.2:6642"]
 
 
 def test_secret_is_marked_secret() -> None:
