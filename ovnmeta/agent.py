@@ -105,7 +105,8 @@ class Agent:
                         self.stop)
         LOG.info("chassis %s, bridge %s (datapath %s)", chassis.system_id, chassis.bridge,
                  chassis.datapath_type or "system")
-        self.sb = sbview.SbView.from_conf(conf, chassis.system_id, self._mark)
+        self.sb = sbview.SbView.from_conf(conf, chassis.system_id, self._mark,
+                                          bridge=chassis.bridge)
         haproxy = HaproxyManager(
             conf.haproxy.mode, self.state_dir / "haproxy",
             Settings(socket=conf.metadata_proxy_socket, maxconn=conf.haproxy.maxconn,

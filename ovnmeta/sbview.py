@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Callable
 
 import ovs.db.idl
@@ -33,7 +32,12 @@ NOTHING = [False]
 # neutron lists the metadata agent of a chassis, alive or not, from these keys.
 AGENT_ID_KEY = "neutron:ovn-metadata-id"
 AGENT_SB_CFG_KEY = "neutron:ovn-metadata-sb-cfg"
-AGENT_ID_NAMESPACE = uuid.UUID("5a0ad6f7-6b71-4d3e-9c8e-2f3c2a7b4e10")  # ovnmeta's own
+AGENT_BRIDGE_KEY = "neutron:ovn-bridge"
+# The OVN agent's (metadata extension) keys: one metadata service per chassis, so neutron's
+# metadata agent removes them, and so does ovnmeta. The operator's description of the
+# metadata agent (neutron:description-metadata) is left alone.
+OVN_AGENT_KEYS = ("neutron:ovn-neutron-agent-sb-cfg", "neutron:description-neutron-agent",
+                  "neutron:ovn-neutron-agent-id")
 
 
 def _uuids(row: ovs.db.idl.Row, column: str) -> list[str]:
@@ -73,9 +77,11 @@ class _Idl(ovs.db.idl.Idl):
 class SbView:
     def __init__(self, remote: str, chassis: str,
                  on_change: Callable[[set[str] | None], None],
-                 timeout: int = 180, probe_interval: int = 60000) -> None:
+                 timeout: int = 180, probe_interval: int = 60000,
+                 bridge: str | None = None) -> None:
         self.remote = remote
         self.chassis = chassis
+        self.bridge = bridge   # None: a worker's view, which reports nothing to neutron
         self._on_change = on_change
         self._timeout = timeout
         self._probe_interval = probe_interval
@@ -92,14 +98,14 @@ class SbView:
         self._conn: connection.Connection | None = None
 
     @classmethod
-    def from_conf(cls, conf, chassis: str,
-                  on_change: Callable[[set[str] | None], None]) -> SbView:
+    def from_conf(cls, conf, chassis: str, on_change: Callable[[set[str] | None], None],
+                  bridge: str | None = None) -> SbView:
         """From the [ovn] options; sets the process-wide SSL files for ssl: remotes."""
         set_ssl(conf.ovn.ovn_sb_private_key, conf.ovn.ovn_sb_certificate,
                 conf.ovn.ovn_sb_ca_cert)
         return cls(",".join(conf.ovn.ovn_sb_connection), chassis, on_change,
                    timeout=conf.ovn.ovsdb_connection_timeout,
-                   probe_interval=conf.ovn.ovsdb_probe_interval)
+                   probe_interval=conf.ovn.ovsdb_probe_interval, bridge=bridge)
 
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> None:
@@ -188,17 +194,21 @@ class SbView:
         globals_ = list(idl.tables["SB_Global"].rows.values())
         mine = [r for r in idl.tables["Chassis_Private"].rows.values()
                 if r.name == self.chassis]
-        if not globals_ or not mine:
+        if self.bridge is None or not globals_ or not mine:
             return
         want = {AGENT_SB_CFG_KEY: str(globals_[0].nb_cfg),
-                AGENT_ID_KEY: str(uuid.uuid5(AGENT_ID_NAMESPACE, self.chassis))}
+                AGENT_ID_KEY: naming.metadata_agent_id(self.chassis),
+                AGENT_BRIDGE_KEY: self.bridge}
         row = mine[0]
-        if all(row.external_ids.get(k) == v for k, v in want.items()) or \
-                want == self._reported:
+        stale = [k for k in OVN_AGENT_KEYS if k in row.external_ids]
+        current = all(row.external_ids.get(k) == v for k, v in want.items()) and not stale
+        if current or (want == self._reported and not stale):
             return
         txn = ovs.db.idl.Transaction(idl)
         for key, value in want.items():
             row.setkey("external_ids", key, value)
+        for key in stale:
+            row.delkey("external_ids", key)
         # Completes over the next run()s; should it fail, the next change tries again.
         txn.commit()
         self._reported = want

@@ -169,3 +169,32 @@ def test_switching_haproxy_mode_keeps_every_vm_served(sandbox, make_network, mak
             assert all(r["wrong"] == 0 and r["failed"] == 0 for r in report.values()), report
     finally:
         nova.stop()
+
+
+def test_neutron_server_sees_the_same_agent_row(sandbox, make_network, make_vm,
+                                                start_agent) -> None:
+    def ext() -> dict[str, str]:
+        out = sandbox.sbctl("--format=json", "--columns=external_ids", "find",
+                            "Chassis_Private", f"name={sandbox.chassis}")
+        return dict(json.loads(out)["data"][0][0][1])
+
+    neutron_id = str(uuid.uuid5(uuid.uuid5(uuid.UUID("d34bf9f6-da32-4871-9af8-15a4626b41ab"),
+                                           sandbox.chassis), "metadata_agent"))
+    # As neutron's agent left the row, plus the OVN agent's keys and an operator's note.
+    sandbox.sbctl("set", "Chassis_Private", sandbox.chassis,
+                  f'external_ids:"neutron:ovn-metadata-id"="{neutron_id}"',
+                  'external_ids:"neutron:ovn-metadata-sb-cfg"="0"',
+                  'external_ids:"neutron:description-metadata"="rack 7, row 2"',
+                  'external_ids:"neutron:ovn-neutron-agent-id"="x"',
+                  'external_ids:"neutron:ovn-neutron-agent-sb-cfg"="1"',
+                  'external_ids:"neutron:description-neutron-agent"="y"')
+    nb_cfg = sandbox.sbctl("get", "SB_Global", ".", "nb_cfg").strip()
+    start_agent()
+    wait_until(lambda: "neutron:ovn-neutron-agent-id" not in ext()
+               and ext().get("neutron:ovn-metadata-sb-cfg") == nb_cfg,
+               what="the row written as neutron's agent writes it")
+    row = ext()
+    assert row["neutron:ovn-metadata-id"] == neutron_id
+    assert row["neutron:ovn-bridge"] == sandbox.bridge
+    assert row["neutron:description-metadata"] == "rack 7, row 2"
+    assert not {"neutron:ovn-neutron-agent-sb-cfg", "neutron:description-neutron-agent"} & set(row)
