@@ -10,7 +10,7 @@ from pathlib import Path
 
 from oslo_config import cfg
 
-from ovnmeta import config, handoff, naming, netns, status, trace
+from ovnmeta import config, foreign, handoff, naming, netns, plan, procs, status, trace
 from ovnmeta.haproxy import HaproxyManager, Settings
 from ovnmeta.lock import AgentLock, AlreadyRunning
 from ovnmeta.ovs import LocalOvs
@@ -54,7 +54,12 @@ def cleanup(conf) -> int:
         ovs = LocalOvs(conf.ovs.ovsdb_connection, conf.ovs.ovsdb_timeout, lambda: None)
         try:
             ovs.start()
-            ovs.unplug(sorted(ovs.plugged()))
+            # Ours, and neutron's tap…0 of a namespace not yet taken over.
+            theirs = {naming.neutron_veth(net)[0] for ns in netns.list_namespaces()
+                      if (net := naming.network_from_namespace(ns))}
+            ovs.unplug(sorted(ovs.plugged()) + sorted(
+                name for name, (_, is_vm) in ovs.others().items()
+                if name in theirs and not is_vm))
         except Exception as exc:
             print(f"ovnmeta cleanup: OVS ports not removed: cannot use the OVS DB at "
                   f"{conf.ovs.ovsdb_connection}: {exc}", file=sys.stderr)
@@ -64,8 +69,18 @@ def cleanup(conf) -> int:
         parked = handoff.collect(conf.metadata_proxy_socket)
         if parked is not None:  # a stopped agent's keeper: release it
             parked.close()
+        present = sorted(netns.list_namespaces())
+        # Anything still running inside (neutron's haproxy, not yet taken over) would keep
+        # a deleted namespace alive.
+        inside = foreign.in_namespaces({ns: f"{netns.NETNS_DIR}/{ns}" for ns in present})
+        for ns, found in inside.items():
+            for proc in found:
+                if proc.name in plan.REPLACEABLE:
+                    print(f"stopping {proc.name} pid {proc.pid} in {ns}")
+                    procs.terminate(proc.pid, timeout=5)
+                    foreign.Stopper.remove_files(proc, naming.network_from_namespace(ns))
         removed = 0
-        for ns in sorted(netns.list_namespaces()):
+        for ns in present:
             net = naming.network_from_namespace(ns)
             if net:
                 netns.delete(net)

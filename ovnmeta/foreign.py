@@ -105,7 +105,7 @@ class Stopper:
         if process.pid in self._stopping:
             return
         if not _same(describe(process.pid), process):  # ended, or the PID was reused
-            self._remove_files(process, network_id)
+            self.remove_files(process, network_id)
             return
         sig = signal.SIGUSR1 if graceful and process.name == "haproxy" else signal.SIGTERM
         LOG.info("network %s: stopping %s pid %d left by another agent (%s)", network_id,
@@ -120,7 +120,7 @@ class Stopper:
         for pid, st in list(self._stopping.items()):
             if not _same(describe(pid), st.process):
                 del self._stopping[pid]
-                self._remove_files(st.process, st.network_id)
+                self.remove_files(st.process, st.network_id)
                 LOG.info("network %s: %s pid %d has ended", st.network_id,
                          st.process.name, pid)
                 done.add(st.network_id)
@@ -143,7 +143,7 @@ class Stopper:
             pass
 
     @staticmethod
-    def _remove_files(process: ForeignProcess, network_id: str) -> None:
+    def remove_files(process: ForeignProcess, network_id: str) -> None:
         """Remove what neutron's layout names for this network, and nothing else."""
         for path in neutron_files(process, network_id):
             try:

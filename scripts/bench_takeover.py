@@ -1,0 +1,117 @@
+"""Takeover benchmark: a host neutron's agent served, swapped to ovnmeta under probing.
+
+For each size, N networks with one VM each are laid out as neutron 29's OVN metadata agent
+leaves them once stopped (ovnmeta.testing.neutron_host: namespace, tap…0/1, OVS port,
+addresses, one haproxy per network on the shared socket). Every VM is probed every 0.1 s
+from its namespace; ovnmeta-agent starts with the same state_path; probing ends when nothing
+of neutron's is left. Reports, per size: the longest gap any VM saw between right answers
+(and the median VM's), failed probes, wrong answers (another instance's data), time until
+nothing of neutron's is left.
+
+Run as root: .venv/bin/python scripts/bench_takeover.py [--sizes 50] [--mode shared]
+Prints JSON and a table; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ovnmeta.testing import neutron
+from ovnmeta.testing.agentproc import AgentProcess
+from ovnmeta.testing.neutron_host import NeutronMetadata
+from ovnmeta.testing.novaproc import NovaProcess
+from ovnmeta.testing.prober import Prober
+from ovnmeta.testing.sandbox import Sandbox
+from ovnmeta.testing.vm import FakeVM
+
+BENCH_DIR = Path("/tmp/ovnmeta-bench-takeover")
+SECRET = "bench-takeover"
+
+
+def run(box: Sandbox, size: int, mode: str) -> dict:
+    nets = [neutron.create_network(box, cidrs=(f"10.{i // 250}.{i % 250}.0/24",))
+            for i in range(size)]
+    vms = [FakeVM(box, net, neutron.create_vm_port(box, net)).start() for net in nets]
+    work = Path(tempfile.mkdtemp(prefix="omt-", dir="/tmp"))
+    nova = NovaProcess({vm.port.device_id: {"project_id": vm.port.project_id,
+                                            "hostname": vm.netns} for vm in vms},
+                       SECRET, work).start()
+    agent = AgentProcess(box, mode=mode, state_dir=work,
+                         extra=f"metadata_proxy_shared_secret = {SECRET}\n"
+                               f"nova_metadata_port = {nova.port}")
+    layouts = [NeutronMetadata(net, agent.state_dir, agent.socket).build(box) for net in nets]
+    for vm in vms:
+        vm.wait_bound(timeout=60)
+    prober = Prober(interval=0.1)
+    for vm in vms:
+        prober.add(vm.netns, vm.port.device_id)
+    try:
+        prober.start()
+        time.sleep(0.1)
+        t0 = time.monotonic()
+        agent.start()
+        deadline = t0 + 120
+        while any(layout.leftovers(box) for layout in layouts):
+            if time.monotonic() > deadline:
+                raise RuntimeError("neutron's leftovers still there after 120 s")
+            time.sleep(0.2)
+        replaced = time.monotonic() - t0
+        time.sleep(1.0)
+        prober.stop()
+        report = prober.report()
+        gaps = sorted(r["max_gap"] for r in report.values())
+        return {
+            "networks": size, "mode": mode,
+            "max_gap_s": gaps[-1], "median_vm_max_gap_s": round(statistics.median(gaps), 3),
+            "vms_over_1s": sum(g > 1.0 for g in gaps),
+            "probes": sum(r["probes"] for r in report.values()),
+            "failed": sum(r["failed"] for r in report.values()),
+            "wrong": sum(r["wrong"] for r in report.values()),
+            "all_replaced_s": round(replaced, 2),
+        }
+    finally:
+        prober.stop()
+        agent.cleanup()
+        for layout in layouts:
+            layout.destroy(box)
+        for vm in vms:
+            vm.destroy()
+        nova.stop()
+        for net in nets:
+            neutron.delete_network(box, net)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="50")
+    parser.add_argument("--mode", default="shared", choices=["shared", "per-network"])
+    args = parser.parse_args()
+    box = Sandbox(root=BENCH_DIR)
+    box.down()
+    box.up()
+    results = []
+    try:
+        for size in (int(s) for s in args.sizes.split(",")):
+            results.append(run(box, size, args.mode))
+    finally:
+        box.down()
+    print(json.dumps(results, indent=1))
+    print()
+    print("| networks | mode | longest gap, any VM | median VM's longest gap | VMs over 1 s "
+          "| failed / probes | wrong answers | all of neutron's replaced after |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['networks']} | {r['mode']} | {r['max_gap_s']:.2f} s | "
+              f"{r['median_vm_max_gap_s']:.2f} s | {r['vms_over_1s']} | "
+              f"{r['failed']} / {r['probes']} | {r['wrong']} | {r['all_replaced_s']:.1f} s |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Swap neutron 29's real OVN metadata agent for ovnmeta, and back, under probing (not CI).
+
+Needs neutron installed in its own virtualenv (about 3 minutes) and Debian's sudo and
+iptables:
+
+    apt-get install -y sudo iptables
+    python3 -m venv /tmp/nvenv && /tmp/nvenv/bin/pip install neutron==29.0.0
+    .venv/bin/python scripts/takeover_real_neutron.py --neutron-venv /tmp/nvenv [--networks 3]
+
+Against a private sandbox: N networks with one VM each; neutron-ovn-metadata-agent serves
+them; every VM is probed every 0.1 s; neutron's agent gets SIGTERM on its main process only
+(systemd's KillMode=process), ovnmeta-agent starts with the same config file, and probing
+runs until nothing of neutron's is left. Then the way back: ovnmeta stops, `ovnmeta cleanup`,
+neutron's agent starts again and must serve every VM. Prints JSON and a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ovnmeta import procs
+from ovnmeta.testing import neutron
+from ovnmeta.testing.agentproc import AgentProcess
+from ovnmeta.testing.neutron_host import NeutronMetadata
+from ovnmeta.testing.novaproc import NovaProcess
+from ovnmeta.testing.prober import Prober
+from ovnmeta.testing.sandbox import Sandbox, wait_until
+from ovnmeta.testing.vm import FakeVM
+
+BOX_DIR = Path("/tmp/ovnmeta-real-neutron")
+SECRET = "real-neutron"
+
+
+def neutron_ini(box: Sandbox, work: Path, nova_port: int) -> Path:
+    ini = work / "neutron_ovn_metadata_agent.ini"
+    ini.write_text(
+        "[DEFAULT]\n"
+        f"state_path = {work}\n"
+        f"metadata_proxy_shared_secret = {SECRET}\n"
+        "nova_metadata_host = 127.0.0.1\n"
+        f"nova_metadata_port = {nova_port}\n"
+        "debug = true\n"
+        f"log_file = {work}/neutron.log\n"
+        "[agent]\n"
+        "root_helper = sudo\n"
+        "[ovs]\n"
+        f"ovsdb_connection = {box.ovs_connection}\n"
+        "[ovn]\n"
+        f"ovn_sb_connection = {box.sb_connection}\n")
+    return ini
+
+
+def all_served(prober: Prober, since: float) -> bool:
+    return all(any(p.status == 200 and p.uuid == t.instance_id and p.started > since
+                   for p in t.probes) for t in prober.targets)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--neutron-venv", type=Path, default=Path("/tmp/nvenv"))
+    parser.add_argument("--networks", type=int, default=3)
+    args = parser.parse_args()
+    agent_bin = args.neutron_venv / "bin" / "neutron-ovn-metadata-agent"
+    if not agent_bin.exists():
+        print(f"no {agent_bin}: install neutron==29.0.0 there first", file=sys.stderr)
+        return 2
+    box = Sandbox(root=BOX_DIR)
+    box.down()
+    box.up()
+    work = Path(tempfile.mkdtemp(prefix="omt-", dir="/tmp"))
+    nets = [neutron.create_network(box, cidrs=(f"10.{i}.0.0/24",))
+            for i in range(args.networks)]
+    vms = [FakeVM(box, net, neutron.create_vm_port(box, net)).start() for net in nets]
+    nova = NovaProcess({vm.port.device_id: {"project_id": vm.port.project_id,
+                                            "hostname": vm.netns} for vm in vms},
+                       SECRET, work).start()
+    ini = neutron_ini(box, work, nova.port)
+    env = dict(os.environ, PATH=f"{args.neutron_venv}/bin:{os.environ['PATH']}")
+    result: dict = {"networks": args.networks}
+    prober = Prober(interval=0.1)
+    for vm in vms:
+        prober.add(vm.netns, vm.port.device_id)
+    agent = AgentProcess(box, state_dir=work)
+    agent.config = ini  # the very file neutron's agent ran with
+    neutron_proc = None
+    try:
+        neutron_proc = subprocess.Popen([str(agent_bin), "--config-file", str(ini)], env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
+        prober.start()
+        t0 = time.monotonic()
+        wait_until(lambda: all_served(prober, t0), timeout=120, what="neutron serving")
+        result["neutron_first_serves_s"] = round(time.monotonic() - t0, 1)
+        layouts = [NeutronMetadata(net, work, str(work / "metadata_proxy")) for net in nets]
+
+        swap = time.monotonic()
+        neutron_proc.send_signal(signal.SIGTERM)   # the main process only
+        neutron_proc.wait(30)
+        agent.start()
+        wait_until(lambda: not any(l.leftovers(box) for l in layouts), timeout=120,
+                   what="neutron's leftovers replaced")
+        result["all_replaced_s"] = round(time.monotonic() - swap, 2)
+        time.sleep(1.0)
+        prober.stop()
+        report = prober.report()
+        result["takeover"] = {
+            "max_gap_s": max(r["max_gap"] for r in report.values()),
+            "failed": sum(r["failed"] for r in report.values()),
+            "wrong": sum(r["wrong"] for r in report.values()),
+            "probes": sum(r["probes"] for r in report.values())}
+
+        # The way back.
+        agent.stop()
+        cleanup = subprocess.run([str(Path(sys.executable).parent / "ovnmeta"),
+                                  "--config-file", str(ini), "cleanup"],
+                                 capture_output=True, text=True)
+        result["cleanup_exit"] = cleanup.returncode
+        back = Prober(interval=0.1)
+        for vm in vms:
+            back.add(vm.netns, vm.port.device_id)
+        back.start()
+        t1 = time.monotonic()
+        neutron_proc = subprocess.Popen([str(agent_bin), "--config-file", str(ini)], env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
+        wait_until(lambda: all_served(back, t1), timeout=120, what="neutron serving again")
+        result["way_back_all_served_s"] = round(time.monotonic() - t1, 1)
+        back.stop()
+        result["way_back_wrong"] = sum(r["wrong"] for r in back.report().values())
+    finally:
+        prober.stop()
+        if neutron_proc and neutron_proc.poll() is None:
+            neutron_proc.terminate()
+            neutron_proc.wait(30)
+        for net in nets:  # neutron's haproxies outlive its agent
+            pid = NeutronMetadata(net, work, "").haproxy_pid()
+            if pid:
+                procs.terminate(pid)
+        agent.cleanup()
+        for vm in vms:
+            vm.destroy()
+        nova.stop()
+        box.down()
+    print(json.dumps(result, indent=1))
+    t = result.get("takeover", {})
+    print("\n| networks | longest gap | failed / probes | wrong | replaced after | "
+          "way back: all served after |")
+    print("|---|---|---|---|---|---|")
+    print(f"| {args.networks} | {t.get('max_gap_s')} s | {t.get('failed')} / "
+          f"{t.get('probes')} | {t.get('wrong')} | {result.get('all_replaced_s')} s | "
+          f"{result.get('way_back_all_served_s')} s |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
