@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,12 +18,10 @@ from typing import TypeVar
 
 from oslo_config import cfg
 
-from ovnmeta import config, control, handoff, logs, proxy, sbview
+from ovnmeta import control, handoff, proxy, sbview
 from ovnmeta.haproxy import HaproxyManager, RateLimit, Settings, Timeouts
-from ovnmeta.lock import AgentLock, AlreadyRunning
 from ovnmeta.nova import NovaClient, NovaEndpoint
 from ovnmeta.ovs import ChassisConfig, LocalOvs
-from ovnmeta.procs import become_subreaper
 from ovnmeta.reconcile import Reconciler
 from ovnmeta.workers import WorkerPool
 
@@ -62,8 +59,9 @@ def config_args(conf: cfg.ConfigOpts) -> list[str]:
 
 
 class Agent:
-    def __init__(self, conf: cfg.ConfigOpts) -> None:
+    def __init__(self, conf: cfg.ConfigOpts, sock: socket.socket) -> None:
         self.conf = conf
+        self.sock = sock      # the metadata socket, already listening (ovnmeta.listener)
         self.state_dir = Path(conf.state_path)
         self.stop = threading.Event()
         self.reconciler: Reconciler | None = None
@@ -72,24 +70,6 @@ class Agent:
         self.chassis: ChassisConfig | None = None
         self.workers: WorkerPool | None = None
         self.threads: list[threading.Thread] = []
-        self.sock: socket.socket | None = None
-
-    def listen(self) -> None:
-        """Listen on the metadata socket before anything else: connections from haproxy
-        then wait in the backlog while the SB view loads, instead of being refused (as
-        they are between neutron's agent stopping and this one starting)."""
-        conf = self.conf
-        sock = handoff.collect(conf.metadata_proxy_socket)
-        if sock is not None:
-            LOG.info("took over the listening socket from the previous agent")
-            sock.setblocking(False)
-        else:
-            mode = proxy.socket_mode(conf.metadata_proxy_socket_mode, conf.metadata_proxy_user,
-                                     conf.metadata_proxy_group)
-            sock = proxy.bind_socket(conf.metadata_proxy_socket, mode,
-                                     conf.metadata_proxy_user, conf.metadata_proxy_group,
-                                     conf.metadata_backlog)
-        self.sock = sock
 
     def _mark(self, networks: set[str] | None) -> None:
         if self.reconciler:
@@ -132,6 +112,7 @@ class Agent:
             loop.add_signal_handler(sig, lambda: (self.stop.set(), stopped.set()))
         while not self.sb.settled:
             if self.stop.is_set():
+                self._park(self.sock)  # what waits in the backlog goes to the next agent
                 return
             await asyncio.sleep(0.02)
         conf = self.conf
@@ -206,38 +187,3 @@ class Agent:
         for view in (self.sb, self.ovs):
             if view:
                 view.stop()
-
-
-def main(argv: list[str] | None = None) -> int:
-    try:
-        conf = config.load(sys.argv[1:] if argv is None else argv, prog="ovnmeta-agent")
-    except cfg.Error as exc:
-        print(f"ovnmeta-agent: configuration error: {exc}", file=sys.stderr)
-        return 2
-    logs.setup(conf)
-    lock = AgentLock(Path(conf.lock_path))
-    try:
-        lock.acquire()
-    except AlreadyRunning as exc:
-        LOG.error("%s", exc)
-        return 1
-    become_subreaper()
-    agent = Agent(conf)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: agent.stop.set())
-    LOG.info("ovnmeta-agent starting (pid lock %s)", lock.path)
-    try:
-        agent.listen()
-        agent.start()
-        asyncio.run(agent.serve())
-    except SystemExit:
-        pass
-    finally:
-        LOG.info("ovnmeta-agent stopping; namespaces and haproxy stay for the next agent")
-        agent.shutdown()
-        lock.release()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,10 +7,7 @@ everything a client may have put in the identity headers is dropped before nova 
 from __future__ import annotations
 
 import asyncio
-import grp
 import logging
-import os
-import pwd
 import socket
 from collections.abc import Callable
 
@@ -114,33 +111,6 @@ def make_app(proxy: MetadataProxy) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
     return app
-
-
-def socket_mode(mode: str, user: str, group: str) -> int:
-    """Permissions of the socket, as neutron's metadata_proxy_socket_mode defines them."""
-    if mode == "deduce":
-        mode = "group" if group else ("user" if user else "all")
-    return {"user": 0o644, "group": 0o664, "all": 0o666}[mode]
-
-
-def bind_socket(path: str, mode: int, user: str = "", group: str = "",
-                backlog: int = 4096) -> socket.socket:
-    """A listening unix socket at path, replacing a stale one from an earlier agent."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.{os.getpid()}"
-    if os.path.exists(tmp):
-        os.unlink(tmp)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(tmp)
-    os.chmod(tmp, mode)
-    if user or group:
-        os.chown(tmp, pwd.getpwnam(user).pw_uid if user else -1,
-                 grp.getgrnam(group).gr_gid if group else -1)
-    sock.listen(backlog)
-    # rename() swaps the path atomically: haproxy never finds it missing across a restart.
-    os.replace(tmp, path)
-    sock.setblocking(False)
-    return sock
 
 
 async def serve(app: web.Application, sock: socket.socket, stop: asyncio.Event,

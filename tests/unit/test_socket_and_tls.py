@@ -13,24 +13,24 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from ovnmeta import proxy
+from ovnmeta import listener
 from ovnmeta.nova import NovaClient, NovaEndpoint, NovaUnavailable
 
 
 def test_socket_mode_follows_neutron_semantics() -> None:
-    assert proxy.socket_mode("user", "", "") == 0o644
-    assert proxy.socket_mode("group", "", "") == 0o664
-    assert proxy.socket_mode("all", "", "") == 0o666
-    assert proxy.socket_mode("deduce", "nova", "nova") == 0o664
-    assert proxy.socket_mode("deduce", "nova", "") == 0o644
-    assert proxy.socket_mode("deduce", "", "") == 0o666
+    assert listener.socket_mode("user", "", "") == 0o644
+    assert listener.socket_mode("group", "", "") == 0o664
+    assert listener.socket_mode("all", "", "") == 0o666
+    assert listener.socket_mode("deduce", "nova", "nova") == 0o664
+    assert listener.socket_mode("deduce", "nova", "") == 0o644
+    assert listener.socket_mode("deduce", "", "") == 0o666
 
 
 def test_bind_socket_sets_mode_and_replaces_a_stale_one(tmp_path) -> None:
     path = str(tmp_path / "sub" / "metadata_proxy")
-    first = proxy.bind_socket(path, 0o644)
+    first = listener.bind_socket(path, 0o644)
     first.close()  # a crashed agent leaves its socket file behind
-    sock = proxy.bind_socket(path, 0o664)
+    sock = listener.bind_socket(path, 0o664)
     try:
         assert stat.S_ISSOCK(os.stat(path).st_mode)
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o664
