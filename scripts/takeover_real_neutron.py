@@ -1,9 +1,8 @@
 """Swap neutron 29's real OVN metadata agent for ovnmeta, and back, under probing (not CI).
 
-Needs neutron installed in its own virtualenv (about 3 minutes) and Debian's sudo and
-iptables:
+Needs neutron installed in its own virtualenv (about 3 minutes) and Debian's iptables:
 
-    apt-get install -y sudo iptables
+    apt-get install -y iptables
     python3 -m venv /tmp/nvenv && /tmp/nvenv/bin/pip install neutron==29.0.0
     .venv/bin/python scripts/takeover_real_neutron.py --neutron-venv /tmp/nvenv [--networks 3]
 
@@ -39,7 +38,7 @@ BOX_DIR = Path("/tmp/ovnmeta-real-neutron")
 SECRET = "real-neutron"
 
 
-def neutron_ini(box: Sandbox, work: Path, nova_port: int) -> Path:
+def neutron_ini(box: Sandbox, work: Path, nova_port: int, venv: Path) -> Path:
     ini = work / "neutron_ovn_metadata_agent.ini"
     ini.write_text(
         "[DEFAULT]\n"
@@ -50,7 +49,8 @@ def neutron_ini(box: Sandbox, work: Path, nova_port: int) -> Path:
         "debug = true\n"
         f"log_file = {work}/neutron.log\n"
         "[agent]\n"
-        "root_helper = sudo\n"
+        # As root: no sudo (its secure_path would hide the venv's privsep-helper).
+        f"root_helper = env PATH={venv}/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
         "[ovs]\n"
         f"ovsdb_connection = {box.ovs_connection}\n"
         "[ovn]\n"
@@ -82,11 +82,12 @@ def main() -> int:
     nova = NovaProcess({vm.port.device_id: {"project_id": vm.port.project_id,
                                             "hostname": vm.netns} for vm in vms},
                        SECRET, work).start()
-    ini = neutron_ini(box, work, nova.port)
+    ini = neutron_ini(box, work, nova.port, args.neutron_venv)
     env = dict(os.environ, PATH=f"{args.neutron_venv}/bin:{os.environ['PATH']}")
     result: dict = {"networks": args.networks}
-    prober = Prober(interval=0.1)
+    warmup, prober = Prober(interval=0.2), Prober(interval=0.1)
     for vm in vms:
+        warmup.add(vm.netns, vm.port.device_id)
         prober.add(vm.netns, vm.port.device_id)
     agent = AgentProcess(box, state_dir=work)
     agent.config = ini  # the very file neutron's agent ran with
@@ -95,11 +96,14 @@ def main() -> int:
         neutron_proc = subprocess.Popen([str(agent_bin), "--config-file", str(ini)], env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                         start_new_session=True)
-        prober.start()
+        warmup.start()
         t0 = time.monotonic()
-        wait_until(lambda: all_served(prober, t0), timeout=120, what="neutron serving")
+        wait_until(lambda: all_served(warmup, t0), timeout=120, what="neutron serving")
+        warmup.stop()
         result["neutron_first_serves_s"] = round(time.monotonic() - t0, 1)
         layouts = [NeutronMetadata(net, work, str(work / "metadata_proxy")) for net in nets]
+        prober.start()
+        time.sleep(1.0)  # a second of neutron serving, probed, before the swap
 
         swap = time.monotonic()
         neutron_proc.send_signal(signal.SIGTERM)   # the main process only
@@ -115,7 +119,9 @@ def main() -> int:
             "max_gap_s": max(r["max_gap"] for r in report.values()),
             "failed": sum(r["failed"] for r in report.values()),
             "wrong": sum(r["wrong"] for r in report.values()),
-            "probes": sum(r["probes"] for r in report.values())}
+            "probes": sum(r["probes"] for r in report.values()),
+            "failed_at_s": sorted({t for r in report.values() for t in r["failed_at"]}),
+            "errors": sorted({e for r in report.values() for e in r["errors"]})}
 
         # The way back.
         agent.stop()
@@ -136,6 +142,7 @@ def main() -> int:
         back.stop()
         result["way_back_wrong"] = sum(r["wrong"] for r in back.report().values())
     finally:
+        warmup.stop()
         prober.stop()
         if neutron_proc and neutron_proc.poll() is None:
             neutron_proc.terminate()
@@ -144,6 +151,9 @@ def main() -> int:
             pid = NeutronMetadata(net, work, "").haproxy_pid()
             if pid:
                 procs.terminate(pid)
+        if (work / "neutron.log").exists():
+            (work / "neutron.log").replace("/tmp/ovnmeta-real-neutron.log")
+            print("neutron's log: /tmp/ovnmeta-real-neutron.log", file=sys.stderr)
         agent.cleanup()
         for vm in vms:
             vm.destroy()
