@@ -22,7 +22,8 @@ from ovnmeta.sbview import SbView
 LOG = logging.getLogger(__name__)
 DEBOUNCE = 0.02       # collect a burst of events into one pass
 HOST_CHECK = 1.0      # an idle pass this often finds hand-deleted namespaces, dead haproxy
-TAKEOVER_POLL = 0.05  # while another agent's leftovers are being replaced
+TAKEOVER_POLL = 0.05  # while another agent's leftovers are being replaced...
+TAKEOVER_FAST = 15.0  # ...for this long; one that takes longer is looked at every HOST_CHECK
 MAX_BACKOFF = 30.0
 
 
@@ -92,6 +93,7 @@ class Reconciler:
         self._last_host_check = 0.0
         self._stopper = foreign.Stopper()
         self._taking_over: set[str] = set()
+        self._takeover_since: float | None = None
         self.passes = 0
         self.status = ReconcileStatus()
 
@@ -127,7 +129,8 @@ class Reconciler:
     def _next_wakeup(self) -> float:
         now = time.monotonic()
         deadlines = [self._last_host_check + HOST_CHECK, self._last_full + self.resync_interval]
-        if self._taking_over or self._stopper.pending:
+        if self._stopper.pending or (self._taking_over and self._takeover_since is not None
+                                     and now - self._takeover_since < TAKEOVER_FAST):
             deadlines.append(self._last_host_check + TAKEOVER_POLL)
         deadlines += [b.retry_at for b in self._backoff.values()]
         return max(0.0, min(deadlines) - now)
@@ -181,6 +184,10 @@ class Reconciler:
                 batch.unplug.append(device)
         self._flush(batch)
 
+        if not self._taking_over:
+            self._takeover_since = None
+        elif self._takeover_since is None:
+            self._takeover_since = started
         self._ready &= desired.keys()
         frontends = [Frontend.for_spec(desired[n]) for n in sorted(self._ready)]
         errors = self.haproxy.sync(frontends, recreated=self._recreated)

@@ -66,6 +66,9 @@ def render(status: dict) -> str:
             lines.append(f"    localport {n['localport']} {n['mac']}, VM ports here "
                          f"{n['vm_ports']}")
         lines.append(f"    addresses {' '.join(n['host_addresses']) or '-'}")
+        if n.get("foreign_devices"):
+            lines.append(f"    devices ovnmeta did not make: {' '.join(n['foreign_devices'])}"
+                         " (another agent's; replaced while the agent runs)")
         for key in ("error", "haproxy_error"):
             if n.get(key):
                 lines.append(f"    {key}: {n[key]}")
