@@ -47,6 +47,7 @@ def _run(conf: cfg.ConfigOpts, sock) -> int:
     from ovnmeta.agent import Agent
     from ovnmeta.procs import become_subreaper
 
+    logs.reapply_levels(conf)
     become_subreaper()
     agent = Agent(conf, sock)
     for sig in (signal.SIGTERM, signal.SIGINT):

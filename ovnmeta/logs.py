@@ -5,6 +5,8 @@ log pipelines already parse."""
 
 from __future__ import annotations
 
+import logging
+
 from oslo_config import cfg
 from oslo_log import _options, log
 
@@ -26,3 +28,13 @@ def option_names() -> set[str]:
 
 def setup(conf: cfg.ConfigOpts) -> None:
     log.setup(conf, PROJECT)
+
+
+def reapply_levels(conf: cfg.ConfigOpts) -> None:
+    """default_log_levels again: importing pyroute2 resets its logger to NOTSET, so a
+    process that sets up logging before that import (ovnmeta.launch) applies them twice."""
+    for pair in conf.default_log_levels:
+        name, _, level = pair.partition("=")
+        number = logging.getLevelName(level.strip().upper())
+        if isinstance(number, int):  # oslo.log already warned about a level it lacks
+            logging.getLogger(name.strip()).setLevel(number)

@@ -74,11 +74,13 @@ class ActualNetwork:
     foreign_links: tuple[str, ...] = ()
     foreign_ovs: tuple[str, ...] = ()
     foreign_procs: tuple[ForeignProcess, ...] = ()
+    foreign_tables: tuple[str, ...] = ()   # nftables tables ("family:name"); ovnmeta has none
     served: bool = False              # our haproxy serves this network's frontend
 
     @property
     def foreign(self) -> bool:
-        return bool(self.foreign_links or self.foreign_ovs or self.foreign_procs)
+        return bool(self.foreign_links or self.foreign_ovs or self.foreign_procs
+                    or self.foreign_tables)
 
 
 @dataclass(frozen=True)

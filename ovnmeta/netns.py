@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 from pyroute2 import IPRoute, netns
 from pyroute2.ethtool import Ethtool
+from pyroute2.nftables.main import NFTables
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ovnmeta import naming
@@ -26,6 +27,7 @@ LOG = logging.getLogger(__name__)
 NETNS_DIR = "/run/netns"
 IFA_F_NODAD = 0x02
 TX_CSUM_FEATURE = "tx-checksum-ip-generic"
+NFPROTO_UNSPEC = 0
 
 
 def list_namespaces() -> set[str]:
@@ -187,6 +189,39 @@ def listening_inodes(ns: str, address: str, port: int) -> set[int]:
         if len(fields) > 9 and fields[1] == key and fields[3] == "0A":  # LISTEN
             out.add(int(fields[9]))
     return out
+
+
+def _nftables(ns: str) -> NFTables:
+    with _in_ns(ns):
+        return NFTables(nfgen_family=NFPROTO_UNSPEC)
+
+
+def read_firewall(ns: str) -> tuple[str, ...]:
+    """nftables tables in a namespace, as "family:name" (iptables-nft makes them): ovnmeta
+    makes none, so any is another agent's (neutron's CHECKSUM rule on a netdev bridge)."""
+    try:
+        nft = _nftables(ns)
+    except OSError:
+        return ()
+    try:
+        return tuple(sorted(f"{t['nfgen_family']}:{t.get_attr('NFTA_TABLE_NAME')}"
+                            for t in nft.get_tables()))
+    finally:
+        nft.close()
+
+
+def delete_firewall(ns: str, tables: tuple[str, ...]) -> None:
+    nft = _nftables(ns)
+    try:
+        for table in tables:
+            family, name = table.split(":", 1)
+            try:
+                nft.table("del", name=name, family=int(family))
+            except NetlinkError as exc:
+                if exc.code != errno.ENOENT:
+                    raise
+    finally:
+        nft.close()
 
 
 def migrate_queued_connections(ns: str) -> None:

@@ -72,6 +72,14 @@ class DeleteLinks:
 
 
 @dataclass(frozen=True)
+class DeleteFirewall:
+    """Delete another agent's nftables tables in the namespace (neutron's iptables CHECKSUM
+    rule for its own veth on a netdev bridge; ours turns TX checksum offload off instead)."""
+    spec: NetworkSpec
+    tables: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class StopProcess:
     """Stop another agent's process in the namespace. `graceful`: our haproxy already
     serves the network, so theirs finishes its requests and hands queued connections on."""
@@ -87,7 +95,7 @@ class DeleteNetwork:
 
 
 Step = (CreateNamespace | CreateVeth | ConfigureInner | AddAddress | DelAddress | SetOuterUp
-        | PlugOvs | DeleteLinks | StopProcess | DeleteNetwork)
+        | PlugOvs | DeleteLinks | DeleteFirewall | StopProcess | DeleteNetwork)
 
 
 def _exists(actual: ActualNetwork | None) -> bool:
@@ -97,7 +105,7 @@ def _exists(actual: ActualNetwork | None) -> bool:
 
 def replaceable(actual: ActualNetwork) -> bool:
     """Another agent's leftovers are here that a takeover replaces."""
-    return bool(actual.foreign_links or actual.foreign_ovs
+    return bool(actual.foreign_links or actual.foreign_ovs or actual.foreign_tables
                 or any(p.name in REPLACEABLE for p in actual.foreign_procs))
 
 
@@ -118,7 +126,7 @@ def plan_network(spec: NetworkSpec | None, actual: ActualNetwork | None,
         return _build(spec, netdev, with_namespace=True,
                       replaces=actual.foreign_ovs if actual else ())
     if actual.inner is None or not actual.outer:
-        if actual.foreign_links or actual.foreign_ovs:
+        if actual.foreign_links or actual.foreign_ovs or actual.foreign_tables:
             return _take_over(spec, actual, netdev)
         return _build(spec, netdev, with_namespace=False)
 
@@ -127,6 +135,8 @@ def plan_network(spec: NetworkSpec | None, actual: ActualNetwork | None,
         steps.append(PlugOvs(spec, replaces=actual.foreign_ovs))
     if actual.foreign_links:
         steps.append(DeleteLinks(spec, actual.foreign_links))
+    if actual.foreign_tables:
+        steps.append(DeleteFirewall(spec, actual.foreign_tables))
     # Only once ours answers in the namespace: until then theirs keeps serving.
     if actual.served:
         steps += _stops(actual, graceful=True)
@@ -163,4 +173,6 @@ def _take_over(spec: NetworkSpec, actual: ActualNetwork, netdev: bool) -> list[S
     if actual.foreign_links:
         steps.append(DeleteLinks(spec, actual.foreign_links))
     steps += [AddAddress(spec, a) for a in sorted(spec.addresses)]
+    if actual.foreign_tables:
+        steps.append(DeleteFirewall(spec, actual.foreign_tables))
     return steps

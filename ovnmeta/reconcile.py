@@ -262,6 +262,7 @@ class Reconciler:
                              ovs_iface_id=host.plugged.get(outer), foreign_links=links,
                              foreign_ovs=host.foreign_ovs(net, spec),
                              foreign_procs=processes,
+                             foreign_tables=netns.read_firewall(ns) if ns_present else (),
                              served=bool(processes) and self._listens(net))
 
     def _listens(self, net: str) -> bool:
@@ -304,6 +305,8 @@ class Reconciler:
                 batch.plug[spec.network_id] = spec
             case plan.DeleteLinks(spec, links):
                 netns.delete_links(spec.namespace, links)
+            case plan.DeleteFirewall(spec, tables):
+                netns.delete_firewall(spec.namespace, tables)
             case plan.StopProcess(net, process, graceful):
                 if graceful:
                     netns.migrate_queued_connections(naming.namespace(net))
@@ -363,6 +366,8 @@ def _describe(step: plan.Step) -> str:
                 f" replacing {','.join(replaces)}" if replaces else "")
         case plan.DeleteLinks(_, links):
             return f"DeleteLinks {','.join(links)}"
+        case plan.DeleteFirewall(_, tables):
+            return f"DeleteFirewall {','.join(tables)}"
         case plan.StopProcess(_, process, graceful):
             return f"StopProcess {process.name} {process.pid}" + (" (soft)" if graceful
                                                                    else "")

@@ -13,9 +13,10 @@ Used to test ovnmeta's takeover against the exact layout (read from neutron 29.0
   <state_path>/ovn-metadata-proxy/<net>.conf`, pidfile `<external_pids>/<net>.pid.haproxy`,
   forwarding to `metadata_proxy_socket` and *adding* X-OVN-Network-ID.
 
-Built with iproute2, ovs-vsctl and haproxy, not ovnmeta's code. One deviation: neutron fills
-TCP checksums with an iptables CHECKSUM rule on a netdev bridge; this builds the same effect
-with `ethtool -K tx off`, as iptables is not part of the sandbox.
+- on a netdev bridge, `iptables -t mangle -A POSTROUTING -p tcp -m tcp -j CHECKSUM
+  --checksum-fill` in the namespace (neutron's IptablesManager adds its own chains too).
+
+Built with iproute2, ovs-vsctl, iptables and haproxy, not ovnmeta's code.
 """
 
 from __future__ import annotations
@@ -144,7 +145,9 @@ class NeutronMetadata:
                 *(["nodad"] if ":" in cidr else []))
         if plug:
             self.plug(box)
-        _sh("ip", "netns", "exec", ns, "ethtool", "-K", inner, "tx", "off")
+        # neutron on a netdev bridge: checksums filled by iptables (LP#1904871).
+        _sh("ip", "netns", "exec", ns, "iptables", "-t", "mangle", "-A", "POSTROUTING",
+            "-p", "tcp", "-m", "tcp", "-j", "CHECKSUM", "--checksum-fill")
 
     def plug(self, box: Sandbox) -> None:
         outer = veth_names(self.network.id)[0]
@@ -196,6 +199,10 @@ class NeutronMetadata:
         for path in (self.config, self.pidfile):
             if path.exists():
                 found.append(f"file {path}")
+        rules = subprocess.run(["ip", "netns", "exec", self.namespace, "iptables-save"],
+                               capture_output=True, text=True).stdout
+        if "CHECKSUM" in rules:
+            found.append(f"iptables CHECKSUM rule in {self.namespace}")
         addrs = subprocess.run(["ip", "-n", self.namespace, "-o", "addr", "show"],
                                capture_output=True, text=True).stdout
         for cidr in self.network.metadata_port.ips + ("169.254.169.254/32",):

@@ -103,6 +103,14 @@ def test_a_port_of_theirs_appearing_later_is_replaced_in_one_transaction() -> No
     assert steps == [plan.PlugOvs(SPEC, replaces=("tapn1-0",))]
 
 
+def test_their_firewall_goes_once_our_addresses_are_up() -> None:
+    with_rules = dataclasses.replace(NEUTRON, foreign_tables=("2:mangle",))
+    steps = plan.plan_network(SPEC, with_rules, netdev=True)
+    assert kinds(steps)[-1] == "DeleteFirewall" and steps[-1].tables == ("2:mangle",)
+    assert plan.plan_network(SPEC, dataclasses.replace(GOOD, foreign_tables=("2:mangle",)),
+                             netdev=True) == [plan.DeleteFirewall(SPEC, ("2:mangle",))]
+
+
 def test_stale_network_of_theirs_is_stopped_then_deleted() -> None:
     steps = plan.plan_network(None, NEUTRON, netdev=True)
     assert steps == [plan.StopProcess("n1", NEUTRON.foreign_procs[0], graceful=False),
