@@ -26,6 +26,7 @@ from ovnmeta.reconcile import Reconciler
 from ovnmeta.workers import WorkerPool
 
 LOG = logging.getLogger("ovnmeta.agent")
+KEEPER_CHECK = 5  # seconds between checks that the socket keeper is alive
 T = TypeVar("T")
 
 
@@ -112,8 +113,7 @@ class Agent:
             loop.add_signal_handler(sig, lambda: (self.stop.set(), stopped.set()))
         while not self.sb.settled:
             if self.stop.is_set():
-                self._park(self.sock)  # what waits in the backlog goes to the next agent
-                return
+                return  # the keeper holds the socket: what waits goes to the next agent
             await asyncio.sleep(0.02)
         conf = self.conf
         if not conf.metadata_proxy_shared_secret:
@@ -132,20 +132,27 @@ class Agent:
             self.workers.start()
         try:
             await asyncio.gather(
-                proxy.serve(app, sock, stopped, before_close=lambda: self._before_close(sock)),
+                proxy.serve(app, sock, stopped, before_close=self._before_close),
                 control.serve(control_app, control_sock, stopped),
-                self._watch_workers(stopped))
+                self._watch(stopped))
         finally:
             await nova.close()
 
-    def _before_close(self, sock) -> None:
-        self._park(sock)
+    def _before_close(self) -> None:
         if self.workers:
             self.workers.stop()
 
-    async def _watch_workers(self, stopped: asyncio.Event) -> None:
-        while self.workers and not stopped.is_set():
-            self.workers.check()
+    async def _watch(self, stopped: asyncio.Event) -> None:
+        """Respawn dead workers, and the socket keeper should it have died."""
+        path = self.conf.metadata_proxy_socket
+        ticks = 0
+        while not stopped.is_set():
+            if self.workers:
+                self.workers.check()
+            if ticks % KEEPER_CHECK == 0 and not handoff.alive(path):
+                LOG.warning("the socket keeper is gone; starting another")
+                handoff.start(self.sock, path)
+            ticks += 1
             try:
                 await asyncio.wait_for(stopped.wait(), 1.0)
             except asyncio.TimeoutError:
@@ -165,13 +172,6 @@ class Agent:
             "ofports": self.ovs.ofports(), "metadata_socket": self.conf.metadata_proxy_socket,
             "metadata_workers": [os.getpid()] + (self.workers.pids() if self.workers else []),
         }
-
-    def _park(self, sock) -> None:
-        if handoff.park(sock, self.conf.metadata_proxy_socket):
-            LOG.info("listening socket parked for the next agent (%ds)", handoff.KEEP_SECONDS)
-        else:
-            LOG.warning("could not park the listening socket: requests are refused until "
-                        "the next agent starts")
 
     def _spawn(self, name: str, target: Callable, *args) -> None:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)

@@ -66,9 +66,7 @@ def cleanup(conf) -> int:
             status = 1
         finally:
             ovs.stop()
-        parked = handoff.collect(conf.metadata_proxy_socket)
-        if parked is not None:  # a stopped agent's keeper: release it
-            parked.close()
+        handoff.release(conf.metadata_proxy_socket)  # the socket keeper
         present = sorted(netns.list_namespaces())
         # Anything still running inside (neutron's haproxy, not yet taken over) would keep
         # a deleted namespace alive.

@@ -1,5 +1,5 @@
-"""The metadata socket haproxy sends requests to: bound first thing at start, or collected
-from the keeper a previous agent parked it in (ovnmeta.handoff).
+"""The metadata socket haproxy sends requests to: collected from its keeper
+(ovnmeta.handoff), or bound anew with a keeper started for it, first thing at start.
 
 Kept free of heavy imports: ovnmeta-agent listens within about 0.15 s of starting, so that
 neutron's haproxies (during a takeover) or ours (after a crash) wait in the backlog rather
@@ -47,13 +47,18 @@ def bind_socket(path: str, mode: int, user: str = "", group: str = "",
 
 
 def listen(conf) -> socket.socket:
-    """The previous agent's socket if one is parked, else a new one, per the config."""
-    sock = handoff.collect(conf.metadata_proxy_socket)
+    """The socket the keeper holds (a previous agent's), else a new one and a keeper."""
+    path = conf.metadata_proxy_socket
+    sock = handoff.collect(path)
     if sock is not None:
-        LOG.info("took over the listening socket from the previous agent")
+        LOG.info("took over the listening socket from its keeper")
         sock.setblocking(False)
         return sock
     mode = socket_mode(conf.metadata_proxy_socket_mode, conf.metadata_proxy_user,
                        conf.metadata_proxy_group)
-    return bind_socket(conf.metadata_proxy_socket, mode, conf.metadata_proxy_user,
-                       conf.metadata_proxy_group, conf.metadata_backlog)
+    sock = bind_socket(path, mode, conf.metadata_proxy_user, conf.metadata_proxy_group,
+                       conf.metadata_backlog)
+    if not handoff.start(sock, path):
+        LOG.warning("the socket keeper did not start: a crash of the agent would refuse "
+                    "requests until it is back")
+    return sock

@@ -57,6 +57,17 @@ def socket_inodes(pids: list[int]) -> set[int]:
     return out
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int, sig: int = signal.SIGTERM) -> None:
+    """Get sig when the parent (its PID as the parent passed it) dies: a worker must not
+    outlive a killed agent, whose successor starts its own."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the prctl
+        os.kill(os.getpid(), sig)
+
+
 def become_subreaper() -> None:
     """Adopt orphaned descendants (daemonized haproxy masters) so that their exits are
     reaped by us rather than left as zombies."""

@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
 
-from ovnmeta import config, logs, proxy, sbview
+from ovnmeta import config, logs, procs, proxy, sbview
 from ovnmeta.nova import NovaClient, NovaEndpoint
 
 LOG = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class WorkerPool:
         fd = self.sock.fileno()
         return subprocess.Popen(
             [sys.executable, "-m", "ovnmeta.workers", *self.config_args, "--fd", str(fd),
-             "--chassis", self.chassis], pass_fds=[fd])
+             "--chassis", self.chassis, "--parent", str(os.getpid())], pass_fds=[fd])
 
     def start(self) -> None:
         self.procs = [self._spawn() for _ in range(self.count)]
@@ -70,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ovnmeta-worker")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--chassis", required=True)
+    parser.add_argument("--parent", type=int, required=True)
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    procs.die_with_parent(args.parent)
     conf = config.load(rest, prog="ovnmeta-worker")
     logs.setup(conf)
     sock = socket.socket(fileno=args.fd)

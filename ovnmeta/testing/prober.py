@@ -25,6 +25,7 @@ class Probe:
     status: int          # 0: no HTTP answer (refused, reset, timeout)
     uuid: str = ""
     error: str = ""
+    seconds: float = 0.0  # until the answer (or the failure)
 
 
 @dataclass
@@ -73,9 +74,11 @@ async def _probe(target: Target, address: str, timeout: float) -> None:
         head, _, body = data.partition(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
         uuid = json.loads(body).get("uuid", "") if status == 200 else ""
-        target.probes.append(Probe(started, status, uuid))
+        target.probes.append(Probe(started, status, uuid,
+                                   seconds=time.monotonic() - started))
     except (OSError, TimeoutError, ValueError, IndexError) as exc:
-        target.probes.append(Probe(started, 0, error=f"{type(exc).__name__}: {exc}"))
+        target.probes.append(Probe(started, 0, error=f"{type(exc).__name__}: {exc}",
+                                   seconds=time.monotonic() - started))
     finally:
         sock.close()
 
@@ -124,6 +127,15 @@ class Prober:
             await asyncio.sleep(max(0.0, tick - time.monotonic()))
         if pending:
             await asyncio.wait(pending)
+
+    def latency(self) -> dict[str, float]:
+        """p50, p99 and max seconds of every probe that got an answer."""
+        times = sorted(p.seconds for t in self.targets for p in t.probes if p.status)
+        if not times:
+            return {}
+        pick = lambda q: times[min(len(times) - 1, int(q * len(times)))]  # noqa: E731
+        return {"p50": round(pick(0.5), 4), "p99": round(pick(0.99), 4),
+                "max": round(times[-1], 4)}
 
     def report(self) -> dict[str, dict]:
         """Per target: probes, failures, wrong answers, the longest gap in seconds."""
