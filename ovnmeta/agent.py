@@ -22,6 +22,7 @@ from ovnmeta import control, handoff, proxy, sbview
 from ovnmeta.haproxy import HaproxyManager, RateLimit, Settings, Timeouts
 from ovnmeta.nova import NovaClient, NovaEndpoint
 from ovnmeta.ovs import ChassisConfig, LocalOvs
+from ovnmeta.peers import PeerPolicy
 from ovnmeta.reconcile import Reconciler
 from ovnmeta.workers import WorkerPool
 
@@ -121,7 +122,8 @@ class Agent:
                         "requests unless it has no secret either")
         nova = NovaClient(NovaEndpoint.from_conf(conf))
         metadata = proxy.MetadataProxy.from_conf(conf, self.sb.snapshot, nova)
-        app = proxy.make_app(metadata)
+        app = proxy.make_app(metadata, PeerPolicy.for_haproxy(conf.metadata_proxy_user,
+                                                              conf.metadata_proxy_group))
         control_app = control.make_app(self.status, metadata.index)
         control_sock = control.bind(str(self.state_dir / control.CONTROL_SOCKET))
         sock = self.sock

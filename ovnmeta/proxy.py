@@ -14,6 +14,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from ovnmeta.model import SbSnapshot
+from ovnmeta.peers import PeerPolicy, Refusals, peer_of
 from ovnmeta.nova import NovaClient, NovaTimeout, NovaUnavailable
 from ovnmeta.portindex import BadAddress, PortIndex
 from ovnmeta.signing import sign_instance_id
@@ -107,10 +108,29 @@ class MetadataProxy:
         return web.Response(status=resp.status, body=resp.body, headers=resp.headers)
 
 
-def make_app(proxy: MetadataProxy) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY)
+def make_app(proxy: MetadataProxy, peers: PeerPolicy | None = None) -> web.Application:
+    """The proxy's application; with `peers`, a connection from anyone else is answered
+    403 without a lookup."""
+    middlewares = [_peer_check(peers)] if peers else []
+    app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
     return app
+
+
+def _peer_check(policy: PeerPolicy):
+    refusals = Refusals()
+
+    @web.middleware
+    async def check(request: web.Request, handler):
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if sock is None:
+            return _text(403, "Forbidden")
+        peer = peer_of(sock)
+        if not policy.allows(peer):
+            refusals.note(peer)
+            return _text(403, "Forbidden: only haproxy may use the metadata socket")
+        return await handler(request)
+    return check
 
 
 async def serve(app: web.Application, sock: socket.socket, stop: asyncio.Event,

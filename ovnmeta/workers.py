@@ -19,6 +19,7 @@ import time
 
 from ovnmeta import config, logs, procs, proxy, sbview
 from ovnmeta.nova import NovaClient, NovaEndpoint
+from ovnmeta.peers import PeerPolicy
 
 LOG = logging.getLogger(__name__)
 
@@ -97,7 +98,8 @@ async def _serve(conf, sb: sbview.SbView, sock: socket.socket,
     metadata = proxy.MetadataProxy.from_conf(conf, sb.snapshot, nova)
     LOG.info("metadata worker serving")
     try:
-        await proxy.serve(proxy.make_app(metadata), sock, stopped)
+        peers = PeerPolicy.for_haproxy(conf.metadata_proxy_user, conf.metadata_proxy_group)
+        await proxy.serve(proxy.make_app(metadata, peers), sock, stopped)
     finally:
         await nova.close()
 

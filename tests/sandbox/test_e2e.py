@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -247,3 +249,32 @@ def test_rate_limit_is_per_vm_and_per_network(make_network, make_vm, start_agent
         assert get(b, "/openstack/latest/meta_data.json")[0] == 200
     finally:
         nova.stop()
+
+
+def test_only_haproxy_may_use_the_metadata_socket(cloud) -> None:
+    """With neutron's default socket mode (0666), any local user can connect; the agent
+    still serves only root, its own user and haproxy's."""
+    vm, agent = cloud["vms"][0], cloud["agent"]
+    os.chmod(agent.state_dir, 0o755)  # as a deployment's /var/lib/neutron is
+    assert oct(os.stat(agent.socket).st_mode & 0o777) == "0o666"
+    client = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        f"s.connect({agent.socket!r})\n"
+        f"s.sendall(b'GET /openstack/latest/meta_data.json HTTP/1.0\\r\\n'\n"
+        f"          b'X-OVN-Network-ID: {vm.network.id}\\r\\n'\n"
+        f"          b'X-Forwarded-For: {vm.port.ip}\\r\\n\\r\\n')\n"
+        "data = b''\n"
+        "while chunk := s.recv(65536):\n"
+        "    data += chunk\n"
+        "sys.stdout.write(data.decode(errors='replace'))\n")
+    # Debian's python3: nobody may not enter the project's virtualenv.
+    as_nobody = subprocess.run(["/usr/bin/python3", "-c", client], user="nobody",
+                               capture_output=True, text=True, timeout=10)
+    assert as_nobody.stdout.split()[1:2] == ["403"], as_nobody
+    assert vm.port.device_id not in as_nobody.stdout
+    as_root = subprocess.run([sys.executable, "-c", client], capture_output=True, text=True,
+                             timeout=10)
+    assert as_root.stdout.split()[1:2] == ["200"] and vm.port.device_id in as_root.stdout
+    assert get(vm, "/openstack/latest/meta_data.json")[0] == 200
+    assert "refused a metadata request" in agent.log()

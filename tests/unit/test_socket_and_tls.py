@@ -92,3 +92,16 @@ def test_https_rejects_an_unknown_ca_unless_insecure(certs) -> None:
     with pytest.raises(NovaUnavailable):
         _fetch(certs, {})
     assert _fetch(certs, {"insecure": True}).status == 200
+
+
+def test_peer_policy_admits_root_the_agent_and_haproxys_user_and_group() -> None:
+    import pwd
+
+    from ovnmeta.peers import Peer, PeerPolicy
+    nobody = pwd.getpwnam("nobody")
+    policy = PeerPolicy.for_haproxy()
+    assert policy.allows(Peer(1, 0, 0)) and policy.allows(Peer(1, os.geteuid(), 12345))
+    assert not policy.allows(Peer(1, nobody.pw_uid, nobody.pw_gid))
+    assert PeerPolicy.for_haproxy(user="nobody").allows(Peer(1, nobody.pw_uid, 1))
+    assert PeerPolicy.for_haproxy(group=str(nobody.pw_gid)).allows(
+        Peer(1, 4242, nobody.pw_gid))
