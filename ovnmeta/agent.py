@@ -121,7 +121,8 @@ class Agent:
             LOG.warning("metadata_proxy_shared_secret is empty: nova will refuse signed "
                         "requests unless it has no secret either")
         nova = NovaClient(NovaEndpoint.from_conf(conf))
-        metadata = proxy.MetadataProxy.from_conf(conf, self.sb.snapshot, nova)
+        metadata = proxy.MetadataProxy.from_conf(conf, self.sb.snapshot, nova,
+                                                 plugged=self.ovs.iface_ids)
         app = proxy.make_app(metadata, PeerPolicy.for_haproxy(conf.metadata_proxy_user,
                                                               conf.metadata_proxy_group))
         control_app = control.make_app(self.status, metadata.index)

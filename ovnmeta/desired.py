@@ -70,9 +70,25 @@ def _pick_localport(candidates: list[PortRecord], owner_key: str) -> PortRecord:
 def desired_networks(snapshot: SbSnapshot, cidrs_key: str = "neutron:cidrs",
                      owner_key: str = "neutron:device_owner",
                      mtu_key: str = "neutron:mtu",
+                     plugged: frozenset[str] | None = None,
                      ) -> tuple[dict[str, NetworkSpec], list[Problem]]:
+    """`plugged`: logical ports with an interface on this host (None: trust the SB). A
+    port the SB binds here without one is a VM already gone: its neighbour is not kept."""
     vm_count = Counter(p.network_id for p in snapshot.ports
                        if p.bound_here and p.type in VM_PORT_TYPES)
+    neighbours: dict[str, set[tuple[str, str]]] = {}
+    vm_ips: dict[str, set[str]] = {}
+    for port in snapshot.ports:
+        if port.bound_here and port.type in VM_PORT_TYPES:
+            vm_ips.setdefault(port.network_id, set()).update(
+                ip for entry in port.mac for ip in parse_mac_column((entry,))[1])
+        if port.bound_here and port.type in VM_PORT_TYPES and (
+                plugged is None or port.logical_port in plugged):
+            for entry in port.mac:
+                mac, ips = parse_mac_column((entry,))
+                if mac:
+                    neighbours.setdefault(port.network_id, set()).update(
+                        (ip, mac) for ip in ips)
     localports: dict[str, list[PortRecord]] = {}
     for port in snapshot.ports:
         if port.type == LOCALPORT and port.network_id in vm_count:
@@ -104,5 +120,7 @@ def desired_networks(snapshot: SbSnapshot, cidrs_key: str = "neutron:cidrs",
             network_id=net_id, namespace=naming.namespace(net_id),
             outer=naming.outer_device(net_id), inner=naming.inner_device(net_id),
             iface_id=lp.logical_port, mac=mac, addresses=frozenset(addresses),
-            mtu=int(mtu_text) if mtu_text.isdigit() else None, vm_ports=count)
+            mtu=int(mtu_text) if mtu_text.isdigit() else None, vm_ports=count,
+            neighbours=frozenset(neighbours.get(net_id, ())),
+            vm_ips=frozenset(vm_ips.get(net_id, ())))
     return specs, problems

@@ -44,6 +44,11 @@ class NetworkSpec:
     addresses: frozenset[str]  # "ip/prefix"
     mtu: int | None
     vm_ports: int
+    # (IP, MAC) of the VM ports bound and plugged here, and the IPs of every VM port the
+    # SB binds here: a neighbour entry for one of those IPs at another MAC is stale (a
+    # deleted VM's address given to a new VM).
+    neighbours: frozenset[tuple[str, str]] = frozenset()
+    vm_ips: frozenset[str] = frozenset()
 
     @property
     def ipv6(self) -> bool:
@@ -57,6 +62,7 @@ class LinkState:
     up: bool
     addresses: frozenset[str] = frozenset()
     tx_csum: bool = False
+    neighbours: frozenset[tuple[str, str]] = frozenset()  # resolved (IP, MAC) entries
 
 
 @dataclass(frozen=True)

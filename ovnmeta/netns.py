@@ -28,6 +28,8 @@ NETNS_DIR = "/run/netns"
 IFA_F_NODAD = 0x02
 TX_CSUM_FEATURE = "tx-checksum-ip-generic"
 NFPROTO_UNSPEC = 0
+# NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE: entries that name a MAC.
+RESOLVED = 0x02 | 0x04 | 0x08 | 0x10
 
 
 def list_namespaces() -> set[str]:
@@ -140,6 +142,10 @@ def read_inner(ns: str, dev: str, with_csum: bool = True
             addrs = frozenset(
                 f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
                 for a in ipr.get_addr(index=link["index"])) if link else frozenset()
+            neighbours = frozenset(
+                (n.get("NDA_DST"), (n.get("NDA_LLADDR") or "").lower())
+                for n in ipr.get_neighbours(ifindex=link["index"])
+                if n.get("NDA_LLADDR") and n["state"] & RESOLVED) if link else frozenset()
     except OSError as exc:  # the namespace went away under us
         if exc.errno in (errno.ENOENT, errno.EINVAL):
             return None, ()
@@ -150,7 +156,18 @@ def read_inner(ns: str, dev: str, with_csum: bool = True
     return LinkState(
         mac=(link.get("IFLA_ADDRESS") or "").lower(), mtu=link.get("IFLA_MTU") or 0,
         up=bool(link["flags"] & 1), addresses=frozenset(a for a in addrs if not _ignored(a)),
-        tx_csum=_tx_csum(ns, dev) if with_csum else False), foreign
+        tx_csum=_tx_csum(ns, dev) if with_csum else False, neighbours=neighbours), foreign
+
+
+def delete_neighbours(spec: NetworkSpec, ips: tuple[str, ...]) -> None:
+    with _ns_socket(spec.namespace) as ipr:
+        idx = ipr.link_lookup(ifname=spec.inner)[0]
+        for ip in ips:
+            try:
+                ipr.neigh("del", dst=ip, ifindex=idx)
+            except NetlinkError as exc:
+                if exc.code != errno.ENOENT:
+                    raise
 
 
 def delete_links(ns: str, names: tuple[str, ...]) -> None:

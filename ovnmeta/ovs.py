@@ -47,6 +47,7 @@ class _Idl(connection.OvsdbIdl):
         self.plugged: dict[str, str] = {}
         self.ofports: dict[str, int | None] = {}
         self.others: dict[str, tuple[str, bool]] = {}
+        self.iface_ids: frozenset[str] = frozenset()
 
     def run(self) -> bool:
         changed = super().run()
@@ -60,6 +61,7 @@ class _Idl(connection.OvsdbIdl):
             others = {row.name: (row.external_ids.get("iface-id", ""),
                                  VM_MARK in row.external_ids)
                       for row in rows if not row.name.startswith(OUR_DEVICE_PREFIX)}
+            self.iface_ids = frozenset(iface for iface, _ in others.values() if iface)
             if plugged != self.plugged or others != self.others:
                 self.plugged, self.others = plugged, others
                 self._on_change()
@@ -103,6 +105,11 @@ class LocalOvs:
     def plugged(self) -> dict[str, str]:
         """Our devices that have an OVS interface, by name, with their iface-id ('' if none)."""
         return dict(self.api.idl.plugged)
+
+    def iface_ids(self) -> frozenset[str]:
+        """iface-ids of the interfaces plugged on this host, other than ours: the logical
+        ports whose VM (or other device) is really here."""
+        return self.api.idl.iface_ids
 
     def others(self) -> dict[str, tuple[str, bool]]:
         """Interfaces that are not ours: name -> (iface-id, is a VM's)."""

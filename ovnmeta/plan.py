@@ -45,6 +45,15 @@ class DelAddress:
 
 
 @dataclass(frozen=True)
+class DeleteNeighbours:
+    """Forget resolved neighbours whose MAC is not the SB's for that IP: the namespace
+    would otherwise answer a VM that got a deleted VM's address at the old MAC until the
+    entry expires (OVN answers the VM's own ARP, so nothing corrects it)."""
+    spec: NetworkSpec
+    ips: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class SetOuterUp:
     spec: NetworkSpec
 
@@ -95,6 +104,7 @@ class DeleteNetwork:
 
 
 Step = (CreateNamespace | CreateVeth | ConfigureInner | AddAddress | DelAddress | SetOuterUp
+        | DeleteNeighbours
         | PlugOvs | DeleteLinks | DeleteFirewall | StopProcess | DeleteNetwork)
 
 
@@ -147,6 +157,10 @@ def plan_network(spec: NetworkSpec | None, actual: ActualNetwork | None,
     # Delete first: removing a primary address takes its subnet's secondaries with it.
     steps += [DelAddress(spec, a) for a in sorted(inner.addresses - spec.addresses)]
     steps += [AddAddress(spec, a) for a in sorted(spec.addresses - inner.addresses)]
+    stale = sorted({ip for ip, mac in inner.neighbours - spec.neighbours
+                    if ip in spec.vm_ips})
+    if stale:
+        steps.append(DeleteNeighbours(spec, tuple(stale)))
     if not actual.outer_up:
         steps.append(SetOuterUp(spec))
     if actual.ovs_iface_id != spec.iface_id and not actual.foreign_ovs:

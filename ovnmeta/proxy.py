@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from aiohttp import web
 
@@ -39,8 +39,13 @@ def _text(status: int, message: str) -> web.Response:
 class MetadataProxy:
     def __init__(self, snapshot: Callable[[], SbSnapshot], nova: NovaClient, secret: str,
                  instance_key: str = "neutron:device_id",
-                 project_key: str = "neutron:project_id") -> None:
+                 project_key: str = "neutron:project_id",
+                 plugged: Callable[[], Collection[str]] | None = None) -> None:
         self._snapshot = snapshot
+        # The logical ports plugged on this host (local OVS): a port the SB view still
+        # has but whose VM is gone is not answered for, so a VM given a deleted VM's
+        # address never gets that VM's data while the view lags (SB cut off, say).
+        self._plugged = plugged
         self._nova = nova
         self._secret = secret
         self._keys = (instance_key, project_key)
@@ -49,11 +54,11 @@ class MetadataProxy:
         self.forbidden_logged = False
 
     @classmethod
-    def from_conf(cls, conf, snapshot: Callable[[], SbSnapshot],
-                  nova: NovaClient) -> MetadataProxy:
+    def from_conf(cls, conf, snapshot: Callable[[], SbSnapshot], nova: NovaClient,
+                  plugged: Callable[[], Collection[str]] | None = None) -> MetadataProxy:
         return cls(snapshot, nova, conf.metadata_proxy_shared_secret,
                    instance_key=conf.metadata.instance_id_key,
-                   project_key=conf.metadata.project_id_key)
+                   project_key=conf.metadata.project_id_key, plugged=plugged)
 
     def index(self) -> PortIndex:
         """The index of the current SB view, rebuilt only when the view changed."""
@@ -77,6 +82,11 @@ class MetadataProxy:
             return _text(400, f"Bad request: X-Forwarded-For {exc}")
         if instance is None:
             LOG.info("no VM port bound here with IP %s on network %s: 404", client, network_id)
+            return _text(404, f"No instance with address {client} on network {network_id}")
+        if self._plugged is not None and instance.logical_port not in self._plugged():
+            LOG.warning("IP %s on network %s is port %s in the SB view, but no interface "
+                        "on this host carries it (deleted VM, view behind the SB?): 404",
+                        client, network_id, instance.logical_port)
             return _text(404, f"No instance with address {client} on network {network_id}")
 
         if request.content_length and request.content_length > MAX_BODY:

@@ -93,6 +93,7 @@ class Reconciler:
         self._last_host_check = 0.0
         self._stopper = foreign.Stopper()
         self._taking_over: set[str] = set()
+        self._iface_ids: frozenset[str] = frozenset()
         self._takeover_since: float | None = None
         self.passes = 0
         self.status = ReconcileStatus()
@@ -146,7 +147,9 @@ class Reconciler:
             full = self._all_dirty or started - self._last_full >= self.resync_interval
             dirty, self._dirty, self._all_dirty = self._dirty, set(), False
         snapshot = self.sb.snapshot()
-        desired, problems = desired_networks(snapshot, cidrs_key=self.cidrs_key)
+        iface_ids = self.ovs.iface_ids()
+        desired, problems = desired_networks(snapshot, cidrs_key=self.cidrs_key,
+                                             plugged=iface_ids)
         present = {naming.network_from_namespace(ns) for ns in netns.list_namespaces()}
         present.discard(None)
         # A view we cannot refresh is still the best we have: keep serving it, and remove
@@ -157,6 +160,11 @@ class Reconciler:
         check |= present - desired.keys()
         check |= {n for n, b in self._backoff.items() if b.retry_at <= started}
         check |= self._taking_over | self._stopper.poll()
+        # A VM plugged or unplugged here: its network's neighbours are checked, even
+        # while the SB view lags behind.
+        moved = iface_ids ^ self._iface_ids
+        self._iface_ids = iface_ids
+        check |= {p.network_id for p in snapshot.ports if p.logical_port in moved}
         if full:
             check |= desired.keys() | present
             self._last_full = started
@@ -292,6 +300,8 @@ class Reconciler:
                 netns.add_address(spec, address)
             case plan.DelAddress(spec, address):
                 netns.del_address(spec, address)
+            case plan.DeleteNeighbours(spec, ips):
+                netns.delete_neighbours(spec, ips)
             case plan.SetOuterUp(spec):
                 netns.set_outer_up(spec)
             case plan.PlugOvs(spec) if step.immediate:
@@ -364,6 +374,8 @@ def _describe(step: plan.Step) -> str:
         case plan.PlugOvs(spec, replaces):
             return f"PlugOvs iface-id={spec.iface_id}" + (
                 f" replacing {','.join(replaces)}" if replaces else "")
+        case plan.DeleteNeighbours(_, ips):
+            return f"DeleteNeighbours {','.join(ips)}"
         case plan.DeleteLinks(_, links):
             return f"DeleteLinks {','.join(links)}"
         case plan.DeleteFirewall(_, tables):

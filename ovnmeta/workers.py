@@ -19,6 +19,7 @@ import time
 
 from ovnmeta import config, logs, procs, proxy, sbview
 from ovnmeta.nova import NovaClient, NovaEndpoint
+from ovnmeta.ovs import LocalOvs
 from ovnmeta.peers import PeerPolicy
 
 LOG = logging.getLogger(__name__)
@@ -81,12 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     sock.setblocking(False)
     sb = sbview.SbView.from_conf(conf, args.chassis, lambda _: None)
     sb.start()
-    asyncio.run(_serve(conf, sb, sock, NovaEndpoint.from_conf(conf)))
+    ovs = LocalOvs(conf.ovs.ovsdb_connection, conf.ovs.ovsdb_timeout, lambda: None)
+    ovs.start()
+    asyncio.run(_serve(conf, sb, ovs, sock, NovaEndpoint.from_conf(conf)))
     sb.stop()
+    ovs.stop()
     return 0
 
 
-async def _serve(conf, sb: sbview.SbView, sock: socket.socket,
+async def _serve(conf, sb: sbview.SbView, ovs: LocalOvs, sock: socket.socket,
                  endpoint: NovaEndpoint) -> None:
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -95,7 +99,7 @@ async def _serve(conf, sb: sbview.SbView, sock: socket.socket,
     while not sb.settled and not stopped.is_set():
         await asyncio.sleep(0.02)
     nova = NovaClient(endpoint)
-    metadata = proxy.MetadataProxy.from_conf(conf, sb.snapshot, nova)
+    metadata = proxy.MetadataProxy.from_conf(conf, sb.snapshot, nova, plugged=ovs.iface_ids)
     LOG.info("metadata worker serving")
     try:
         peers = PeerPolicy.for_haproxy(conf.metadata_proxy_user, conf.metadata_proxy_group)

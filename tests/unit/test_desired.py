@@ -87,3 +87,14 @@ def test_network_id_unfit_for_a_namespace_name_is_a_problem() -> None:
     got, problems = specs(port("vm1", net="bad/name x"), localport(net="bad/name x"))
     assert got == {}
     assert "cannot name a namespace" in problems[0].reason
+
+
+def test_neighbours_are_the_vm_ports_plugged_here() -> None:
+    from ovnmeta.model import PortRecord, SbSnapshot
+    ports = (PortRecord("vm-a", "", "n1", ("fa:16:3e:00:00:0a 10.0.0.10",), (), True),
+             PortRecord("vm-c", "", "n1", ("fa:16:3e:00:00:0c 10.0.0.12",), (), True),
+             PortRecord("md", "localport", "n1", ("fa:16:3e:00:00:02 10.0.0.2",), (), False))
+    specs, _ = desired_networks(SbSnapshot("c1", ports), plugged=frozenset({"vm-c"}))
+    spec = specs["n1"]
+    assert spec.neighbours == {("10.0.0.12", "fa:16:3e:00:00:0c")}  # vm-a's VM is gone
+    assert spec.vm_ips == {"10.0.0.10", "10.0.0.12"}

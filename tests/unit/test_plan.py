@@ -111,6 +111,19 @@ def test_their_firewall_goes_once_our_addresses_are_up() -> None:
                              netdev=True) == [plan.DeleteFirewall(SPEC, ("2:mangle",))]
 
 
+def test_a_neighbour_at_another_mac_than_the_sbs_is_forgotten() -> None:
+    spec = dataclasses.replace(SPEC, neighbours=frozenset({("10.0.0.10", "fa:16:3e:00:00:0b")}),
+                               vm_ips=frozenset({"10.0.0.10"}))
+    inner = dataclasses.replace(GOOD.inner, neighbours=frozenset({
+        ("10.0.0.10", "fa:16:3e:00:00:0a"),      # the deleted VM's MAC: stale
+        ("10.0.0.99", "fa:16:3e:00:00:99"),      # no port has it: left to expire
+        ("fe80::1", "fa:16:3e:00:00:0b")}))      # link-local: not the SB's to say
+    steps = plan.plan_network(spec, dataclasses.replace(GOOD, inner=inner), netdev=True)
+    assert steps == [plan.DeleteNeighbours(spec, ("10.0.0.10",))]
+    ok = dataclasses.replace(inner, neighbours=frozenset({("10.0.0.10", "fa:16:3e:00:00:0b")}))
+    assert plan.plan_network(spec, dataclasses.replace(GOOD, inner=ok), netdev=True) == []
+
+
 def test_stale_network_of_theirs_is_stopped_then_deleted() -> None:
     steps = plan.plan_network(None, NEUTRON, netdev=True)
     assert steps == [plan.StopProcess("n1", NEUTRON.foreign_procs[0], graceful=False),

@@ -48,6 +48,9 @@ class FakeOvs:
     def others(self) -> dict[str, tuple[str, bool]]:
         return {}
 
+    def iface_ids(self) -> frozenset[str]:
+        return frozenset()
+
     def plug(self, bridge: str, ports: list[tuple[str, str]], replaces=()) -> None:
         self.ports.update(ports)
 
