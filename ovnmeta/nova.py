@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import ssl
+import time
 from dataclasses import dataclass
 
 import aiohttp
@@ -13,11 +15,44 @@ LOG = logging.getLogger(__name__)
 
 
 class NovaUnavailable(Exception):
-    """No nova host could be reached (502)."""
+    """No nova host gave an HTTP answer (502): refused, reset, or not HTTP."""
 
 
 class NovaTimeout(Exception):
     """A nova host took longer than the timeout (504)."""
+
+
+def failure_kind(exc: BaseException) -> str:
+    """What went wrong, in the words an operator greps for."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "refused"
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, ConnectionResetError)) or (
+            isinstance(exc, OSError) and exc.errno in (errno.ECONNRESET, errno.EPIPE)):
+        return "reset"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return "invalid HTTP"
+    return type(exc).__name__
+
+
+class Throttle:
+    """Log a recurring failure once, then once a minute with how often it recurred."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self.interval = interval
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def log(self, logger: logging.Logger, level: int, key: str, msg: str, *args) -> None:
+        now = time.monotonic()
+        last, count = self._last.get(key, (0.0, 0))
+        if last and now - last < self.interval:
+            self._last[key] = (last, count + 1)
+            logger.debug(msg, *args)
+            return
+        self._last[key] = (now, 0)
+        if count:
+            msg += " (%d more since last logged)"
+            args = (*args, count)
+        logger.log(level, msg, *args)
 
 
 @dataclass(frozen=True)
@@ -68,6 +103,7 @@ class NovaEndpoint:
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "te", "trailer", "transfer-encoding", "upgrade", "proxy-connection"})
 RESPONSE_DROP = HOP_BY_HOP | {"content-length", "date", "server"}
+THROTTLE = Throttle()
 
 
 class NovaClient:
@@ -111,7 +147,9 @@ class NovaClient:
             except asyncio.TimeoutError:
                 raise NovaTimeout(f"nova at {url.split('/')[2]} did not answer within "
                                   f"{self.endpoint.timeout:g}s") from None
-            except aiohttp.ClientConnectionError as exc:
-                errors.append(f"{hosts[index]}: {exc}")
-                LOG.warning("nova metadata host %s unreachable: %s", hosts[index], exc)
+            except (aiohttp.ClientError, OSError) as exc:
+                kind = failure_kind(exc)
+                errors.append(f"{hosts[index]}: {kind}: {exc}")
+                THROTTLE.log(LOG, logging.WARNING, f"{hosts[index]} {kind}",
+                             "nova metadata host %s: %s (%s)", hosts[index], kind, exc)
         raise NovaUnavailable("; ".join(errors))

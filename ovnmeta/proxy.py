@@ -15,7 +15,7 @@ from aiohttp import web
 
 from ovnmeta.model import SbSnapshot
 from ovnmeta.peers import PeerPolicy, Refusals, peer_of
-from ovnmeta.nova import NovaClient, NovaTimeout, NovaUnavailable
+from ovnmeta.nova import THROTTLE, NovaClient, NovaTimeout, NovaUnavailable
 from ovnmeta.portindex import BadAddress, PortIndex
 from ovnmeta.signing import sign_instance_id
 
@@ -101,12 +101,13 @@ class MetadataProxy:
         try:
             resp = await self._nova.forward(request.method, request.path_qs, headers, body)
         except NovaTimeout as exc:
-            LOG.error("instance %s %s %s: %s", instance.instance_id, request.method,
-                      request.path, exc)
+            THROTTLE.log(LOG, logging.ERROR, "timeout", "instance %s %s %s: %s",
+                         instance.instance_id, request.method, request.path, exc)
             return _text(504, "Gateway timeout: the nova metadata API did not answer in time")
         except NovaUnavailable as exc:
-            LOG.error("instance %s %s %s: nova metadata API unreachable: %s",
-                      instance.instance_id, request.method, request.path, exc)
+            THROTTLE.log(LOG, logging.ERROR, "unavailable",
+                         "instance %s %s %s: no answer from the nova metadata API: %s",
+                         instance.instance_id, request.method, request.path, exc)
             return _text(502, "Bad gateway: the nova metadata API cannot be reached")
         if resp.status == 403:
             LOG.error("nova refused the signed request for instance %s (403): "

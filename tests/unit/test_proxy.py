@@ -162,3 +162,20 @@ def test_nova_server_rejects_unsigned_and_missing_headers() -> None:
     s1, s2, listing = asyncio.run(main())
     assert (s1, s2) == (400, 403)
     assert "latest" in listing.split("\n")
+
+
+def test_failure_kinds_and_throttled_logging(caplog) -> None:
+    import errno
+
+    import aiohttp
+
+    from ovnmeta.nova import Throttle, failure_kind
+    assert failure_kind(aiohttp.ServerDisconnectedError()) == "reset"
+    assert failure_kind(aiohttp.ClientOSError(errno.ECONNRESET, "reset")) == "reset"
+    log = logging.getLogger("throttle-test")
+    throttle = Throttle(interval=60)
+    with caplog.at_level(logging.WARNING, logger="throttle-test"):
+        for _ in range(5):
+            throttle.log(log, logging.WARNING, "k", "nova down")
+        throttle.log(log, logging.WARNING, "other", "another failure")
+    assert [r.getMessage() for r in caplog.records] == ["nova down", "another failure"]

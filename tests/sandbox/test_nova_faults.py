@@ -1,0 +1,126 @@
+"""nova misbehaving behind the real path (VM → OVN → haproxy → agent → nova): slow for one
+instance, down for 30 s, resetting connections, answering bytes that are not HTTP."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from ovnmeta.testing.agentproc import wait_until
+from ovnmeta.testing.prober import Prober
+from ovnmeta.testing.sandbox import _free_port
+
+URL = "http://169.254.169.254/openstack/latest/meta_data.json"
+TIMEOUT = 3  # [metadata] nova_metadata_timeout
+
+
+class Nova:
+    """ovnmeta.testing.faultynova as a process; restartable in another mode."""
+
+    def __init__(self, port: int) -> None:
+        self.port, self.proc = port, None
+
+    def start(self, mode: str = "ok", slow: dict[str, float] | None = None) -> Nova:
+        argv = [sys.executable, "-m", "ovnmeta.testing.faultynova", "--port", str(self.port),
+                "--mode", mode]
+        argv += [a for k, v in (slow or {}).items() for a in ("--slow", f"{k}={v}")]
+        self.proc = subprocess.Popen(argv)
+        wait_until(self._listening, what="faulty nova listening")
+        return self
+
+    def _listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def logged(agent, text: str) -> int:
+    """Lines an operator sees (WARNING and above) that carry text."""
+    return sum(text in line for line in agent.log().splitlines()
+               if " WARNING " in line or " ERROR " in line)
+
+
+def status(vm, timeout: float = 15) -> tuple[int, str]:
+    out = vm.exec("curl", "-s", "-m", str(timeout), "-w", "\n%{http_code}", URL, check=False,
+                  timeout=timeout + 5).stdout
+    body, _, code = out.rpartition("\n")
+    return int(code or 0), body
+
+
+@pytest.fixture
+def faulty(make_network, make_vm, start_agent):
+    vms = [make_vm(make_network(cidrs=(f"10.{i}.0.0/24",))) for i in range(2)]
+    nova = Nova(_free_port())
+    agent = start_agent(extra=f"nova_metadata_port = {nova.port}\n"
+                              f"[metadata]\nnova_metadata_timeout = {TIMEOUT}")
+    yield {"vms": vms, "nova": nova, "agent": agent}
+    nova.stop()
+
+
+def test_slow_instance_gets_504_at_the_timeout_and_blocks_no_other_vm(faulty) -> None:
+    slow_vm, other = faulty["vms"]
+    faulty["nova"].start(slow={slow_vm.port.device_id: 20})
+    wait_until(lambda: status(other, 2)[0] == 200, timeout=20, what="other VM served")
+    prober = Prober(interval=0.05)
+    prober.add(other.netns, other.port.device_id)
+    result: dict = {}
+
+    def slow_request() -> None:
+        t0 = time.monotonic()
+        result["status"] = status(slow_vm)[0]
+        result["seconds"] = time.monotonic() - t0
+
+    thread = threading.Thread(target=slow_request)
+    prober.start()
+    thread.start()
+    thread.join()
+    prober.stop()
+    latency, report = prober.latency(), prober.report()[other.netns]
+    print("other VM while one waits on nova:", json.dumps(latency), report["probes"])
+    assert result["status"] == 504
+    assert TIMEOUT <= result["seconds"] < TIMEOUT + 2
+    assert report["failed"] == 0 and report["wrong"] == 0
+    # Head-of-line blocking would hold the other VM for the whole timeout.
+    assert latency["max"] < 1.0
+
+
+def test_nova_down_30s_gives_502_then_recovers_at_once(faulty) -> None:
+    vm = faulty["vms"][0]
+    nova = faulty["nova"].start()
+    wait_until(lambda: status(vm, 2)[0] == 200, timeout=20, what="served")
+    nova.stop()
+    down = [status(vm, 5)[0] for _ in range(3)]
+    assert down == [502] * 3
+    time.sleep(30)
+    assert status(vm, 5)[0] == 502
+    nova.start()
+    back = time.monotonic()
+    wait_until(lambda: status(vm, 2)[0] == 200, timeout=10, interval=0.05,
+               what="served again")
+    assert time.monotonic() - back <= 1.0
+    assert "Traceback" not in faulty["agent"].log()
+    # Throttled: one line for the outage (plus the 502s' own), not one per request.
+    assert logged(faulty["agent"], "refused (") == 1
+
+
+@pytest.mark.parametrize("mode, kind", [("reset", "reset"), ("garbage", "invalid HTTP")])
+def test_resets_and_non_http_answers_are_502_logged_once(faulty, mode, kind) -> None:
+    vm = faulty["vms"][0]
+    faulty["nova"].start(mode=mode)
+    answers = [status(vm, 5) for _ in range(5)]
+    assert [code for code, _ in answers] == [502] * 5, answers
+    assert "Traceback" not in faulty["agent"].log()
+    assert logged(faulty["agent"], f": {kind} (") == 1
