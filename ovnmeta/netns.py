@@ -41,6 +41,23 @@ def list_namespaces() -> set[str]:
     return {n for n in names if n.startswith(naming.NAMESPACE_PREFIX)}
 
 
+def is_namespace(ns: str) -> bool:
+    """The name is a mounted network namespace, not a leftover file (a namespace whose
+    mount went away, or anything else written there): only nsfs mounts have another
+    device than the directory."""
+    try:
+        return os.stat(os.path.join(NETNS_DIR, ns)).st_dev != os.stat(NETNS_DIR).st_dev
+    except FileNotFoundError:
+        return False
+
+
+def remove_leftover(ns: str) -> None:
+    """Delete a namespace name that is not a namespace, so that one can be made there."""
+    path = os.path.join(NETNS_DIR, ns)
+    if os.path.exists(path) and not is_namespace(ns):
+        os.unlink(path)
+
+
 _cache = threading.local()
 
 
@@ -295,6 +312,7 @@ def _new_netns(path: str) -> None:
 
 def create_namespace(spec: NetworkSpec) -> None:
     os.makedirs(NETNS_DIR, exist_ok=True)
+    remove_leftover(spec.namespace)
     _new_netns(os.path.join(NETNS_DIR, spec.namespace))
     with _ns_socket(spec.namespace) as ipr:
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
@@ -369,9 +387,10 @@ def delete(net_id: str) -> None:
     """
     ns = naming.namespace(net_id)
     forget(ns)
-    if ns in list_namespaces():
+    if is_namespace(ns):
         netns.remove(ns)
         return
+    remove_leftover(ns)
     with IPRoute() as ipr:
         idx = ipr.link_lookup(ifname=naming.outer_device(net_id))
         if idx:

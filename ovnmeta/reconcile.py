@@ -260,6 +260,10 @@ class Reconciler:
                  host: _HostView) -> ActualNetwork:
         outer = naming.outer_device(net)
         ns = naming.namespace(net)
+        if ns_present and not netns.is_namespace(ns):
+            LOG.warning("network %s: %s is not a network namespace (a leftover file?); "
+                        "making a new one there", net, ns)
+            ns_present = False
         inner, links = netns.read_inner(ns, naming.inner_device(net),
                                         with_csum=self.chassis.netdev) \
             if ns_present else (None, ())
