@@ -12,6 +12,7 @@ import socket
 from collections.abc import Callable, Collection
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ovnmeta.model import SbSnapshot
 from ovnmeta.peers import PeerPolicy, Refusals, peer_of
@@ -117,6 +118,25 @@ class MetadataProxy:
             LOG.warning("nova answered %d for instance %s %s %s", resp.status,
                         instance.instance_id, request.method, request.path)
         return web.Response(status=resp.status, body=resp.body, headers=resp.headers)
+
+
+class _BadHttpFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse at ERROR with a traceback; a client's bad
+    bytes are not the agent's error: one line at INFO, no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "bad HTTP from a client: %s", (
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_SERVER_LOG = logging.getLogger("aiohttp.server")
+if not any(isinstance(f, _BadHttpFilter) for f in _SERVER_LOG.filters):
+    _SERVER_LOG.addFilter(_BadHttpFilter())
 
 
 def make_app(proxy: MetadataProxy, peers: PeerPolicy | None = None) -> web.Application:

@@ -88,6 +88,7 @@ class FakeHost:
         monkeypatch.setattr(ns, "list_namespaces", lambda: set(self.namespaces))
         monkeypatch.setattr(ns, "read_inner", lambda n, d, with_csum=True: (self.namespaces.get(n), ()))
         monkeypatch.setattr(ns, "read_firewall", lambda n: ())
+        monkeypatch.setattr(ns, "is_namespace", lambda n: n in self.namespaces)
         monkeypatch.setattr(ns, "read_outer", lambda d: (self._outer(d), self._outer(d)))
         monkeypatch.setattr(ns, "create_namespace", self.create)
         monkeypatch.setattr(ns, "create_veth", lambda spec: self._set(spec, mac=""))
