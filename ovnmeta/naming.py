@@ -43,6 +43,11 @@ def outer_device(net_id: str) -> str:
     return f"omt{_digest(net_id)}o"
 
 
+def is_outer_device(name: str) -> bool:
+    """Whether a root-namespace device name is one of our outer ends (of some network)."""
+    return len(name) == 14 and name.startswith("omt") and name.endswith("o")
+
+
 def inner_device(net_id: str) -> str:
     """The veth end inside the ovnmeta namespace."""
     return f"omt{_digest(net_id)}i"

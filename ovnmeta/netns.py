@@ -395,3 +395,20 @@ def delete(net_id: str) -> None:
         idx = ipr.link_lookup(ifname=naming.outer_device(net_id))
         if idx:
             ipr.link("del", index=idx[0])
+
+
+def outer_devices() -> set[str]:
+    """Our outer ends in the root namespace, of whichever network (sysfs: no netlink dump)."""
+    return {d for d in os.listdir("/sys/class/net") if naming.is_outer_device(d)}
+
+
+def delete_outer(dev: str) -> None:
+    """Delete an outer end (and so its peer); already gone is fine."""
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=dev)
+        if idx:
+            try:
+                ipr.link("del", index=idx[0])
+            except NetlinkError as exc:
+                if exc.code != errno.ENODEV:
+                    raise

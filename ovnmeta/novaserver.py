@@ -112,8 +112,10 @@ def _walk_ec2(tree: dict[str, object], parts: list[str]) -> web.Response:
 
 
 class NovaMetadata:
-    def __init__(self, instances: dict[str, dict], secret: str) -> None:
+    def __init__(self, instances: dict[str, dict], secret: str,
+                 source: str | None = None) -> None:
         self.instances = instances
+        self.source = source  # the instances file: reread when an unknown instance asks
         self.secret = secret
         self.passwords: dict[str, str] = {}
         self.requests = 0
@@ -132,6 +134,9 @@ class NovaMetadata:
             LOG.warning("X-Instance-ID-Signature for %s does not match", iid)
             raise web.HTTPForbidden(text="Invalid proxy request signature.")
         inst = self.instances.get(iid)
+        if inst is None and self.source:
+            self.instances = load_instances(self.source)  # a VM booted since
+            inst = self.instances.get(iid)
         if inst is None or inst.get("project_id", tenant) != tenant:
             raise web.HTTPNotFound(text="Instance not found.")
         return iid, inst
@@ -223,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s nova-metadata %(message)s")
     try:
-        nova = NovaMetadata(load_instances(args.instances), args.secret)
+        nova = NovaMetadata(load_instances(args.instances), args.secret,
+                            source=args.instances)
     except (OSError, ValueError, yaml.YAMLError) as exc:
         print(f"ovnmeta-nova-metadata: {exc}", file=sys.stderr)
         return 2

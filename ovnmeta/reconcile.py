@@ -190,6 +190,7 @@ class Reconciler:
             for device in sorted(plugged.keys() - ours - set(batch.unplug)):
                 LOG.info("removing orphan OVS port %s (iface-id %s)", device, plugged[device])
                 batch.unplug.append(device)
+            self._sweep_outers(ours)
         self._flush(batch)
 
         if not self._taking_over:
@@ -207,6 +208,20 @@ class Reconciler:
                      self.passes, batch.changed, len(check), len(self._ready),
                      self._last_host_check - started)
         self._record(desired, problems, errors, started)
+
+    def _sweep_outers(self, ours: set[str]) -> None:
+        """Delete outer ends no network owns.
+
+        Unmounting a namespace destroys its pair only once nothing holds the namespace; an
+        orphaned TCP socket still retransmitting to a deleted VM can hold it for minutes,
+        leaving the outer end behind (and a network that comes back with it half-built).
+        """
+        for dev in sorted(netns.outer_devices() - ours):
+            LOG.info("deleting stray device %s: its namespace is gone", dev)
+            try:
+                netns.delete_outer(dev)
+            except Exception as exc:  # the next pass tries again
+                LOG.warning("deleting stray device %s failed: %s", dev, exc)
 
     # -- one network ----------------------------------------------------------
     def _converge(self, net: str, spec: NetworkSpec | None, ns_present: bool,

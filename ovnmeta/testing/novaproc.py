@@ -18,6 +18,7 @@ class NovaProcess:
                  port: int | None = None) -> None:
         self.secret = secret
         self.port = port or _free_port()
+        self.instances = dict(instances)
         self.instances_file = Path(workdir) / "instances.yaml"
         self.instances_file.write_text(yaml.safe_dump({"instances": instances}))
         self.log_path = Path(workdir) / "nova.log"
@@ -39,6 +40,13 @@ class NovaProcess:
                     raise RuntimeError(f"nova server exited: {self.log_path.read_text()}")
                 time.sleep(0.05)
         raise RuntimeError("nova server did not start listening")
+
+    def add_instance(self, instance_id: str, data: dict) -> None:
+        """Known to the running server from its next request for it on."""
+        self.instances[instance_id] = data
+        tmp = self.instances_file.with_suffix(".new")
+        tmp.write_text(yaml.safe_dump({"instances": self.instances}))
+        tmp.replace(self.instances_file)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -33,6 +33,7 @@ class Target:
     name: str            # the VM's namespace
     instance_id: str     # the uuid nova must answer with
     probes: list[Probe] = field(default_factory=list)
+    inflight: int = 0
 
     def wrong(self) -> list[Probe]:
         return [p for p in self.probes if p.status == 200 and p.uuid != self.instance_id]
@@ -57,9 +58,14 @@ def _socket_in(ns: str, family: int) -> socket.socket:
 
 
 async def _probe(target: Target, address: str, timeout: float) -> None:
+    """One probe; the caller counted it in target.inflight, which this uncounts."""
     started = time.monotonic()
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = _socket_in(target.name, family)
+    try:
+        sock = _socket_in(target.name, family)
+    except BaseException:
+        target.inflight -= 1
+        raise
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
     try:
@@ -80,6 +86,7 @@ async def _probe(target: Target, address: str, timeout: float) -> None:
         target.probes.append(Probe(started, 0, error=f"{type(exc).__name__}: {exc}",
                                    seconds=time.monotonic() - started))
     finally:
+        target.inflight -= 1
         sock.close()
 
 
@@ -90,6 +97,7 @@ class Prober:
                  address: str = "169.254.169.254") -> None:
         self.interval, self.timeout, self.address = interval, timeout, address
         self.targets: list[Target] = []
+        self._removed: list[Target] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -100,6 +108,18 @@ class Prober:
         with self._lock:
             self.targets.append(target)
         return target
+
+    def remove(self, target: Target) -> None:
+        """Stop probing a target (a VM about to be deleted); its probes stay reported.
+
+        Returns once no probe of it is in flight, so deleting the VM next fails none.
+        """
+        with self._lock:
+            self.targets.remove(target)
+            self._removed.append(target)
+        deadline = time.monotonic() + self.timeout + 1.0
+        while target.inflight and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def start(self) -> Prober:
         self.started = time.monotonic()
@@ -117,12 +137,12 @@ class Prober:
         pending: set[asyncio.Task] = set()
         tick = time.monotonic()
         while not self._stop.is_set():
-            with self._lock:
-                targets = list(self.targets)
-            for target in targets:
-                task = asyncio.create_task(_probe(target, self.address, self.timeout))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
+            with self._lock:  # counted under the lock: remove() then waits for them
+                for target in self.targets:
+                    target.inflight += 1
+                    task = asyncio.create_task(_probe(target, self.address, self.timeout))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
             tick += self.interval
             await asyncio.sleep(max(0.0, tick - time.monotonic()))
         if pending:
@@ -140,7 +160,7 @@ class Prober:
     def report(self) -> dict[str, dict]:
         """Per target: probes, failures, wrong answers, the longest gap in seconds."""
         out = {}
-        for t in self.targets:
+        for t in self.targets + self._removed:
             first = min((p.started for p in t.probes), default=self.started)
             last = max((p.started for p in t.probes), default=self.ended)
             out[t.name] = {"probes": len(t.probes), "failed": len(t.failed()),

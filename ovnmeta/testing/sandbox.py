@@ -153,11 +153,11 @@ class Sandbox:
             pid = self.pid(daemon)
             if pid:
                 procs.terminate(pid)
-        if started_vswitchd:
-            # The userspace datapath leaves its tap devices behind (persist on).
-            for dev in (self.bridge, "ovs-netdev"):
-                if Path(f"/sys/class/net/{dev}").exists():
-                    self.run("ip", "link", "del", dev, check=False)
+        for dev in (self.bridge, "ovs-netdev"):
+            # The userspace datapath leaves its tap devices behind (persist on); a host
+            # restart or a SIGKILL leaves them orphaned, with no process holding them.
+            if (started_vswitchd and Path(f"/sys/class/net/{dev}").exists()) or _orphan_tap(dev):
+                self.run("ip", "link", "del", dev, check=False)
         if self.root.exists():
             for child in self.root.iterdir():
                 child.unlink()
@@ -184,10 +184,33 @@ class Sandbox:
     def _refuse_foreign_bridge(self) -> None:
         # The userspace datapath makes a kernel tap device per bridge: two sandboxes (or a
         # host OVS) with the same bridge name would fight over it.
+        for dev in (self.bridge, "ovs-netdev"):
+            if _orphan_tap(dev):
+                self.run("ip", "link", "del", dev, check=False)
         if Path(f"/sys/class/net/{self.bridge}").exists():
             raise SandboxError(
                 f"a network device named {self.bridge} already exists: another OVS or sandbox"
                 " is running on this host; stop it first")
+
+
+_IFF_PERSIST = 0x0800
+
+
+def _orphan_tap(dev: str) -> bool:
+    """A persistent tap device no process has open: what a killed ovs-vswitchd leaves."""
+    try:
+        flags = int(Path(f"/sys/class/net/{dev}/tun_flags").read_text(), 16)
+    except (OSError, ValueError):
+        return False
+    if not flags & _IFF_PERSIST:
+        return False
+    for fdinfo in Path("/proc").glob("[0-9]*/fdinfo/*"):
+        try:
+            if f"iff:\t{dev}\n" in fdinfo.read_text():
+                return False
+        except OSError:
+            continue
+    return True
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = ""):

@@ -97,6 +97,10 @@ class FakeHost:
         monkeypatch.setattr(ns, "del_address", lambda spec, a: None)
         monkeypatch.setattr(ns, "set_outer_up", lambda spec: None)
         monkeypatch.setattr(ns, "delete", lambda net: self.namespaces.pop(naming.namespace(net)))
+        self.stray: set[str] = set()   # outer ends whose namespace is gone but still held
+        monkeypatch.setattr(ns, "outer_devices", lambda: self.stray | {
+            naming.outer_device(naming.network_from_namespace(n)) for n in self.namespaces})
+        monkeypatch.setattr(ns, "delete_outer", self.stray.discard)
 
     def _outer(self, dev: str) -> bool:
         return any(naming.outer_device(naming.network_from_namespace(n)) == dev and s
@@ -179,6 +183,17 @@ def test_stale_namespace_and_orphan_port_are_removed(world) -> None:
     rec.reconcile_once()
     assert set(host.namespaces) == {"ovnmeta-n1"}
     assert ovs.ports == {naming.outer_device("n1"): "md-n1"}
+
+
+def test_outer_end_left_by_a_held_namespace_is_deleted_but_not_while_sb_is_down(world) -> None:
+    rec, sb, ovs, haproxy, host = world
+    host.stray.add(naming.outer_device("gone"))
+    sb.up = False
+    rec.reconcile_once()
+    assert host.stray == {naming.outer_device("gone")}
+    sb.up = True
+    rec.reconcile_once()
+    assert host.stray == set() and "ovnmeta-n1" in host.namespaces
 
 
 def test_network_without_localport_is_warned_about_once(world, caplog) -> None:
