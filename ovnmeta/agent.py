@@ -12,34 +12,49 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from oslo_config import cfg
 
-from ovnmeta import control, handoff, proxy, sbview
+from ovnmeta import control, handoff, metrics, proxy, sbview, sdnotify
 from ovnmeta.haproxy import HaproxyManager, RateLimit, Settings, Timeouts
 from ovnmeta.nova import NovaClient, NovaEndpoint
 from ovnmeta.ovs import ChassisConfig, LocalOvs
 from ovnmeta.peers import PeerPolicy
+from ovnmeta.desired import VM_PORT_TYPES
 from ovnmeta.reconcile import Reconciler
 from ovnmeta.workers import WorkerPool
 
 LOG = logging.getLogger("ovnmeta.agent")
+RETRY_REMINDER = 60.0  # seconds between repeats of an unchanged startup failure
 KEEPER_CHECK = 5  # seconds between checks that the socket keeper is alive
 T = TypeVar("T")
 
 
-def retry(what: str, fn: Callable[[], T], stop: threading.Event, delay: float = 2.0) -> T:
-    """Call fn until it works: a daemon waits for its dependencies rather than dying."""
+def retry(what: str, fn: Callable[[], T], stop: threading.Event, delay: float = 2.0,
+          tick: Callable[[], None] = lambda: None) -> T:
+    """Call fn until it works: a daemon waits for its dependencies rather than dying.
+    `tick` runs before each try (the systemd watchdog: waiting is not hanging)."""
+    last, logged_at = "", 0.0
     while True:
+        tick()
         try:
             return fn()
         except Exception as exc:
-            LOG.error("%s failed: %s; retrying in %.0fs", what, exc, delay)
-            if stop.wait(delay):
-                raise SystemExit(0)
+            error = str(exc) or type(exc).__name__
+        # Logged outside the except block: oslo.log would append the exception again.
+        # The same failure again is not news: once, then a reminder every minute.
+        now = time.monotonic()
+        if error != last or now - logged_at >= RETRY_REMINDER:
+            LOG.error("%s failed: %s; retrying every %.0fs", what, error, delay)
+            last, logged_at = error, now
+        else:
+            LOG.debug("%s failed again: %s", what, error)
+        if stop.wait(delay):
+            raise SystemExit(0)
 
 
 def rate_limit(conf: cfg.ConfigOpts) -> RateLimit | None:
@@ -71,6 +86,8 @@ class Agent:
         self.ovs: LocalOvs | None = None
         self.chassis: ChassisConfig | None = None
         self.workers: WorkerPool | None = None
+        self.headline = metrics.Headline(metrics.registry(None))
+        self.notifier = sdnotify.Notifier.from_environment()
         self.threads: list[threading.Thread] = []
 
     def _mark(self, networks: set[str] | None) -> None:
@@ -82,9 +99,9 @@ class Agent:
         self.ovs = LocalOvs(conf.ovs.ovsdb_connection, conf.ovs.ovsdb_timeout,
                             on_change=lambda: self._mark(set()))
         retry(f"connecting to the local OVS DB at {conf.ovs.ovsdb_connection}",
-              self.ovs.start, self.stop)
+              self.ovs.start, self.stop, tick=self.notifier.pet)
         chassis = retry("reading the chassis config from OVS", self.ovs.chassis_config,
-                        self.stop)
+                        self.stop, tick=self.notifier.pet)
         LOG.info("chassis %s, bridge %s (datapath %s)", chassis.system_id, chassis.bridge,
                  chassis.datapath_type or "system")
         self.sb = sbview.SbView.from_conf(conf, chassis.system_id, self._mark,
@@ -102,8 +119,8 @@ class Agent:
                                      resync_interval=conf.metadata.reconcile_interval,
                                      cidrs_key=conf.metadata.cidrs_key)
         retry(f"connecting to the SB DB at {','.join(conf.ovn.ovn_sb_connection)}", self.sb.start,
-              self.stop)
-        self._spawn("reconciler", self.reconciler.run, self.stop)
+              self.stop, tick=self.notifier.pet)
+        self._spawn("reconciler", self.reconciler.run, self.stop, self._after_pass)
 
     async def serve(self) -> None:
         """Serve the metadata socket until stopped; bound only once the SB view is loaded,
@@ -133,13 +150,45 @@ class Agent:
             self.workers = WorkerPool(conf.metadata_workers - 1, config_args(conf),
                                       self.chassis.system_id, sock)
             self.workers.start()
+        servers = [proxy.serve(app, sock, stopped, before_close=self._before_close),
+                   control.serve(control_app, control_sock, stopped), self._watch(stopped)]
+        if conf.metrics.listen:
+            reg = metrics.registry(metrics.StateCollector(
+                self.metrics_state, self.reconciler.haproxy.frontend_stats))
+            servers.append(self._serve_metrics(reg, conf.metrics.listen, stopped))
         try:
-            await asyncio.gather(
-                proxy.serve(app, sock, stopped, before_close=self._before_close),
-                control.serve(control_app, control_sock, stopped),
-                self._watch(stopped))
+            await asyncio.gather(*servers)
         finally:
             await nova.close()
+
+    def _after_pass(self) -> None:
+        self.notifier.pet()
+        if self.reconciler.passes:
+            state = self.metrics_state()
+            self.notifier.serving(state["networks_served"], state["vms_served"])
+
+    async def _serve_metrics(self, reg, listen: str, stopped: asyncio.Event) -> None:
+        """The metrics endpoint; one that cannot bind is logged, never fatal."""
+        try:
+            await metrics.serve(reg, listen, stopped)
+        except OSError as exc:
+            LOG.error("metrics endpoint [metrics] listen = %s: cannot listen: %s; serving "
+                      "metadata without it", listen, exc)
+
+    def metrics_state(self) -> dict:
+        """What the metrics collector reads at scrape time."""
+        rec = self.reconciler
+        ready = [n for n in rec.status.networks.values() if n["ready"]]
+        return {"networks_served": len(ready),
+                "vms_served": sum(n["vm_ports"] for n in ready),
+                "vms_bound": sum(1 for p in self.sb.snapshot().ports
+                                 if p.bound_here and p.type in VM_PORT_TYPES),
+                "networks_in_backoff": rec.backoff_count(),
+                "reconcile_passes": rec.passes, "reconcile_failures": rec.failures,
+                "reconcile_seconds": rec.status.duration,
+                "sb_connected": self.sb.connected(), "sb_updated": self.sb.updated_at,
+                "haproxy_reloads": rec.haproxy.reloads,
+                "haproxy_reload_failures": rec.haproxy.reload_failures}
 
     def _before_close(self) -> None:
         if self.workers:
@@ -152,6 +201,7 @@ class Agent:
         while not stopped.is_set():
             if self.workers:
                 self.workers.check()
+            self.headline.sample()
             if ticks % KEEPER_CHECK == 0 and not handoff.alive(path):
                 LOG.warning("the socket keeper is gone; starting another")
                 handoff.start(self.sock, path)
@@ -174,6 +224,9 @@ class Agent:
             "networks": rec.networks, "problems": rec.problems, "haproxy": rec.haproxy,
             "ofports": self.ovs.ofports(), "metadata_socket": self.conf.metadata_proxy_socket,
             "metadata_workers": [os.getpid()] + (self.workers.pids() if self.workers else []),
+            "traffic": self.headline.summary(),
+            "sb_last_update_age": (round(time.time() - self.sb.updated_at, 1)
+                                   if self.sb.updated_at else None),
         }
 
     def _spawn(self, name: str, target: Callable, *args) -> None:
@@ -182,6 +235,7 @@ class Agent:
         self.threads.append(thread)
 
     def shutdown(self) -> None:
+        self.notifier.stopping()
         self.stop.set()
         if self.reconciler:
             self.reconciler.mark(set())

@@ -134,6 +134,13 @@ RATE_LIMIT_OPTS = [  # neutron's names, types and defaults
                help="Requests a VM may make within the burst window."),
 ]
 
+METRICS_OPTS = [
+    cfg.StrOpt("listen", default="127.0.0.1:9812",
+               regex=r"^$|^(\[[0-9a-fA-F:.]+\]|[0-9.]+|[A-Za-z0-9.-]+):[0-9]{1,5}$",
+               help="HOST:PORT ([IPv6]:PORT) where Prometheus scrapes /metrics; empty "
+                    "disables the endpoint."),
+]
+
 GROUPS: dict[str | None, list[cfg.Opt]] = {
     None: DEFAULT_OPTS,
     "ovn": OVN_OPTS,
@@ -142,6 +149,7 @@ GROUPS: dict[str | None, list[cfg.Opt]] = {
     "haproxy": HAPROXY_OPTS,
     "metadata_haproxy": HAPROXY_TIMEOUT_OPTS,
     "metadata_rate_limiting": RATE_LIMIT_OPTS,
+    "metrics": METRICS_OPTS,
 }
 # Every other option of neutron's agent, accepted with its type and ignored.
 _KNOWN = {g: {o.name for o in opts} for g, opts in GROUPS.items()}

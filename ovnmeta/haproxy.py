@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,6 +222,34 @@ class _Process:
             path.unlink(missing_ok=True)
 
 
+def stats_command(path: str, command: str, timeout: float = 1.0) -> str:
+    """One command on a haproxy stats socket; its whole answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(command.encode() + b"\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def parse_frontend_stats(csv: str) -> dict[str, dict[str, int]]:
+    """`show stat` CSV → {network id: {field: value}} for our frontends."""
+    lines = csv.splitlines()
+    if not lines or not lines[0].startswith("# "):
+        return {}
+    fields = lines[0][2:].split(",")
+    out: dict[str, dict[str, int]] = {}
+    for line in lines[1:]:
+        values = dict(zip(fields, line.split(",")))
+        net = naming.network_from_frontend(values.get("pxname", ""))
+        if net is None or values.get("svname") != "FRONTEND":
+            continue
+        out[net] = {k: int(v) for k, v in values.items() if v.isdigit()}
+    return out
+
+
 class HaproxyManager:
     """Keeps the haproxy processes matching a set of frontends, in either mode."""
 
@@ -233,6 +262,8 @@ class HaproxyManager:
         self.binary = binary
         self.template = renderer(templates_dir(template_dir))
         self._last_errors: dict[str, str] = {}
+        self.reloads = 0           # starts, reloads and restarts, for the metrics
+        self.reload_failures = 0
 
     def _error(self, key: str, message: str) -> None:
         """Log a failure once, not at every pass while it lasts."""
@@ -311,24 +342,42 @@ class HaproxyManager:
         # A reload hands the old listening sockets to the new worker, and those are still
         # bound in the deleted namespace: only a restart rebinds them.
         rebind = sorted(n for n in recreated if f"frontend {naming.frontend(n)}\n" in served)
-        stats = str(proc.cfg.with_suffix(".stats")) if proc.master_worker else ""
+        stats = str(proc.cfg.with_suffix(".stats"))
         try:
             changed = proc.write(render(self.template, frontends, self.settings,
                                         stats_socket=stats))
             if proc.pid() is None:
                 LOG.info("%s: starting (%d frontends)", label, len(frontends))
+                self.reloads += 1
                 proc.start()
             elif rebind:
                 LOG.warning("%s: restarting, namespace(s) of %s were recreated", label, rebind)
+                self.reloads += 1
                 proc.restart()
             elif changed:
                 LOG.info("%s: reloading (%d frontends)", label, len(frontends))
+                self.reloads += 1
                 proc.reload()
         except (HaproxyError, OSError) as exc:
+            self.reload_failures += 1
             self._error(key, f"{label}: {exc}")
             return str(exc)
         self._last_errors.pop(key, None)
         return ""
+
+    def frontend_stats(self, timeout: float = 1.0) -> dict[str, dict[str, int]]:
+        """haproxy's own counters per network, from each process's stats socket."""
+        procs_ = ([self._shared()] if self.mode == "shared" else
+                  [self._per_network(net) for net in sorted(self._per_network_ids())])
+        out: dict[str, dict[str, int]] = {}
+        for proc in procs_:
+            path = proc.cfg.with_suffix(".stats")
+            try:
+                csv = stats_command(str(path), "show stat -1 1 -1", timeout)
+            except OSError:
+                continue  # not running (yet): nothing to count
+            out.update(parse_frontend_stats(csv))
+        return out
 
     def pids(self) -> dict[str, int | None]:
         """Running processes: '*' for the shared one, else by network id."""

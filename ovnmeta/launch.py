@@ -7,6 +7,8 @@ listening before that, so requests haproxy sends meanwhile wait in its backlog.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -33,12 +35,22 @@ def main(argv: list[str] | None = None) -> int:
         LOG.error("%s", exc)
         return 1
     LOG.info("ovnmeta-agent starting (pid lock %s)", lock.path)
+    if conf.metadata_workers > 1:
+        _multiprocess_metrics(Path(conf.state_path) / "metrics")
     try:
         sock = listener.listen(conf)
         LOG.info("listening on %s", conf.metadata_proxy_socket)
         return _run(conf, sock)
     finally:
         lock.release()
+
+
+def _multiprocess_metrics(directory: Path) -> None:
+    """Workers' metrics go to files the endpoint sums; set before prometheus_client loads
+    (in this process and, inherited, in the workers). Counters restart with the agent."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
 def _run(conf: cfg.ConfigOpts, sock) -> int:

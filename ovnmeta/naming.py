@@ -66,6 +66,10 @@ def frontend(net_id: str) -> str:
     return f"net-{net_id}"
 
 
+def network_from_frontend(name: str) -> str | None:
+    return name[len("net-"):] if name.startswith("net-") else None
+
+
 def metadata_agent_id(system_id: str) -> str:
     """The id neutron-server lists this chassis's metadata agent under: neutron's own
     derivation, so that ovnmeta is the same agent row as the neutron agent it replaces."""

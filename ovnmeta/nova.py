@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from ovnmeta import metrics
+
 LOG = logging.getLogger(__name__)
 
 
@@ -136,6 +138,7 @@ class NovaClient:
         for attempt in range(len(hosts) + 1):
             index = (self._preferred + attempt) % len(hosts)
             url = self.endpoint.url(hosts[index], path_qs)
+            started = time.perf_counter()
             try:
                 async with session.request(method, url, headers=headers, data=body or None,
                                            allow_redirects=False) as resp:
@@ -143,12 +146,19 @@ class NovaClient:
                     out = [(k, v) for k, v in resp.headers.items()
                            if k.lower() not in RESPONSE_DROP]
                     self._preferred = index
+                    metrics.observe_nova(hosts[index], time.perf_counter() - started)
+                    if resp.status >= 500:
+                        metrics.nova_error(hosts[index], "5xx")
+                    elif resp.status == 403:
+                        metrics.nova_error(hosts[index], "403 bad secret")
                     return NovaResponse(resp.status, out, data)
             except asyncio.TimeoutError:
+                metrics.nova_error(hosts[index], "timeout")
                 raise NovaTimeout(f"nova at {url.split('/')[2]} did not answer within "
                                   f"{self.endpoint.timeout:g}s") from None
             except (aiohttp.ClientError, OSError) as exc:
                 kind = failure_kind(exc)
+                metrics.nova_error(hosts[index], kind)
                 errors.append(f"{hosts[index]}: {kind}: {exc}")
                 THROTTLE.log(LOG, logging.WARNING, f"{hosts[index]} {kind}",
                              "nova metadata host %s: %s (%s)", hosts[index], kind, exc)

@@ -50,6 +50,7 @@ class PortIndex:
                  by_mac: dict[tuple[str, str], Instance]) -> None:
         self._by_ip = by_ip
         self._by_mac = by_mac
+        self.networks = frozenset(n for n, _ in by_ip) | frozenset(n for n, _ in by_mac)
 
     def __len__(self) -> int:
         return len({i.logical_port for i in self._by_ip.values()} |

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Callable, Collection
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from ovnmeta import metrics
 from ovnmeta.model import SbSnapshot
 from ovnmeta.peers import PeerPolicy, Refusals, peer_of
 from ovnmeta.nova import THROTTLE, NovaClient, NovaTimeout, NovaUnavailable
@@ -70,6 +72,16 @@ class MetadataProxy:
         return self._index
 
     async def handle(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        response = await self._handle(request)
+        network = request.headers.get(NETWORK_HEADER, "").strip()
+        # Only networks served here become label values: a client cannot mint series.
+        if network not in self.index().networks:
+            network = "unknown"
+        metrics.observe_request(network, response.status, time.perf_counter() - started)
+        return response
+
+    async def _handle(self, request: web.Request) -> web.Response:
         networks = {v.strip() for v in request.headers.getall(NETWORK_HEADER, [])}
         clients = request.headers.getall("X-Forwarded-For", [])
         if len(networks) != 1 or not next(iter(networks)):
@@ -82,6 +94,8 @@ class MetadataProxy:
         except BadAddress as exc:
             return _text(400, f"Bad request: X-Forwarded-For {exc}")
         if instance is None:
+            if network_id in self.index().networks:
+                metrics.index_miss(network_id)
             LOG.info("no VM port bound here with IP %s on network %s: 404", client, network_id)
             return _text(404, f"No instance with address {client} on network {network_id}")
         if self._plugged is not None and instance.logical_port not in self._plugged():
@@ -121,16 +135,22 @@ class MetadataProxy:
 
 
 class _BadHttpFilter(logging.Filter):
-    """aiohttp logs a request it cannot parse at ERROR with a traceback; a client's bad
-    bytes are not the agent's error: one line at INFO, no traceback."""
+    """aiohttp logs a request it cannot parse, or a client that hung up before its answer,
+    at ERROR with a traceback; a client's doing is not the agent's error: one line at INFO,
+    no traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError):
-            record.msg, record.args = "bad HTTP from a client: %s", (
-                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,)
-            record.exc_info, record.exc_text = None, None
-            record.levelno, record.levelname = logging.INFO, "INFO"
+            lines = [ln.strip() for ln in (exc.message or str(exc)).splitlines() if ln.strip()]
+            record.msg, record.args = "bad HTTP from a client: %d %s", (
+                exc.code or 400, lines[0] if lines else type(exc).__name__)
+        elif isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+            record.msg, record.args = "a client hung up before its answer: %s", (exc,)
+        else:
+            return True
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.INFO, "INFO"
         return True
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ovnmeta import foreign, naming, netns, plan, procs
@@ -96,7 +97,12 @@ class Reconciler:
         self._iface_ids: frozenset[str] = frozenset()
         self._takeover_since: float | None = None
         self.passes = 0
+        self.failures = 0     # network changes that failed, for the metrics
         self.status = ReconcileStatus()
+
+    def backoff_count(self) -> int:
+        """Networks whose last change failed and wait for their retry."""
+        return sum(1 for b in self._backoff.values() if b.failures)
 
     # -- marking work (any thread) -------------------------------------------
     def mark(self, networks: set[str] | None) -> None:
@@ -112,8 +118,11 @@ class Reconciler:
         self.mark(None)
 
     # -- the loop -------------------------------------------------------------
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event, on_pass: Callable[[], None] = lambda: None) -> None:
+        """Reconcile until stopped; on_pass runs after every pass, even one that waited for
+        the SB (the systemd watchdog: a loop that hangs stops calling it)."""
         while not stop.is_set():
+            on_pass()
             with self._cond:
                 if not (self._dirty or self._all_dirty):
                     self._cond.wait(timeout=self._next_wakeup())
@@ -255,6 +264,7 @@ class Reconciler:
     def _fail(self, net: str, what: str, exc: Exception) -> None:
         b = self._backoff.setdefault(net, _Backoff())
         b.failures += 1
+        self.failures += 1
         delay = min(MAX_BACKOFF, 0.5 * 2 ** (b.failures - 1))
         b.retry_at, b.error = time.monotonic() + delay, f"{what}: {type(exc).__name__}: {exc}"
         self._ready.discard(net)

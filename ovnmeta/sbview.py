@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import ovs.db.idl
 import ovs.stream
 from ovsdbapp.backend.ovs_idl import connection, idlutils
 
-from ovnmeta import naming
+from ovnmeta import naming, sbssl
 from ovnmeta.model import PortRecord, SbSnapshot
 
 LOG = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ COLUMNS = {
                      "mac", "external_ids"],
 }
 NOTHING = [False]
+RECONNECT_MIN_MS, RECONNECT_MAX_MS = 500, 2000
 # neutron lists the metadata agent of a chassis, alive or not, from these keys.
 AGENT_ID_KEY = "neutron:ovn-metadata-id"
 AGENT_SB_CFG_KEY = "neutron:ovn-metadata-sb-cfg"
@@ -57,6 +59,43 @@ def set_ssl(private_key: str, certificate: str, ca_cert: str) -> None:
         ovs.stream.Stream.ssl_set_ca_cert_file(ca_cert)
 
 
+class _Collect(logging.Filter):
+    """Keeps ovsdbapp's per-remote errors for our one message instead of logging them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.messages.append(record.getMessage())
+        return False
+
+
+class SbUnreachable(RuntimeError):
+    """No SB remote gave us its schema; the message says why, per remote."""
+
+
+def fetch_schema_helper(remote: str, ssl_files: sbssl.SslFiles | None):
+    """The SB schema from the first remote that answers, or one error naming the cause."""
+    collect = _Collect()
+    logger = logging.getLogger(idlutils.__name__)
+    logger.addFilter(collect)
+    try:
+        return idlutils.get_schema_helper(remote, "OVN_Southbound")
+    except Exception as exc:
+        by_reason: dict[str, list[str]] = {}
+        for one in idlutils.parse_connection(remote):
+            reason = sbssl.diagnose(one, ssl_files) if ssl_files else None
+            if reason:
+                by_reason.setdefault(reason, []).append(one)
+        reasons = [f"SSL to {', '.join(remotes)} failed: {reason}"
+                   for reason, remotes in by_reason.items()]
+        raise SbUnreachable("; ".join(reasons or dict.fromkeys(collect.messages))
+                            or str(exc)) from None
+    finally:
+        logger.removeFilter(collect)
+
+
 class _Idl(ovs.db.idl.Idl):
     """Rebuilds the view after every run() that changed something, in the IDL thread."""
 
@@ -78,8 +117,9 @@ class SbView:
     def __init__(self, remote: str, chassis: str,
                  on_change: Callable[[set[str] | None], None],
                  timeout: int = 180, probe_interval: int = 60000,
-                 bridge: str | None = None) -> None:
+                 bridge: str | None = None, ssl_files: sbssl.SslFiles | None = None) -> None:
         self.remote = remote
+        self.ssl_files = ssl_files
         self.chassis = chassis
         self.bridge = bridge   # None: a worker's view, which reports nothing to neutron
         self._on_change = on_change
@@ -93,6 +133,7 @@ class SbView:
         # True once this chassis's rows are fully loaded: before that an empty view means
         # "not known yet", not "nothing to serve".
         self.settled = False
+        self.updated_at = 0.0   # wall clock of the last change the SB sent us
         self._reported: dict[str, str] = {}
         self._idl: _Idl | None = None
         self._conn: connection.Connection | None = None
@@ -105,23 +146,31 @@ class SbView:
                 conf.ovn.ovn_sb_ca_cert)
         return cls(",".join(conf.ovn.ovn_sb_connection), chassis, on_change,
                    timeout=conf.ovn.ovsdb_connection_timeout,
-                   probe_interval=conf.ovn.ovsdb_probe_interval, bridge=bridge)
+                   probe_interval=conf.ovn.ovsdb_probe_interval, bridge=bridge,
+                   ssl_files=sbssl.SslFiles.from_conf(conf.ovn))
 
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> None:
         """Connect (blocking until the first dump or the timeout) and start the IDL thread."""
-        helper = idlutils.get_schema_helper(self.remote, "OVN_Southbound")
+        helper = fetch_schema_helper(self.remote, self.ssl_files)
         for table, columns in COLUMNS.items():
             present = [c for c in columns if c in helper.schema_json["tables"][table]["columns"]]
             helper.register_columns(table, present)
         idl = _Idl(self.remote, helper, self, self._probe_interval)
+        # python-ovs backs off up to 8 s between reconnects; an SB that comes back is
+        # picked up within RECONNECT_MAX_MS instead.
+        idl._session.reconnect.set_backoff(RECONNECT_MIN_MS, RECONNECT_MAX_MS)
         idl.cond_change("Chassis", [["name", "==", self.chassis]])
         idl.cond_change("Chassis_Private", [["name", "==", self.chassis]])
         idl.cond_change("Port_Binding", NOTHING)
         idl.cond_change("Datapath_Binding", NOTHING)
         self._idl = idl
         self._conn = connection.Connection(idl, self._timeout)
-        self._conn.start()
+        try:
+            self._conn.start()
+        except Exception:
+            idl.close()  # the caller retries with a fresh IDL; this one's socket must go
+            raise
 
     def stop(self) -> None:
         if self._conn:
@@ -144,6 +193,7 @@ class SbView:
 
     # -- IDL thread -----------------------------------------------------------
     def _rebuild(self, idl: _Idl) -> None:
+        self.updated_at = time.time()
         chassis_uuid = next((str(r.uuid) for r in idl.tables["Chassis"].rows.values()
                              if r.name == self.chassis), None)
         networks = {str(r.uuid): naming.network_id(dict(r.external_ids))

@@ -51,6 +51,16 @@ def render(status: dict) -> str:
                      f"{'connected' if status['sb_connected'] else 'DISCONNECTED'}, rows held "
                      f"{status['sb_rows']}; OVS: "
                      f"{'connected' if status['ovs_connected'] else 'DISCONNECTED'}")
+        t = status.get("traffic") or {}
+        if t:
+            nova = (f"{t['nova_latency_ms']} ms" if t.get("nova_latency_ms") is not None
+                    else "-")
+            sb_age = status.get("sb_last_update_age")
+            lines.append(f"traffic (last {t['window_seconds']}s): {t['requests_per_second']} "
+                         f"req/s, {t['errors_per_second']} errors/s, nova latency {nova}; "
+                         f"{t['requests_total']} requests, {t['errors_total']} errors since "
+                         f"start; last SB update "
+                         f"{'-' if sb_age is None else f'{sb_age:.0f}s'} ago")
         lines.append(f"last reconcile {age:.1f}s ago ({status['last_reconcile_seconds']*1000:.0f}"
                      f" ms), {status['passes']} passes; haproxy {status['haproxy']['mode']}: "
                      f"pids {status['haproxy']['pids']}")

@@ -1,8 +1,12 @@
-"""Proxy benchmark: wrk from a VM through OVN → haproxy → agent → nova-compatible server.
+"""Proxy benchmark: wrk from a VM through OVN → haproxy → agent → "nova".
 
-The ceiling, measured in the same run, is the same path with haproxy sending straight to the
-nova server (static signed headers, no agent). Both are measured with an empty SB and with
-extra unrelated Port_Binding rows. Prints JSON and a table; asserts nothing.
+"nova" here is a constant backend written in C: a haproxy frontend on loopback answering
+every request with `http-request return` and the body the nova double gives this VM. The
+ceiling, measured in the same run, is the same VM → OVN → haproxy path sent straight to that
+backend (static signed headers, no agent); so the share of the ceiling measures the agent,
+not a Python test double. Both are measured with an empty SB and with extra unrelated
+Port_Binding rows; the agent's CPU time per request is read from /proc around each run.
+Prints JSON and a table; asserts nothing.
 
     .venv/bin/python scripts/bench_proxy.py [--extra-ports 10000] [--duration 10]
 """
@@ -25,7 +29,7 @@ from ovnmeta.signing import sign_instance_id
 from ovnmeta.testing import neutron
 from ovnmeta.testing.agentproc import AgentProcess, wait_until
 from ovnmeta.testing.novaproc import NovaProcess
-from ovnmeta.testing.sandbox import Sandbox, alive
+from ovnmeta.testing.sandbox import Sandbox, _free_port, alive
 from ovnmeta.testing.vm import FakeVM
 
 BENCH_DIR = Path("/tmp/ovnmeta-bench-sandbox")
@@ -53,9 +57,24 @@ backend nova
     server nova 127.0.0.1:{nova_port}
 """
 
+# The constant "nova": what the nova double answered for this VM, returned by haproxy.
+CONSTANT_CFG = """
+global
+    maxconn 4096
+defaults
+    mode http
+    option http-keep-alive
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend nova
+    bind 127.0.0.1:{port}
+    http-request return status 200 content-type application/json file {body}
+"""
+
 
 def wrk(vm: FakeVM, url: str, connections: int, seconds: int) -> dict:
-    out = vm.exec("wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url,
+    out = vm.exec("wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url,
                   timeout=seconds + 30).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = {p: _ms(v) for p, v in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M)}
@@ -131,10 +150,33 @@ def wait_idle(box: Sandbox, limit: float = 0.05, timeout: float = 120) -> None:
             return
 
 
-def measure(vm: FakeVM, ns: str, connections: int, seconds: int) -> dict:
-    agent = wrk(vm, f"http://169.254.169.254{PATH}", connections, seconds)
+def _agent_ticks(agent: AgentProcess) -> int:
+    """CPU ticks of the agent and its workers."""
+    pids = [agent.proc.pid] + [int(p) for p in procs_children(agent.proc.pid)]
+    return sum(_cpu_ticks(p) for p in pids if alive(p))
+
+
+def procs_children(pid: int) -> list[str]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return path.read_text().split() if path.exists() else []
+
+
+def measure(vm: FakeVM, agent: AgentProcess, connections: int, seconds: int) -> dict:
+    hz = os.sysconf("SC_CLK_TCK")
+    before = _agent_ticks(agent)
+    through = wrk(vm, f"http://169.254.169.254{PATH}", connections, seconds)
+    cpu = (_agent_ticks(agent) - before) / hz
+    through["agent_cpu_us_per_request"] = round(
+        cpu / max(1.0, through["rps"] * seconds) * 1e6, 1)
     ceiling = wrk(vm, f"http://169.254.169.254:{CEILING_PORT}{PATH}", connections, seconds)
-    return {"agent": agent, "ceiling": ceiling, "ratio": agent["rps"] / ceiling["rps"]}
+    return {"agent": through, "ceiling": ceiling, "ratio": through["rps"] / ceiling["rps"]}
+
+
+def start_haproxy(cfg: Path, text: str) -> int:
+    cfg.write_text(text)
+    pidfile = cfg.with_suffix(".pid")
+    subprocess.run(["haproxy", "-D", "-p", str(pidfile), "-f", str(cfg)], check=True)
+    return int(pidfile.read_text().split()[0])
 
 
 def run(extra_ports: int, connections: int, seconds: int) -> dict:
@@ -147,30 +189,42 @@ def run(extra_ports: int, connections: int, seconds: int) -> dict:
     vm = FakeVM(box, net, port).start()
     nova = NovaProcess({port.device_id: {"project_id": port.project_id, "hostname": "bench"}},
                        SECRET, work).start()
+    constant_port = _free_port()
     agent = AgentProcess(box, extra=f"metadata_proxy_shared_secret = {SECRET}\n"
                                     f"nova_metadata_port = {nova.port}\ndebug = false")
-    ceiling_pid = None
+    pids: list[int] = []
     try:
         agent.start()
-        wait_until(lambda: vm.exec("curl", "-sf", f"http://169.254.169.254{PATH}",
-                                   check=False).returncode == 0, timeout=30, what="agent path")
+        url = f"http://169.254.169.254{PATH}"
+        wait_until(lambda: vm.exec("curl", "-sf", url, check=False).returncode == 0,
+                   timeout=30, what="agent path")
+        # The body nova gives this VM, through the agent, becomes the constant backend's.
+        body = work / "meta_data.json"
+        body.write_text(vm.exec("curl", "-sf", url).stdout)
+        pids.append(start_haproxy(work / "constant.cfg", CONSTANT_CFG.format(
+            port=constant_port, body=body)))
+        agent.stop()
+        agent.config.write_text(agent.config.read_text().replace(
+            f"nova_metadata_port = {nova.port}", f"nova_metadata_port = {constant_port}"))
+        nova.stop()
+        agent.start()
+        wait_until(lambda: vm.exec("curl", "-sf", url, check=False).stdout == body.read_text(),
+                   timeout=30, what="agent path to the constant backend")
         ns = naming.namespace(net.id)
-        cfg = work / "ceiling.cfg"
-        cfg.write_text(CEILING_CFG.format(
+        pids.append(start_haproxy(work / "ceiling.cfg", CEILING_CFG.format(
             port=CEILING_PORT, namespace=ns, instance=port.device_id, project=port.project_id,
-            signature=sign_instance_id(SECRET, port.device_id), nova_port=nova.port))
-        subprocess.run(["haproxy", "-D", "-p", str(work / "ceiling.pid"), "-f", str(cfg)],
-                       check=True)
-        ceiling_pid = int((work / "ceiling.pid").read_text().split()[0])
-        results = {"connections": connections, "seconds": seconds, "runs": []}
-        res = measure(vm, ns, connections, seconds)
+            signature=sign_instance_id(SECRET, port.device_id), nova_port=constant_port)))
+        results = {"connections": connections, "seconds": seconds,
+                   "backend": "haproxy http-request return (C), "
+                              f"{len(body.read_text())}-byte meta_data.json", "runs": []}
+        res = measure(vm, agent, connections, seconds)
         res["extra_port_bindings"] = 0
         results["runs"].append(res)
         if extra_ports:
             add_unrelated_ports(box, extra_ports)
             box.nbctl("--wait=hv", "sync")
             wait_idle(box)  # the OVN daemons' catch-up must not land in the agent's run
-            res = measure(vm, ns, connections, seconds)
+            res = measure(vm, agent, connections, seconds)
             res["extra_port_bindings"] = extra_ports
             results["runs"].append(res)
         results["restart"] = restart_under_load(vm, agent, connections, seconds)
@@ -179,8 +233,9 @@ def run(extra_ports: int, connections: int, seconds: int) -> dict:
         results["agent_sb_rows"] = status["sb_rows"]
         return results
     finally:
-        if ceiling_pid and alive(ceiling_pid):
-            subprocess.run(["kill", str(ceiling_pid)])
+        for pid in pids:
+            if alive(pid):
+                subprocess.run(["kill", str(pid)])
         agent.cleanup()
         nova.stop()
         vm.destroy()
@@ -189,14 +244,17 @@ def run(extra_ports: int, connections: int, seconds: int) -> dict:
 
 
 def table(results: dict) -> str:
-    lines = [f"wrk -c{results['connections']} -d{results['seconds']}s, path {PATH}",
+    lines = [f"wrk -c{results['connections']} -d{results['seconds']}s, path {PATH}; "
+             f"backend: {results['backend']}",
              f"{'extra PBs':>9} {'agent req/s':>11} {'p50 ms':>7} {'p99 ms':>7} "
-             f"{'ceiling req/s':>13} {'p50 ms':>7} {'p99 ms':>7} {'ratio':>6} {'errors':>6}"]
+             f"{'ceiling req/s':>13} {'p50 ms':>7} {'p99 ms':>7} {'ratio':>6} {'errors':>6} "
+             f"{'agent CPU µs/req':>16}"]
     for r in results["runs"]:
         a, c = r["agent"], r["ceiling"]
         lines.append(f"{r['extra_port_bindings']:>9} {a['rps']:>11.0f} {a['p50_ms']:>7.2f} "
                      f"{a['p99_ms']:>7.2f} {c['rps']:>13.0f} {c['p50_ms']:>7.2f} "
-                     f"{c['p99_ms']:>7.2f} {r['ratio']:>6.1%} {a['non_2xx']:>6}")
+                     f"{c['p99_ms']:>7.2f} {r['ratio']:>6.1%} {a['non_2xx']:>6} "
+                     f"{a['agent_cpu_us_per_request']:>16}")
     r = results.get("restart")
     if r:
         lines.append(f"agent restarted during wrk: {r['rps']:.0f} req/s over the run, "

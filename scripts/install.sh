@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(openvswitch-switch ovn-central ovn-host haproxy iproute2 ethtool iptables iputils-ping curl wrk openssl procps
+PKGS=(openvswitch-switch ovn-central ovn-host haproxy iproute2 ethtool iptables iputils-ping curl wrk openssl procps prometheus systemd
       python3 python3-venv)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -20,11 +20,14 @@ def write_config(box: Sandbox, state_dir: Path, mode: str = "shared", extra: str
         "debug = true\n"
         f"{extra}\n"
         "[ovn]\n"
-        f"ovn_sb_connection = {box.sb_connection}\n"
+        f"{box.agent_ovn_options()}"
         "[ovs]\n"
         f"ovsdb_connection = {box.ovs_connection}\n"
         "[haproxy]\n"
-        f"mode = {mode}\n")
+        f"mode = {mode}\n"
+        # Off unless a test turns it on: agents of concurrent runs would share the port.
+        "[metrics]\n"
+        "listen =\n")
     return path
 
 

@@ -123,3 +123,19 @@ def test_any_request_gets_a_documented_status_and_only_its_own_identity(stack, r
         assert len(nets) == 1 and len(xff) == 1
         ip = str(ipaddress.ip_address(xff[0].split("%")[0]))
         assert seen == [OWNER[(nets.pop(), ip)]]
+
+
+def test_client_faults_are_one_info_line_without_traceback() -> None:
+    """What aiohttp logs with a traceback when a client sends bad bytes or hangs up."""
+    import logging
+
+    from aiohttp.http_exceptions import BadHttpMessage
+
+    from ovnmeta.proxy import _BadHttpFilter
+    for exc, says in ((BadHttpMessage("Invalid header value char"), "400 Invalid header"),
+                      (ConnectionResetError("gone"), "hung up")):
+        record = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1,
+                                   "Error handling request", (), (type(exc), exc, None))
+        assert _BadHttpFilter().filter(record)
+        assert record.levelno == logging.INFO and record.exc_info is None
+        assert says in record.getMessage()

@@ -1,0 +1,65 @@
+"""A hostile VM against ovnmeta: malformed, oversized, slow and pipelined requests through
+haproxy and straight at the agent's socket, then a flood with rate limiting off and on,
+while two other VMs (one on the attacker's network, one on another) are probed.
+
+Run as root: .venv/bin/python scripts/hostile.py --requests 100000
+Prints JSON and a table. Asserts nothing; tests/sandbox/test_hostile.py runs a small
+barrage and does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from ovnmeta.testing import hostile
+from ovnmeta.testing.sandbox import Sandbox
+
+SANDBOX_DIR = Path("/tmp/ovnmeta-hostile-sandbox")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=100_000)
+    parser.add_argument("--flood-seconds", type=int, default=10)
+    args = parser.parse_args()
+    box = Sandbox(root=SANDBOX_DIR)
+    box.down()
+    box.up()
+    try:
+        with tempfile.TemporaryDirectory(prefix="omt-") as work:
+            r = hostile.run(box, Path(work), args.requests, flood_seconds=args.flood_seconds)
+    finally:
+        box.down()
+    print(json.dumps(r, indent=1))
+
+    def lat(v: dict) -> str:
+        return f"{v.get('p50_ms', '-')} / {v.get('p99_ms', '-')} ms, {v['failed']} failed"
+
+    print("\n| phase | requests | seconds | victim, same network: p50 / p99 | "
+          "victim, other network: p50 / p99 |")
+    print("|---|---|---|---|---|")
+    b = r["baseline"]
+    print(f"| baseline | – | – | {lat(b['victim_same_network'])} | "
+          f"{lat(b['victim_other_network'])} |")
+    for name, p in r["attacks"].items():
+        v = p["victims"]
+        print(f"| {name.replace('_', ' ')} | {p['requests']} | {p['seconds']} | "
+              f"{lat(v['victim_same_network'])} | {lat(v['victim_other_network'])} |")
+    for name, f in r["flood"].items():
+        v, a = f["victims"], f["attacker"]
+        print(f"| flood, {name.replace('_', ' ')}: attacker {a.get('req_per_s')} req/s, "
+              f"{a['non_2xx']} non-2xx | {a.get('requests')} | {args.flood_seconds} | "
+              f"{lat(v['victim_same_network'])} | {lat(v['victim_other_network'])} |")
+    print(f"\nagent RSS {r['rss_kib_before'] / 1024:.1f} MiB before, "
+          f"{r['rss_kib_after'] / 1024:.1f} MiB 5 s after the barrage; same process: "
+          f"{r['agent_same_pid']}; tracebacks: {r['tracebacks']}; "
+          f"attacker only ever got its own identity: {r['attacker_identity_ok']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

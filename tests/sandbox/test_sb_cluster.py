@@ -1,0 +1,115 @@
+"""The SB as a 3-member Raft cluster reached over SSL: end to end, a wrong CA, the leader
+killed under load, and the whole SB down for 60 s."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from ovnmeta import naming
+from ovnmeta.testing import neutron
+from ovnmeta.testing.agentproc import namespaces
+from ovnmeta.testing.sandbox import wait_until
+from ovnmeta.testing.sbmodes import Cloud, served, swapped
+
+ROOT = Path(os.environ.get("OVNMETA_TEST_SANDBOX_DIR", "/tmp/ovnmeta-test-sandbox") + "-raft")
+
+pytestmark = pytest.mark.usefixtures("cluster")
+
+
+@pytest.fixture(scope="module")
+def cluster(sandbox):
+    with swapped(sandbox, ROOT, sb_cluster=3, ssl=True) as box:
+        yield box
+
+
+@pytest.fixture
+def cloud(cluster, tmp_path):
+    cloud = Cloud(cluster, tmp_path)
+    yield cloud
+    print(f"--- agent log ---\n{cloud.close()}")
+
+
+def test_ssl_end_to_end_and_leader_killed_under_load(cluster, cloud) -> None:
+    assert cluster.sb_connection.startswith("ssl:") and "ovn_sb_ca_cert" in \
+        cloud.agent.config.read_text()
+    cloud.agent.start()
+    net = cloud.network()
+    cloud.vm(net), cloud.vm(cloud.network())
+    pid = cloud.agent.proc.pid
+    cloud.prober.start()
+    time.sleep(1)
+    leader = cluster.sb_leader()
+    cluster.kill(leader)
+    cluster.wait_for(lambda: cluster.sb_leader() not in (None, leader), timeout=30,
+                     what="a new leader")
+    time.sleep(2)
+    late = cloud.vm(net, probe=False)
+    bound, served_after = cloud.time_to_serve(late)
+    print(f"VM added after the leader kill: bound in {bound}s, served {served_after}s later")
+    cluster.start_sb_member(leader)
+    time.sleep(1)
+    cloud.prober.stop()
+    assert cloud.failures() == {} and cloud.probes() > 50
+    assert cloud.agent.running() and cloud.agent.proc.pid == pid
+    assert served_after <= 2.0
+    assert "Traceback" not in cloud.agent.log()
+
+
+def test_wrong_ca_is_one_clear_error_then_retried(cluster, cloud) -> None:
+    ca = cloud.agent.state_dir / "ca.pem"
+    other = cloud.agent.state_dir / "pki"
+    cluster.run("ovs-pki", f"--dir={other}", "init")
+    shutil.copy(other / "switchca" / "cacert.pem", ca)
+    cloud.agent.config.write_text(cloud.agent.config.read_text().replace(
+        f"ovn_sb_ca_cert = {cluster.pki['ca_cert']}", f"ovn_sb_ca_cert = {ca}"))
+    cloud.agent.start()
+    wait_until(lambda: "ovn_sb_ca_cert" in cloud.agent.log(), timeout=20,
+               what="an error naming ovn_sb_ca_cert")
+    time.sleep(5)  # two more retries
+    assert cloud.agent.running()
+    errors = [line for line in cloud.agent.log().splitlines() if " ERROR " in line]
+    assert len(errors) == 1, errors
+    assert f"ovn_sb_ca_cert = {ca}" in errors[0] and "is not verified by" in errors[0]
+    assert errors[0].count("ovn_sb_ca_cert") == 1, "one cause, said once for every remote"
+    # The right CA in that file: the next retry connects, without a restart.
+    shutil.copy(cluster.pki["ca_cert"], ca)
+    vm = cloud.vm(cloud.network())
+    assert served(vm) and "Traceback" not in cloud.agent.log()
+
+
+def test_whole_sb_down_for_60s_serves_on_and_catches_up(cluster, cloud) -> None:
+    cloud.agent.start()
+    kept = cloud.vm(cloud.network())
+    leaving_net = cloud.network()
+    leaving = cloud.vm(leaving_net)
+    cloud.prober.start()
+    time.sleep(1)
+    for member in cluster.sb_members:
+        cluster.kill(member)
+    down_at = time.monotonic()
+    # Meanwhile: a VM leaves (its network's last) and one is booted.
+    cloud.remove_vm(leaving)
+    neutron.delete_port(cluster, leaving.port)  # NB only: northd cannot reach the SB
+    joining_net = cloud.network()
+    joining = cloud.vm(joining_net, probe=False)
+    time.sleep(60 - (time.monotonic() - down_at))
+    assert naming.namespace(leaving_net.id) in namespaces(), "torn down while the SB was away"
+    for member in cluster.sb_members:
+        cluster.start_sb_member(member)
+    back_at = time.monotonic()
+    wait_until(lambda: served(joining), timeout=30, what="the VM booted meanwhile served")
+    joined = time.monotonic() - back_at
+    wait_until(lambda: naming.namespace(leaving_net.id) not in namespaces(), timeout=30,
+               what="the left network torn down")
+    left = time.monotonic() - back_at
+    cloud.prober.stop()
+    print(f"after the SB's return: new VM served in {joined:.2f}s, "
+          f"left network removed in {left:.2f}s")
+    assert cloud.failures() == {} and cloud.targets[kept.netns].probes
+    assert joined <= 5.0 and left <= 5.0
+    assert "Traceback" not in cloud.agent.log()
