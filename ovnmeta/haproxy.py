@@ -365,6 +365,17 @@ class HaproxyManager:
         self._last_errors.pop(key, None)
         return ""
 
+    def configured_networks(self) -> set[str]:
+        """Networks the installed config(s) have a frontend for."""
+        if self.mode != "shared":
+            return self._per_network_ids()
+        try:
+            text = self._shared().cfg.read_text()
+        except FileNotFoundError:
+            return set()
+        return {net for line in text.splitlines() if line.startswith("frontend ")
+                if (net := naming.network_from_frontend(line.split()[1]))}
+
     def frontend_stats(self, timeout: float = 1.0) -> dict[str, dict[str, int]]:
         """haproxy's own counters per network, from each process's stats socket."""
         procs_ = ([self._shared()] if self.mode == "shared" else

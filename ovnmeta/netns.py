@@ -319,10 +319,18 @@ def create_namespace(spec: NetworkSpec) -> None:
 
 
 def create_veth(spec: NetworkSpec) -> None:
+    """A new pair; ends left under our names (in the root namespace or in the namespace)
+    are deleted first, so the step converges whatever an earlier failure left."""
     with IPRoute() as ipr:
         stale = ipr.link_lookup(ifname=spec.outer)
         if stale:
             ipr.link("del", index=stale[0])
+        with _ns_socket(spec.namespace) as inside:
+            stale = inside.link_lookup(ifname=spec.inner)
+            if stale:
+                LOG.warning("network %s: deleting a stale %s in %s", spec.network_id,
+                            spec.inner, spec.namespace)
+                inside.link("del", index=stale[0])
         ipr.link("add", ifname=spec.outer, kind="veth",
                  peer={"ifname": spec.inner, "net_ns_fd": spec.namespace})
 

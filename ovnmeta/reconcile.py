@@ -207,7 +207,12 @@ class Reconciler:
         elif self._takeover_since is None:
             self._takeover_since = started
         self._ready &= desired.keys()
-        frontends = [Frontend.for_spec(desired[n]) for n in sorted(self._ready)]
+        # A network whose change failed keeps the frontend haproxy already has for it: its
+        # namespace still answers (one step failing, say at a restart, is no reason to stop
+        # serving it, nor to stop a shared haproxy that serves nothing else).
+        keep = {n for n in desired.keys() - self._ready
+                if n in self._backoff and n in present} & self.haproxy.configured_networks()
+        frontends = [Frontend.for_spec(desired[n]) for n in sorted(self._ready | keep)]
         errors = self.haproxy.sync(frontends, recreated=self._recreated)
         self._recreated = set()
         self._last_host_check = time.monotonic()

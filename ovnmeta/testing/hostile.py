@@ -240,9 +240,11 @@ def rss_kib(pid: int) -> int:
 
 
 def _wrk(vm, seconds: int, connections: int) -> dict:
-    out = vm.exec("wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-                  f"http://169.254.169.254{PATH}", timeout=seconds + 30).stdout
-    figures: dict = {}
+    proc = vm.exec("timeout", "-s", "INT", str(seconds + 15), "wrk", "-t1", f"-c{connections}",
+                   f"-d{seconds}s", "--latency", f"http://169.254.169.254{PATH}",
+                   timeout=seconds + 30, check=False)
+    out = proc.stdout
+    figures: dict = {"exit": proc.returncode}
     for line in out.splitlines():
         words = line.split()
         if line.startswith("Requests/sec:"):
@@ -296,6 +298,11 @@ def run(box, workdir, requests: int, flood_seconds: int = 10, baseline_seconds: 
             phases["through_haproxy"]["identities"]) <= {attacker.port.device_id}
         time.sleep(5)
         result["rss_kib_after"] = rss_kib(agent_pid)
+        started = time.monotonic()
+        code = attacker.exec("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "10",
+                             f"http://169.254.169.254{PATH}", check=False).stdout
+        result["attacker_after_barrage"] = {"status": code,
+                                            "seconds": round(time.monotonic() - started, 3)}
         result["agent_same_pid"] = cloud.agent.running() and cloud.agent.proc.pid == agent_pid
         result["tracebacks"] = cloud.agent.log().count("Traceback")
 

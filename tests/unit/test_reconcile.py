@@ -75,6 +75,9 @@ class FakeHaproxy:
     def pids(self) -> dict:
         return {}
 
+    def configured_networks(self) -> set[str]:
+        return set(self.frontends)
+
 
 class FakeHost:
     """Namespaces and their inner devices, as netns would report and change them."""
@@ -163,6 +166,21 @@ def test_failure_backs_off_logs_network_and_cause_then_recovers(world, caplog) -
     rec._backoff["n1"].retry_at = 0  # the window has passed
     rec.reconcile_once()
     assert rec.status.networks["n1"]["ready"] and haproxy.frontends == ["n1"]
+
+
+def test_a_network_failing_after_a_restart_keeps_its_frontend(world, monkeypatch) -> None:
+    rec, sb, ovs, haproxy, host = world
+    rec.reconcile_once()
+    assert haproxy.frontends == ["n1"]
+    # A new agent finds it all in place, but a step fails: the frontend stays.
+    rec2 = reconcile.Reconciler(sb, ovs, ChassisConfig("c1", "br-int", "system"), haproxy)
+    host.namespaces["ovnmeta-n1"] = None          # read back as needing its veth again
+    def create_veth(spec) -> None:
+        raise OSError(17, "File exists")
+    monkeypatch.setattr(reconcile.netns, "create_veth", create_veth)
+    rec2.reconcile_once()
+    assert not rec2.status.networks["n1"]["ready"] and rec2.status.networks["n1"]["error"]
+    assert haproxy.frontends == ["n1"]
 
 
 def test_nothing_is_deleted_while_the_sb_is_unreachable(world) -> None:
