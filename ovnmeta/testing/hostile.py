@@ -298,11 +298,19 @@ def run(box, workdir, requests: int, flood_seconds: int = 10, baseline_seconds: 
             phases["through_haproxy"]["identities"]) <= {attacker.port.device_id}
         time.sleep(5)
         result["rss_kib_after"] = rss_kib(agent_pid)
+        # The barrage leaves tens of thousands of TIME_WAIT sockets on the 169.254.169.254:80
+        # side of the attacker's address: a new connection whose port collides with one waits
+        # for it (up to a minute). That is the attacker's cost, but it would skew the flood.
         started = time.monotonic()
-        code = attacker.exec("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "10",
-                             f"http://169.254.169.254{PATH}", check=False).stdout
-        result["attacker_after_barrage"] = {"status": code,
-                                            "seconds": round(time.monotonic() - started, 3)}
+        while time.monotonic() - started < 120:
+            code = attacker.exec("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                 "--connect-timeout", "0.5", "-m", "5",
+                                 f"http://169.254.169.254{PATH}", check=False).stdout
+            if code == "200":
+                break
+        result["attacker_reconnected_after_s"] = round(time.monotonic() - started, 1)
+        if requests > 10_000:  # a small barrage leaves too few to matter
+            time.sleep(max(0.0, 65 - (time.monotonic() - started)))
         result["agent_same_pid"] = cloud.agent.running() and cloud.agent.proc.pid == agent_pid
         result["tracebacks"] = cloud.agent.log().count("Traceback")
 
