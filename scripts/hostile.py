@@ -25,13 +25,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--flood-seconds", type=int, default=10)
+    parser.add_argument("--agent-log", default="/tmp/ovnmeta-hostile-agent.log")
     args = parser.parse_args()
     box = Sandbox(root=SANDBOX_DIR)
     box.down()
     box.up()
     try:
         with tempfile.TemporaryDirectory(prefix="omt-") as work:
-            r = hostile.run(box, Path(work), args.requests, flood_seconds=args.flood_seconds)
+            r = hostile.run(box, Path(work), args.requests, flood_seconds=args.flood_seconds,
+                            agent_log=Path(args.agent_log))
     finally:
         box.down()
     print(json.dumps(r, indent=1))

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pyroute2 import netns
 
@@ -240,7 +241,8 @@ def rss_kib(pid: int) -> int:
 
 
 def _wrk(vm, seconds: int, connections: int) -> dict:
-    proc = vm.exec("timeout", "-s", "INT", str(seconds + 15), "wrk", "-t1", f"-c{connections}",
+    # wrk never ends while a connection cannot be established: -k kills it then.
+    proc = vm.exec("timeout", "-k", "5", "-s", "INT", str(seconds + 15), "wrk", "-t1", f"-c{connections}",
                    f"-d{seconds}s", "--latency", f"http://169.254.169.254{PATH}",
                    timeout=seconds + 30, check=False)
     out = proc.stdout
@@ -260,9 +262,10 @@ def _wrk(vm, seconds: int, connections: int) -> dict:
 
 
 def run(box, workdir, requests: int, flood_seconds: int = 10, baseline_seconds: float = 10,
-        slow: int = 100) -> dict:
+        slow: int = 100, agent_log: Path | None = None) -> dict:
     """Baseline, then the barrage through haproxy and at the socket, then a flood with rate
-    limiting off and on; victims probed throughout. Returns every figure."""
+    limiting off and on; victims probed throughout. Returns every figure; the agent's log
+    goes to `agent_log` when given."""
     from ovnmeta.testing.sbmodes import Cloud
     cloud = Cloud(box, workdir)
     result: dict = {"requests_asked": requests}
@@ -317,6 +320,7 @@ def run(box, workdir, requests: int, flood_seconds: int = 10, baseline_seconds: 
         floods = {}
         for limited in (False, True):
             if limited:
+                result["nova_alive_before_restart"] = cloud.nova.proc.poll() is None
                 cloud.agent.stop()
                 cloud.agent.config.write_text(
                     cloud.agent.config.read_text()
@@ -329,6 +333,10 @@ def run(box, workdir, requests: int, flood_seconds: int = 10, baseline_seconds: 
             start = time.monotonic()
             flood = _wrk(attacker, flood_seconds, 20)
             end = time.monotonic()
+            if "requests" not in flood:  # wrk could not connect: what does a single curl get?
+                flood["curl_after"] = attacker.exec(
+                    "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5",
+                    f"http://169.254.169.254{PATH}", check=False).stdout
             floods["rate_limit_on" if limited else "rate_limit_off"] = {
                 "attacker": flood,
                 "victims": {n: _latency(t, start, end) for n, t in victims.items()}}
@@ -342,4 +350,8 @@ def run(box, workdir, requests: int, flood_seconds: int = 10, baseline_seconds: 
             result["first_traceback"] = log[max(0, at - 300):at + 3000]
         return result
     finally:
-        cloud.close()
+        nova_log = cloud.nova.log_path.read_text() if cloud.nova.log_path.exists() else ""
+        log = cloud.close()
+        if agent_log is not None:
+            agent_log.write_text(log)
+            agent_log.with_suffix(".nova.log").write_text(nova_log)

@@ -98,6 +98,9 @@ def test_any_request_gets_a_documented_status_and_only_its_own_identity(stack, r
                                                                        caplog) -> None:
     loop, srv, http = stack
 
+    declared = [v.strip() for k, v in req["headers"] if k.lower() == "content-length"]
+    short = bool(declared) and declared[0].isdigit() and int(declared[0]) > len(req["body"])
+
     async def send() -> tuple[int, bytes]:
         """Raw bytes, as a hostile client writes them; the answer's status and body."""
         reader, writer = await asyncio.open_connection(srv.host, srv.port)
@@ -107,12 +110,24 @@ def test_any_request_gets_a_documented_status_and_only_its_own_identity(stack, r
             head += f"Content-Length: {len(req['body'])}\r\n"
         writer.write(head.encode() + b"Connection: close\r\n\r\n" + req["body"])
         await writer.drain()
-        data = await asyncio.wait_for(reader.read(), 10)
+        try:
+            data = await asyncio.wait_for(reader.read(), 1 if short else 10)
+        except TimeoutError:
+            if not short:
+                raise
+            # The server waits for the body it was promised, as any would (in front of
+            # the socket, haproxy's `timeout http-request` bounds that wait).
+            data = b""
         writer.close()
+        if not data:
+            return 0, b""
         status_line, _, rest = data.partition(b"\r\n")
         return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
 
     status, body = loop.run_until_complete(send())
+    if status == 0:  # unanswered: only a body cut short of its declared length
+        assert short
+        return
     assert status in DOCUMENTED, (status, body[:200])
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     if status == 200 and req["method"] != "HEAD" and body.startswith(b"{"):
