@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from oslo_config import cfg
 
-from ovnmeta import control, handoff, metrics, proxy, sbview, sdnotify
+from ovnmeta import control, eventloop, handoff, metrics, proxy, sbview, sdnotify
 from ovnmeta.haproxy import HaproxyManager, RateLimit, Settings, Timeouts
 from ovnmeta.nova import NovaClient, NovaEndpoint
 from ovnmeta.ovs import ChassisConfig, LocalOvs
@@ -145,7 +145,8 @@ class Agent:
         control_app = control.make_app(self.status, metadata.index)
         control_sock = control.bind(str(self.state_dir / control.CONTROL_SOCKET))
         sock = self.sock
-        LOG.info("serving metadata on %s", conf.metadata_proxy_socket)
+        LOG.info("serving metadata on %s (%s event loop)", conf.metadata_proxy_socket,
+                 eventloop.name())
         if conf.metadata_workers > 1:
             self.workers = WorkerPool(conf.metadata_workers - 1, config_args(conf),
                                       self.chassis.system_id, sock)

@@ -54,8 +54,7 @@ def _multiprocess_metrics(directory: Path) -> None:
 
 
 def _run(conf: cfg.ConfigOpts, sock) -> int:
-    import asyncio
-
+    from ovnmeta import eventloop
     from ovnmeta.agent import Agent
     from ovnmeta.procs import become_subreaper
 
@@ -66,7 +65,7 @@ def _run(conf: cfg.ConfigOpts, sock) -> int:
         signal.signal(sig, lambda *_: agent.stop.set())
     try:
         agent.start()
-        asyncio.run(agent.serve())
+        eventloop.run(agent.serve())
     except SystemExit:
         pass
     finally:

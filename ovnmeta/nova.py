@@ -9,7 +9,7 @@ import ssl
 import time
 from dataclasses import dataclass
 
-import aiohttp
+import httptools
 
 from ovnmeta import metrics
 
@@ -26,13 +26,17 @@ class NovaTimeout(Exception):
 
 def failure_kind(exc: BaseException) -> str:
     """What went wrong, in the words an operator greps for."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, ConnectionRefusedError) or (
+            isinstance(exc, OSError) and exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH,
+                                                       errno.ENETUNREACH)):
         return "refused"
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, ConnectionResetError)) or (
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError)) or (
             isinstance(exc, OSError) and exc.errno in (errno.ECONNRESET, errno.EPIPE)):
         return "reset"
-    if isinstance(exc, aiohttp.ClientResponseError):
+    if isinstance(exc, InvalidHttp):
         return "invalid HTTP"
+    if isinstance(exc, ssl.SSLError):
+        return "TLS"
     return type(exc).__name__
 
 
@@ -84,10 +88,13 @@ class NovaEndpoint:
             client_cert=conf.nova_client_cert, client_key=conf.nova_client_priv_key,
             insecure=conf.nova_metadata_insecure, timeout=conf.metadata.nova_metadata_timeout)
 
-    def url(self, host: str, path_qs: str) -> str:
+    def authority(self, host: str) -> str:
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
-        return f"{self.protocol}://{host}:{self.port}{path_qs}"
+        return f"{host}:{self.port}"
+
+    def url(self, host: str, path_qs: str) -> str:
+        return f"{self.protocol}://{self.authority(host)}{path_qs}"
 
     def ssl_context(self) -> ssl.SSLContext | bool:
         if self.protocol != "https":
@@ -108,58 +115,184 @@ RESPONSE_DROP = HOP_BY_HOP | {"content-length", "date", "server"}
 THROTTLE = Throttle()
 
 
+class InvalidHttp(Exception):
+    """What nova sent is not an HTTP response."""
+
+
+class _Exchange(asyncio.Protocol):
+    """One keep-alive connection to nova: one request at a time, its answer parsed by
+    httptools (the parser uvicorn uses), so the proxy's hot path stays in C."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._answer: asyncio.Future | None = None
+        self._headers: list[tuple[str, str]] = []
+        self._body: list[bytes] = []
+        self._status = 0
+        self._length_known = False
+        self._head = False
+        self.reusable = False
+        self.closed = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(InvalidHttp("nova asked for a protocol upgrade"))
+        except httptools.HttpParserError as exc:
+            self._fail(InvalidHttp(f"not an HTTP response: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.reusable = False
+        if self._answer is not None and not self._answer.done():
+            if self._status and not self._length_known:
+                self._finish()  # a body that ends with the connection
+            else:
+                self._answer.set_exception(ConnectionResetError(
+                    "nova closed the connection before its answer"))
+
+    # -- httptools callbacks ----------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self._status = self._parser.get_status_code()
+        self._length_known = any(k.lower() in ("content-length", "transfer-encoding")
+                                 for k, _ in self._headers)
+        if self._head and self._status >= 200:  # no body follows, whatever it announces
+            self._finish()
+            self.close()
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if 100 <= self._status < 200:  # informational: the answer is still to come
+            self._headers, self._body, self._status = [], [], 0
+            return
+        self._finish()
+
+    # -- the exchange -----------------------------------------------------------------------
+    def _finish(self) -> None:
+        if self._answer is not None and not self._answer.done():
+            self.reusable = self._parser.should_keep_alive() and not self.closed
+            self._answer.set_result(NovaResponse(
+                self._status, [(k, v) for k, v in self._headers
+                               if k.lower() not in RESPONSE_DROP], b"".join(self._body)))
+
+    def _fail(self, exc: Exception) -> None:
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_exception(exc)
+        self.close()
+
+    def close(self) -> None:
+        self.reusable = False
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    async def send(self, request: bytes, head: bool = False) -> NovaResponse:
+        self._parser = httptools.HttpResponseParser(self)
+        self._headers, self._body, self._status, self._head = [], [], 0, head
+        self.reusable = False
+        self._answer = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        return await self._answer
+
+
+def render_request(method: str, path_qs: str, host: str, headers: list[tuple[str, str]],
+                   body: bytes) -> bytes:
+    """The request line and headers as bytes; values came from a parsed request (no CR/LF)."""
+    lines = [f"{method} {path_qs} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{k}: {v}" for k, v in headers]
+    if body or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
 class NovaClient:
+    """Pooled keep-alive connections to nova's hosts, failover in order, TLS; a connection
+    is reused only after a complete answer that allows it."""
+
     def __init__(self, endpoint: NovaEndpoint, pool_size: int = 100) -> None:
         self.endpoint = endpoint
-        self._pool_size = pool_size
-        self._session: aiohttp.ClientSession | None = None
+        self._idle: dict[str, list[_Exchange]] = {h: [] for h in endpoint.hosts}
+        self._slots = asyncio.Semaphore(pool_size)
+        self._ssl = endpoint.ssl_context()
         self._preferred = 0  # index of the last host that answered
 
-    async def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._pool_size, keepalive_timeout=30,
-                                             ssl=self.endpoint.ssl_context())
-            self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",),
-                timeout=aiohttp.ClientTimeout(total=self.endpoint.timeout))
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for idle in self._idle.values():
+            while idle:
+                idle.pop().close()
+
+    async def _connect(self, host: str) -> tuple[_Exchange, bool]:
+        """(connection, reused): an idle pooled one if any, else a new one."""
+        idle = self._idle[host]
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn, True
+        _, conn = await asyncio.get_running_loop().create_connection(
+            _Exchange, host.strip("[]"), self.endpoint.port, ssl=self._ssl or None)
+        return conn, False
 
     async def forward(self, method: str, path_qs: str, headers: list[tuple[str, str]],
                       body: bytes) -> NovaResponse:
         """Send to the preferred host; on a connection failure, to the next ones."""
-        session = await self._get_session()
         hosts = self.endpoint.hosts
         errors = []
-        # One extra try: a pooled connection the server closed fails once, then reconnects.
-        for attempt in range(len(hosts) + 1):
-            index = (self._preferred + attempt) % len(hosts)
-            url = self.endpoint.url(hosts[index], path_qs)
-            started = time.perf_counter()
-            try:
-                async with session.request(method, url, headers=headers, data=body or None,
-                                           allow_redirects=False) as resp:
-                    data = await resp.read()
-                    out = [(k, v) for k, v in resp.headers.items()
-                           if k.lower() not in RESPONSE_DROP]
-                    self._preferred = index
-                    metrics.observe_nova(hosts[index], time.perf_counter() - started)
-                    if resp.status >= 500:
-                        metrics.nova_error(hosts[index], "5xx")
-                    elif resp.status == 403:
-                        metrics.nova_error(hosts[index], "403 bad secret")
-                    return NovaResponse(resp.status, out, data)
-            except asyncio.TimeoutError:
-                metrics.nova_error(hosts[index], "timeout")
-                raise NovaTimeout(f"nova at {url.split('/')[2]} did not answer within "
-                                  f"{self.endpoint.timeout:g}s") from None
-            except (aiohttp.ClientError, OSError) as exc:
-                kind = failure_kind(exc)
-                metrics.nova_error(hosts[index], kind)
-                errors.append(f"{hosts[index]}: {kind}: {exc}")
-                THROTTLE.log(LOG, logging.WARNING, f"{hosts[index]} {kind}",
-                             "nova metadata host %s: %s (%s)", hosts[index], kind, exc)
+        async with self._slots:
+            attempt = 0
+            # One extra try: a pooled connection the server closed meanwhile fails once.
+            while attempt < len(hosts) + 1:
+                index = (self._preferred + attempt) % len(hosts)
+                host = hosts[index]
+                started = time.perf_counter()
+                conn = None
+                reused = False
+                try:
+                    async with asyncio.timeout(self.endpoint.timeout):
+                        conn, reused = await self._connect(host)
+                        resp = await conn.send(render_request(
+                            method, path_qs, self.endpoint.authority(host), headers, body),
+                            head=method == "HEAD")
+                except asyncio.CancelledError:  # the client hung up: the answer is lost
+                    if conn is not None:
+                        conn.close()
+                    raise
+                except TimeoutError:
+                    if conn is not None:
+                        conn.close()
+                    metrics.nova_error(host, "timeout")
+                    raise NovaTimeout(f"nova at {self.endpoint.authority(host)} did not answer "
+                                      f"within {self.endpoint.timeout:g}s") from None
+                except (OSError, InvalidHttp) as exc:
+                    if conn is not None:
+                        conn.close()
+                    if reused and not isinstance(exc, InvalidHttp):
+                        continue  # the pooled connection was stale: again, on a new one
+                    kind = failure_kind(exc)
+                    metrics.nova_error(host, kind)
+                    errors.append(f"{host}: {kind}: {exc}")
+                    THROTTLE.log(LOG, logging.WARNING, f"{host} {kind}",
+                                 "nova metadata host %s: %s (%s)", host, kind, exc)
+                    attempt += 1
+                    continue
+                if conn.reusable:
+                    self._idle[host].append(conn)
+                else:
+                    conn.close()
+                self._preferred = index
+                metrics.observe_nova(host, time.perf_counter() - started)
+                if resp.status >= 500:
+                    metrics.nova_error(host, "5xx")
+                elif resp.status == 403:
+                    metrics.nova_error(host, "403 bad secret")
+                return resp
         raise NovaUnavailable("; ".join(errors))

@@ -31,7 +31,8 @@ IDENTITY_HEADERS = frozenset(h.lower() for h in (
     "X-Instance-ID", "X-Tenant-ID", "X-Instance-ID-Signature", "X-Metadata-Provider",
     "X-Metadata-Provider-Signature", "X-Forwarded-For", NETWORK_HEADER, "Host"))
 REQUEST_DROP = IDENTITY_HEADERS | {"connection", "keep-alive", "te", "trailer", "upgrade",
-                                   "transfer-encoding", "content-length", "proxy-connection"}
+                                   "transfer-encoding", "content-length", "proxy-connection",
+                                   "expect"}  # the body is sent whole, never on a 100
 MAX_BODY = 64 * 1024   # the largest thing a VM posts is its encrypted password (≤ 256 bytes)
 
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from ovnmeta import config, logs, procs, proxy, sbview
+from ovnmeta import config, eventloop, logs, procs, proxy, sbview
 from ovnmeta.nova import NovaClient, NovaEndpoint
 from ovnmeta.ovs import LocalOvs
 from ovnmeta.peers import PeerPolicy
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     sb.start()
     ovs = LocalOvs(conf.ovs.ovsdb_connection, conf.ovs.ovsdb_timeout, lambda: None)
     ovs.start()
-    asyncio.run(_serve(conf, sb, ovs, sock, NovaEndpoint.from_conf(conf)))
+    eventloop.run(_serve(conf, sb, ovs, sock, NovaEndpoint.from_conf(conf)))
     sb.stop()
     ovs.stop()
     return 0

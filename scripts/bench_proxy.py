@@ -5,10 +5,12 @@ every request with `http-request return` and the body the nova double gives this
 ceiling, measured in the same run, is the same VM → OVN → haproxy path sent straight to that
 backend (static signed headers, no agent); so the share of the ceiling measures the agent,
 not a Python test double. Both are measured with an empty SB and with extra unrelated
-Port_Binding rows; the agent's CPU time per request is read from /proc around each run.
+Port_Binding rows; the agent's CPU time per request is read from /proc around each run, and
+the PSS of the agent (with its workers) and haproxy after it. `--networks N` makes N networks
+with one VM each (wrk runs from the first), as a compute node serving N networks.
 Prints JSON and a table; asserts nothing.
 
-    .venv/bin/python scripts/bench_proxy.py [--extra-ports 10000] [--duration 10]
+    .venv/bin/python scripts/bench_proxy.py [--networks 50] [--workers 1] [--extra-ports 0]
 """
 
 from __future__ import annotations
@@ -161,6 +163,18 @@ def procs_children(pid: int) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
+def pss_mib(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return round(total / 1024, 1)
+
+
 def measure(vm: FakeVM, agent: AgentProcess, connections: int, seconds: int) -> dict:
     hz = os.sysconf("SC_CLK_TCK")
     before = _agent_ticks(agent)
@@ -168,6 +182,10 @@ def measure(vm: FakeVM, agent: AgentProcess, connections: int, seconds: int) -> 
     cpu = (_agent_ticks(agent) - before) / hz
     through["agent_cpu_us_per_request"] = round(
         cpu / max(1.0, through["rps"] * seconds) * 1e6, 1)
+    agent_pids = [agent.proc.pid] + [int(p) for p in procs_children(agent.proc.pid)]
+    haproxy = agent.haproxy_pids()
+    haproxy += [int(c) for p in list(haproxy) for c in procs_children(p)]
+    through["pss_mib"] = {"agent": pss_mib(agent_pids), "haproxy": pss_mib(haproxy)}
     ceiling = wrk(vm, f"http://169.254.169.254:{CEILING_PORT}{PATH}", connections, seconds)
     return {"agent": through, "ceiling": ceiling, "ratio": through["rps"] / ceiling["rps"]}
 
@@ -179,25 +197,31 @@ def start_haproxy(cfg: Path, text: str) -> int:
     return int(pidfile.read_text().split()[0])
 
 
-def run(extra_ports: int, connections: int, seconds: int) -> dict:
+def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
+        workers: int = 1) -> dict:
     box = Sandbox(root=BENCH_DIR)
     box.down()
     box.up()
     work = Path(tempfile.mkdtemp(prefix="ombench-"))
-    net = neutron.create_network(box)
-    port = neutron.create_vm_port(box, net)
-    vm = FakeVM(box, net, port).start()
-    nova = NovaProcess({port.device_id: {"project_id": port.project_id, "hostname": "bench"}},
-                       SECRET, work).start()
+    vms: list[FakeVM] = []
+    for i in range(networks):
+        other = neutron.create_network(box, cidrs=(f"10.{i // 250}.{i % 250}.0/24",))
+        vms.append(FakeVM(box, other, neutron.create_vm_port(box, other)).start())
+    vm = vms[0]
+    net, port = vm.network, vm.port
+    nova = NovaProcess({v.port.device_id: {"project_id": v.port.project_id, "hostname": "bench"}
+                        for v in vms}, SECRET, work).start()
     constant_port = _free_port()
     agent = AgentProcess(box, extra=f"metadata_proxy_shared_secret = {SECRET}\n"
-                                    f"nova_metadata_port = {nova.port}\ndebug = false")
+                                    f"nova_metadata_port = {nova.port}\ndebug = false\n"
+                                    f"metadata_workers = {workers}")
     pids: list[int] = []
     try:
         agent.start()
         url = f"http://169.254.169.254{PATH}"
-        wait_until(lambda: vm.exec("curl", "-sf", url, check=False).returncode == 0,
-                   timeout=30, what="agent path")
+        for v in vms:
+            wait_until(lambda: v.exec("curl", "-sf", url, check=False).returncode == 0,
+                       timeout=60, what=f"agent path from {v.netns}")
         # The body nova gives this VM, through the agent, becomes the constant backend's.
         body = work / "meta_data.json"
         body.write_text(vm.exec("curl", "-sf", url).stdout)
@@ -214,7 +238,9 @@ def run(extra_ports: int, connections: int, seconds: int) -> dict:
         pids.append(start_haproxy(work / "ceiling.cfg", CEILING_CFG.format(
             port=CEILING_PORT, namespace=ns, instance=port.device_id, project=port.project_id,
             signature=sign_instance_id(SECRET, port.device_id), nova_port=constant_port)))
-        results = {"connections": connections, "seconds": seconds,
+        wait_idle(box)
+        results = {"connections": connections, "seconds": seconds, "networks": networks,
+                   "metadata_workers": workers,
                    "backend": "haproxy http-request return (C), "
                               f"{len(body.read_text())}-byte meta_data.json", "runs": []}
         res = measure(vm, agent, connections, seconds)
@@ -238,23 +264,26 @@ def run(extra_ports: int, connections: int, seconds: int) -> dict:
                 subprocess.run(["kill", str(pid)])
         agent.cleanup()
         nova.stop()
-        vm.destroy()
+        for v in vms:
+            v.destroy()
         box.down()
         subprocess.run(["rm", "-rf", str(work)])
 
 
 def table(results: dict) -> str:
-    lines = [f"wrk -c{results['connections']} -d{results['seconds']}s, path {PATH}; "
-             f"backend: {results['backend']}",
+    lines = [f"wrk -t1 -c{results['connections']} -d{results['seconds']}s, path {PATH}; "
+             f"{results['networks']} networks, metadata_workers = "
+             f"{results['metadata_workers']}; backend: {results['backend']}",
              f"{'extra PBs':>9} {'agent req/s':>11} {'p50 ms':>7} {'p99 ms':>7} "
              f"{'ceiling req/s':>13} {'p50 ms':>7} {'p99 ms':>7} {'ratio':>6} {'errors':>6} "
-             f"{'agent CPU µs/req':>16}"]
+             f"{'agent CPU µs/req':>16} {'PSS agent+haproxy MiB':>21}"]
     for r in results["runs"]:
         a, c = r["agent"], r["ceiling"]
         lines.append(f"{r['extra_port_bindings']:>9} {a['rps']:>11.0f} {a['p50_ms']:>7.2f} "
                      f"{a['p99_ms']:>7.2f} {c['rps']:>13.0f} {c['p50_ms']:>7.2f} "
                      f"{c['p99_ms']:>7.2f} {r['ratio']:>6.1%} {a['non_2xx']:>6} "
-                     f"{a['agent_cpu_us_per_request']:>16}")
+                     f"{a['agent_cpu_us_per_request']:>16} "
+                     f"{a['pss_mib']['agent']:>9} + {a['pss_mib']['haproxy']:<9}")
     r = results.get("restart")
     if r:
         lines.append(f"agent restarted during wrk: {r['rps']:.0f} req/s over the run, "
@@ -269,11 +298,14 @@ def table(results: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--extra-ports", type=int, default=10000)
+    parser.add_argument("--networks", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=1, help="metadata_workers")
+    parser.add_argument("--extra-ports", type=int, default=0)
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--duration", type=int, default=10)
     args = parser.parse_args()
-    results = run(args.extra_ports, args.connections, args.duration)
+    results = run(args.extra_ports, args.connections, args.duration, args.networks,
+                  args.workers)
     print(json.dumps(results, indent=1))
     print(table(results))
     return 0

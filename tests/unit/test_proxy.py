@@ -167,11 +167,11 @@ def test_nova_server_rejects_unsigned_and_missing_headers() -> None:
 def test_failure_kinds_and_throttled_logging(caplog) -> None:
     import errno
 
-    import aiohttp
-
-    from ovnmeta.nova import Throttle, failure_kind
-    assert failure_kind(aiohttp.ServerDisconnectedError()) == "reset"
-    assert failure_kind(aiohttp.ClientOSError(errno.ECONNRESET, "reset")) == "reset"
+    from ovnmeta.nova import InvalidHttp, Throttle, failure_kind
+    assert failure_kind(ConnectionResetError()) == "reset"
+    assert failure_kind(OSError(errno.ECONNRESET, "reset")) == "reset"
+    assert failure_kind(ConnectionRefusedError()) == "refused"
+    assert failure_kind(InvalidHttp("x")) == "invalid HTTP"
     log = logging.getLogger("throttle-test")
     throttle = Throttle(interval=60)
     with caplog.at_level(logging.WARNING, logger="throttle-test"):
