@@ -72,13 +72,24 @@ HAPROXY_FIELDS = {
 }
 
 
+_CHILDREN: dict[tuple, object] = {}  # labels() looks up under a lock: once per series
+
+
+def _child(metric, *labels: str):
+    key = (metric, *labels)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*labels)
+    return child
+
+
 def observe_request(network: str, status: int, seconds: float) -> None:
-    REQUESTS.labels(network or "none", str(status)).inc()
+    _child(REQUESTS, network or "none", str(status)).inc()
     REQUEST_SECONDS.observe(seconds)
 
 
 def observe_nova(host: str, seconds: float) -> None:
-    NOVA_SECONDS.labels(host).observe(seconds)
+    _child(NOVA_SECONDS, host).observe(seconds)
 
 
 def nova_error(host: str, kind: str) -> None:

@@ -6,6 +6,7 @@ IPv6 link-local clients are found by the MAC their EUI-64 address encodes.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ class BadAddress(ValueError):
     pass
 
 
+@functools.lru_cache(maxsize=4096)  # haproxy sends the same few client addresses
 def normalize_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """The client address as haproxy sent it; a scope (%eth0) is dropped."""
     try:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import socket
 import time
+import weakref
 from collections.abc import Callable, Collection
 
 from aiohttp import web
@@ -171,15 +172,22 @@ def make_app(proxy: MetadataProxy, peers: PeerPolicy | None = None) -> web.Appli
 
 def _peer_check(policy: PeerPolicy):
     refusals = Refusals()
+    # The peer of a connection does not change: asked once per connection, not per request.
+    decided: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     @web.middleware
     async def check(request: web.Request, handler):
-        sock = request.transport.get_extra_info("socket") if request.transport else None
-        if sock is None:
+        transport = request.transport
+        if transport is None:
             return _text(403, "Forbidden")
-        peer = peer_of(sock)
-        if not policy.allows(peer):
-            refusals.note(peer)
+        allowed = decided.get(transport)
+        if allowed is None:
+            sock = transport.get_extra_info("socket")
+            peer = peer_of(sock) if sock is not None else None
+            allowed = decided[transport] = peer is not None and policy.allows(peer)
+            if peer is not None and not allowed:
+                refusals.note(peer)
+        if not allowed:
             return _text(403, "Forbidden: only haproxy may use the metadata socket")
         return await handler(request)
     return check

@@ -175,10 +175,19 @@ def pss_mib(pids: list[int]) -> float:
     return round(total / 1024, 1)
 
 
+PROFILE: Path | None = None  # --profile: py-spy's collapsed stacks of the agent during wrk
+
+
 def measure(vm: FakeVM, agent: AgentProcess, connections: int, seconds: int) -> dict:
     hz = os.sysconf("SC_CLK_TCK")
+    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-f", "raw",
+                            "-o", str(PROFILE), "-d", str(seconds), "-p", str(agent.proc.pid),
+                            "-s"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) \
+        if PROFILE else None
     before = _agent_ticks(agent)
     through = wrk(vm, f"http://169.254.169.254{PATH}", connections, seconds)
+    if spy:
+        spy.wait(30)
     cpu = (_agent_ticks(agent) - before) / hz
     through["agent_cpu_us_per_request"] = round(
         cpu / max(1.0, through["rps"] * seconds) * 1e6, 1)
@@ -301,9 +310,13 @@ def main() -> int:
     parser.add_argument("--networks", type=int, default=50)
     parser.add_argument("--workers", type=int, default=1, help="metadata_workers")
     parser.add_argument("--extra-ports", type=int, default=0)
+    parser.add_argument("--profile", help="py-spy (installed separately) collapsed stacks "
+                                          "of the agent during the first run, to this file")
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--duration", type=int, default=10)
     args = parser.parse_args()
+    global PROFILE
+    PROFILE = Path(args.profile) if args.profile else None
     results = run(args.extra_ports, args.connections, args.duration, args.networks,
                   args.workers)
     print(json.dumps(results, indent=1))
