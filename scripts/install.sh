@@ -23,6 +23,6 @@ stamp=.venv/.ovnmeta-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "install: python packages into .venv"
     .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
-    .venv/bin/python -c 'import ovnmeta, ovsdbapp, pyroute2, aiohttp' 
+    .venv/bin/python -c 'import ovnmeta, ovsdbapp, pyroute2, aiohttp, httptools, uvloop'
     touch "$stamp"
 fi
