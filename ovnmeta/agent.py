@@ -140,8 +140,8 @@ class Agent:
         nova = NovaClient(NovaEndpoint.from_conf(conf))
         metadata = proxy.MetadataProxy.from_conf(conf, self.sb.snapshot, nova,
                                                  plugged=self.ovs.iface_ids)
-        app = proxy.make_app(metadata, PeerPolicy.for_haproxy(conf.metadata_proxy_user,
-                                                              conf.metadata_proxy_group))
+        server = proxy.make_server(metadata, PeerPolicy.for_haproxy(
+            conf.metadata_proxy_user, conf.metadata_proxy_group))
         control_app = control.make_app(self.status, metadata.index)
         control_sock = control.bind(str(self.state_dir / control.CONTROL_SOCKET))
         sock = self.sock
@@ -151,7 +151,7 @@ class Agent:
             self.workers = WorkerPool(conf.metadata_workers - 1, config_args(conf),
                                       self.chassis.system_id, sock)
             self.workers.start()
-        servers = [proxy.serve(app, sock, stopped, before_close=self._before_close),
+        servers = [proxy.serve(server, sock, stopped, before_close=self._before_close),
                    control.serve(control_app, control_sock, stopped), self._watch(stopped)]
         if conf.metrics.listen:
             reg = metrics.registry(metrics.StateCollector(

@@ -10,13 +10,11 @@ import asyncio
 import logging
 import socket
 import time
-import weakref
 from collections.abc import Callable, Collection
 
-from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-
 from ovnmeta import metrics
+from ovnmeta.httpserver import Request, Response, Server
+from ovnmeta.httpserver import text as _text
 from ovnmeta.model import SbSnapshot
 from ovnmeta.peers import PeerPolicy, Refusals, peer_of
 from ovnmeta.nova import THROTTLE, NovaClient, NovaTimeout, NovaUnavailable
@@ -35,10 +33,6 @@ REQUEST_DROP = IDENTITY_HEADERS | {"connection", "keep-alive", "te", "trailer", 
                                    "transfer-encoding", "content-length", "proxy-connection",
                                    "expect"}  # the body is sent whole, never on a 100
 MAX_BODY = 64 * 1024   # the largest thing a VM posts is its encrypted password (≤ 256 bytes)
-
-
-def _text(status: int, message: str) -> web.Response:
-    return web.Response(status=status, text=message + "\n")
 
 
 class MetadataProxy:
@@ -73,19 +67,20 @@ class MetadataProxy:
             self._index_of = snap
         return self._index
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
         response = await self._handle(request)
-        network = request.headers.get(NETWORK_HEADER, "").strip()
+        networks = request.get_all(NETWORK_HEADER)
+        network = networks[0].strip() if networks else ""
         # Only networks served here become label values: a client cannot mint series.
         if network not in self.index().networks:
             network = "unknown"
         metrics.observe_request(network, response.status, time.perf_counter() - started)
         return response
 
-    async def _handle(self, request: web.Request) -> web.Response:
-        networks = {v.strip() for v in request.headers.getall(NETWORK_HEADER, [])}
-        clients = request.headers.getall("X-Forwarded-For", [])
+    async def _handle(self, request: Request) -> Response:
+        networks = {v.strip() for v in request.get_all(NETWORK_HEADER)}
+        clients = request.get_all("X-Forwarded-For")
         if len(networks) != 1 or not next(iter(networks)):
             return _text(400, f"Bad request: exactly one {NETWORK_HEADER} header is required")
         if len(clients) != 1 or "," in clients[0]:
@@ -106,10 +101,8 @@ class MetadataProxy:
                         client, network_id, instance.logical_port)
             return _text(404, f"No instance with address {client} on network {network_id}")
 
-        if request.content_length and request.content_length > MAX_BODY:
-            return _text(413, "Request body too large")
-        body = await request.read() if request.can_read_body else b""
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in REQUEST_DROP]
+        body = request.body  # the server bounds it (MAX_BODY, 413)
+        headers = [(k, v) for k, v in request.headers if k.lower() not in REQUEST_DROP]
         headers += [("X-Forwarded-For", client),
                     ("X-Instance-ID", instance.instance_id),
                     ("X-Tenant-ID", instance.project_id),
@@ -133,76 +126,40 @@ class MetadataProxy:
         elif resp.status >= 500:
             LOG.warning("nova answered %d for instance %s %s %s", resp.status,
                         instance.instance_id, request.method, request.path)
-        return web.Response(status=resp.status, body=resp.body, headers=resp.headers)
+        return Response(resp.status, resp.headers, resp.body)
 
 
-class _BadHttpFilter(logging.Filter):
-    """aiohttp logs a request it cannot parse, or a client that hung up before its answer,
-    at ERROR with a traceback; a client's doing is not the agent's error: one line at INFO,
-    no traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
-            lines = [ln.strip() for ln in (exc.message or str(exc)).splitlines() if ln.strip()]
-            record.msg, record.args = "bad HTTP from a client: %d %s", (
-                exc.code or 400, lines[0] if lines else type(exc).__name__)
-        elif isinstance(exc, (ConnectionResetError, BrokenPipeError)):
-            record.msg, record.args = "a client hung up before its answer: %s", (exc,)
-        else:
-            return True
-        record.exc_info, record.exc_text = None, None
-        record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
-
-
-_SERVER_LOG = logging.getLogger("aiohttp.server")
-if not any(isinstance(f, _BadHttpFilter) for f in _SERVER_LOG.filters):
-    _SERVER_LOG.addFilter(_BadHttpFilter())
-
-
-def make_app(proxy: MetadataProxy, peers: PeerPolicy | None = None) -> web.Application:
-    """The proxy's application; with `peers`, a connection from anyone else is answered
-    403 without a lookup."""
-    middlewares = [_peer_check(peers)] if peers else []
-    app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
-    app.router.add_route("*", "/{tail:.*}", proxy.handle)
-    return app
-
-
-def _peer_check(policy: PeerPolicy):
+def _admit(policy: PeerPolicy):
+    """The connection's peer, checked once when it connects: root, the agent's user and
+    haproxy's; anyone else gets 403 for every request, and one warning per user."""
     refusals = Refusals()
-    # The peer of a connection does not change: asked once per connection, not per request.
-    decided: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    forbidden = _text(403, "Forbidden: only haproxy may use the metadata socket")
 
-    @web.middleware
-    async def check(request: web.Request, handler):
-        transport = request.transport
-        if transport is None:
-            return _text(403, "Forbidden")
-        allowed = decided.get(transport)
-        if allowed is None:
-            sock = transport.get_extra_info("socket")
-            peer = peer_of(sock) if sock is not None else None
-            allowed = decided[transport] = peer is not None and policy.allows(peer)
-            if peer is not None and not allowed:
-                refusals.note(peer)
-        if not allowed:
-            return _text(403, "Forbidden: only haproxy may use the metadata socket")
-        return await handler(request)
-    return check
+    def admit(transport) -> Response | None:
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return forbidden
+        peer = peer_of(sock)
+        if policy.allows(peer):
+            return None
+        refusals.note(peer)
+        return forbidden
+    return admit
 
 
-async def serve(app: web.Application, sock: socket.socket, stop: asyncio.Event,
+def make_server(proxy: MetadataProxy, peers: PeerPolicy | None = None) -> Server:
+    """The proxy's HTTP server; with `peers`, a connection from anyone else is answered
+    403 without a lookup."""
+    return Server(proxy.handle, admit=_admit(peers) if peers else None, keepalive=75,
+                  max_body=MAX_BODY)
+
+
+async def serve(server: Server, sock: socket.socket, stop: asyncio.Event,
                 before_close: Callable[[], None] | None = None) -> None:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           keepalive_timeout=75)
-    await runner.setup()
-    site = web.SockSite(runner, sock)
-    await site.start()
+    await server.start(sock)
     try:
         await stop.wait()
     finally:
         if before_close:
             before_close()
-        await runner.cleanup()
+        await server.close()

@@ -103,7 +103,7 @@ async def _serve(conf, sb: sbview.SbView, ovs: LocalOvs, sock: socket.socket,
     LOG.info("metadata worker serving")
     try:
         peers = PeerPolicy.for_haproxy(conf.metadata_proxy_user, conf.metadata_proxy_group)
-        await proxy.serve(proxy.make_app(metadata, peers), sock, stopped)
+        await proxy.serve(proxy.make_server(metadata, peers), sock, stopped)
     finally:
         await nova.close()
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from ovnmeta import naming, netns
 from ovnmeta.testing import neutron
 from ovnmeta.testing.agentproc import AgentProcess
+from ovnmeta.testing.memory import pss_kib
 from ovnmeta.testing.sandbox import Sandbox
 from ovnmeta.testing.vm import FakeVM
 
@@ -31,18 +32,6 @@ def connects(vm: FakeVM, timeout: float = 0.3) -> bool:
 def connects_in(ns: str) -> bool:
     """haproxy accepts on 169.254.169.254:80, tried from inside the metadata namespace."""
     return netns.tcp_connect(ns, "169.254.169.254", 80, 0.05) is None
-
-
-def pss_kib(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-        except FileNotFoundError:
-            pass
-    return total
 
 
 def haproxy_tree(agent: AgentProcess) -> list[int]:

@@ -30,6 +30,7 @@ from ovnmeta import control, naming
 from ovnmeta.signing import sign_instance_id
 from ovnmeta.testing import neutron
 from ovnmeta.testing.agentproc import AgentProcess, wait_until
+from ovnmeta.testing.memory import pss_kib
 from ovnmeta.testing.novaproc import NovaProcess
 from ovnmeta.testing.sandbox import Sandbox, _free_port, alive
 from ovnmeta.testing.vm import FakeVM
@@ -164,15 +165,7 @@ def procs_children(pid: int) -> list[str]:
 
 
 def pss_mib(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-        except FileNotFoundError:
-            pass
-    return round(total / 1024, 1)
+    return round(pss_kib(pids) / 1024, 1)
 
 
 PROFILE: Path | None = None  # --profile: py-spy's collapsed stacks of the agent during wrk

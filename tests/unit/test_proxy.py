@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestServer
 from ovnmeta import novaserver, proxy
 from ovnmeta.model import PortRecord, SbSnapshot
 from ovnmeta.nova import NovaClient, NovaEndpoint
+from ovnmeta.testing.loopback import serving
 
 SECRET = "s3cret"
 NET = "net-1"
@@ -41,10 +42,10 @@ def run(scenario, agent_secret: str = SECRET, nova_up: bool = True, hosts_before
             endpoint = NovaEndpoint(hosts=tuple(hosts_before) + ("127.0.0.1",), port=port,
                                     timeout=2)
             client = NovaClient(endpoint)
-            app = proxy.make_app(proxy.MetadataProxy(lambda: SNAP, client, agent_secret))
-            async with TestServer(app) as srv, ClientSession() as http:
+            server = proxy.make_server(proxy.MetadataProxy(lambda: SNAP, client, agent_secret))
+            async with serving(server) as (host, port), ClientSession() as http:
                 try:
-                    return await scenario(http, str(srv.make_url("")).rstrip("/"), nova)
+                    return await scenario(http, f"http://{host}:{port}", nova)
                 finally:
                     await client.close()
     return asyncio.run(main())
