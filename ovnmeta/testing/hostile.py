@@ -87,6 +87,9 @@ class Tally:
                 "identities": dict(self.identities)}
 
 
+UNPARSED: list[str] = []  # 200 answers without an identity (listings), for the report
+
+
 def _statuses(data: bytes) -> list[tuple[int, str]]:
     """(status, uuid) of each HTTP answer in a byte stream (pipelined answers included)."""
     out = []
@@ -100,8 +103,9 @@ def _statuses(data: bytes) -> list[tuple[int, str]]:
             body = part.partition(b"\r\n\r\n")[2]
             try:
                 uuid = json.loads(body[:body.rindex(b"}") + 1]).get("uuid", "")
-            except ValueError:
-                uuid = "?"
+            except ValueError:  # not JSON: a listing such as the EC2 versions, no identity
+                if len(UNPARSED) < 5:
+                    UNPARSED.append(part[:600].decode("latin-1"))
         out.append((status, uuid))
     return out
 
@@ -156,7 +160,7 @@ async def _one(attack: Attack, address, family: int, ns: str | None, tally: Tall
     answers = _statuses(data)
     tally.statuses.update(s for s, _ in answers)
     tally.statuses[0] += max(0, count - len(answers))
-    tally.identities.update(u for s, u in answers if s == 200)
+    tally.identities.update(u for s, u in answers if s == 200 and u)
 
 
 async def _slowloris(address, family: int, ns: str | None, tally: Tally) -> None:
@@ -297,6 +301,7 @@ def run(box, workdir, requests: int, flood_seconds: int = 10, baseline_seconds: 
                             "victims": {n: _latency(t, start, end)
                                         for n, t in victims.items()}}
         result["attacks"] = phases
+        result["unparsed_200_samples"] = list(UNPARSED)
         result["attacker_identity_ok"] = set(
             phases["through_haproxy"]["identities"]) <= {attacker.port.device_id}
         time.sleep(5)
