@@ -84,11 +84,8 @@ def _ns_socket(ns: str) -> Iterator[IPRoute]:
         yield cached[ns]
         return
     # A netlink socket opened while this thread sits in the namespace stays bound to it.
-    netns.pushns(ns)
-    try:
+    with entered(ns):
         ipr = IPRoute()
-    finally:
-        netns.popns()
     if cached is not None:
         cached[ns] = ipr
         yield ipr
@@ -107,17 +104,28 @@ def forget(ns: str) -> None:
 
 
 @contextlib.contextmanager
-def _in_ns(ns: str) -> Iterator[None]:
-    netns.pushns(ns)
+def entered(ns: str) -> Iterator[None]:
+    """The calling thread inside namespace `ns` for the block, then back where it was.
+
+    pyroute2's pushns/popns keep one stack for all threads and save the *main* thread's
+    namespace (/proc/self), so two threads using them at once can leave one of them in the
+    wrong namespace: a test driver's main thread was left in a VM's namespace that way, and
+    the agent it started could not reach nova nor find its veths. This saves the calling
+    thread's own namespace, and never creates one (pushns would)."""
+    saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        yield
+        netns.setns(ns, flags=0)
+        try:
+            yield
+        finally:
+            netns.setns(saved, flags=0)
     finally:
-        netns.popns()
+        os.close(saved)
 
 
 def tcp_connect(ns: str, address: str, port: int, timeout: float) -> OSError | None:
     """A TCP connect made from inside a namespace: None when it succeeded, else the error."""
-    with _in_ns(ns):
+    with entered(ns):
         sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET,
                              socket.SOCK_STREAM)
     sock.settimeout(timeout)
@@ -212,7 +220,7 @@ def listening_inodes(ns: str, address: str, port: int) -> set[int]:
     table = "tcp6" if ":" in address else "tcp"
     key = _proc_net_key(address, port)
     try:
-        with _in_ns(ns):
+        with entered(ns):
             with open(f"/proc/thread-self/net/{table}") as f:
                 lines = f.read().splitlines()[1:]
     except OSError:
@@ -226,7 +234,7 @@ def listening_inodes(ns: str, address: str, port: int) -> set[int]:
 
 
 def _nftables(ns: str) -> NFTables:
-    with _in_ns(ns):
+    with entered(ns):
         return NFTables(nfgen_family=NFPROTO_UNSPEC)
 
 
@@ -262,7 +270,7 @@ def migrate_queued_connections(ns: str) -> None:
     """Let the kernel hand connections queued on a closing listener to another listener of
     the same port (net.ipv4.tcp_migrate_req, Linux 5.14): a process that stops while ours
     listens beside it then drops none. Best effort on older kernels."""
-    with _in_ns(ns):
+    with entered(ns):
         try:
             with open("/proc/sys/net/ipv4/tcp_migrate_req", "w") as f:
                 f.write("1")
@@ -271,7 +279,7 @@ def migrate_queued_connections(ns: str) -> None:
 
 
 def _tx_csum(ns: str, dev: str) -> bool:
-    with _in_ns(ns):
+    with entered(ns):
         eth = Ethtool()
         try:
             feature = eth.get_features(dev).features.get(TX_CSUM_FEATURE)
@@ -347,7 +355,7 @@ def configure_inner(spec: NetworkSpec, csum_off: bool) -> None:
         ipr.link("set", index=idx, state="up")
     if csum_off:
         # The userspace datapath forwards partial checksums as they are; receivers drop them.
-        with _in_ns(spec.namespace):
+        with entered(spec.namespace):
             eth = Ethtool()
             try:
                 feats = eth.get_features(spec.inner)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyroute2 import netns
+from ovnmeta.netns import entered
 
 PATH = "/openstack/latest/meta_data.json"
 
@@ -111,13 +111,10 @@ def _statuses(data: bytes) -> list[tuple[int, str]]:
 
 
 def _open(family: int, ns: str | None) -> socket.socket:
-    if ns:
-        netns.pushns(ns)
-    try:
+    if not ns:
         return socket.socket(family, socket.SOCK_STREAM)
-    finally:
-        if ns:
-            netns.popns()
+    with entered(ns):
+        return socket.socket(family, socket.SOCK_STREAM)
 
 
 IDLE = 0.5  # no more bytes for this long after an answer began: the server is done

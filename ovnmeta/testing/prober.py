@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from pyroute2 import netns
+from ovnmeta.netns import entered
 
 PATH = "/openstack/latest/meta_data.json"
 
@@ -50,11 +50,8 @@ class Target:
 
 
 def _socket_in(ns: str, family: int) -> socket.socket:
-    netns.pushns(ns)
-    try:
+    with entered(ns):
         return socket.socket(family, socket.SOCK_STREAM)
-    finally:
-        netns.popns()
 
 
 async def _probe(target: Target, address: str, timeout: float) -> None:
