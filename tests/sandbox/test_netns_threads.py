@@ -1,6 +1,6 @@
 """Threads entering namespaces at the same time each come back where they were (pyroute2's
 pushns/popns, shared by all threads, left a test driver's main thread in a VM's namespace
-once in about 100,000 entries; the agent enters namespaces from more than one thread)."""
+in a 100,000-request run, and the agent it then started could not reach nova)."""
 
 from __future__ import annotations
 
