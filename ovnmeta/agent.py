@@ -19,7 +19,8 @@ from typing import TypeVar
 
 from oslo_config import cfg
 
-from ovnmeta import control, eventloop, handoff, metrics, proxy, sbview, sdnotify
+from ovnmeta import (control, eventloop, handoff, metrics, proxy, sbview, sdnotify,
+                     workerfeed)
 from ovnmeta.haproxy import HaproxyManager, RateLimit, Settings, Timeouts
 from ovnmeta.nova import NovaClient, NovaEndpoint
 from ovnmeta.ovs import ChassisConfig, LocalOvs
@@ -31,6 +32,7 @@ from ovnmeta.workers import WorkerPool
 LOG = logging.getLogger("ovnmeta.agent")
 RETRY_REMINDER = 60.0  # seconds between repeats of an unchanged startup failure
 KEEPER_CHECK = 5  # seconds between checks that the socket keeper is alive
+FEED_INTERVAL = 0.02  # seconds between looks for a changed view to send to the workers
 T = TypeVar("T")
 
 
@@ -148,11 +150,13 @@ class Agent:
         LOG.info("serving metadata on %s (%s event loop)", conf.metadata_proxy_socket,
                  eventloop.name())
         if conf.metadata_workers > 1:
-            self.workers = WorkerPool(conf.metadata_workers - 1, config_args(conf),
-                                      self.chassis.system_id, sock)
+            self.workers = WorkerPool(conf.metadata_workers - 1, config_args(conf), sock)
             self.workers.start()
-        servers = [proxy.serve(server, sock, stopped, before_close=self._before_close),
+        servers = [proxy.serve(server, sock, stopped, before_close=self._before_close,
+                               backlog=conf.metadata_backlog),
                    control.serve(control_app, control_sock, stopped), self._watch(stopped)]
+        if self.workers:
+            servers.append(self._feed_workers(stopped))
         if conf.metrics.listen:
             reg = metrics.registry(metrics.StateCollector(
                 self.metrics_state, self.reconciler.haproxy.frontend_stats))
@@ -164,6 +168,7 @@ class Agent:
 
     def _after_pass(self) -> None:
         self.notifier.pet()
+        metrics.retain_networks({p.network_id for p in self.sb.snapshot().ports})
         if self.reconciler.passes:
             state = self.metrics_state()
             self.notifier.serving(state["networks_served"], state["vms_served"])
@@ -194,6 +199,22 @@ class Agent:
     def _before_close(self) -> None:
         if self.workers:
             self.workers.stop()
+
+    async def _feed_workers(self, stopped: asyncio.Event) -> None:
+        """Stream the SB view and the plugged ports to the workers when either changes
+        (and to a respawned worker); a poll keeps the IDL's thread out of the event loop."""
+        last: tuple | None = None
+        frame, version = b"", 0
+        while not stopped.is_set():
+            snap, plugged = self.sb.snapshot(), self.ovs.iface_ids()
+            if last is None or snap is not last[0] or plugged != last[1]:
+                last = (snap, plugged)
+                frame, version = workerfeed.encode(snap, plugged), version + 1
+            await self.workers.publish(frame, version)
+            try:
+                await asyncio.wait_for(stopped.wait(), FEED_INTERVAL)
+            except asyncio.TimeoutError:
+                pass
 
     async def _watch(self, stopped: asyncio.Event) -> None:
         """Respawn dead workers, and the socket keeper should it have died."""

@@ -235,14 +235,17 @@ class Server:
         self.closing = False
         self._server: asyncio.base_events.Server | None = None
 
-    async def start(self, sock) -> None:
-        """Serve on a listening socket (unix or TCP) that is already bound."""
+    async def start(self, sock, backlog: int = 4096) -> None:
+        """Serve on a listening socket (unix or TCP) that is already bound. The event loop
+        calls listen() again: `backlog` must be the socket's own, else the loop's default of
+        100 cuts the queue that built up while nobody accepted (an agent restarting behind
+        its socket keeper) and haproxy's next connects fail."""
         loop = asyncio.get_running_loop()
         factory = lambda: _Connection(self)  # noqa: E731
         if sock.family == socket.AF_UNIX:
-            self._server = await loop.create_unix_server(factory, sock=sock)
+            self._server = await loop.create_unix_server(factory, sock=sock, backlog=backlog)
         else:
-            self._server = await loop.create_server(factory, sock=sock)
+            self._server = await loop.create_server(factory, sock=sock, backlog=backlog)
 
     async def close(self, grace: float = 10.0) -> None:
         """Stop accepting; idle connections close now, busy ones after their answer."""

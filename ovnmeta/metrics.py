@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from importlib.metadata import PackageNotFoundError, version
 
-from aiohttp import web
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
                                ProcessCollector, generate_latest, multiprocess)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -97,7 +96,30 @@ def nova_error(host: str, kind: str) -> None:
 
 
 def index_miss(network: str) -> None:
-    INDEX_MISSES.labels(network).inc()
+    _child(INDEX_MISSES, network).inc()
+
+
+PER_NETWORK = (REQUESTS, INDEX_MISSES)
+KEPT_LABELS = frozenset({"unknown", "none"})
+
+
+def retain_networks(networks: Collection[str]) -> int:
+    """Drop the per-network series of networks no longer here, so a cloud that creates and
+    deletes networks for months does not grow the agent's memory and every scrape with
+    them. Returns how many series went. (With workers, a worker's series live in its
+    multiprocess file until the worker restarts: prometheus_client cannot remove them.)"""
+    keep = KEPT_LABELS | set(networks)
+    dropped = 0
+    for key in list(_CHILDREN):
+        metric, network, *rest = key
+        if metric in PER_NETWORK and network not in keep:
+            _CHILDREN.pop(key, None)
+            try:
+                metric.remove(network, *rest)
+            except KeyError:
+                pass
+            dropped += 1
+    return dropped
 
 
 class StateCollector(Collector):
@@ -164,6 +186,8 @@ def parse_listen(listen: str) -> tuple[str, int]:
 async def serve(reg: CollectorRegistry, listen: str, stop: asyncio.Event) -> None:
     """GET /metrics on `listen` until stopped; scrapes run in a thread, off the data path's
     event loop (haproxy's stats sockets are read then)."""
+    from aiohttp import web  # imported here: workers never serve this, and save its memory
+
     async def scrape(request: web.Request) -> web.Response:
         body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, reg)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -206,8 +230,11 @@ class Headline:
         requests = errors = nova_sum = nova_count = 0.0
         for family in self._reg.collect():
             for sample in family.samples:
-                if sample.name == "ovnmeta_requests_total":
+                # Requests from the unlabelled histogram: per-network series go with their
+                # network (retain_networks), which must not read as negative traffic.
+                if sample.name == "ovnmeta_request_duration_seconds_count":
                     requests += sample.value
+                elif sample.name == "ovnmeta_requests_total":
                     if sample.labels.get("status", "").startswith("5"):
                         errors += sample.value
                 elif sample.name == "ovnmeta_nova_request_duration_seconds_sum":
@@ -226,6 +253,6 @@ class Headline:
         span = t1 - t0
         return {"requests_total": int(r1), "errors_total": int(e1),
                 "requests_per_second": round((r1 - r0) / span, 1) if span else 0.0,
-                "errors_per_second": round((e1 - e0) / span, 2) if span else 0.0,
+                "errors_per_second": round(max(0.0, e1 - e0) / span, 2) if span else 0.0,
                 "nova_latency_ms": round((s1 - s0) / (c1 - c0) * 1000, 2) if c1 > c0 else None,
                 "window_seconds": round(span, 1)}

@@ -155,8 +155,8 @@ def make_server(proxy: MetadataProxy, peers: PeerPolicy | None = None) -> Server
 
 
 async def serve(server: Server, sock: socket.socket, stop: asyncio.Event,
-                before_close: Callable[[], None] | None = None) -> None:
-    await server.start(sock)
+                before_close: Callable[[], None] | None = None, backlog: int = 4096) -> None:
+    await server.start(sock, backlog)
     try:
         await stop.wait()
     finally:

@@ -39,6 +39,13 @@ def probed(make_network, make_vm, start_agent, tmp_path):
                        .returncode == 0, timeout=20, what=f"{vm.netns} served")
         return agent, prober
 
+    def add_vm(cidr: str):
+        vm = make_vm(make_network(cidrs=(cidr,)))
+        nova.add_instance(vm.port.device_id, {"project_id": vm.port.project_id,
+                                              "hostname": vm.netns})
+        return vm
+
+    start.add_vm = add_vm
     yield start
     nova.stop()
 
@@ -92,6 +99,14 @@ def test_worker_killed_under_load_fails_no_request(probed) -> None:
     report = prober.report()
     print("worker kill", json.dumps(prober.latency()), json.dumps(report))
     assert all(r["failed"] == 0 and r["wrong"] == 0 for r in report.values()), report
+    # Workers learn the SB from the agent's feed, respawned ones included: a VM added now
+    # is answered right by whichever of the three processes takes each connection.
+    vm = probed.add_vm("10.9.0.0/24")
+    wait_until(lambda: vm.exec("curl", "-sf", "-m", "1", URL, check=False).returncode == 0,
+               timeout=20, what="the new VM served")
+    out = vm.exec("sh", "-c", f"for i in $(seq 30); do curl -s -m 2 {URL}; echo; done").stdout
+    answers = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert len(answers) == 30 and {a["hostname"] for a in answers} == {vm.netns}, answers[:2]
 
 
 def test_workers_end_with_a_killed_agent(probed) -> None:

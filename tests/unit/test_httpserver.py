@@ -95,3 +95,37 @@ def test_idle_connections_are_closed_and_refused_peers_always_get_the_refusal() 
     assert _statuses(_exchange(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
                                b"GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
                                refused)) == [403, 403]
+
+
+def test_starting_keeps_the_queue_that_built_up_before_it(tmp_path) -> None:
+    """A restarted agent finds its socket's queue full of haproxy's connects, made while its
+    keeper held the socket. Starting to serve must not shrink the backlog under that queue:
+    the next connect would fail, and haproxy answer 503."""
+    import socket
+
+    from ovnmeta.listener import bind_socket
+
+    async def run() -> list[str]:
+        path = str(tmp_path / "s")
+        sock = bind_socket(path, 0o600, backlog=1024)
+        waiting = []
+        for _ in range(300):   # queued while nobody accepts
+            c = socket.socket(socket.AF_UNIX)
+            c.connect(path)
+            waiting.append(c)
+        server = Server(_echo)
+        await server.start(sock, backlog=1024)
+        late = socket.socket(socket.AF_UNIX)
+        late.setblocking(False)
+        outcome = []
+        try:
+            late.connect(path)   # before the loop had a chance to accept the queue
+            outcome.append("connected")
+        except BlockingIOError:
+            outcome.append("refused: backlog full")
+        await server.close(grace=0.1)
+        for c in [*waiting, late]:
+            c.close()
+        return outcome
+
+    assert asyncio.run(run()) == ["connected"]

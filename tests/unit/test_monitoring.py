@@ -88,6 +88,29 @@ def test_headline_rates_come_from_the_counters() -> None:
     assert s["nova_latency_ms"] == pytest.approx(4.0, abs=0.01)
 
 
+def test_series_of_a_network_gone_are_dropped_and_rates_stay_sane() -> None:
+    reg = metrics.registry(None)
+    head = metrics.Headline(reg)
+    metrics.observe_request("gone-net", 200, 0.001)
+    metrics.observe_request("gone-net", 503, 0.001)
+    metrics.index_miss("gone-net")
+    metrics.observe_request("kept-net", 200, 0.001)
+    metrics.observe_request("unknown", 404, 0.001)
+    head.sample()
+    assert metrics.retain_networks({"kept-net"}) >= 3
+    nets = {s.labels.get("network") for f in reg.collect() for s in f.samples
+            if s.name in ("ovnmeta_requests_total", "ovnmeta_index_misses_total")}
+    assert "gone-net" not in nets and {"kept-net", "unknown"} <= nets
+    # A series that went is not negative traffic, and it comes back if traffic does.
+    head._samples[0] = (head._samples[0][0] - 2, *head._samples[0][1:])
+    head.sample()
+    s = head.summary()
+    assert s["requests_per_second"] >= 0 and s["errors_per_second"] >= 0
+    metrics.observe_request("gone-net", 200, 0.001)
+    assert any(s.labels.get("network") == "gone-net" for f in reg.collect()
+               for s in f.samples if s.name == "ovnmeta_requests_total")
+
+
 def _expressions() -> list[str]:
     dash = json.loads((ROOT / "etc/grafana/ovnmeta-dashboard.json").read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
