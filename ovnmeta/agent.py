@@ -27,7 +27,7 @@ from ovnmeta.ovs import ChassisConfig, LocalOvs
 from ovnmeta.peers import PeerPolicy
 from ovnmeta.desired import VM_PORT_TYPES
 from ovnmeta.reconcile import Reconciler
-from ovnmeta.workers import WorkerPool
+from ovnmeta.workers import WorkerPool, Zygote
 
 LOG = logging.getLogger("ovnmeta.agent")
 RETRY_REMINDER = 60.0  # seconds between repeats of an unchanged startup failure
@@ -88,6 +88,7 @@ class Agent:
         self.ovs: LocalOvs | None = None
         self.chassis: ChassisConfig | None = None
         self.workers: WorkerPool | None = None
+        self.zygote: Zygote | None = None   # forks the workers; made by launch, before threads
         self.headline = metrics.Headline(metrics.registry(None))
         self.notifier = sdnotify.Notifier.from_environment()
         self.threads: list[threading.Thread] = []
@@ -150,7 +151,8 @@ class Agent:
         LOG.info("serving metadata on %s (%s event loop)", conf.metadata_proxy_socket,
                  eventloop.name())
         if conf.metadata_workers > 1:
-            self.workers = WorkerPool(conf.metadata_workers - 1, config_args(conf), sock)
+            self.workers = WorkerPool(conf.metadata_workers - 1, config_args(conf), sock,
+                                      zygote=self.zygote)
             self.workers.start()
         servers = [proxy.serve(server, sock, stopped, before_close=self._before_close,
                                backlog=conf.metadata_backlog),
@@ -266,3 +268,5 @@ class Agent:
         for view in (self.sb, self.ovs):
             if view:
                 view.stop()
+        if self.zygote and not self.workers:
+            self.zygote.stop()     # stopped before it forked any worker

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sock = listener.listen(conf)
         LOG.info("listening on %s", conf.metadata_proxy_socket)
-        return _run(conf, sock)
+        return _run(conf, sock, lock)
     finally:
         lock.release()
 
@@ -53,7 +53,7 @@ def _multiprocess_metrics(directory: Path) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
-def _run(conf: cfg.ConfigOpts, sock) -> int:
+def _run(conf: cfg.ConfigOpts, sock, lock: AgentLock) -> int:
     from ovnmeta import eventloop
     from ovnmeta.agent import Agent
     from ovnmeta.procs import become_subreaper
@@ -61,6 +61,11 @@ def _run(conf: cfg.ConfigOpts, sock) -> int:
     logs.reapply_levels(conf)
     become_subreaper()
     agent = Agent(conf, sock)
+    if conf.metadata_workers > 1:
+        # Before any thread: the workers' zygote is a copy of this process as it is now.
+        from ovnmeta.workers import Zygote
+        agent.zygote = Zygote(conf, sock, drop_fds=(lock.fd,) if lock.fd is not None else ())
+        agent.zygote.start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stop.set())
     try:

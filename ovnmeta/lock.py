@@ -34,6 +34,12 @@ class AgentLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
+    @property
+    def fd(self) -> int | None:
+        """The descriptor holding the lock: a forked helper must close its copy, or a
+        helper outliving a killed agent would keep the next one from starting."""
+        return self._fd
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)

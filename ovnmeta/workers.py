@@ -2,20 +2,25 @@
 
 Each worker inherits the listening socket, so the kernel spreads connections among the
 processes. A worker holds no SB or OVS connection: the agent streams its one view to every
-worker (ovnmeta.workerfeed), which keeps a worker small and the SB's load independent of the
-worker count. The agent keeps the workers alive and stops them with itself.
+worker (ovnmeta.workerfeed), which keeps the SB's load independent of the worker count.
+Workers are forked by a zygote, a copy of the agent made before it starts any thread: a
+worker then shares the interpreter and the modules the agent loaded, copy-on-write, instead
+of loading its own (about 25 MiB a process), and no worker is forked from a process whose
+other threads may hold locks. The agent keeps the workers alive and stops them with itself.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 from ovnmeta import config, eventloop, logs, procs, proxy, workerfeed
@@ -26,21 +31,149 @@ LOG = logging.getLogger("ovnmeta.workers")  # also when run as __main__
 FEED_TIMEOUT = 2.0  # a worker that takes longer to accept a feed is stuck: it is replaced
 
 
+class Zygote:
+    """The single-threaded process that forks the workers (see the module's docstring)."""
+
+    def __init__(self, conf, sock: socket.socket, drop_fds: tuple[int, ...] = ()) -> None:
+        self._conf = conf
+        self._sock = sock
+        self._drop_fds = drop_fds
+        self._ctl: socket.socket | None = None
+        self.pid = 0
+
+    def start(self) -> None:
+        """Fork now: call before the agent starts any thread."""
+        if threading.active_count() > 1:
+            LOG.warning("forking the worker zygote from a process with %d threads",
+                        threading.active_count())
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # What is loaded now stays out of the collector's reach, here and in the copies:
+        # a collection would write to every object's header and unshare the pages.
+        gc.collect()
+        gc.freeze()
+        agent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                ours.close()
+                _zygote(self._conf, self._sock, theirs, agent, self._drop_fds)
+                code = 0
+            except BaseException:
+                LOG.exception("the worker zygote failed")
+            finally:
+                os._exit(code)
+        theirs.close()
+        self.pid, self._ctl = pid, ours
+        LOG.debug("worker zygote %d started", pid)
+
+    def alive(self) -> bool:
+        return bool(self.pid) and procs.running(self.pid)
+
+    def fork_worker(self) -> tuple[int, socket.socket]:
+        """A new worker's PID and the agent's end of its feed."""
+        if not self.alive():
+            raise OSError("the worker zygote is gone")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._ctl.settimeout(10)
+            socket.send_fds(self._ctl, [b"fork"], [theirs.fileno()])
+            reply = self._ctl.recv(32)
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        if not reply:
+            ours.close()
+            raise OSError("the worker zygote closed its control socket")
+        return int(reply), ours
+
+    def stop(self) -> None:
+        if self._ctl is not None:
+            self._ctl.close()    # the zygote exits on its end's EOF
+            self._ctl = None
+        if self.pid:
+            procs.terminate(self.pid, timeout=5)
+
+
+def _zygote(conf, sock: socket.socket, ctl: socket.socket, agent: int,
+            drop_fds: tuple[int, ...]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    procs.die_with_parent(agent)
+    for fd in drop_fds:
+        os.close(fd)
+    # Reap workers as they exit: the agent watches them by PID.
+    signal.signal(signal.SIGCHLD, lambda *_: _reap())
+    me = os.getpid()
+    while True:
+        msg, fds, _flags, _addr = socket.recv_fds(ctl, 16, 1)
+        if not msg:
+            return                     # the agent closed its end: stopping or gone
+        feed = socket.socket(fileno=fds[0])
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                ctl.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                procs.die_with_parent(me)
+                _run_worker(conf, sock, feed)
+                code = 0
+            except BaseException:
+                LOG.exception("metadata worker failed")
+            finally:
+                os._exit(code)
+        feed.close()
+        ctl.send(str(pid).encode())
+
+
+def _reap() -> None:
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+
 class _Worker:
-    def __init__(self, proc: subprocess.Popen, feed: socket.socket) -> None:
-        self.proc = proc
+    def __init__(self, pid: int, feed: socket.socket, proc: subprocess.Popen | None = None
+                 ) -> None:
+        self.pid = pid
+        self.proc = proc        # when started as a new interpreter (no zygote)
         self.feed = feed        # the agent's end of the worker's feed socketpair
         self.sent = -1          # the feed version it last received
 
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return procs.running(self.pid)
+
 
 class WorkerPool:
-    def __init__(self, count: int, config_args: list[str], sock: socket.socket) -> None:
+    def __init__(self, count: int, config_args: list[str], sock: socket.socket,
+                 zygote: Zygote | None = None) -> None:
         self.count = count
         self.config_args = config_args
         self.sock = sock
+        self.zygote = zygote
         self.workers: list[_Worker] = []
 
     def _spawn(self) -> _Worker:
+        if self.zygote is not None:
+            try:
+                pid, ours = self.zygote.fork_worker()
+                ours.setblocking(False)
+                return _Worker(pid, ours)
+            except (OSError, ValueError) as exc:
+                LOG.error("cannot fork a metadata worker from the zygote (%s); starting it "
+                          "as a new interpreter", exc)
+                self.zygote = None
+        return self._exec()
+
+    def _exec(self) -> _Worker:
+        """A worker as a new interpreter: more memory, no zygote needed."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fds = [self.sock.fileno(), theirs.fileno()]
         try:
@@ -51,7 +184,7 @@ class WorkerPool:
         finally:
             theirs.close()
         ours.setblocking(False)
-        return _Worker(proc, ours)
+        return _Worker(proc.pid, ours, proc)
 
     def start(self) -> None:
         self.workers = [self._spawn() for _ in range(self.count)]
@@ -60,9 +193,8 @@ class WorkerPool:
     def check(self) -> None:
         """Respawn workers that died; a fresh one gets the current feed on the next publish."""
         for i, worker in enumerate(self.workers):
-            if worker.proc.poll() is not None:
-                LOG.error("metadata worker %d exited with %s; respawning", worker.proc.pid,
-                          worker.proc.returncode)
+            if not worker.alive():
+                LOG.error("metadata worker %d exited; respawning", worker.pid)
                 worker.feed.close()
                 self.workers[i] = self._spawn()
 
@@ -70,7 +202,7 @@ class WorkerPool:
         """Send `frame` to every live worker that has not had this version yet."""
         loop = asyncio.get_running_loop()
         for worker in self.workers:
-            if worker.sent == version or worker.proc.poll() is not None:
+            if worker.sent == version or not worker.alive():
                 continue
             try:
                 await asyncio.wait_for(loop.sock_sendall(worker.feed, frame), FEED_TIMEOUT)
@@ -78,24 +210,34 @@ class WorkerPool:
             except (asyncio.TimeoutError, OSError) as exc:
                 # Half a frame may have gone: the stream is unusable, so is the worker.
                 LOG.error("metadata worker %d did not take the SB view (%s); replacing it",
-                          worker.proc.pid, exc or type(exc).__name__)
-                worker.proc.kill()
+                          worker.pid, exc or type(exc).__name__)
+                _kill(worker.pid)
 
     def pids(self) -> list[int]:
-        return [w.proc.pid for w in self.workers if w.proc.poll() is None]
+        return [w.pid for w in self.workers if w.alive()]
 
     def stop(self, timeout: float = 10.0) -> None:
         for worker in self.workers:
-            if worker.proc.poll() is None:
-                worker.proc.terminate()
+            if worker.alive():
+                _kill(worker.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for worker in self.workers:
-            try:
-                worker.proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                worker.proc.kill()
+            while worker.alive() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if worker.alive():
+                _kill(worker.pid)
+            if worker.proc is not None:
                 worker.proc.wait()
             worker.feed.close()
+        if self.zygote is not None:
+            self.zygote.stop()
+
+
+def _kill(pid: int, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,11 +250,14 @@ def main(argv: list[str] | None = None) -> int:
     conf = config.load(rest, prog="ovnmeta-worker")
     logs.setup(conf)
     sock = socket.socket(fileno=args.fd)
+    _run_worker(conf, sock, socket.socket(fileno=args.feed))
+    return 0
+
+
+def _run_worker(conf, sock: socket.socket, feed: socket.socket) -> None:
     sock.setblocking(False)
-    feed = socket.socket(fileno=args.feed)
     feed.setblocking(False)
     eventloop.run(_serve(conf, sock, feed, NovaEndpoint.from_conf(conf)))
-    return 0
 
 
 async def _serve(conf, sock: socket.socket, feed: socket.socket,

@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from ovnmeta import control, naming
+from ovnmeta import control, naming, procs
 from ovnmeta.signing import sign_instance_id
 from ovnmeta.testing import neutron
 from ovnmeta.testing.agentproc import AgentProcess, wait_until
@@ -155,13 +155,25 @@ def wait_idle(box: Sandbox, limit: float = 0.05, timeout: float = 120) -> None:
 
 def _agent_ticks(agent: AgentProcess) -> int:
     """CPU ticks of the agent and its workers."""
-    pids = [agent.proc.pid] + [int(p) for p in procs_children(agent.proc.pid)]
-    return sum(_cpu_ticks(p) for p in pids if alive(p))
+    return sum(_cpu_ticks(p) for p in agent_processes(agent) if alive(p))
 
 
-def procs_children(pid: int) -> list[str]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return path.read_text().split() if path.exists() else []
+def agent_processes(agent: AgentProcess) -> list[int]:
+    """The agent and every process under it (socket keeper, worker zygote, workers) except
+    haproxy: haproxy's masters are the agent's children too (it is their subreaper), and
+    are counted apart."""
+    found, todo = [], [agent.proc.pid]
+    while todo:
+        pid = todo.pop()
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if pid != agent.proc.pid and name.startswith(("haproxy", "hap")):
+            continue
+        found.append(pid)
+        todo += procs.children(pid)
+    return found
 
 
 def pss_mib(pids: list[int]) -> float:
@@ -184,9 +196,9 @@ def measure(vm: FakeVM, agent: AgentProcess, connections: int, seconds: int) -> 
     cpu = (_agent_ticks(agent) - before) / hz
     through["agent_cpu_us_per_request"] = round(
         cpu / max(1.0, through["rps"] * seconds) * 1e6, 1)
-    agent_pids = [agent.proc.pid] + [int(p) for p in procs_children(agent.proc.pid)]
+    agent_pids = agent_processes(agent)
     haproxy = agent.haproxy_pids()
-    haproxy += [int(c) for p in list(haproxy) for c in procs_children(p)]
+    haproxy += [c for p in list(haproxy) for c in procs.children(p)]
     through["pss_mib"] = {"agent": pss_mib(agent_pids), "haproxy": pss_mib(haproxy)}
     ceiling = wrk(vm, f"http://169.254.169.254:{CEILING_PORT}{PATH}", connections, seconds)
     return {"agent": through, "ceiling": ceiling, "ratio": through["rps"] / ceiling["rps"]}

@@ -1,0 +1,109 @@
+"""Workers forked by the zygote serve from the agent's feed alone, are replaced when they die,
+and leave nothing behind: real processes, a real unix socket, real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+
+import pytest
+
+from ovnmeta import config, procs, workerfeed
+from ovnmeta.listener import bind_socket
+from ovnmeta.model import PortRecord, SbSnapshot
+from ovnmeta.workers import WorkerPool, Zygote
+
+NET = "11111111-2222-3333-4444-555555555555"
+SNAP = SbSnapshot(chassis="ch", ports=(
+    PortRecord("vm-a", "", NET, ("fa:16:3e:00:00:01 10.0.0.5",),
+               (("neutron:device_id", "i-a"), ("neutron:project_id", "p")), True),
+    PortRecord("meta", "localport", NET, ("fa:16:3e:00:00:02 10.0.0.2",), (), False),
+))
+
+
+def _ask(path: str, client: str) -> int:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall(f"GET /latest/meta-data/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  f"X-OVN-Network-ID: {NET}\r\nX-Forwarded-For: {client}\r\n\r\n".encode())
+        return int(s.recv(4096).split()[1])
+
+
+def _wait(pred, what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture(params=["zygote"])
+def pool(tmp_path, request):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: nova refuses
+    ini = tmp_path / "agent.ini"
+    ini.write_text(f"[DEFAULT]\nnova_metadata_host = 127.0.0.1\n"
+                   f"nova_metadata_port = {closed.getsockname()[1]}\n"
+                   f"metadata_proxy_shared_secret = s\nstate_path = {tmp_path}\n")
+    conf = config.load(["--config-file", str(ini)], prog="test")
+    path = str(tmp_path / "metadata_proxy")
+    sock = bind_socket(path, 0o600)
+    zygote = None
+    if request.param == "zygote":
+        zygote = Zygote(conf, sock)
+        zygote.start()
+    pool = WorkerPool(2, ["--config-file", str(ini)], sock, zygote=zygote)
+    pool.start()
+    pool.path = path
+    yield pool
+    pool.stop()
+    closed.close()
+    sock.close()
+
+
+def _feed(pool: WorkerPool, version: int) -> None:
+    asyncio.run(pool.publish(workerfeed.encode(SNAP, frozenset({"vm-a"})), version))
+
+
+def test_forked_workers_serve_the_view_they_are_fed(pool) -> None:
+    pids = pool.pids()
+    assert len(pids) == 2 and all(procs.running(p) for p in pids)
+    # Children of the zygote, not new interpreters.
+    assert {int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1])
+            for p in pids} == {pool.zygote.pid}
+    _feed(pool, 1)
+    # Known VM: signed and sent to nova, which refuses: 502. Unknown address: 404. Several
+    # connections, so that both workers answer.
+    _wait(lambda: _ask(pool.path, "10.0.0.5") == 502, "a worker serving")
+    assert {_ask(pool.path, "10.0.0.5") for _ in range(20)} == {502}
+    assert {_ask(pool.path, "10.0.0.9") for _ in range(20)} == {404}
+
+
+def test_a_dead_worker_is_replaced_and_fed(pool) -> None:
+    _feed(pool, 1)
+    victim = pool.pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    _wait(lambda: not procs.running(victim), "the worker to die")
+    pool.check()
+    assert victim not in pool.pids() and len(pool.pids()) == 2
+    _feed(pool, 1)    # the same version: only the new worker gets it
+    assert all(w.sent == 1 for w in pool.workers)
+    assert {_ask(pool.path, "10.0.0.5") for _ in range(20)} == {502}
+
+
+@pytest.mark.parametrize("pool", ["exec"], indirect=True)
+def test_without_a_zygote_workers_are_new_interpreters(pool) -> None:
+    _feed(pool, 1)
+    _wait(lambda: _ask(pool.path, "10.0.0.5") == 502, "a worker serving")
+    assert {_ask(pool.path, "10.0.0.9") for _ in range(10)} == {404}
+
+
+def test_stopping_ends_the_workers_and_the_zygote(pool) -> None:
+    everyone = [*pool.pids(), pool.zygote.pid]
+    assert len(everyone) == 3
+    pool.stop()
+    _wait(lambda: not any(procs.running(p) for p in everyone), "all to exit", timeout=12)
