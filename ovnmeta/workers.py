@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from ovnmeta import config, eventloop, logs, procs, proxy, workerfeed
 from ovnmeta.nova import NovaClient, NovaEndpoint
@@ -52,17 +53,11 @@ class Zygote:
         gc.collect()
         gc.freeze()
         agent = os.getpid()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                ours.close()
-                _zygote(self._conf, self._sock, theirs, agent, self._drop_fds)
-                code = 0
-            except BaseException:
-                LOG.exception("the worker zygote failed")
-            finally:
-                os._exit(code)
+
+        def zygote() -> None:
+            ours.close()
+            _zygote(self._conf, self._sock, theirs, agent, self._drop_fds)
+        pid = _fork(zygote, "the worker zygote")
         theirs.close()
         self.pid, self._ctl = pid, ours
         LOG.debug("worker zygote %d started", pid)
@@ -112,21 +107,30 @@ def _zygote(conf, sock: socket.socket, ctl: socket.socket, agent: int,
         if not msg:
             return                     # the agent closed its end: stopping or gone
         feed = socket.socket(fileno=fds[0])
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                ctl.close()
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                procs.die_with_parent(me)
-                _run_worker(conf, sock, feed)
-                code = 0
-            except BaseException:
-                LOG.exception("metadata worker failed")
-            finally:
-                os._exit(code)
+
+        def worker() -> None:
+            ctl.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            procs.die_with_parent(me)
+            _run_worker(conf, sock, feed)
+        pid = _fork(worker, "a metadata worker")
         feed.close()
         ctl.send(str(pid).encode())
+
+
+def _fork(child: Callable[[], None], what: str) -> int:
+    """Fork; the child runs `child` and exits, never returning into its parent's code."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            child()
+            code = 0
+        except BaseException:
+            LOG.exception("%s failed", what)
+        finally:
+            os._exit(code)
+    return pid
 
 
 def _reap() -> None:
