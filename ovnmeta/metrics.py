@@ -106,8 +106,8 @@ KEPT_LABELS = frozenset({"unknown", "none"})
 def retain_networks(networks: Collection[str]) -> int:
     """Drop the per-network series of networks no longer here, so a cloud that creates and
     deletes networks for months does not grow the agent's memory and every scrape with
-    them. Returns how many series went. (With workers, a worker's series live in its
-    multiprocess file until the worker restarts: prometheus_client cannot remove them.)"""
+    them. Returns how many series went. (In multiprocess mode, with workers, the values
+    stay in the files, which prometheus_client cannot shrink, until the agent restarts.)"""
     keep = KEPT_LABELS | set(networks)
     dropped = 0
     for key in list(_CHILDREN):
