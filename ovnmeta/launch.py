@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sock = listener.listen(conf)
         LOG.info("listening on %s", conf.metadata_proxy_socket)
-        return _run(conf, sock, lock)
+        zygote = _zygote(conf, sock, lock) if conf.metadata_workers > 1 else None
+        return _run(conf, sock, zygote)
     finally:
         lock.release()
 
@@ -53,7 +54,17 @@ def _multiprocess_metrics(directory: Path) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
-def _run(conf: cfg.ConfigOpts, sock, lock: AgentLock) -> int:
+def _zygote(conf: cfg.ConfigOpts, sock, lock: AgentLock):
+    """The workers' zygote, forked before the agent loads what only it needs (ovsdbapp,
+    pyroute2, jinja2, aiohttp) and before any thread: workers share what the zygote loaded,
+    and the agent's later work does not unshare pages of a heap that big."""
+    from ovnmeta.workers import Zygote
+    zygote = Zygote(conf, sock, drop_fds=(lock.fd,) if lock.fd is not None else ())
+    zygote.start()
+    return zygote
+
+
+def _run(conf: cfg.ConfigOpts, sock, zygote) -> int:
     from ovnmeta import eventloop
     from ovnmeta.agent import Agent
     from ovnmeta.procs import become_subreaper
@@ -61,11 +72,7 @@ def _run(conf: cfg.ConfigOpts, sock, lock: AgentLock) -> int:
     logs.reapply_levels(conf)
     become_subreaper()
     agent = Agent(conf, sock)
-    if conf.metadata_workers > 1:
-        # Before any thread: the workers' zygote is a copy of this process as it is now.
-        from ovnmeta.workers import Zygote
-        agent.zygote = Zygote(conf, sock, drop_fds=(lock.fd,) if lock.fd is not None else ())
-        agent.zygote.start()
+    agent.zygote = zygote
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stop.set())
     try:

@@ -30,7 +30,7 @@ from ovnmeta import control, naming, procs
 from ovnmeta.signing import sign_instance_id
 from ovnmeta.testing import neutron
 from ovnmeta.testing.agentproc import AgentProcess, wait_until
-from ovnmeta.testing.memory import pss_kib
+from ovnmeta.testing.memory import pss_kib, rollup_kib
 from ovnmeta.testing.novaproc import NovaProcess
 from ovnmeta.testing.sandbox import Sandbox, _free_port, alive
 from ovnmeta.testing.vm import FakeVM
@@ -158,6 +158,13 @@ def _agent_ticks(agent: AgentProcess) -> int:
     return sum(_cpu_ticks(p) for p in agent_processes(agent) if alive(p))
 
 
+def _args(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:80]
+    except OSError:
+        return "?"
+
+
 def agent_processes(agent: AgentProcess) -> list[int]:
     """The agent and every process under it (socket keeper, worker zygote, workers) except
     haproxy: haproxy's masters are the agent's children too (it is their subreaper), and
@@ -200,6 +207,12 @@ def measure(vm: FakeVM, agent: AgentProcess, connections: int, seconds: int) -> 
     haproxy = agent.haproxy_pids()
     haproxy += [c for p in list(haproxy) for c in procs.children(p)]
     through["pss_mib"] = {"agent": pss_mib(agent_pids), "haproxy": pss_mib(haproxy)}
+    # Per process of the agent's tree: what a worker costs is its private memory.
+    through["agent_processes"] = [
+        {"pid": pid, "args": _args(pid), "pss_mib": round(r.get("Pss", 0) / 1024, 1),
+         "private_mib": round((r.get("Private_Clean", 0) + r.get("Private_Dirty", 0))
+                              / 1024, 1)}
+        for pid in agent_pids for r in [rollup_kib(pid)]]
     ceiling = wrk(vm, f"http://169.254.169.254:{CEILING_PORT}{PATH}", connections, seconds)
     return {"agent": through, "ceiling": ceiling, "ratio": through["rps"] / ceiling["rps"]}
 

@@ -15,3 +15,15 @@ def pss_kib(pids: list[int]) -> int:
         except FileNotFoundError:
             pass
     return total
+
+
+def rollup_kib(pid: int) -> dict[str, int]:
+    """One process's smaps_rollup in KiB: Pss, Private_Clean, Private_Dirty, Rss, ..."""
+    out: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+            key, _, rest = line.partition(":")
+            out[key] = int(rest.split()[0])
+    except (FileNotFoundError, IndexError, ValueError):
+        pass
+    return out

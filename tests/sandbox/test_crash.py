@@ -107,6 +107,8 @@ def test_worker_killed_under_load_fails_no_request(probed) -> None:
     out = vm.exec("sh", "-c", f"for i in $(seq 30); do curl -s -m 2 {URL}; echo; done").stdout
     answers = [json.loads(line) for line in out.splitlines() if line.strip()]
     assert len(answers) == 30 and {a["hostname"] for a in answers} == {vm.netns}, answers[:2]
+    # All were forked by the zygote, respawns included: none fell back to a new interpreter.
+    assert "as a new interpreter" not in agent.log()
 
 
 def test_workers_end_with_a_killed_agent(probed) -> None:
