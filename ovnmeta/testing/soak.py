@@ -39,6 +39,25 @@ def fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def fd_kinds(pid: int) -> dict[str, int]:
+    """The agent's open fds by kind (socket, pipe, anon_inode:[eventpoll], a file's
+    directory): what grows, when the count does."""
+    kinds: dict[str, int] = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("/"):
+            kind = os.path.dirname(target)
+        elif target.startswith("anon_inode:"):
+            kind = target
+        else:
+            kind = target.split(":", 1)[0]          # socket, pipe
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return dict(sorted(kinds.items()))
+
+
 @dataclass
 class _Cloud:
     box: Sandbox
@@ -129,11 +148,12 @@ def run(box: Sandbox, minutes: float, seed: int = 1, warmup: float = 20.0) -> di
         prober.start()
         end = time.monotonic() + minutes * 60
         warm_until = time.monotonic() + min(warmup, minutes * 60 / 4)
-        start_rss = start_fds = None
+        start_rss = start_fds = start_kinds = None
         while time.monotonic() < end:
             cloud.step(rng)
             if start_rss is None and time.monotonic() >= warm_until:
                 start_rss, start_fds = rss_kib(agent.proc.pid), fds(agent.proc.pid)
+                start_kinds = fd_kinds(agent.proc.pid)
         for net_id in sorted(cloud.nets):
             cloud.delete_network(net_id)
         prober.stop()
@@ -153,6 +173,7 @@ def run(box: Sandbox, minutes: float, seed: int = 1, warmup: float = 20.0) -> di
                          for name, r in report.items() if r["failed"] or r["wrong"]},
             "rss_kib_start": start_rss, "rss_kib_end": rss_kib(agent.proc.pid),
             "fds_start": start_fds, "fds_end": fds(agent.proc.pid),
+            "fd_kinds_start": start_kinds, "fd_kinds_end": fd_kinds(agent.proc.pid),
             "left": leftovers(box, agent),
             "agent_running": agent.running(),
             "tracebacks": agent.log().count("Traceback"),

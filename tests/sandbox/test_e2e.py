@@ -192,6 +192,10 @@ def test_metadata_workers_share_the_socket_and_are_respawned(make_network, make_
                 return []
         wait_until(lambda: len(workers()) == 3, timeout=20, what="three serving processes")
         wait_until(lambda: "metadata worker serving" in agent.log(), what="workers loaded")
+        # Forked workers serve within milliseconds, before the network's path is up: wait
+        # for the VM to be served once, then every process must answer it.
+        wait_until(lambda: get(vm, "/openstack/latest/meta_data.json")[0] == 200, timeout=20,
+                   what="the VM served")
         assert all(get(vm, "/openstack/latest/meta_data.json")[0] == 200 for _ in range(20))
         first = workers()
         os.kill(first[1], signal.SIGKILL)
