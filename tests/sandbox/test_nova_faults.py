@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from ovnmeta import netns
 from ovnmeta.testing.agentproc import wait_until
 from ovnmeta.testing.prober import Prober
 from ovnmeta.testing.sandbox import _free_port
@@ -66,6 +67,10 @@ def faulty(make_network, make_vm, start_agent):
     nova = Nova(_free_port())
     agent = start_agent(extra=f"nova_metadata_port = {nova.port}\n"
                               f"[metadata]\nnova_metadata_timeout = {TIMEOUT}")
+    # The path up to haproxy, without a request (that would reach nova, which is the test's).
+    for vm in vms:
+        wait_until(lambda: netns.tcp_connect(vm.netns, "169.254.169.254", 80, 0.3) is None,
+                   timeout=20, what=f"{vm.netns} reaching haproxy")
     yield {"vms": vms, "nova": nova, "agent": agent}
     nova.stop()
 
