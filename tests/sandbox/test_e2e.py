@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from ovnmeta import naming
 from ovnmeta.testing import neutron
 from ovnmeta.testing.agentproc import wait_until
 from ovnmeta.testing.novaproc import NovaProcess
@@ -225,7 +226,19 @@ def test_ipv6_link_local_client_is_identified_by_its_mac(make_network, make_vm, 
         def fetch6():
             proc = vm.exec("curl", "-gsf", "-m", "2", url, check=False, timeout=10)
             return proc.returncode == 0 and json.loads(proc.stdout)
-        meta = wait_until(fetch6, timeout=30, what="metadata over IPv6 link-local")
+        try:
+            meta = wait_until(fetch6, timeout=30, what="metadata over IPv6 link-local")
+        except Exception:
+            # Seen once in CI (the agent got no request in 30 s): say what IPv6 looked like
+            # on both ends (a link-local stuck "tentative" or "dadfailed", a FAILED neighbour).
+            ns = naming.namespace(net.id)
+            state = [vm.exec(*cmd, check=False).stdout for cmd in (
+                ("ip", "-6", "addr"), ("ip", "-6", "neigh"),
+                ("sh", "-c", f"curl -gsv -m 2 '{url}' 2>&1"))]
+            state += [subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True,
+                                     text=True).stdout
+                      for cmd in (("ip", "-6", "addr"), ("ip", "-6", "neigh"))]
+            raise AssertionError("no metadata over IPv6 link-local:\n" + "\n".join(state))
         assert meta["uuid"] == vm.port.device_id
     finally:
         nova.stop()
