@@ -107,7 +107,7 @@ def _alive(pid: int, cfg: Path) -> bool:
         return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except FileNotFoundError:
+    except OSError:   # gone meanwhile (ENOENT, or ESRCH while being reaped)
         return False
     return str(cfg).encode() in cmdline
 

@@ -16,7 +16,7 @@ def running(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
+    except (OSError, IndexError):   # gone: no file, or ESRCH while it is being reaped
         return False
     if state in ("Z", "X"):
         try:

@@ -12,7 +12,7 @@ def pss_kib(pids: list[int]) -> int:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     total += int(line.split()[1])
-        except FileNotFoundError:
+        except OSError:   # gone meanwhile
             pass
     return total
 

@@ -131,7 +131,7 @@ def test_workers_end_with_a_killed_agent(probed) -> None:
 def _running(pid: int) -> bool:
     try:
         return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except OSError:
         return False
 
 
