@@ -6,15 +6,7 @@ from pathlib import Path
 
 
 def pss_kib(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-        except OSError:   # gone meanwhile
-            pass
-    return total
+    return sum(rollup_kib(pid).get("Pss", 0) for pid in pids)
 
 
 def rollup_kib(pid: int) -> dict[str, int]:
@@ -24,6 +16,6 @@ def rollup_kib(pid: int) -> dict[str, int]:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
             key, _, rest = line.partition(":")
             out[key] = int(rest.split()[0])
-    except (FileNotFoundError, IndexError, ValueError):
+    except (OSError, IndexError, ValueError):   # gone meanwhile
         pass
     return out

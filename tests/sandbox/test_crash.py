@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ovnmeta import control, handoff
+from ovnmeta import control, handoff, procs
 from ovnmeta.testing.agentproc import wait_until
 from ovnmeta.testing.novaproc import NovaProcess
 from ovnmeta.testing.prober import Prober
@@ -119,20 +119,13 @@ def test_workers_end_with_a_killed_agent(probed) -> None:
     worker = control.request(sock, "/status")[1]["metadata_workers"][1]
     agent.proc.send_signal(signal.SIGKILL)  # even before the worker has loaded
     agent.proc.wait()
-    wait_until(lambda: not _running(worker), timeout=10, what="the orphaned worker to exit")
+    wait_until(lambda: not procs.running(worker), timeout=10, what="the orphaned worker to exit")
     # The worker's zygote, a fork of the agent with its command line, goes too; so the lock
     # is free and the next agent starts and serves.
     wait_until(lambda: not _copies_of(agent), timeout=10, what="the agent's forks to exit")
     mark = len(agent.log())
     agent.start()
     wait_until(lambda: _served_again(agent, mark), timeout=20, what="the next agent serving")
-
-
-def _running(pid: int) -> bool:
-    try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _copies_of(agent) -> list[int]:
@@ -142,6 +135,6 @@ def _copies_of(agent) -> list[int]:
             cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
         except OSError:
             continue
-        if str(agent.config).encode() in cmd and b"cleanup" not in cmd and _running(int(pid)):
+        if str(agent.config).encode() in cmd and b"cleanup" not in cmd and procs.running(int(pid)):
             found.append(int(pid))
     return found
