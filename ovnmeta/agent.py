@@ -19,9 +19,9 @@ from typing import TypeVar
 
 from oslo_config import cfg
 
-from ovnmeta import (control, eventloop, handoff, metrics, proxy, sbview, sdnotify,
-                     workerfeed)
-from ovnmeta.haproxy import HaproxyManager, RateLimit, Settings, Timeouts
+from ovnmeta import (control, directpath, eventloop, handoff, haproxy, httpserver, metrics,
+                     proxy, sbview, sdnotify, workerfeed)
+from ovnmeta.haproxy import Direct, HaproxyManager, RateLimit, Settings, Timeouts
 from ovnmeta.nova import NovaClient, NovaEndpoint
 from ovnmeta.ovs import ChassisConfig, LocalOvs
 from ovnmeta.peers import PeerPolicy
@@ -32,7 +32,9 @@ from ovnmeta.workers import WorkerPool, Zygote
 LOG = logging.getLogger("ovnmeta.agent")
 RETRY_REMINDER = 60.0  # seconds between repeats of an unchanged startup failure
 KEEPER_CHECK = 5  # seconds between checks that the socket keeper is alive
-FEED_INTERVAL = 0.02  # seconds between looks for a changed view to send to the workers
+FEED_INTERVAL = 0.02  # seconds between looks for a changed view (workers, haproxy's maps)
+MAPS_RECHECK = 1.0    # seconds between checks that haproxy's worker still holds our maps
+READY_SOCKET = "ready.sock"
 T = TypeVar("T")
 
 
@@ -70,11 +72,38 @@ def rate_limit(conf: cfg.ConfigOpts) -> RateLimit | None:
                      burst_query_rate_limit=rl.burst_query_rate_limit)
 
 
+def direct(conf: cfg.ConfigOpts, ready_socket: str) -> Direct | None:
+    """The direct path's settings, or None (and why, once) when it cannot be used."""
+    if not conf.haproxy.direct_path:
+        return None
+    if conf.nova_metadata_protocol != "http":
+        LOG.info("[haproxy] direct_path: nova is reached over %s, which only the agent "
+                 "does; every request goes through the agent", conf.nova_metadata_protocol)
+        return None
+    return Direct.for_nova(ready_socket, tuple(conf.nova_metadata_host),
+                           conf.nova_metadata_port, conf.metadata.nova_metadata_timeout)
+
+
 def config_args(conf: cfg.ConfigOpts) -> list[str]:
     """The command-line config options this process was started with, for its workers."""
     args = [a for f in conf.config_file for a in ("--config-file", f)]
     return args + [a for d in (conf.config_dir and [conf.config_dir] or [])
                    for a in ("--config-dir", d)]
+
+
+def bind_ready(path: str) -> socket.socket:
+    """The readiness socket haproxy checks; anyone may connect, it tells only a yes/no."""
+    if os.path.exists(path):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    sock.listen(16)
+    sock.setblocking(False)
+    return sock
 
 
 class Agent:
@@ -89,6 +118,8 @@ class Agent:
         self.chassis: ChassisConfig | None = None
         self.workers: WorkerPool | None = None
         self.zygote: Zygote | None = None   # forks the workers; made by launch, before threads
+        self.maps: directpath.MapSync | None = None   # the direct path's maps in haproxy
+        self.nova_watch: directpath.NovaWatch | None = None
         self.headline = metrics.Headline(metrics.registry(None))
         self.notifier = sdnotify.Notifier.from_environment()
         self.threads: list[threading.Thread] = []
@@ -109,13 +140,15 @@ class Agent:
                  chassis.datapath_type or "system")
         self.sb = sbview.SbView.from_conf(conf, chassis.system_id, self._mark,
                                           bridge=chassis.bridge)
+        haproxy_dir = self.state_dir / "haproxy"
         haproxy = HaproxyManager(
-            conf.haproxy.mode, self.state_dir / "haproxy",
+            conf.haproxy.mode, haproxy_dir,
             Settings(socket=conf.metadata_proxy_socket, maxconn=conf.haproxy.maxconn,
                      global_maxconn=conf.haproxy.global_maxconn,
                      timeouts=Timeouts.from_conf(conf.metadata_haproxy),
                      user=conf.metadata_proxy_user, group=conf.metadata_proxy_group,
-                     log_target=conf.haproxy.log_target, rate_limit=rate_limit(conf)),
+                     log_target=conf.haproxy.log_target, rate_limit=rate_limit(conf),
+                     direct=direct(conf, str(haproxy_dir / READY_SOCKET))),
             binary=conf.haproxy.haproxy_path, template_dir=conf.haproxy.templates_dir)
         self.chassis = chassis
         self.reconciler = Reconciler(self.sb, self.ovs, chassis, haproxy,
@@ -157,8 +190,18 @@ class Agent:
         servers = [proxy.serve(server, sock, stopped, before_close=self._before_close,
                                backlog=conf.metadata_backlog),
                    control.serve(control_app, control_sock, stopped), self._watch(stopped)]
-        if self.workers:
-            servers.append(self._feed_workers(stopped))
+        hap = self.reconciler.haproxy
+        if hap.settings.direct:
+            self.maps = directpath.MapSync(hap.maps_dir, hap.stats_socket(),
+                                           conf.metadata_proxy_shared_secret,
+                                           haproxy.stats_command)
+            ready = self._ready_server()
+            servers.append(proxy.serve(ready, bind_ready(hap.settings.direct.ready_socket),
+                                       stopped, backlog=16))
+            LOG.info("direct path on: haproxy sends known VMs' GETs straight to nova at %s",
+                     ", ".join(hap.settings.direct.servers))
+        if self.workers or self.maps:
+            servers.append(self._follow_view(metadata, stopped))
         if conf.metrics.listen:
             reg = metrics.registry(metrics.StateCollector(
                 self.metrics_state, self.reconciler.haproxy.frontend_stats))
@@ -187,7 +230,10 @@ class Agent:
         """What the metrics collector reads at scrape time."""
         rec = self.reconciler
         ready = [n for n in rec.status.networks.values() if n["ready"]]
-        return {"networks_served": len(ready),
+        direct = {} if not self.maps else {
+            "direct_ready": self.maps.ready, "direct_entries": self.maps.entries(),
+            "direct_requests": self.nova_watch.requests if self.nova_watch else 0}
+        return {**direct,"networks_served": len(ready),
                 "vms_served": sum(n["vm_ports"] for n in ready),
                 "vms_bound": sum(1 for p in self.sb.snapshot().ports
                                  if p.bound_here and p.type in VM_PORT_TYPES),
@@ -202,17 +248,47 @@ class Agent:
         if self.workers:
             self.workers.stop()
 
-    async def _feed_workers(self, stopped: asyncio.Event) -> None:
-        """Stream the SB view and the plugged ports to the workers when either changes
-        (and to a respawned worker); a poll keeps the IDL's thread out of the event loop."""
+    def _ready_server(self) -> httpserver.Server:
+        """haproxy's check of the maps: 200 only while they match this agent's view."""
+        ok = httpserver.text(200, "maps current")
+        stale = httpserver.text(503, "maps not current")
+
+        async def ready(request: httpserver.Request) -> httpserver.Response:
+            return ok if self.maps and self.maps.ready else stale
+        return httpserver.Server(ready, keepalive=5, max_body=1024)
+
+    async def _follow_view(self, metadata: proxy.MetadataProxy,
+                           stopped: asyncio.Event) -> None:
+        """When the SB view or the plugged ports change: stream them to the workers (and to
+        a respawned worker), and bring haproxy's maps up to date. A poll keeps the IDL's
+        thread out of the event loop."""
+        loop = asyncio.get_running_loop()
         last: tuple | None = None
         frame, version = b"", 0
+        reloads, recheck = -1, 0.0
+        hap = self.reconciler.haproxy
+        nova_watch = self.nova_watch = directpath.NovaWatch(hap.stats_socket(),
+                                                            haproxy.stats_command)
         while not stopped.is_set():
             snap, plugged = self.sb.snapshot(), self.ovs.iface_ids()
-            if last is None or snap is not last[0] or plugged != last[1]:
-                last = (snap, plugged)
-                frame, version = workerfeed.encode(snap, plugged), version + 1
-            await self.workers.publish(frame, version)
+            changed = last is None or snap is not last[0] or plugged != last[1]
+            last = (snap, plugged)
+            if self.workers:
+                if changed:
+                    frame, version = workerfeed.encode(snap, plugged), version + 1
+                await self.workers.publish(frame, version)
+            if self.maps:
+                if hap.reloads != reloads:
+                    reloads = hap.reloads
+                    self.maps.expect_reload()
+                now = time.monotonic()
+                due = now >= recheck
+                if due:
+                    recheck = now + MAPS_RECHECK
+                    await loop.run_in_executor(None, nova_watch.check)
+                if changed or due or self.maps.watching or not self.maps.ready:
+                    await loop.run_in_executor(None, self.maps.sync, metadata.index(),
+                                               plugged, hap.configured_networks())
             try:
                 await asyncio.wait_for(stopped.wait(), FEED_INTERVAL)
             except asyncio.TimeoutError:

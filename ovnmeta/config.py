@@ -104,6 +104,12 @@ HAPROXY_OPTS = [
     cfg.IntOpt("global_maxconn", default=8192, min=1,
                help="haproxy maxconn per process: in shared mode, for all networks together. "
                     "haproxy needs about twice as many file descriptors."),
+    cfg.BoolOpt("direct_path", default=True,
+                help="haproxy sends a known VM's GET and HEAD straight to nova, signed from "
+                     "per-network maps the agent keeps current, while the agent and nova "
+                     "pass haproxy's checks. Misses, POSTs and anything else go through the "
+                     "agent. Needs mode = shared and nova over http; otherwise every "
+                     "request goes through the agent."),
 ]
 
 HAPROXY_TIMEOUT_OPTS = [  # neutron's [metadata_haproxy], names and defaults

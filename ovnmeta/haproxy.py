@@ -11,16 +11,18 @@ import logging
 import os
 import signal
 import socket
+import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import jinja2
 
-from ovnmeta import naming, netns, procs
+from ovnmeta import directpath, naming, netns, procs
 from ovnmeta.model import NetworkSpec
 
 LOG = logging.getLogger(__name__)
+MAPS_DIR = "maps"
 BUNDLED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 INSTALLED_TEMPLATES = Path(os.sys.prefix) / "share" / "ovnmeta" / "templates"
 
@@ -67,6 +69,42 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class Direct:
+    """The direct path to nova (ovnmeta.directpath): where haproxy finds the maps, the
+    agent's readiness check, and nova."""
+    ready_socket: str
+    servers: tuple[str, ...]     # haproxy server addresses of nova's hosts
+    host_header: str
+    timeout_ms: int
+
+    @classmethod
+    def for_nova(cls, ready_socket: str, hosts: tuple[str, ...], port: int,
+                 timeout: float) -> Direct:
+        def address(host: str) -> str:
+            return f"ipv6@{host}:{port}" if ":" in host else f"{host}:{port}"
+        first = hosts[0]
+        authority = f"[{first}]:{port}" if ":" in first else f"{first}:{port}"
+        return cls(ready_socket, tuple(address(h) for h in hosts), authority,
+                   max(1, int(timeout * 1000)))
+
+
+# haproxy's own answers on the direct path, in the words the agent uses for the same cases.
+ERROR_FILES = {
+    503: (502, "Bad Gateway", "Bad gateway: the nova metadata API cannot be reached"),
+    502: (502, "Bad Gateway", "Bad gateway: the nova metadata API cannot be reached"),
+    504: (504, "Gateway Timeout",
+          "Gateway timeout: the nova metadata API did not answer in time"),
+}
+
+
+def error_file_text(status: int, reason: str, body: str) -> str:
+    body += "\n"
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nCache-Control: no-cache\r\n"
+            f"Connection: close\r\n\r\n{body}")
+
+
+@dataclass(frozen=True)
 class Settings:
     socket: str
     maxconn: int = 1024          # per frontend
@@ -76,6 +114,7 @@ class Settings:
     group: str = ""
     log_target: str = ""
     rate_limit: RateLimit | None = None
+    direct: Direct | None = None
 
 
 def templates_dir(configured: str = "") -> Path:
@@ -93,12 +132,17 @@ def renderer(directory: Path) -> jinja2.Template:
 
 
 def render(template: jinja2.Template, frontends: list[Frontend], settings: Settings,
-           stats_socket: str = "") -> str:
+           stats_socket: str = "", state_dir: Path | str = "") -> str:
+    """The config text; with settings.direct, `state_dir` holds the maps and error files."""
     ordered = sorted(frontends, key=lambda f: f.network_id)
     values = dict(settings.__dict__)
     if len(frontends) == 1:  # a per-network process needs no more than its frontend
         values["global_maxconn"] = min(settings.global_maxconn, settings.maxconn)
-    return template.render(frontends=ordered, stats_socket=stats_socket, **values)
+    maps = {f.network_id: directpath.map_path(Path(state_dir) / MAPS_DIR, f.network_id)
+            for f in ordered}
+    errors = {code: str(Path(state_dir) / f"nova-{code}.http") for code in ERROR_FILES}
+    return template.render(frontends=ordered, stats_socket=stats_socket, maps=maps,
+                           error_files=errors, **values)
 
 
 def _alive(pid: int, cfg: Path) -> bool:
@@ -261,6 +305,17 @@ class HaproxyManager:
         self.settings = settings
         self.binary = binary
         self.template = renderer(templates_dir(template_dir))
+        if settings.direct and mode != "shared":
+            LOG.info("haproxy mode %s: no direct path to nova (it needs the shared haproxy); "
+                     "every request goes through the agent", mode)
+            self.settings = settings = replace(settings, direct=None)
+        self.maps_dir = self.dir / MAPS_DIR
+        if settings.direct:
+            for code, (status, reason, body) in ERROR_FILES.items():
+                path = self.dir / f"nova-{code}.http"
+                text = error_file_text(status, reason, body)
+                if not path.exists() or path.read_text() != text:
+                    path.write_text(text)
         self._last_errors: dict[str, str] = {}
         self.reloads = 0           # starts, reloads and restarts, for the metrics
         self.reload_failures = 0
@@ -315,8 +370,26 @@ class HaproxyManager:
                 LOG.info("no metadata networks left: stopping the shared haproxy")
                 proc.stop()
             return {}
+        if self.settings.direct:
+            self._ensure_maps({f.network_id for f in frontends})
         error = self._converge(proc, frontends, recreated, "shared haproxy", "*")
+        if self.settings.direct and not error:
+            self._remove_maps(keep={f.network_id for f in frontends})
         return {"*": error} if error else {}
+
+    def _ensure_maps(self, networks: set[str]) -> None:
+        """haproxy refuses a config naming a missing map: an empty one is a miss for every
+        VM, which the agent answers, until the agent's MapSync fills it."""
+        self.maps_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for net in networks:
+            path = Path(directpath.map_path(self.maps_dir, net))
+            if not path.exists():
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+    def _remove_maps(self, keep: set[str]) -> None:
+        for path in self.maps_dir.glob("*.map"):
+            if path.stem not in keep:
+                path.unlink(missing_ok=True)
 
     def _sync_per_network(self, frontends: list[Frontend], recreated: set[str]
                           ) -> dict[str, str]:
@@ -345,7 +418,7 @@ class HaproxyManager:
         stats = str(proc.cfg.with_suffix(".stats"))
         try:
             changed = proc.write(render(self.template, frontends, self.settings,
-                                        stats_socket=stats))
+                                        stats_socket=stats, state_dir=self.dir))
             if proc.pid() is None:
                 LOG.info("%s: starting (%d frontends)", label, len(frontends))
                 self.reloads += 1
@@ -396,7 +469,14 @@ class HaproxyManager:
             return {"*": self._shared().pid()}
         return {net: self._per_network(net).pid() for net in self._per_network_ids()}
 
+    def stats_socket(self) -> str:
+        """The shared process's stats socket (admin level: the maps are updated there)."""
+        return str(self._shared().cfg.with_suffix(".stats"))
+
     def stop_all(self) -> None:
         self._shared().stop()
         for net in self._per_network_ids():
             self._per_network(net).stop()
+        shutil.rmtree(self.maps_dir, ignore_errors=True)
+        for code in ERROR_FILES:
+            (self.dir / f"nova-{code}.http").unlink(missing_ok=True)

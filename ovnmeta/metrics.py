@@ -58,6 +58,10 @@ STATE_METRICS = {
     "ovnmeta_haproxy_reloads": "haproxy (re)loads and starts the agent asked for.",
     "ovnmeta_haproxy_reload_failures": "haproxy configs that failed to check or load.",
     "ovnmeta_build_info": "The running ovnmeta's version.",
+    "ovnmeta_direct_path_ready": "1 while haproxy's maps match the agent's view (haproxy "
+                                 "then sends known VMs' GETs straight to nova).",
+    "ovnmeta_direct_map_entries": "Client addresses in haproxy's maps.",
+    "ovnmeta_direct_requests": "Requests haproxy sent straight to nova (the direct path).",
 }
 # haproxy's per-frontend counters ("show stat" fields), re-exported by network.
 HAPROXY_FIELDS = {
@@ -146,6 +150,10 @@ class StateCollector(Collector):
                     max(0.0, time.time() - s["sb_updated"]) if s["sb_updated"] else -1)
         yield counter("ovnmeta_haproxy_reloads", s["haproxy_reloads"])
         yield counter("ovnmeta_haproxy_reload_failures", s["haproxy_reload_failures"])
+        if "direct_ready" in s:
+            yield gauge("ovnmeta_direct_path_ready", 1 if s["direct_ready"] else 0)
+            yield gauge("ovnmeta_direct_map_entries", s["direct_entries"])
+            yield counter("ovnmeta_direct_requests", s["direct_requests"])
         info = GaugeMetricFamily("ovnmeta_build_info", STATE_METRICS["ovnmeta_build_info"],
                                  labels=["version"])
         info.add_metric([__version__], 1)
@@ -212,7 +220,8 @@ def exported_names() -> set[str]:
     for metric in (REQUEST_SECONDS, NOVA_SECONDS):
         names |= {metric._name + s for s in ("_bucket", "_sum", "_count", "_created")}
     counters = {"ovnmeta_reconcile_passes", "ovnmeta_reconcile_failures",
-                "ovnmeta_haproxy_reloads", "ovnmeta_haproxy_reload_failures"}
+                "ovnmeta_haproxy_reloads", "ovnmeta_haproxy_reload_failures",
+                "ovnmeta_direct_requests"}
     names |= {n + "_total" if n in counters else n for n in STATE_METRICS}
     names |= {name + "_total" for name, _ in HAPROXY_FIELDS.values()}
     return names
@@ -232,7 +241,8 @@ class Headline:
             for sample in family.samples:
                 # Requests from the unlabelled histogram: per-network series go with their
                 # network (retain_networks), which must not read as negative traffic.
-                if sample.name == "ovnmeta_request_duration_seconds_count":
+                if sample.name in ("ovnmeta_request_duration_seconds_count",
+                                   "ovnmeta_direct_requests_total"):
                     requests += sample.value
                 elif sample.name == "ovnmeta_requests_total":
                     if sample.labels.get("status", "").startswith("5"):

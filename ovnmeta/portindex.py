@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ovnmeta.desired import VM_PORT_TYPES, parse_mac_column
@@ -34,6 +34,13 @@ def normalize_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         return ipaddress.ip_address(text.strip().split("%", 1)[0])
     except ValueError:
         raise BadAddress(f"not an IP address: {text[:64]!r}") from None
+
+
+def link_local_of(mac: str) -> str:
+    """The EUI-64 link-local address a MAC gives (the inverse of mac_from_link_local)."""
+    b = bytes.fromhex(mac.replace(":", ""))
+    iid = bytes([b[0] ^ 0x02]) + b[1:3] + b"\xff\xfe" + b[3:6]
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + iid))
 
 
 def mac_from_link_local(ip: ipaddress.IPv6Address) -> str | None:
@@ -87,3 +94,12 @@ class PortIndex:
             if mac:
                 found = self._by_mac.get((network_id, mac))
         return found
+
+    def entries(self) -> Iterator[tuple[str, str, Instance]]:
+        """(network, client address, instance) for every address lookup() answers that
+        can be listed: the port's IPs and the EUI-64 link-local of its MAC."""
+        for (network, ip), inst in self._by_ip.items():
+            yield network, ip, inst
+        for (network, mac), inst in self._by_mac.items():
+            if (network, link := link_local_of(mac)) not in self._by_ip:
+                yield network, link, inst

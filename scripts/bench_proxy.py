@@ -11,6 +11,7 @@ with one VM each (wrk runs from the first), as a compute node serving N networks
 Prints JSON and a table; asserts nothing.
 
     .venv/bin/python scripts/bench_proxy.py [--networks 50] [--workers 1] [--extra-ports 0]
+                                            [--no-direct-path]
 """
 
 from __future__ import annotations
@@ -225,7 +226,7 @@ def start_haproxy(cfg: Path, text: str) -> int:
 
 
 def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
-        workers: int = 1) -> dict:
+        workers: int = 1, direct_path: bool = True) -> dict:
     box = Sandbox(root=BENCH_DIR)
     box.down()
     box.up()
@@ -242,6 +243,9 @@ def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
     agent = AgentProcess(box, extra=f"metadata_proxy_shared_secret = {SECRET}\n"
                                     f"nova_metadata_port = {nova.port}\ndebug = false\n"
                                     f"metadata_workers = {workers}")
+    if not direct_path:
+        agent.config.write_text(agent.config.read_text().replace(
+            "[haproxy]\n", "[haproxy]\ndirect_path = false\n"))
     pids: list[int] = []
     try:
         agent.start()
@@ -267,7 +271,7 @@ def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
             signature=sign_instance_id(SECRET, port.device_id), nova_port=constant_port)))
         wait_idle(box)
         results = {"connections": connections, "seconds": seconds, "networks": networks,
-                   "metadata_workers": workers,
+                   "metadata_workers": workers, "direct_path": direct_path,
                    "backend": "haproxy http-request return (C), "
                               f"{len(body.read_text())}-byte meta_data.json", "runs": []}
         res = measure(vm, agent, connections, seconds)
@@ -300,7 +304,8 @@ def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
 def table(results: dict) -> str:
     lines = [f"wrk -t1 -c{results['connections']} -d{results['seconds']}s, path {PATH}; "
              f"{results['networks']} networks, metadata_workers = "
-             f"{results['metadata_workers']}; backend: {results['backend']}",
+             f"{results['metadata_workers']}, direct_path = {results['direct_path']}; "
+             f"backend: {results['backend']}",
              f"{'extra PBs':>9} {'agent req/s':>11} {'p50 ms':>7} {'p99 ms':>7} "
              f"{'ceiling req/s':>13} {'p50 ms':>7} {'p99 ms':>7} {'ratio':>6} {'errors':>6} "
              f"{'agent CPU µs/req':>16} {'PSS agent+haproxy MiB':>21}"]
@@ -328,6 +333,8 @@ def main() -> int:
     parser.add_argument("--networks", type=int, default=50)
     parser.add_argument("--workers", type=int, default=1, help="metadata_workers")
     parser.add_argument("--extra-ports", type=int, default=0)
+    parser.add_argument("--no-direct-path", action="store_true",
+                        help="[haproxy] direct_path = false: every request through the agent")
     parser.add_argument("--profile", help="py-spy (installed separately) collapsed stacks "
                                           "of the agent during the first run, to this file")
     parser.add_argument("--connections", type=int, default=10)
@@ -336,7 +343,7 @@ def main() -> int:
     global PROFILE
     PROFILE = Path(args.profile) if args.profile else None
     results = run(args.extra_ports, args.connections, args.duration, args.networks,
-                  args.workers)
+                  args.workers, direct_path=not args.no_direct_path)
     print(json.dumps(results, indent=1))
     print(table(results))
     return 0

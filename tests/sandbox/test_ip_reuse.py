@@ -99,3 +99,13 @@ def test_agent_down_meanwhile_gives_b_its_own_data(sandbox, reuse) -> None:
     seen = wait_until(lambda: (r := answer(vm_b))[0] == 200 and r, timeout=30,
                       what="B served")
     assert seen == (200, "instance-b")
+
+
+def test_with_the_agent_up_b_never_gets_the_data_of_a(sandbox, reuse) -> None:
+    """The direct path's maps: A's entry goes before B can ask."""
+    vm_b = reuse["replace"]()
+    seen: list[tuple[int, str]] = []
+    wait_until(lambda: seen.append(r := answer(vm_b)) or r[0] == 200, timeout=30,
+               what="B served")
+    assert all(uuid != reuse["a"].device_id for _, uuid in seen), seen
+    assert seen[-1] == (200, "instance-b")

@@ -47,6 +47,8 @@ def test_scrape_counts_what_vms_sent_and_systemd_hears_ready(sandbox, tmp_path,
         .replace("[metrics]\nlisten =\n", f"[metrics]\nlisten = 127.0.0.1:{port}\n")
         # Two processes share the socket: the endpoint must add up both.
         .replace("[DEFAULT]\n", "[DEFAULT]\nmetadata_workers = 2\n", 1)
+        # The agent's own counts: every request through it (test_direct_path has the rest).
+        .replace("[haproxy]\n", "[haproxy]\ndirect_path = false\n", 1)
         + "[metadata_rate_limiting]\nrate_limit_enabled = true\n"
           "base_window_duration = 60\nbase_query_rate_limit = 30\n"
           "burst_window_duration = 60\nburst_query_rate_limit = 30\n")

@@ -4,7 +4,9 @@ import subprocess
 
 import pytest
 
-from ovnmeta.haproxy import BUNDLED_TEMPLATES, Frontend, RateLimit, Settings, render, renderer
+from ovnmeta import directpath
+from ovnmeta.haproxy import (BUNDLED_TEMPLATES, ERROR_FILES, Direct, Frontend, RateLimit,
+                             Settings, error_file_text, render, renderer)
 
 TEMPLATE = renderer(BUNDLED_TEMPLATES)
 SETTINGS = Settings(socket="/run/ovnmeta/metadata_proxy")
@@ -51,10 +53,19 @@ def test_rendered_config_is_accepted_by_haproxy(tmp_path) -> None:
         subprocess.run(["ip", "netns", "add", n], check=True)
     try:
         cfg = tmp_path / "h.cfg"
+        (tmp_path / "maps").mkdir()
+        for n in names:
+            (tmp_path / "maps" / f"{n}.map").write_text("10.0.0.5 i|p|s\nfe80::1 i|p|s\n")
+        for code, (status, reason, body) in ERROR_FILES.items():
+            (tmp_path / f"nova-{code}.http").write_text(error_file_text(status, reason, body))
+        direct = Direct.for_nova(str(tmp_path / "ready.sock"),
+                                 ("127.0.0.1", "::1", "nova.invalid"), 8775, 2.5)
         for settings in (SETTINGS, Settings(socket="/s", log_target="127.0.0.1:514",
                                             user="nobody", group="nogroup",
-                                            rate_limit=RateLimit(ip_versions=(4, 6)))):
-            cfg.write_text(render(TEMPLATE, fronts, settings))
+                                            rate_limit=RateLimit(ip_versions=(4, 6))),
+                         Settings(socket="/s", direct=direct,
+                                  rate_limit=RateLimit(ip_versions=(4, 6)))):
+            cfg.write_text(render(TEMPLATE, fronts, settings, state_dir=tmp_path))
             proc = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True,
                                   text=True)
             assert proc.returncode == 0, proc.stderr
@@ -89,3 +100,22 @@ def test_rate_limit_tables_are_per_network_and_versions_selectable() -> None:
     assert "deny deny_status 429 if { sc_http_req_rate(0) gt 3 }" in text
     both = Settings(socket="/s", rate_limit=RateLimit(ip_versions=(4, 6)))
     assert "track-sc0 src table rl-base-a\n" in render(TEMPLATE, frontends("a"), both)
+
+
+def test_direct_path_is_gated_and_replaces_identity() -> None:
+    direct = Direct.for_nova("/r.sock", ("10.1.0.1", "fd00::1"), 8775, 2.5)
+    text = render(TEMPLATE, frontends("a", "b"), Settings(socket="/s", direct=direct),
+                  state_dir="/st")
+    assert "map_ip(/st/maps/a.map) if { method GET HEAD } { nbsrv(ovnmeta_ready) gt 0 } " \
+           "{ nbsrv(ovnmeta_nova) gt 0 }" in text
+    assert text.count("use_backend ovnmeta_nova if { var(txn.ovnmeta_vm) -m found }") == 2
+    nova = text.split("backend ovnmeta_nova\n")[1]
+    for header in ("X-Instance-ID", "X-Tenant-ID", "X-Instance-ID-Signature",
+                   "X-Metadata-Provider", "X-Metadata-Provider-Signature"):
+        assert f"http-request del-header {header}\n" in nova
+        assert nova.index(f"del-header {header}\n") < nova.index("set-header X-Instance-ID ")
+    assert "server nova0 10.1.0.1:8775 check" in nova
+    assert "server nova1 ipv6@fd00::1:8775 check" in nova
+    assert "timeout server 2500ms" in nova and "Host 10.1.0.1:8775" in nova
+    assert "server agent /r.sock check inter 500ms" in text
+    assert "ovnmeta_nova" not in render(TEMPLATE, frontends("a"), SETTINGS)
