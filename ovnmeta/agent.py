@@ -266,6 +266,7 @@ class Agent:
         last: tuple | None = None
         frame, version = b"", 0
         reloads, recheck = -1, 0.0
+        configured: set[str] = set()   # read again when the agent (re)loads haproxy
         hap = self.reconciler.haproxy
         nova_watch = self.nova_watch = directpath.NovaWatch(hap.stats_socket(),
                                                             haproxy.stats_command)
@@ -280,6 +281,7 @@ class Agent:
             if self.maps:
                 if hap.reloads != reloads:
                     reloads = hap.reloads
+                    configured = hap.configured_networks()
                     self.maps.expect_reload()
                 now = time.monotonic()
                 due = now >= recheck
@@ -288,7 +290,7 @@ class Agent:
                     await loop.run_in_executor(None, nova_watch.check)
                 if changed or due or self.maps.watching or not self.maps.ready:
                     await loop.run_in_executor(None, self.maps.sync, metadata.index(),
-                                               plugged, hap.configured_networks())
+                                               plugged, configured)
             try:
                 await asyncio.wait_for(stopped.wait(), FEED_INTERVAL)
             except asyncio.TimeoutError:

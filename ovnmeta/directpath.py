@@ -109,6 +109,8 @@ class MapSync:
         self._pid: int | None = None       # the worker holding _pushed
         self._watch_until = 0.0
         self._watch_from: int | None = None  # the worker a reload is replacing
+        self._want: Maps = {}
+        self._made_from: tuple = (None, None)
         self.ready = False
         self.pushes = 0                    # runtime commands sent, for tests and metrics
 
@@ -129,7 +131,11 @@ class MapSync:
         """Converge on the index; `configured` are the networks haproxy has frontends for
         (their maps are loaded). Returns `ready`."""
         with self._lock:
-            want = desired(index, plugged, self.secret)
+            last_index, last_plugged = self._made_from   # views are immutable: identity
+            if index is not last_index or plugged is not last_plugged:
+                self._want = desired(index, plugged, self.secret)
+                self._made_from = (index, plugged)
+            want = self._want
             try:
                 self._write_files(want, configured)
                 self.ready = self._push(want, configured)

@@ -78,7 +78,11 @@ class LocalOvs:
     def start(self) -> None:
         helper = idlutils.get_schema_helper(self.remote, "Open_vSwitch")
         for table in ("Open_vSwitch", "Bridge", "Port", "Interface"):
-            helper.register_table(table)
+            # Not `statistics`: vswitchd rewrites it for every interface every 5 s, which
+            # would be a stream of updates growing with the host's ports, all ignored.
+            columns = [c for c in helper.schema_json["tables"][table]["columns"]
+                       if c != "statistics"]
+            helper.register_columns(table, columns)
         conn = connection.Connection(_Idl(self.remote, helper, self._on_change), self._timeout)
         self.api = impl_idl.OvsdbIdl(conn, start=True)
 
