@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from ovnmeta import control, naming, procs
+from ovnmeta.haproxy import stats_command
 from ovnmeta.signing import sign_instance_id
 from ovnmeta.testing import neutron
 from ovnmeta.testing.agentproc import AgentProcess, wait_until
@@ -198,12 +199,18 @@ def measure(vm: FakeVM, agent: AgentProcess, connections: int, seconds: int) -> 
                             "-s"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) \
         if PROFILE else None
     before = _agent_ticks(agent)
+    direct_before = direct_counts(agent)
     through = wrk(vm, f"http://169.254.169.254{PATH}", connections, seconds)
     if spy:
         spy.wait(30)
     cpu = (_agent_ticks(agent) - before) / hz
     through["agent_cpu_us_per_request"] = round(
         cpu / max(1.0, through["rps"] * seconds) * 1e6, 1)
+    # How many of the requests took the direct path, and how often haproxy's checks turned
+    # it off (the ready check on the agent, or nova marked down): the rest went via the agent.
+    direct_after = direct_counts(agent)
+    through["direct"] = {k: direct_after.get(k, 0) - direct_before.get(k, 0)
+                         for k in direct_after}
     agent_pids = agent_processes(agent)
     haproxy = agent.haproxy_pids()
     haproxy += [c for p in list(haproxy) for c in procs.children(p)]
@@ -216,6 +223,29 @@ def measure(vm: FakeVM, agent: AgentProcess, connections: int, seconds: int) -> 
         for pid in agent_pids for r in [rollup_kib(pid)]]
     ceiling = wrk(vm, f"http://169.254.169.254:{CEILING_PORT}{PATH}", connections, seconds)
     return {"agent": through, "ceiling": ceiling, "ratio": through["rps"] / ceiling["rps"]}
+
+
+def direct_counts(agent: AgentProcess) -> dict[str, int]:
+    """The shared haproxy's direct-path counters: requests sent straight to nova, and the
+    ready and nova servers' UP→DOWN transitions."""
+    try:
+        csv = stats_command(str(agent.state_dir / "haproxy" / "shared.stats"),
+                            "show stat -1 6 -1")
+    except OSError:
+        return {}
+    lines = csv.splitlines()
+    if not lines or not lines[0].startswith("# "):
+        return {}
+    fields = lines[0][2:].split(",")
+    out = {}
+    for line in lines[1:]:
+        v = dict(zip(fields, line.split(",")))
+        if v.get("pxname") == "ovnmeta_nova" and v.get("svname") == "BACKEND":
+            out["requests"] = int(v.get("stot") or 0)
+        elif v.get("pxname") in ("ovnmeta_nova", "ovnmeta_ready") and v.get("svname") != "BACKEND":
+            key = "ready_down" if v["pxname"] == "ovnmeta_ready" else "nova_down"
+            out[key] = out.get(key, 0) + int(v.get("chkdown") or 0)
+    return out
 
 
 def start_haproxy(cfg: Path, text: str) -> int:
@@ -288,6 +318,10 @@ def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
         code, status = control.request(str(agent.state_dir / control.CONTROL_SOCKET),
                                        "/status")
         results["agent_sb_rows"] = status["sb_rows"]
+        # What the agent did to haproxy, for runs whose counters reset (a reload mid-run).
+        results["agent_haproxy_log"] = [line for line in agent.log().splitlines()
+                                        if "haproxy" in line and " INFO " in line
+                                        or " WARNING " in line or " ERROR " in line][-20:]
         return results
     finally:
         for pid in pids:
