@@ -120,7 +120,9 @@ class Agent:
         self.zygote: Zygote | None = None   # forks the workers; made by launch, before threads
         self.maps: directpath.MapSync | None = None   # the direct path's maps in haproxy
         self.nova_watch: directpath.NovaWatch | None = None
-        self.headline = metrics.Headline(metrics.registry(None))
+        self.headline = metrics.Headline(
+            metrics.registry(None),
+            direct=lambda: self.nova_watch.requests if self.nova_watch else 0)
         self.notifier = sdnotify.Notifier.from_environment()
         self.threads: list[threading.Thread] = []
 
@@ -232,7 +234,8 @@ class Agent:
         ready = [n for n in rec.status.networks.values() if n["ready"]]
         direct = {} if not self.maps else {
             "direct_ready": self.maps.ready, "direct_entries": self.maps.entries(),
-            "direct_requests": self.nova_watch.requests if self.nova_watch else 0}
+            "direct_requests": self.nova_watch.requests if self.nova_watch else 0,
+            "direct_errors": dict(self.nova_watch.errors) if self.nova_watch else {}}
         return {**direct,"networks_served": len(ready),
                 "vms_served": sum(n["vm_ports"] for n in ready),
                 "vms_bound": sum(1 for p in self.sb.snapshot().ports

@@ -235,6 +235,9 @@ class NovaWatch:
         self._seen: dict[int | str, int] | None = None
         self._pid: int | None = None
         self.requests = 0         # sent straight to nova since this agent started
+        # Failures since this agent started, by the kinds the agent's own path counts.
+        self.errors = {"refused": 0, "timeout or invalid HTTP": 0, "403 bad secret": 0,
+                       "5xx": 0}
 
     def check(self) -> None:
         try:
@@ -255,6 +258,10 @@ class NovaWatch:
         self.requests += max(0, now.get("stot", 0) - before.get("stot", 0))
         delta = {k: v - before.get(k, 0) for k, v in now.items() if v > before.get(k, 0)}
         self._seen, self._pid = now, pid
+        self.errors["refused"] += delta.get("econ", 0)
+        self.errors["timeout or invalid HTTP"] += delta.get("eresp", 0)
+        self.errors["403 bad secret"] += delta.get(403, 0)
+        self.errors["5xx"] += sum(v for k, v in delta.items() if isinstance(k, int) and k >= 500)
         if delta.get(403):
             LOG.error("nova refused %d signed request(s) on the direct path (403): "
                       "metadata_proxy_shared_secret in the agent's config does not match "

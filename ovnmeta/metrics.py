@@ -62,6 +62,7 @@ STATE_METRICS = {
                                  "then sends known VMs' GETs straight to nova).",
     "ovnmeta_direct_map_entries": "Client addresses in haproxy's maps.",
     "ovnmeta_direct_requests": "Requests haproxy sent straight to nova (the direct path).",
+    "ovnmeta_direct_nova_errors": "Direct-path requests nova refused or failed, by kind.",
 }
 # haproxy's per-frontend counters ("show stat" fields), re-exported by network.
 HAPROXY_FIELDS = {
@@ -154,6 +155,12 @@ class StateCollector(Collector):
             yield gauge("ovnmeta_direct_path_ready", 1 if s["direct_ready"] else 0)
             yield gauge("ovnmeta_direct_map_entries", s["direct_entries"])
             yield counter("ovnmeta_direct_requests", s["direct_requests"])
+            errors = CounterMetricFamily("ovnmeta_direct_nova_errors",
+                                         STATE_METRICS["ovnmeta_direct_nova_errors"],
+                                         labels=["kind"])
+            for kind, value in sorted(s["direct_errors"].items()):
+                errors.add_metric([kind], value)
+            yield errors
         info = GaugeMetricFamily("ovnmeta_build_info", STATE_METRICS["ovnmeta_build_info"],
                                  labels=["version"])
         info.add_metric([__version__], 1)
@@ -221,7 +228,7 @@ def exported_names() -> set[str]:
         names |= {metric._name + s for s in ("_bucket", "_sum", "_count", "_created")}
     counters = {"ovnmeta_reconcile_passes", "ovnmeta_reconcile_failures",
                 "ovnmeta_haproxy_reloads", "ovnmeta_haproxy_reload_failures",
-                "ovnmeta_direct_requests"}
+                "ovnmeta_direct_requests", "ovnmeta_direct_nova_errors"}
     names |= {n + "_total" if n in counters else n for n in STATE_METRICS}
     names |= {name + "_total" for name, _ in HAPROXY_FIELDS.values()}
     return names
@@ -230,8 +237,10 @@ def exported_names() -> set[str]:
 class Headline:
     """The few numbers `ovnmeta status` shows, from the same counters, over a short window."""
 
-    def __init__(self, reg: CollectorRegistry, window: int = 10) -> None:
+    def __init__(self, reg: CollectorRegistry, window: int = 10,
+                 direct: Callable[[], float] = lambda: 0.0) -> None:
         self._reg = reg
+        self._direct = direct   # requests haproxy sent straight to nova
         self._samples: list[tuple[float, float, float, float, float]] = []
         self._window = window
 
@@ -241,8 +250,7 @@ class Headline:
             for sample in family.samples:
                 # Requests from the unlabelled histogram: per-network series go with their
                 # network (retain_networks), which must not read as negative traffic.
-                if sample.name in ("ovnmeta_request_duration_seconds_count",
-                                   "ovnmeta_direct_requests_total"):
+                if sample.name == "ovnmeta_request_duration_seconds_count":
                     requests += sample.value
                 elif sample.name == "ovnmeta_requests_total":
                     if sample.labels.get("status", "").startswith("5"):
@@ -251,7 +259,7 @@ class Headline:
                     nova_sum += sample.value
                 elif sample.name == "ovnmeta_nova_request_duration_seconds_count":
                     nova_count += sample.value
-        return requests, errors, nova_sum, nova_count
+        return requests + self._direct(), errors, nova_sum, nova_count
 
     def sample(self) -> None:
         self._samples = [*self._samples[-self._window:], (time.monotonic(), *self._totals())]

@@ -86,7 +86,7 @@ class AgentProcess:
         for pidfile in sorted((self.state_dir / "haproxy").glob("*.pid")):
             try:
                 pid = int(pidfile.read_text().split()[0])
-            except (ValueError, IndexError):
+            except (ValueError, IndexError, FileNotFoundError):  # stopped while listed
                 continue
             if alive(pid):
                 pids.append(pid)

@@ -184,3 +184,19 @@ def test_notifier_without_systemd_is_silent(monkeypatch) -> None:
     assert n.send("READY=1") is False
     n.serving(1, 1)
     n.pet()
+
+
+def test_direct_path_is_exposed_when_on() -> None:
+    assert "ovnmeta_direct_path_ready" not in scrape()
+    state = {**STATE, "direct_ready": True, "direct_entries": 12, "direct_requests": 500,
+             "direct_errors": {"refused": 2, "403 bad secret": 0}}
+    got = scrape(state)
+    assert got["ovnmeta_direct_path_ready"] == [({}, 1.0)]
+    assert got["ovnmeta_direct_map_entries"] == [({}, 12.0)]
+    assert got["ovnmeta_direct_requests_total"] == [({}, 500.0)]
+    assert ({"kind": "refused"}, 2.0) in got["ovnmeta_direct_nova_errors_total"]
+    assert {n for n in got if n.startswith("ovnmeta_")} <= metrics.exported_names()
+    # `ovnmeta status` counts the direct path's requests with the agent's.
+    headline = metrics.Headline(metrics.registry(None), direct=lambda: 500)
+    headline.sample()
+    assert headline.summary()["requests_total"] >= 500
