@@ -1,4 +1,5 @@
-"""Proxy benchmark: wrk from a VM through OVN → haproxy → agent → "nova".
+"""Proxy benchmark: wrk from a VM through OVN → haproxy → "nova", by the direct path (haproxy
+signs from the agent's maps) or, with --no-direct-path, through the agent.
 
 "nova" here is a constant backend written in C: a haproxy frontend on loopback answering
 every request with `http-request return` and the body the nova double gives this VM. The
