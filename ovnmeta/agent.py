@@ -327,6 +327,9 @@ class Agent:
             "sb_rows": self.sb.monitored_rows, "last_reconcile": rec.time,
             "last_reconcile_seconds": rec.duration, "passes": self.reconciler.passes,
             "networks": rec.networks, "problems": rec.problems, "haproxy": rec.haproxy,
+            "direct_path": ({"ready": self.maps.ready, "map_entries": self.maps.entries(),
+                             "requests": self.nova_watch.requests if self.nova_watch else 0}
+                            if self.maps else None),
             "ofports": self.ovs.ofports(), "metadata_socket": self.conf.metadata_proxy_socket,
             "metadata_workers": [os.getpid()] + (self.workers.pids() if self.workers else []),
             "traffic": self.headline.summary(),

@@ -64,6 +64,11 @@ def render(status: dict) -> str:
         lines.append(f"last reconcile {age:.1f}s ago ({status['last_reconcile_seconds']*1000:.0f}"
                      f" ms), {status['passes']} passes; haproxy {status['haproxy']['mode']}: "
                      f"pids {status['haproxy']['pids']}")
+        direct = status.get("direct_path")
+        state = "ready" if direct and direct["ready"] else "NOT READY (through the agent)"
+        lines.append("direct path: off (every request through the agent)" if not direct else
+                     f"direct path: {state}, {direct['map_entries']} addresses in haproxy's "
+                     f"maps, {direct['requests']} requests straight to nova since start")
     nets = status.get("networks", {})
     lines.append(f"{len(nets)} network(s):")
     for net, n in sorted(nets.items()):

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import re
 import shlex
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ovnmeta import control, foreign, naming, netns, procs
+from ovnmeta import control, directpath, foreign, haproxy, naming, netns, procs
 from ovnmeta.desired import addresses_with_prefix, parse_mac_column
 from ovnmeta.model import METADATA_V4, METADATA_V6
 from ovnmeta.nova import NovaClient, NovaEndpoint, NovaTimeout, NovaUnavailable
@@ -343,7 +344,29 @@ class Tracer:
         if not Path(self.conf.metadata_proxy_socket).exists():
             raise Broken(f"{self.conf.metadata_proxy_socket} is missing",
                          "restart the agent; haproxy connects to that path")
-        return f"agent resolves {ip} on {self.network_id} to instance {self.instance_id}"
+        return (f"agent resolves {ip} on {self.network_id} to instance {self.instance_id}; "
+                f"{self._direct_path(ip)}")
+
+    def _direct_path(self, ip: str) -> str:
+        """What haproxy's map says of the VM: its GETs skip the agent when it has it."""
+        hap = self.state_dir / "haproxy"
+        path = directpath.map_path(hap / haproxy.MAPS_DIR, self.network_id)
+        if not Path(path).exists():
+            return "direct path off: every request goes through the agent"
+        try:
+            answer = haproxy.stats_command(str(hap / "shared.stats"), f"get map {path} {ip}")
+        except OSError as exc:
+            return f"direct path: haproxy's stats socket does not answer ({exc})"
+        value = re.search(r'value="([^"]*)"', answer)
+        if "found=yes" not in answer or not value:
+            return f"direct path: {ip} is not in haproxy's map, the agent answers it"
+        mapped = value.group(1).split("|")[0]
+        if mapped != self.instance_id:
+            raise Broken(f"haproxy's map sends {ip} to nova as instance {mapped}; the SB says "
+                         f"{self.instance_id}",
+                         "restart the agent: it pushes every map again before haproxy "
+                         "uses them (or set [haproxy] direct_path = false)")
+        return "direct path: haproxy's map has it"
 
     # 7
     def hop_nova(self) -> str:

@@ -63,6 +63,8 @@ def test_status_lists_the_served_network(served) -> None:
     assert status["sb_connected"] and status["haproxy"]["pids"]["*"]
     code, text = ovnmeta(served["agent"], "status")
     assert served["net"].id in text and "ready" in text
+    assert status["direct_path"]["map_entries"] >= 1
+    assert "direct path: ready" in text or "direct path: NOT READY" in text
 
 
 def test_status_when_the_agent_is_down(served) -> None:
@@ -78,6 +80,7 @@ def test_healthy_vm_passes_every_hop(served) -> None:
         code, result = trace(served["agent"], ref)
         assert code == 0, result
         assert [h["ok"] for h in result["hops"]] == [True] * 7
+        assert "direct path: haproxy's map has it" in result["hops"][5]["evidence"]
     code, result = trace(served["agent"], vm.port.ip, "--network", vm.network.id)
     assert code == 0
     code, text = ovnmeta(served["agent"], "trace", vm.port.name)
