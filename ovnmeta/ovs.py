@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ovs.db import idl
 from ovsdbapp.backend.ovs_idl import connection, idlutils
 from ovsdbapp.backend.ovs_idl import transaction as idl_transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
@@ -37,6 +38,15 @@ class _NoWaitTransaction(idl_transaction.Transaction):
         txn.expected_ifaces = set()  # AddPortCommand records new interfaces here
 
 
+INTERFACE_COLUMNS = ("name", "type", "external_ids", "ofport")
+
+
+def _iface(row) -> tuple[str, str, bool, int | None]:
+    ext = row.external_ids
+    return (row.name, ext.get("iface-id", ""), VM_MARK in ext,
+            row.ofport[0] if row.ofport else None)
+
+
 class _Idl(connection.OvsdbIdl):
     """Keeps a map of our interfaces' iface-ids, rebuilt in the IDL thread after changes."""
 
@@ -48,19 +58,33 @@ class _Idl(connection.OvsdbIdl):
         self.ofports: dict[str, int | None] = {}
         self.others: dict[str, tuple[str, bool]] = {}
         self.iface_ids: frozenset[str] = frozenset()
+        # uuid → (name, iface-id, is a VM's, ofport), kept per row by notify()
+        self._ifaces: dict = {}
+
+    def notify(self, event, row, updates=None) -> None:
+        """Per changed row (python-ovs calls this in run()): only that Interface's values
+        are read again, not every interface of the host's."""
+        if row._table.name != "Interface":
+            return
+        if event == idl.ROW_DELETE:
+            self._ifaces.pop(row.uuid, None)
+        else:
+            self._ifaces[row.uuid] = _iface(row)
 
     def run(self) -> bool:
         changed = super().run()
         if self.change_seqno != self._seen:
             self._seen = self.change_seqno
-            rows = self.tables["Interface"].rows.values()
-            ours = [row for row in rows if row.name.startswith(OUR_DEVICE_PREFIX)]
-            plugged = {row.name: row.external_ids.get("iface-id", "") for row in ours}
+            rows = self.tables["Interface"].rows
+            if self._ifaces.keys() != rows.keys():   # a resync that notified nothing
+                self._ifaces = {uuid: _iface(row) for uuid, row in rows.items()}
+            ifaces = list(self._ifaces.values())
+            ours = [i for i in ifaces if i[0].startswith(OUR_DEVICE_PREFIX)]
+            plugged = {name: iface_id for name, iface_id, _, _ in ours}
             # Replaced whole: readers never see a map half-built.
-            self.ofports = {row.name: (row.ofport[0] if row.ofport else None) for row in ours}
-            others = {row.name: (row.external_ids.get("iface-id", ""),
-                                 VM_MARK in row.external_ids)
-                      for row in rows if not row.name.startswith(OUR_DEVICE_PREFIX)}
+            self.ofports = {name: ofport for name, _, _, ofport in ours}
+            others = {name: (iface_id, vm) for name, iface_id, vm, _ in ifaces
+                      if not name.startswith(OUR_DEVICE_PREFIX)}
             self.iface_ids = frozenset(iface for iface, _ in others.values() if iface)
             if plugged != self.plugged or others != self.others:
                 self.plugged, self.others = plugged, others
@@ -77,12 +101,15 @@ class LocalOvs:
 
     def start(self) -> None:
         helper = idlutils.get_schema_helper(self.remote, "Open_vSwitch")
-        for table in ("Open_vSwitch", "Bridge", "Port", "Interface"):
-            # Not `statistics`: vswitchd rewrites it for every interface every 5 s, which
-            # would be a stream of updates growing with the host's ports, all ignored.
+        for table in ("Open_vSwitch", "Bridge", "Port"):
+            # Not `statistics`: vswitchd rewrites it every 5 s.
             columns = [c for c in helper.schema_json["tables"][table]["columns"]
                        if c != "statistics"]
             helper.register_columns(table, columns)
+        # Of Interface only what the agent reads or writes: vswitchd keeps updating the rest
+        # (statistics, link state, status, ...) for every interface of the host, and each
+        # update would rebuild the maps above, in the IDL thread, holding the GIL.
+        helper.register_columns("Interface", list(INTERFACE_COLUMNS))
         conn = connection.Connection(_Idl(self.remote, helper, self._on_change), self._timeout)
         self.api = impl_idl.OvsdbIdl(conn, start=True)
 

@@ -79,9 +79,13 @@ def make_vms(box: Sandbox, count: int, start: int, bind: bool) -> list[FakeVM]:
     return vms
 
 
-def cold_start(box: Sandbox, mode: str, vms: list[FakeVM], nova: NovaProcess) -> dict:
+def cold_start(box: Sandbox, mode: str, vms: list[FakeVM], nova: NovaProcess,
+               direct_path: bool = True) -> dict:
     agent = AgentProcess(box, mode=mode, extra=f"metadata_proxy_shared_secret = {SECRET}\n"
                                                f"nova_metadata_port = {nova.port}")
+    if not direct_path:
+        agent.config.write_text(agent.config.read_text().replace(
+            "[haproxy]\n", "[haproxy]\ndirect_path = false\n"))
     t0 = time.monotonic()
     agent.start()
     pending, connected_at = list(vms), None
@@ -150,11 +154,12 @@ def _keep_log(agent: AgentProcess, name: str) -> None:
     Path(f"/tmp/ovnmeta-bench-{name}.log").write_text(agent.log())
 
 
-def run(sizes: list[int], mode: str, reaction_vms: int) -> dict:
+def run(sizes: list[int], mode: str, reaction_vms: int, direct_path: bool = True) -> dict:
     box = Sandbox(root=BENCH_DIR)
     box.down()
     box.up()
-    results: dict = {"mode": mode, "cold_start": [], "reaction": []}
+    results: dict = {"mode": mode, "direct_path": direct_path, "cold_start": [],
+                     "reaction": []}
     vms: list[FakeVM] = []
     spare: list[FakeVM] = []
     agent = None
@@ -166,7 +171,7 @@ def run(sizes: list[int], mode: str, reaction_vms: int) -> dict:
                 vm.wait_bound(timeout=60)
                 nova.add_instance(vm.port.device_id, {"project_id": vm.port.project_id,
                                                       "hostname": vm.port.name})
-            res = cold_start(box, mode, vms, nova)
+            res = cold_start(box, mode, vms, nova, direct_path)
             agent = res.pop("agent")
             res["networks"] = size
             results["cold_start"].append(res)
@@ -192,7 +197,7 @@ def run(sizes: list[int], mode: str, reaction_vms: int) -> dict:
 
 
 def table(results: dict) -> str:
-    lines = [f"mode: {results['mode']}",
+    lines = [f"mode: {results['mode']}, direct_path = {results['direct_path']}",
              f"{'networks':>8} {'cold start: every VM 200 s':>26} {'every TCP connect s':>19} "
              f"{'agent MiB':>10} {'haproxy MiB':>12} {'total MiB':>10} {'haproxy procs':>13}"]
     for r in results["cold_start"]:
@@ -219,8 +224,11 @@ def main() -> int:
     parser.add_argument("--sizes", default="50,200")
     parser.add_argument("--mode", default="shared", choices=["shared", "per-network"])
     parser.add_argument("--reaction-vms", type=int, default=20)
+    parser.add_argument("--no-direct-path", action="store_true",
+                        help="[haproxy] direct_path = false")
     args = parser.parse_args()
-    results = run([int(s) for s in args.sizes.split(",")], args.mode, args.reaction_vms)
+    results = run([int(s) for s in args.sizes.split(",")], args.mode, args.reaction_vms,
+                  direct_path=not args.no_direct_path)
     print(json.dumps(results, indent=1))
     print(table(results))
     return 0
