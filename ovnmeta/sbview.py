@@ -50,6 +50,14 @@ def _uuids(row: ovs.db.idl.Row, column: str) -> list[str]:
     return [str(atom.value) for atom in datum.values]
 
 
+def _binding(row: ovs.db.idl.Row) -> tuple:
+    """(datapath uuids, chassis uuids, additional chassis uuids, type, logical_port, mac,
+    external_ids): one Port_Binding row read once."""
+    return (_uuids(row, "datapath"), _uuids(row, "chassis"), _uuids(row, "additional_chassis"),
+            row.type, row.logical_port, tuple(row.mac),
+            tuple(sorted(row.external_ids.items())))
+
+
 def set_ssl(private_key: str, certificate: str, ca_cert: str) -> None:
     if private_key:
         ovs.stream.Stream.ssl_set_private_key_file(private_key)
@@ -104,6 +112,22 @@ class _Idl(ovs.db.idl.Idl):
         super().__init__(remote, helper, probe_interval=probe_interval, leader_only=False)
         self._view = view
         self._seen = -1
+        self.bindings: dict = {}   # Port_Binding uuid → _binding(row), kept by notify()
+
+    def notify(self, event, row, updates=None) -> None:
+        """Per changed row: a rebuild then reads plain tuples, not every row's columns."""
+        if row._table.name != "Port_Binding":
+            return
+        if event == ovs.db.idl.ROW_DELETE:
+            self.bindings.pop(row.uuid, None)
+        else:
+            self.bindings[row.uuid] = _binding(row)
+
+    def current_bindings(self) -> list[tuple]:
+        rows = self.tables["Port_Binding"].rows
+        if self.bindings.keys() != rows.keys():   # a resync that notified nothing
+            self.bindings = {uuid: _binding(row) for uuid, row in rows.items()}
+        return list(self.bindings.values())
 
     def run(self) -> bool:
         changed = super().run()
@@ -200,24 +224,21 @@ class SbView:
                     for r in idl.tables["Datapath_Binding"].rows.values()}
         local_dps: set[str] = set()
         by_network: dict[str, set[PortRecord]] = {}
-        for row in idl.tables["Port_Binding"].rows.values():
-            dps = _uuids(row, "datapath")
+        for dps, chassis, additional, type_, logical_port, mac, ext in idl.current_bindings():
             if not dps:
                 continue
-            here = chassis_uuid is not None and (
-                chassis_uuid in _uuids(row, "chassis")
-                or chassis_uuid in _uuids(row, "additional_chassis"))
+            here = chassis_uuid is not None and (chassis_uuid in chassis
+                                                 or chassis_uuid in additional)
             if here:
                 local_dps.add(dps[0])
-            if not here and row.type != "localport":
+            if not here and type_ != "localport":
                 continue
             net_id = networks.get(dps[0])
             if net_id is None:
                 continue  # its datapath row arrives with the next condition change
             by_network.setdefault(net_id, set()).add(PortRecord(
-                logical_port=row.logical_port, type=row.type, network_id=net_id,
-                mac=tuple(row.mac), external_ids=tuple(sorted(row.external_ids.items())),
-                bound_here=here))
+                logical_port=logical_port, type=type_, network_id=net_id, mac=mac,
+                external_ids=ext, bound_here=here))
 
         self._update_conditions(idl, chassis_uuid, frozenset(local_dps))
         frozen = {n: frozenset(p) for n, p in by_network.items()}
