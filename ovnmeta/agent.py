@@ -91,21 +91,6 @@ def config_args(conf: cfg.ConfigOpts) -> list[str]:
                    for a in ("--config-dir", d)]
 
 
-def bind_ready(path: str) -> socket.socket:
-    """The readiness socket haproxy checks; anyone may connect, it tells only a yes/no."""
-    if os.path.exists(path):
-        os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0)
-    try:
-        sock.bind(path)
-    finally:
-        os.umask(old)
-    sock.listen(16)
-    sock.setblocking(False)
-    return sock
-
-
 class Agent:
     def __init__(self, conf: cfg.ConfigOpts, sock: socket.socket) -> None:
         self.conf = conf
@@ -198,8 +183,9 @@ class Agent:
                                            conf.metadata_proxy_shared_secret,
                                            haproxy.stats_command)
             ready = self._ready_server()
-            servers.append(proxy.serve(ready, bind_ready(hap.settings.direct.ready_socket),
-                                       stopped, backlog=16))
+            # Anyone may connect (haproxy may run as another user): it tells only yes or no.
+            ready_sock = control.bind(hap.settings.direct.ready_socket, umask=0)
+            servers.append(proxy.serve(ready, ready_sock, stopped, backlog=16))
             LOG.info("direct path on: haproxy sends known VMs' GETs straight to nova at %s",
                      ", ".join(hap.settings.direct.servers))
         if self.workers or self.maps:

@@ -41,11 +41,12 @@ def make_app(status: Callable[[], dict], index: Callable[[], PortIndex]) -> web.
     return app
 
 
-def bind(path: str) -> socket.socket:
+def bind(path: str, umask: int = 0o077) -> socket.socket:
+    """A listening unix socket at path (replacing a stale one); root only by default."""
     if os.path.exists(path):
         os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o077)
+    old = os.umask(umask)
     try:
         sock.bind(path)
     finally:
