@@ -150,9 +150,10 @@ class MapSync:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         for network in want.keys() | (self._written.keys() & set(configured)):
             entries = want.get(network, {})
-            if self._written.get(network) == entries and Path(
-                    map_path(self.dir, network)).exists():
-                continue
+            written = self._written.get(network)
+            if written is entries or (written == entries and Path(
+                    map_path(self.dir, network)).exists()):
+                continue   # (the same object: unchanged since written, no need to look)
             path = Path(map_path(self.dir, network))
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
