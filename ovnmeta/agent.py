@@ -34,7 +34,6 @@ RETRY_REMINDER = 60.0  # seconds between repeats of an unchanged startup failure
 KEEPER_CHECK = 5  # seconds between checks that the socket keeper is alive
 FEED_INTERVAL = 0.02  # seconds between looks for a changed view (workers, haproxy's maps)
 MAPS_RECHECK = 1.0    # seconds between checks that haproxy's worker still holds our maps
-READY_SOCKET = "ready.sock"
 T = TypeVar("T")
 
 
@@ -135,7 +134,7 @@ class Agent:
                      timeouts=Timeouts.from_conf(conf.metadata_haproxy),
                      user=conf.metadata_proxy_user, group=conf.metadata_proxy_group,
                      log_target=conf.haproxy.log_target, rate_limit=rate_limit(conf),
-                     direct=direct(conf, str(haproxy_dir / READY_SOCKET))),
+                     direct=direct(conf, str(haproxy_dir / haproxy.READY_SOCKET))),
             binary=conf.haproxy.haproxy_path, template_dir=conf.haproxy.templates_dir)
         self.chassis = chassis
         self.reconciler = Reconciler(self.sb, self.ovs, chassis, haproxy,

@@ -23,6 +23,7 @@ from ovnmeta.model import NetworkSpec
 
 LOG = logging.getLogger(__name__)
 MAPS_DIR = "maps"
+READY_SOCKET = "ready.sock"   # the agent's readiness socket, checked by the shared haproxy
 BUNDLED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 INSTALLED_TEMPLATES = Path(os.sys.prefix) / "share" / "ovnmeta" / "templates"
 
@@ -478,5 +479,6 @@ class HaproxyManager:
         for net in self._per_network_ids():
             self._per_network(net).stop()
         shutil.rmtree(self.maps_dir, ignore_errors=True)
+        (self.dir / READY_SOCKET).unlink(missing_ok=True)
         for code in ERROR_FILES:
             (self.dir / f"nova-{code}.http").unlink(missing_ok=True)
