@@ -127,7 +127,7 @@ class Agent:
         self.sb = sbview.SbView.from_conf(conf, chassis.system_id, self._mark,
                                           bridge=chassis.bridge)
         haproxy_dir = self.state_dir / "haproxy"
-        haproxy = HaproxyManager(
+        manager = HaproxyManager(
             conf.haproxy.mode, haproxy_dir,
             Settings(socket=conf.metadata_proxy_socket, maxconn=conf.haproxy.maxconn,
                      global_maxconn=conf.haproxy.global_maxconn,
@@ -137,7 +137,7 @@ class Agent:
                      direct=direct(conf, str(haproxy_dir / haproxy.READY_SOCKET))),
             binary=conf.haproxy.haproxy_path, template_dir=conf.haproxy.templates_dir)
         self.chassis = chassis
-        self.reconciler = Reconciler(self.sb, self.ovs, chassis, haproxy,
+        self.reconciler = Reconciler(self.sb, self.ovs, chassis, manager,
                                      resync_interval=conf.metadata.reconcile_interval,
                                      cidrs_key=conf.metadata.cidrs_key)
         retry(f"connecting to the SB DB at {','.join(conf.ovn.ovn_sb_connection)}", self.sb.start,
