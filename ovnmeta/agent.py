@@ -79,8 +79,7 @@ def direct(conf: cfg.ConfigOpts, ready_socket: str) -> Direct | None:
         LOG.info("[haproxy] direct_path: nova is reached over %s, which only the agent "
                  "does; every request goes through the agent", conf.nova_metadata_protocol)
         return None
-    return Direct.for_nova(ready_socket, tuple(conf.nova_metadata_host),
-                           conf.nova_metadata_port, conf.metadata.nova_metadata_timeout)
+    return Direct.for_nova(ready_socket, NovaEndpoint.from_conf(conf))
 
 
 def config_args(conf: cfg.ConfigOpts) -> list[str]:
@@ -181,6 +180,7 @@ class Agent:
             self.maps = directpath.MapSync(hap.maps_dir, hap.stats_socket(),
                                            conf.metadata_proxy_shared_secret,
                                            haproxy.stats_command)
+            self.nova_watch = directpath.NovaWatch(hap.stats_socket(), haproxy.stats_command)
             ready = self._ready_server()
             # Anyone may connect (haproxy may run as another user): it tells only yes or no.
             ready_sock = control.bind(hap.settings.direct.ready_socket, umask=0)
@@ -217,11 +217,9 @@ class Agent:
         """What the metrics collector reads at scrape time."""
         rec = self.reconciler
         ready = [n for n in rec.status.networks.values() if n["ready"]]
-        direct = {} if not self.maps else {
-            "direct_ready": self.maps.ready, "direct_entries": self.maps.entries(),
-            "direct_requests": self.nova_watch.requests if self.nova_watch else 0,
-            "direct_errors": dict(self.nova_watch.errors) if self.nova_watch else {}}
-        return {**direct,"networks_served": len(ready),
+        direct = self.direct_state()
+        return {**({f"direct_{k}": v for k, v in direct.items()} if direct else {}),
+                "networks_served": len(ready),
                 "vms_served": sum(n["vm_ports"] for n in ready),
                 "vms_bound": sum(1 for p in self.sb.snapshot().ports
                                  if p.bound_here and p.type in VM_PORT_TYPES),
@@ -231,6 +229,13 @@ class Agent:
                 "sb_connected": self.sb.connected(), "sb_updated": self.sb.updated_at,
                 "haproxy_reloads": rec.haproxy.reloads,
                 "haproxy_reload_failures": rec.haproxy.reload_failures}
+
+    def direct_state(self) -> dict | None:
+        """The direct path, for metrics and `ovnmeta status`; None when it is off."""
+        if not self.maps:
+            return None
+        return {"ready": self.maps.ready, "entries": self.maps.entries(),
+                "requests": self.nova_watch.requests, "errors": dict(self.nova_watch.errors)}
 
     def _before_close(self) -> None:
         if self.workers:
@@ -256,8 +261,6 @@ class Agent:
         reloads, recheck = -1, 0.0
         configured: set[str] = set()   # read again when the agent (re)loads haproxy
         hap = self.reconciler.haproxy
-        nova_watch = self.nova_watch = directpath.NovaWatch(hap.stats_socket(),
-                                                            haproxy.stats_command)
         while not stopped.is_set():
             snap, plugged = self.sb.snapshot(), self.ovs.iface_ids()
             changed = last is None or snap is not last[0] or plugged != last[1]
@@ -275,7 +278,7 @@ class Agent:
                 due = now >= recheck
                 if due:
                     recheck = now + MAPS_RECHECK
-                    await loop.run_in_executor(None, nova_watch.check)
+                    await loop.run_in_executor(None, self.nova_watch.check)
                 if changed or due or self.maps.watching or not self.maps.ready:
                     await loop.run_in_executor(None, self.maps.sync, metadata.index(),
                                                plugged, configured)
@@ -312,9 +315,7 @@ class Agent:
             "sb_rows": self.sb.monitored_rows, "last_reconcile": rec.time,
             "last_reconcile_seconds": rec.duration, "passes": self.reconciler.passes,
             "networks": rec.networks, "problems": rec.problems, "haproxy": rec.haproxy,
-            "direct_path": ({"ready": self.maps.ready, "map_entries": self.maps.entries(),
-                             "requests": self.nova_watch.requests if self.nova_watch else 0}
-                            if self.maps else None),
+            "direct_path": self.direct_state(),
             "ofports": self.ovs.ofports(), "metadata_socket": self.conf.metadata_proxy_socket,
             "metadata_workers": [os.getpid()] + (self.workers.pids() if self.workers else []),
             "traffic": self.headline.summary(),

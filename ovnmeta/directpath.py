@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 
+from ovnmeta.haproxy import map_path, stat_rows
 from ovnmeta.portindex import PortIndex
 from ovnmeta.signing import sign_instance_id
 
@@ -28,10 +29,6 @@ Maps = dict[str, dict[str, str]]   # network id → {client address: value}
 SAFE_ID = re.compile(r"[A-Za-z0-9._:-]*\Z")
 BATCH = 8000          # bytes of ';'-joined commands per stats-socket connection
 RELOAD_WATCH = 5.0    # seconds to look for the new worker after a reload
-
-
-def map_path(directory: Path | str, network_id: str) -> str:
-    return f"{directory}/{network_id}.map"
 
 
 def desired(index: PortIndex, plugged: Collection[str] | None, secret: str) -> Maps:
@@ -112,7 +109,6 @@ class MapSync:
         self._want: Maps = {}
         self._made_from: tuple = (None, None)
         self.ready = False
-        self.pushes = 0                    # runtime commands sent, for tests and metrics
 
     def expect_reload(self) -> None:
         """A reload is under way: look for the new worker on every sync for a while."""
@@ -187,7 +183,6 @@ class MapSync:
             answer = self._command(self.stats_socket, batch)
             failed += [line for line in answer.splitlines()
                        if line.strip() and not line.startswith(BENIGN)]
-        self.pushes += len(cmds)
         if failed:
             LOG.warning("haproxy refused map updates (%s); pushing all maps again",
                         "; ".join(failed[:3]))
@@ -217,10 +212,7 @@ def parse_answers(text: str) -> dict[int, int]:
 
 def parse_backend_errors(csv: str, backend: str = NOVA_BACKEND) -> dict[str, int]:
     """`show stat` → the nova backend's connection and response error counts."""
-    lines = csv.splitlines()
-    fields = lines[0][2:].split(",") if lines and lines[0].startswith("# ") else []
-    for line in lines[1:]:
-        values = dict(zip(fields, line.split(",")))
+    for values in stat_rows(csv):
         if values.get("pxname") == backend and values.get("svname") == "BACKEND":
             return {k: int(values.get(k) or 0) for k in ("econ", "eresp", "stot")}
     return {}

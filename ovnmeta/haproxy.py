@@ -18,8 +18,9 @@ from pathlib import Path
 
 import jinja2
 
-from ovnmeta import directpath, naming, netns, procs
+from ovnmeta import naming, netns, procs
 from ovnmeta.model import NetworkSpec
+from ovnmeta.nova import NovaEndpoint
 
 LOG = logging.getLogger(__name__)
 MAPS_DIR = "maps"
@@ -79,14 +80,11 @@ class Direct:
     timeout_ms: int
 
     @classmethod
-    def for_nova(cls, ready_socket: str, hosts: tuple[str, ...], port: int,
-                 timeout: float) -> Direct:
+    def for_nova(cls, ready_socket: str, nova: NovaEndpoint) -> Direct:
         def address(host: str) -> str:
-            return f"ipv6@{host}:{port}" if ":" in host else f"{host}:{port}"
-        first = hosts[0]
-        authority = f"[{first}]:{port}" if ":" in first else f"{first}:{port}"
-        return cls(ready_socket, tuple(address(h) for h in hosts), authority,
-                   max(1, int(timeout * 1000)))
+            return f"ipv6@{host}:{nova.port}" if ":" in host else f"{host}:{nova.port}"
+        return cls(ready_socket, tuple(address(h) for h in nova.hosts),
+                   nova.authority(nova.hosts[0]), max(1, int(nova.timeout * 1000)))
 
 
 # haproxy's own answers on the direct path, in the words the agent uses for the same cases.
@@ -139,9 +137,9 @@ def render(template: jinja2.Template, frontends: list[Frontend], settings: Setti
     values = dict(settings.__dict__)
     if len(frontends) == 1:  # a per-network process needs no more than its frontend
         values["global_maxconn"] = min(settings.global_maxconn, settings.maxconn)
-    maps = {f.network_id: directpath.map_path(Path(state_dir) / MAPS_DIR, f.network_id)
+    maps = {f.network_id: map_path(Path(state_dir) / MAPS_DIR, f.network_id)
             for f in ordered}
-    errors = {code: str(Path(state_dir) / f"nova-{code}.http") for code in ERROR_FILES}
+    errors = {code: str(error_file(state_dir, code)) for code in ERROR_FILES}
     return template.render(frontends=ordered, stats_socket=stats_socket, maps=maps,
                            error_files=errors, **values)
 
@@ -279,15 +277,34 @@ def stats_command(path: str, command: str, timeout: float = 1.0) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-def parse_frontend_stats(csv: str) -> dict[str, dict[str, int]]:
-    """`show stat` CSV → {network id: {field: value}} for our frontends."""
+def stat_rows(csv: str) -> list[dict[str, str]]:
+    """`show stat` CSV → one {field: value} per proxy or server line."""
     lines = csv.splitlines()
     if not lines or not lines[0].startswith("# "):
-        return {}
+        return []
     fields = lines[0][2:].split(",")
+    return [dict(zip(fields, line.split(","))) for line in lines[1:]]
+
+
+def map_path(directory: Path | str, network_id: str) -> str:
+    """A network's map file (ovnmeta.directpath keeps its content)."""
+    return f"{directory}/{network_id}.map"
+
+
+def shared_stats_socket(directory: Path | str) -> str:
+    """The shared haproxy's stats socket in the agent's haproxy directory."""
+    return str(Path(directory) / "shared.stats")
+
+
+def error_file(directory: Path | str, code: int) -> Path:
+    """Where the direct path's answer for haproxy's own `code` is kept."""
+    return Path(directory) / f"nova-{code}.http"
+
+
+def parse_frontend_stats(csv: str) -> dict[str, dict[str, int]]:
+    """`show stat` CSV → {network id: {field: value}} for our frontends."""
     out: dict[str, dict[str, int]] = {}
-    for line in lines[1:]:
-        values = dict(zip(fields, line.split(",")))
+    for values in stat_rows(csv):
         net = naming.network_from_frontend(values.get("pxname", ""))
         if net is None or values.get("svname") != "FRONTEND":
             continue
@@ -313,7 +330,7 @@ class HaproxyManager:
         self.maps_dir = self.dir / MAPS_DIR
         if settings.direct:
             for code, (status, reason, body) in ERROR_FILES.items():
-                path = self.dir / f"nova-{code}.http"
+                path = error_file(self.dir, code)
                 text = error_file_text(status, reason, body)
                 if not path.exists() or path.read_text() != text:
                     path.write_text(text)
@@ -330,6 +347,7 @@ class HaproxyManager:
         self._last_errors[key] = message
 
     def _shared(self) -> _Process:
+        # Its stats socket is shared_stats_socket(self.dir): the config's suffix swapped.
         return _Process(self.binary, self.dir / "shared.cfg", self.dir / "shared.pid", True)
 
     def _per_network(self, net_id: str) -> _Process:
@@ -383,7 +401,7 @@ class HaproxyManager:
         VM, which the agent answers, until the agent's MapSync fills it."""
         self.maps_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         for net in networks:
-            path = Path(directpath.map_path(self.maps_dir, net))
+            path = Path(map_path(self.maps_dir, net))
             if not path.exists():
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
@@ -472,7 +490,7 @@ class HaproxyManager:
 
     def stats_socket(self) -> str:
         """The shared process's stats socket (admin level: the maps are updated there)."""
-        return str(self._shared().cfg.with_suffix(".stats"))
+        return shared_stats_socket(self.dir)
 
     def stop_all(self) -> None:
         self._shared().stop()
@@ -481,4 +499,4 @@ class HaproxyManager:
         shutil.rmtree(self.maps_dir, ignore_errors=True)
         (self.dir / READY_SOCKET).unlink(missing_ok=True)
         for code in ERROR_FILES:
-            (self.dir / f"nova-{code}.http").unlink(missing_ok=True)
+            error_file(self.dir, code).unlink(missing_ok=True)

@@ -67,7 +67,7 @@ def render(status: dict) -> str:
         direct = status.get("direct_path")
         state = "ready" if direct and direct["ready"] else "NOT READY (through the agent)"
         lines.append("direct path: off (every request through the agent)" if not direct else
-                     f"direct path: {state}, {direct['map_entries']} addresses in haproxy's "
+                     f"direct path: {state}, {direct['entries']} addresses in haproxy's "
                      f"maps, {direct['requests']} requests straight to nova since start")
     nets = status.get("networks", {})
     lines.append(f"{len(nets)} network(s):")

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ovnmeta import control, directpath, foreign, haproxy, naming, netns, procs
+from ovnmeta import control, foreign, haproxy, naming, netns, procs
 from ovnmeta.desired import addresses_with_prefix, parse_mac_column
 from ovnmeta.model import METADATA_V4, METADATA_V6
 from ovnmeta.nova import NovaClient, NovaEndpoint, NovaTimeout, NovaUnavailable
@@ -350,11 +350,12 @@ class Tracer:
     def _direct_path(self, ip: str) -> str:
         """What haproxy's map says of the VM: its GETs skip the agent when it has it."""
         hap = self.state_dir / "haproxy"
-        path = directpath.map_path(hap / haproxy.MAPS_DIR, self.network_id)
+        path = haproxy.map_path(hap / haproxy.MAPS_DIR, self.network_id)
         if not Path(path).exists():
             return "direct path off: every request goes through the agent"
         try:
-            answer = haproxy.stats_command(str(hap / "shared.stats"), f"get map {path} {ip}")
+            answer = haproxy.stats_command(haproxy.shared_stats_socket(hap),
+                                           f"get map {path} {ip}")
         except OSError as exc:
             return f"direct path: haproxy's stats socket does not answer ({exc})"
         value = re.search(r'value="([^"]*)"', answer)

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from ovnmeta import control, naming, procs
-from ovnmeta.haproxy import stats_command
+from ovnmeta.haproxy import shared_stats_socket, stat_rows, stats_command
 from ovnmeta.signing import sign_instance_id
 from ovnmeta.testing import neutron
 from ovnmeta.testing.agentproc import AgentProcess, wait_until
@@ -232,17 +232,12 @@ def direct_counts(agent: AgentProcess) -> dict[str, int]:
     """The shared haproxy's direct-path counters: requests sent straight to nova, and the
     ready and nova servers' UP→DOWN transitions."""
     try:
-        csv = stats_command(str(agent.state_dir / "haproxy" / "shared.stats"),
+        csv = stats_command(shared_stats_socket(agent.state_dir / "haproxy"),
                             "show stat -1 6 -1")
     except OSError:
         return {}
-    lines = csv.splitlines()
-    if not lines or not lines[0].startswith("# "):
-        return {}
-    fields = lines[0][2:].split(",")
     out = {}
-    for line in lines[1:]:
-        v = dict(zip(fields, line.split(",")))
+    for v in stat_rows(csv):
         if v.get("pxname") == "ovnmeta_nova" and v.get("svname") == "BACKEND":
             out["requests"] = int(v.get("stot") or 0)
         elif v.get("pxname") in ("ovnmeta_nova", "ovnmeta_ready") and v.get("svname") != "BACKEND":

@@ -63,7 +63,7 @@ def test_status_lists_the_served_network(served) -> None:
     assert status["sb_connected"] and status["haproxy"]["pids"]["*"]
     code, text = ovnmeta(served["agent"], "status")
     assert served["net"].id in text and "ready" in text
-    assert status["direct_path"]["map_entries"] >= 1
+    assert status["direct_path"]["entries"] >= 1
     assert "direct path: ready" in text or "direct path: NOT READY" in text
 
 

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from ovnmeta import directpath
+from ovnmeta.nova import NovaEndpoint
 from ovnmeta.haproxy import (BUNDLED_TEMPLATES, ERROR_FILES, Direct, Frontend, RateLimit,
                              Settings, error_file_text, render, renderer)
 
@@ -58,8 +58,8 @@ def test_rendered_config_is_accepted_by_haproxy(tmp_path) -> None:
             (tmp_path / "maps" / f"{n}.map").write_text("10.0.0.5 i|p|s\nfe80::1 i|p|s\n")
         for code, (status, reason, body) in ERROR_FILES.items():
             (tmp_path / f"nova-{code}.http").write_text(error_file_text(status, reason, body))
-        direct = Direct.for_nova(str(tmp_path / "ready.sock"),
-                                 ("127.0.0.1", "::1", "nova.invalid"), 8775, 2.5)
+        direct = Direct.for_nova(str(tmp_path / "ready.sock"), NovaEndpoint(
+            hosts=("127.0.0.1", "::1", "nova.invalid"), port=8775, timeout=2.5))
         for settings in (SETTINGS, Settings(socket="/s", log_target="127.0.0.1:514",
                                             user="nobody", group="nogroup",
                                             rate_limit=RateLimit(ip_versions=(4, 6))),
@@ -103,7 +103,8 @@ def test_rate_limit_tables_are_per_network_and_versions_selectable() -> None:
 
 
 def test_direct_path_is_gated_and_replaces_identity() -> None:
-    direct = Direct.for_nova("/r.sock", ("10.1.0.1", "fd00::1"), 8775, 2.5)
+    direct = Direct.for_nova("/r.sock", NovaEndpoint(hosts=("10.1.0.1", "fd00::1"), port=8775,
+                                                     timeout=2.5))
     text = render(TEMPLATE, frontends("a", "b"), Settings(socket="/s", direct=direct),
                   state_dir="/st")
     assert "map_ip(/st/maps/a.map) if { method GET HEAD } { nbsrv(ovnmeta_ready) gt 0 } " \
