@@ -6,10 +6,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ovs.db import idl
 from ovsdbapp.backend.ovs_idl import connection, idlutils
 from ovsdbapp.backend.ovs_idl import transaction as idl_transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
+
+from ovnmeta.rowcache import RowCache
 
 LOG = logging.getLogger(__name__)
 OUR_DEVICE_PREFIX = "omt"
@@ -58,27 +59,17 @@ class _Idl(connection.OvsdbIdl):
         self.ofports: dict[str, int | None] = {}
         self.others: dict[str, tuple[str, bool]] = {}
         self.iface_ids: frozenset[str] = frozenset()
-        # uuid → (name, iface-id, is a VM's, ofport), kept per row by notify()
-        self._ifaces: dict = {}
+        # (name, iface-id, is a VM's, ofport) per Interface row
+        self._ifaces = RowCache("Interface", _iface)
 
     def notify(self, event, row, updates=None) -> None:
-        """Per changed row (python-ovs calls this in run()): only that Interface's values
-        are read again, not every interface of the host's."""
-        if row._table.name != "Interface":
-            return
-        if event == idl.ROW_DELETE:
-            self._ifaces.pop(row.uuid, None)
-        else:
-            self._ifaces[row.uuid] = _iface(row)
+        self._ifaces.notify(event, row)
 
     def run(self) -> bool:
         changed = super().run()
         if self.change_seqno != self._seen:
             self._seen = self.change_seqno
-            rows = self.tables["Interface"].rows
-            if self._ifaces.keys() != rows.keys():   # a resync that notified nothing
-                self._ifaces = {uuid: _iface(row) for uuid, row in rows.items()}
-            ifaces = list(self._ifaces.values())
+            ifaces = self._ifaces.values(self.tables)
             ours = [i for i in ifaces if i[0].startswith(OUR_DEVICE_PREFIX)]
             plugged = {name: iface_id for name, iface_id, _, _ in ours}
             # Replaced whole: readers never see a map half-built.

@@ -17,6 +17,7 @@ import ovs.stream
 from ovsdbapp.backend.ovs_idl import connection, idlutils
 
 from ovnmeta import naming, sbssl
+from ovnmeta.rowcache import RowCache
 from ovnmeta.model import PortRecord, SbSnapshot
 
 LOG = logging.getLogger(__name__)
@@ -112,22 +113,10 @@ class _Idl(ovs.db.idl.Idl):
         super().__init__(remote, helper, probe_interval=probe_interval, leader_only=False)
         self._view = view
         self._seen = -1
-        self.bindings: dict = {}   # Port_Binding uuid → _binding(row), kept by notify()
+        self.bindings = RowCache("Port_Binding", _binding)
 
     def notify(self, event, row, updates=None) -> None:
-        """Per changed row: a rebuild then reads plain tuples, not every row's columns."""
-        if row._table.name != "Port_Binding":
-            return
-        if event == ovs.db.idl.ROW_DELETE:
-            self.bindings.pop(row.uuid, None)
-        else:
-            self.bindings[row.uuid] = _binding(row)
-
-    def current_bindings(self) -> list[tuple]:
-        rows = self.tables["Port_Binding"].rows
-        if self.bindings.keys() != rows.keys():   # a resync that notified nothing
-            self.bindings = {uuid: _binding(row) for uuid, row in rows.items()}
-        return list(self.bindings.values())
+        self.bindings.notify(event, row)
 
     def run(self) -> bool:
         changed = super().run()
@@ -224,7 +213,7 @@ class SbView:
                     for r in idl.tables["Datapath_Binding"].rows.values()}
         local_dps: set[str] = set()
         by_network: dict[str, set[PortRecord]] = {}
-        for dps, chassis, additional, type_, logical_port, mac, ext in idl.current_bindings():
+        for dps, chassis, additional, type_, logical_port, mac, ext in idl.bindings.values(idl.tables):
             if not dps:
                 continue
             here = chassis_uuid is not None and (chassis_uuid in chassis
