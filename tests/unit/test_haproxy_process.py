@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import urllib.request
 
 import pytest
 
-from ovnmeta.haproxy import _Process
-from ovnmeta.testing.sandbox import _free_port, alive
+from ovnmeta.haproxy import (Frontend, HaproxyManager, Settings, _Process, frontends_only,
+                             parse_master_proc)
+from ovnmeta.testing.sandbox import _free_port, alive, wait_until
 
 pytestmark = pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy not installed")
 
@@ -40,3 +42,115 @@ def test_an_empty_pidfile_during_a_reload_does_not_hide_the_running_master(tmp_p
         proc.stop()
     assert not alive(master)
     assert proc.pid() is None
+
+
+def test_frontends_only_compares_everything_before_the_first_frontend() -> None:
+    head = "global\n    maxconn 10\nbackend b\n    server s /x\n"
+    assert frontends_only(head + "\nfrontend a\n", head + "\nfrontend a\n\nfrontend b\n")
+    assert frontends_only(head + "\nfrontend a\n", head + "\nfrontend b\n")
+    assert not frontends_only(head + "\nfrontend a\n",
+                              head.replace("10", "11") + "\nfrontend a\n")
+    assert not frontends_only("", head + "\nfrontend a\n")       # nothing installed yet
+    assert not frontends_only(head, head + "\nfrontend a\n")     # none served before
+
+
+# Frontends on loopback ports: the port rides in Frontend.namespace, and a namespace that is
+# no port makes a frontend haproxy rejects.
+TEMPLATE = """global
+    stats socket {{ stats_socket }} mode 600 level admin expose-fd listeners
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+{% for f in frontends %}
+frontend {{ f.name }}
+    bind 127.0.0.1:{{ f.namespace }}
+    http-request return status 200 content-type text/plain string {{ f.network_id }}
+{% endfor %}"""
+
+
+def _get(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+        return resp.read().decode()
+
+
+def test_a_frontend_only_change_is_not_validated_first_and_a_bad_one_is_rolled_back(
+        tmp_path, monkeypatch) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "haproxy.cfg.j2").write_text(TEMPLATE)
+    manager = HaproxyManager("shared", tmp_path / "run", Settings(socket="/nonexistent"),
+                             template_dir=str(templates))
+    validated = []
+    real_validate = _Process.validate
+    monkeypatch.setattr(_Process, "validate",
+                        lambda self, path: (validated.append(path), real_validate(self, path)))
+    ports = [_free_port(), _free_port()]
+    a, b = (Frontend(n, str(p), "x", False) for n, p in zip("ab", ports))
+    try:
+        assert manager.sync([a]) == {}
+        assert validated                       # the first config is checked before it runs
+        wait_until(lambda: _serves(ports[0], "a"), timeout=5, what="frontend a")
+        validated.clear()
+        assert manager.sync([a, b]) == {}
+        wait_until(lambda: _serves(ports[1], "b"), timeout=5, what="frontend b")
+        # not `haproxy -c`: the master parses the new file itself
+        assert validated == []
+        good = (manager.dir / "shared.cfg").read_text()
+        reloads = manager.reloads
+
+        bad = Frontend("c", "not-a-port", "x", False)
+        errors = manager.sync([a, b, bad])
+        # the master's refusal, with the reason `haproxy -c` gives
+        assert "could not load" in errors["*"] and "not-a-port" in errors["*"]
+        assert (manager.dir / "shared.cfg").read_text() == good    # rolled back
+        assert _get(ports[0]) == "a" and _get(ports[1]) == "b"    # the workers kept serving
+        # Asked again, the same bad config is validated first: no reload at every pass.
+        reloads = manager.reloads
+        assert "not-a-port" in manager.sync([a, b, bad])["*"]
+        assert manager.reloads == reloads
+        assert (manager.dir / "shared.cfg").read_text() == good
+        assert _get(ports[0]) == "a"
+    finally:
+        manager.stop_all()
+
+
+def _serves(port: int, body: str) -> bool:
+    try:
+        return _get(port) == body
+    except OSError:
+        return False
+
+
+def test_a_reload_right_after_the_start_is_not_lost(tmp_path) -> None:
+    """haproxy 2.6 drops a SIGUSR2 that comes before its master CLI answers."""
+    proc = _Process("haproxy", tmp_path / "t.cfg", tmp_path / "t.pid", master_worker=True)
+    ports = [_free_port(), _free_port()]
+    proc.write(CFG.format(stats=tmp_path / "t.stats", port=ports[0]))
+    proc.start()
+    try:
+        proc.write(CFG.format(stats=tmp_path / "t.stats", port=ports[0]) +
+                   "frontend g\n    bind 127.0.0.1:%d\n    http-request return status 200\n"
+                   % ports[1])
+        proc.reload()    # returns once the master has loaded the file
+        wait_until(lambda: _serves_status(ports[1]), timeout=2, what="the reloaded frontend")
+    finally:
+        proc.stop()
+
+
+def _serves_status(port: int) -> bool:
+    try:
+        _get(port)
+        return True
+    except OSError:
+        return False
+
+
+def test_parse_master_proc() -> None:
+    text = ("#<PID>          <type>          <reloads>       <uptime>        <version>\n"
+            "3612            master          3 [failed: 1]   0d00h10m06s     2.6.12\n"
+            "# workers\n3631            worker          1               0d00h10m05s     2.6.12\n")
+    assert parse_master_proc(text) == (3, 1)
+    assert parse_master_proc(text.replace("3 [failed: 1]", "0")) == (0, 0)
+    assert parse_master_proc("") is None
