@@ -113,10 +113,17 @@ class Agent:
         if self.reconciler:
             self.reconciler.mark(networks)
 
+    def _ovs_changed(self) -> None:
+        """An interface came or went on this host (OVS IDL thread): the SB view follows the
+        plugged ports, so a new VM's network is provisioned before its port is bound."""
+        if self.sb:
+            self.sb.watch_plugged(self.ovs.iface_ids())
+        self._mark(set())
+
     def start(self) -> None:
         conf = self.conf
         self.ovs = LocalOvs(conf.ovs.ovsdb_connection, conf.ovs.ovsdb_timeout,
-                            on_change=lambda: self._mark(set()))
+                            on_change=self._ovs_changed)
         retry(f"connecting to the local OVS DB at {conf.ovs.ovsdb_connection}",
               self.ovs.start, self.stop, tick=self.notifier.pet)
         chassis = retry("reading the chassis config from OVS", self.ovs.chassis_config,
@@ -125,6 +132,7 @@ class Agent:
                  chassis.datapath_type or "system")
         self.sb = sbview.SbView.from_conf(conf, chassis.system_id, self._mark,
                                           bridge=chassis.bridge)
+        self.sb.watch_plugged(self.ovs.iface_ids())
         haproxy_dir = self.state_dir / "haproxy"
         manager = HaproxyManager(
             conf.haproxy.mode, haproxy_dir,

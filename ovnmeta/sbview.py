@@ -8,27 +8,30 @@ Nothing outside this module touches an IDL row.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 
 import ovs.db.idl
+import ovs.poller
 import ovs.stream
 from ovsdbapp.backend.ovs_idl import connection, idlutils
 
 from ovnmeta import naming, sbssl
+from ovnmeta.desired import VM_PORT_TYPES
 from ovnmeta.rowcache import RowCache
 from ovnmeta.model import PortRecord, SbSnapshot
 
 LOG = logging.getLogger(__name__)
 
 COLUMNS = {
-    "Chassis": ["name"],
+    "Chassis": ["name", "hostname"],
     "Chassis_Private": ["name", "chassis", "external_ids"],
     "SB_Global": ["nb_cfg"],
     "Datapath_Binding": ["external_ids"],
     "Port_Binding": ["logical_port", "type", "datapath", "chassis", "additional_chassis",
-                     "mac", "external_ids"],
+                     "mac", "external_ids", "options"],
 }
 NOTHING = [False]
 RECONNECT_MIN_MS, RECONNECT_MAX_MS = 500, 2000
@@ -53,10 +56,29 @@ def _uuids(row: ovs.db.idl.Row, column: str) -> list[str]:
 
 def _binding(row: ovs.db.idl.Row) -> tuple:
     """(datapath uuids, chassis uuids, additional chassis uuids, type, logical_port, mac,
-    external_ids): one Port_Binding row read once."""
+    external_ids, requested-chassis): one Port_Binding row read once."""
+    options = getattr(row, "options", {})
     return (_uuids(row, "datapath"), _uuids(row, "chassis"), _uuids(row, "additional_chassis"),
             row.type, row.logical_port, tuple(row.mac),
-            tuple(sorted(row.external_ids.items())))
+            tuple(sorted(row.external_ids.items())), options.get("requested-chassis", ""))
+
+
+def is_here(chassis_uuid: str | None, names: frozenset[str], bound: list[str],
+            additional: list[str], type_: str, logical_port: str, requested: str,
+            plugged: frozenset[str]) -> bool:
+    """A port of this chassis: the SB binds it here, or it is a VM port whose interface is
+    plugged on this host and that ovn-controller is about to bind here.
+
+    The second case lets provisioning start with the VM's OVS port, not one SB round trip
+    of ovn-controller's later; a port whose `requested-chassis` names other chassis only is
+    not ovn-controller's to bind here, so not ours either.
+    """
+    if chassis_uuid is not None and (chassis_uuid in bound or chassis_uuid in additional):
+        return True
+    if type_ not in VM_PORT_TYPES or logical_port not in plugged or chassis_uuid is None:
+        return False
+    wanted = {c.strip() for c in requested.split(",") if c.strip()}
+    return not wanted or bool(wanted & names)
 
 
 def set_ssl(private_key: str, certificate: str, ca_cert: str) -> None:
@@ -113,17 +135,44 @@ class _Idl(ovs.db.idl.Idl):
         super().__init__(remote, helper, probe_interval=probe_interval, leader_only=False)
         self._view = view
         self._seen = -1
+        self._plugged_seen: frozenset[str] = frozenset()
         self.bindings = RowCache("Port_Binding", _binding)
+        # Written by other threads (SbView.watch_plugged) to wake this one's poll.
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def notify(self, event, row, updates=None) -> None:
         self.bindings.notify(event, row)
 
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"!")
+        except (BlockingIOError, OSError):
+            pass  # a wake-up is pending already, or the IDL is closed
+
+    def wait(self, poller) -> None:
+        super().wait(poller)
+        poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
+
     def run(self) -> bool:
+        try:
+            os.read(self._wake_r, 4096)
+        except (BlockingIOError, OSError):
+            pass
         changed = super().run()
-        if self.change_seqno != self._seen or not self._view.settled:
-            self._seen = self.change_seqno
+        plugged = self._view.plugged_ports()
+        if self.change_seqno != self._seen or not self._view.settled \
+                or plugged != self._plugged_seen:
+            self._seen, self._plugged_seen = self.change_seqno, plugged
             self._view._rebuild(self)
         return changed
+
+    def close(self) -> None:
+        super().close()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 class SbView:
@@ -142,6 +191,8 @@ class SbView:
         self._snapshot = SbSnapshot(chassis=chassis)
         self._chassis_uuid: str | None = None
         self._datapaths: frozenset[str] = frozenset()
+        self._plugged: frozenset[str] = frozenset()     # from the local OVS, any thread
+        self._watched: frozenset[str] = frozenset()     # what the conditions ask for
         self._by_network: dict[str, frozenset[PortRecord]] = {}
         # True once this chassis's rows are fully loaded: before that an empty view means
         # "not known yet", not "nothing to serve".
@@ -189,6 +240,21 @@ class SbView:
         if self._conn:
             self._conn.stop(timeout=5)
 
+    def watch_plugged(self, logical_ports: frozenset[str]) -> None:
+        """The iface-ids plugged on this host's OVS (any thread): their Port_Binding rows are
+        monitored, and a VM port among them counts as here before ovn-controller binds it."""
+        with self._lock:
+            if logical_ports == self._plugged:
+                return
+            self._plugged = frozenset(logical_ports)
+        idl = self._idl
+        if idl is not None:
+            idl.wake()
+
+    def plugged_ports(self) -> frozenset[str]:
+        with self._lock:
+            return self._plugged
+
     # -- reads (any thread) ---------------------------------------------------
     def snapshot(self) -> SbSnapshot:
         with self._lock:
@@ -207,17 +273,20 @@ class SbView:
     # -- IDL thread -----------------------------------------------------------
     def _rebuild(self, idl: _Idl) -> None:
         self.updated_at = time.time()
-        chassis_uuid = next((str(r.uuid) for r in idl.tables["Chassis"].rows.values()
-                             if r.name == self.chassis), None)
+        mine = [r for r in idl.tables["Chassis"].rows.values() if r.name == self.chassis]
+        chassis_uuid = str(mine[0].uuid) if mine else None
+        names = frozenset({self.chassis} | {getattr(r, "hostname", "") for r in mine}) - {""}
+        plugged = self.plugged_ports()
         networks = {str(r.uuid): naming.network_id(dict(r.external_ids))
                     for r in idl.tables["Datapath_Binding"].rows.values()}
         local_dps: set[str] = set()
         by_network: dict[str, set[PortRecord]] = {}
-        for dps, chassis, additional, type_, logical_port, mac, ext in idl.bindings.values(idl.tables):
+        for (dps, chassis, additional, type_, logical_port, mac, ext,
+             requested) in idl.bindings.values(idl.tables):
             if not dps:
                 continue
-            here = chassis_uuid is not None and (chassis_uuid in chassis
-                                                 or chassis_uuid in additional)
+            here = is_here(chassis_uuid, names, chassis, additional, type_, logical_port,
+                           requested, plugged)
             if here:
                 local_dps.add(dps[0])
             if not here and type_ != "localport":
@@ -229,7 +298,7 @@ class SbView:
                 logical_port=logical_port, type=type_, network_id=net_id, mac=mac,
                 external_ids=ext, bound_here=here))
 
-        self._update_conditions(idl, chassis_uuid, frozenset(local_dps))
+        self._update_conditions(idl, chassis_uuid, frozenset(local_dps), plugged)
         frozen = {n: frozenset(p) for n, p in by_network.items()}
         dirty = {n for n in frozen.keys() | self._by_network.keys()
                  if frozen.get(n) != self._by_network.get(n)}
@@ -274,18 +343,21 @@ class SbView:
         self._reported = want
 
     def _update_conditions(self, idl: _Idl, chassis_uuid: str | None,
-                           datapaths: frozenset[str]) -> None:
-        if chassis_uuid == self._chassis_uuid and datapaths == self._datapaths:
+                           datapaths: frozenset[str], plugged: frozenset[str]) -> None:
+        if (chassis_uuid, datapaths, plugged) == (self._chassis_uuid, self._datapaths,
+                                                  self._watched):
             return
         if chassis_uuid != self._chassis_uuid:
             LOG.info("chassis %s is SB row %s", self.chassis, chassis_uuid)
-        self._chassis_uuid, self._datapaths = chassis_uuid, datapaths
+        self._chassis_uuid, self._datapaths, self._watched = chassis_uuid, datapaths, plugged
         pb: list = NOTHING
         if chassis_uuid:
             pb = [["chassis", "==", ["uuid", chassis_uuid]]]
             if "additional_chassis" in idl.tables["Port_Binding"].columns:
                 pb.append(["additional_chassis", "includes", ["uuid", chassis_uuid]])
             pb += [["datapath", "==", ["uuid", dp]] for dp in sorted(datapaths)]
+            # The rows of ports plugged here, before ovn-controller binds them (is_here).
+            pb += [["logical_port", "==", lp] for lp in sorted(plugged)]
         dp_cond = [["_uuid", "==", ["uuid", dp]] for dp in sorted(datapaths)] or NOTHING
         # Called from run() in the IDL thread: wait() then wakes at once to send them.
         idl.cond_change("Port_Binding", pb)
