@@ -21,7 +21,7 @@ from ovnmeta.ovs import ChassisConfig, LocalOvs
 from ovnmeta.sbview import SbView
 
 LOG = logging.getLogger(__name__)
-DEBOUNCE = 0.02       # collect a burst of events into one pass
+DEBOUNCE = 0.005      # collect a burst of events into one pass
 HOST_CHECK = 1.0      # an idle pass this often finds hand-deleted namespaces, dead haproxy
 TAKEOVER_POLL = 0.05  # while another agent's leftovers are being replaced...
 TAKEOVER_FAST = 15.0  # ...for this long; one that takes longer is looked at every HOST_CHECK

@@ -125,7 +125,7 @@ class Tracer:
         # filled in as hops pass
         self.vm: dict = {}
         self.vm_mac = ""
-        self.vm_ips: list[str] = []
+        self.vm_ips: tuple[str, ...] = ()
         self.datapath: dict = {}
         self.network_id = ""
         self.localport: dict = {}
@@ -208,7 +208,7 @@ class Tracer:
             raise Broken(f"localport {rows[0]['logical_port']} has no MAC/IP "
                          f"({rows[0]['mac']})", "give the metadata port an IP on the subnet")
         vm_nets = [ipaddress.ip_interface(a).network for a in addresses_with_prefix(
-            self.vm_ips, self.vm["external_ids"].get(self.conf.metadata.cidrs_key, ""))]
+            tuple(self.vm_ips), self.vm["external_ids"].get(self.conf.metadata.cidrs_key, ""))]
         for row, mac, ips in usable:
             if any(ipaddress.ip_address(ip) in net for ip in ips for net in vm_nets):
                 self.localport = dict(row, parsed_mac=mac, parsed_ips=ips)
@@ -280,9 +280,9 @@ class Tracer:
         if ns not in netns.list_namespaces():
             raise Broken(f"namespace {ns} does not exist",
                          "start ovnmeta-agent; it creates the namespace on its next pass")
-        expected = addresses_with_prefix(
-            self.localport["parsed_ips"],
-            self.localport["external_ids"].get(self.conf.metadata.cidrs_key, ""))
+        expected = set(addresses_with_prefix(
+            tuple(self.localport["parsed_ips"]),
+            self.localport["external_ids"].get(self.conf.metadata.cidrs_key, "")))
         expected.add(METADATA_V4)
         if any(":" in ip for ip in self.localport["parsed_ips"]):
             expected.add(METADATA_V6)

@@ -75,12 +75,12 @@ def test_mtu_from_port_when_given() -> None:
 
 def test_parse_mac_column_skips_garbage() -> None:
     assert parse_mac_column(("unknown", "zz:zz 1.2.3.4", "FA:16:3E:00:00:01 10.0.0.1 bad")) \
-        == ("fa:16:3e:00:00:01", ["10.0.0.1"])
-    assert parse_mac_column(()) == (None, [])
+        == ("fa:16:3e:00:00:01", ("10.0.0.1",))
+    assert parse_mac_column(()) == (None, ())
 
 
 def test_ip_without_recorded_prefix_gets_host_prefix() -> None:
-    assert addresses_with_prefix(["10.0.0.2", "fd00::2"], "") == {"10.0.0.2/32", "fd00::2/128"}
+    assert addresses_with_prefix(("10.0.0.2", "fd00::2"), "") == {"10.0.0.2/32", "fd00::2/128"}
 
 
 def test_network_id_unfit_for_a_namespace_name_is_a_problem() -> None:
