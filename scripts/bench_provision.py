@@ -222,6 +222,34 @@ def reaction(box: Sandbox, count: int, offset: int) -> dict:
                              for k, v in t.items()} for t in timeline]}, vms
 
 
+def floor(box: Sandbox, served: list[FakeVM]) -> dict:
+    """The same measure for a second VM on a network already served: namespace, localport
+    and haproxy are up, the agent has nothing to do. What is left is OVS and ovn-controller
+    binding the VM's port and installing its flows: the reaction's floor on this machine."""
+    vms = []
+    for vm in served:
+        port = neutron.create_vm_port(box, vm.network)
+        extra = FakeVM(box, vm.network, port).start(bind=False)
+        extra.exec("sysctl", "-qw", "net.ipv4.neigh.eth0.retrans_time_ms=10")
+        vms.append(extra)
+    samples = []
+    try:
+        for vm in vms:
+            time.sleep(0.2)
+            t0 = time.monotonic()
+            vm.plug()
+            while not connects(vm, timeout=VM_CONNECT_TIMEOUT):
+                if time.monotonic() - t0 > 30:
+                    raise RuntimeError(f"{vm.netns} not served 30 s after its port was plugged")
+            samples.append((time.monotonic() - t0) * 1000)
+    finally:
+        for vm in vms:
+            vm.destroy()
+            neutron.delete_port(box, vm.port)
+    samples.sort()
+    return {"vms": len(samples), "p50_ms": statistics.median(samples), "max_ms": samples[-1]}
+
+
 def _keep_log(agent: AgentProcess, name: str) -> None:
     """The agent log outlives the run, for a look at where the time went."""
     Path(f"/tmp/ovnmeta-bench-{name}.log").write_text(agent.log())
@@ -251,6 +279,7 @@ def run(sizes: list[int], mode: str, reaction_vms: int, direct_path: bool = True
             r, extra = reaction(box, reaction_vms, len(vms))
             spare += extra
             r["networks"] = size
+            r["floor"] = floor(box, vms[:reaction_vms // 2])
             results["reaction"].append(r)
             for vm in extra:  # the next size starts from exactly `size` networks again
                 vm.destroy()
@@ -290,6 +319,10 @@ def table(results: dict) -> str:
                      f"{r['ovn_bind_p50_ms']:.0f} ms, haproxy listening in the namespace "
                      f"{r['listening_p50_ms']:.0f} ms; SB bound -> listening p50 "
                      f"{r['bound_to_listening_p50_ms']:.0f} ms")
+        f = r["floor"]
+        lines.append(f"  floor: a second VM on a network already served, {f['vms']} VMs: p50 "
+                     f"{f['p50_ms']:.0f} ms, max {f['max_ms']:.0f} ms (OVS and ovn-controller "
+                     "only)")
     return "\n".join(lines)
 
 
