@@ -303,6 +303,12 @@ class _Process:
             self.start(replace=pid)
 
     def _signal_reload(self, pid: int) -> None:
+        if not self.master_cli.exists():
+            # Removed by hand: the master cannot be asked, only told (as before we asked).
+            LOG.warning("haproxy master %d has no CLI socket at %s: reloading it without "
+                        "checking that the reload took", pid, self.master_cli)
+            os.kill(pid, signal.SIGUSR2)
+            return
         before, _ = self._master_state(MASTER_READY_TIMEOUT)
         started = last_signal = time.monotonic()
         os.kill(pid, signal.SIGUSR2)  # the master re-reads the file, workers hand over

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 import urllib.request
 
 import pytest
@@ -154,3 +155,21 @@ def test_parse_master_proc() -> None:
     assert parse_master_proc(text) == (3, 1)
     assert parse_master_proc(text.replace("3 [failed: 1]", "0")) == (0, 0)
     assert parse_master_proc("") is None
+
+
+def test_a_master_whose_cli_socket_was_removed_is_still_reloaded(tmp_path) -> None:
+    proc = _Process("haproxy", tmp_path / "t.cfg", tmp_path / "t.pid", master_worker=True)
+    ports = [_free_port(), _free_port()]
+    proc.write(CFG.format(stats=tmp_path / "t.stats", port=ports[0]))
+    proc.start()
+    try:
+        proc.master_cli.unlink()
+        proc.write(CFG.format(stats=tmp_path / "t.stats", port=ports[0]) +
+                   "frontend g\n    bind 127.0.0.1:%d\n    http-request return status 200\n"
+                   % ports[1])
+        started = time.monotonic()
+        proc.reload()
+        assert time.monotonic() - started < 1     # no wait for a CLI that is gone
+        wait_until(lambda: _serves_status(ports[1]), timeout=5, what="the reloaded frontend")
+    finally:
+        proc.stop()
