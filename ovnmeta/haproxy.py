@@ -276,16 +276,21 @@ class _Process:
     def master_cli(self) -> Path:
         return self.cfg.with_suffix(".master")
 
+    def _master_state_now(self) -> tuple[int, int] | None:
+        """(reloads, failed reloads) from the master CLI; None while it does not answer
+        (re-executing: its CLI is back in a moment)."""
+        try:
+            return parse_master_proc(stats_command(str(self.master_cli), "show proc"))
+        except OSError:
+            return None
+
     def _master_state(self, timeout: float) -> tuple[int, int]:
         """(reloads, failed reloads) from the master CLI, waiting up to `timeout` for it."""
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                state = parse_master_proc(master_command(str(self.master_cli), "show proc"))
-                if state is not None:
-                    return state
-            except OSError:
-                pass   # re-executing: its CLI is back in a moment
+            state = self._master_state_now()
+            if state is not None:
+                return state
             if time.monotonic() > deadline:
                 raise HaproxyError(f"the haproxy master of {self.cfg} does not answer on "
                                    f"{self.master_cli}")
@@ -314,10 +319,7 @@ class _Process:
         os.kill(pid, signal.SIGUSR2)  # the master re-reads the file, workers hand over
         while True:
             time.sleep(0.005)
-            try:
-                state = parse_master_proc(master_command(str(self.master_cli), "show proc"))
-            except OSError:
-                state = None   # re-executing
+            state = self._master_state_now()
             now = time.monotonic()
             if state is not None and state[0] > before:
                 if state[1]:
@@ -354,25 +356,14 @@ class _Process:
             path.unlink(missing_ok=True)
 
 
-def master_command(path: str, command: str, timeout: float = 1.0) -> str:
-    """One command on a haproxy master CLI, which answers once our side is shut."""
+def stats_command(path: str, command: str, timeout: float = 1.0) -> str:
+    """One command on a haproxy stats socket or master CLI; its whole answer. Our side is
+    shut once the command is sent: the master CLI answers only then."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(path)
         sock.sendall(command.encode() + b"\n")
         sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace")
-
-
-def stats_command(path: str, command: str, timeout: float = 1.0) -> str:
-    """One command on a haproxy stats socket; its whole answer."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(path)
-        sock.sendall(command.encode() + b"\n")
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
@@ -547,11 +538,12 @@ class HaproxyManager:
             # fail, keeps its workers and says so (ReloadRejected). `haproxy -c` is then
             # needed only for the reason, off the path to the new listener (it took
             # 40-150 ms at 200 frontends here).
-            trust_master = proc.master_worker and not rebind and frontends_only(served, text) \
-                and text != self._rejected and proc.pid() is not None
+            running = proc.pid() is not None
+            trust_master = proc.master_worker and running and not rebind \
+                and frontends_only(served, text) and text != self._rejected
             changed = proc.write(text, validate=not trust_master)
             changed |= key in self._unloaded
-            if proc.pid() is None:
+            if not running:
                 LOG.info("%s: starting (%d frontends)", label, len(frontends))
                 self.reloads += 1
                 proc.start()

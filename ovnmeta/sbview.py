@@ -163,7 +163,7 @@ class _Idl(ovs.db.idl.Idl):
         if self.change_seqno != self._seen or not self._view.settled \
                 or plugged != self._plugged_seen:
             self._seen, self._plugged_seen = self.change_seqno, plugged
-            self._view._rebuild(self)
+            self._view._rebuild(self, plugged)
         return changed
 
     def close(self) -> None:
@@ -271,12 +271,11 @@ class SbView:
         return {t: len(idl.tables[t].rows) for t in COLUMNS} if idl else {}
 
     # -- IDL thread -----------------------------------------------------------
-    def _rebuild(self, idl: _Idl) -> None:
+    def _rebuild(self, idl: _Idl, plugged: frozenset[str]) -> None:
         self.updated_at = time.time()
         mine = [r for r in idl.tables["Chassis"].rows.values() if r.name == self.chassis]
         chassis_uuid = str(mine[0].uuid) if mine else None
         names = frozenset({self.chassis} | {getattr(r, "hostname", "") for r in mine}) - {""}
-        plugged = self.plugged_ports()
         networks = {str(r.uuid): naming.network_id(dict(r.external_ids))
                     for r in idl.tables["Datapath_Binding"].rows.values()}
         local_dps: set[str] = set()

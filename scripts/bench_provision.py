@@ -167,31 +167,41 @@ PROBE_EVERY = 0.002   # milestone polls
 VM_CONNECT_TIMEOUT = 0.02
 
 
+def probe_arp_fast(vm: FakeVM) -> None:
+    """The probe starts before the metadata namespace exists. With the kernel's default
+    1 s ARP retransmit, what we would time is the fake guest's ARP backoff, not the agent:
+    probe ARP every 10 ms instead."""
+    vm.exec("sysctl", "-qw", "net.ipv4.neigh.eth0.retrans_time_ms=10")
+
+
+def plug_until_connected(vm: FakeVM) -> tuple[float, float]:
+    """Plug the VM's port; (monotonic time of the plug, of its first successful connect).
+    A lost SYN is retried by the kernel only after 1 s: a fresh connect every
+    VM_CONNECT_TIMEOUT instead."""
+    time.sleep(0.2)   # the agent idle again after the previous VM
+    t0 = time.monotonic()
+    vm.plug()
+    while not connects(vm, timeout=VM_CONNECT_TIMEOUT):
+        if time.monotonic() - t0 > 30:
+            raise RuntimeError(f"{vm.netns} not served 30 s after its port was plugged")
+    return t0, time.monotonic()
+
+
 def reaction(box: Sandbox, count: int, offset: int) -> dict:
     """Time from a VM's OVS port being added to its first successful connect, with two
     milestones on the way, each taken by its own watcher: the SB showing the port bound
     here (ovn-controller's share), and haproxy accepting in the metadata namespace."""
     vms = make_vms(box, count, offset, bind=False)
     for vm in vms:
-        # The probe starts before the metadata namespace exists. With the kernel's default
-        # 1 s ARP retransmit, what we would time is the fake guest's ARP backoff, not the
-        # agent: probe ARP every 10 ms instead.
-        vm.exec("sysctl", "-qw", "net.ipv4.neigh.eth0.retrans_time_ms=10")
+        probe_arp_fast(vm)
     bound_watch, listen_watch = _BoundWatch(box), _ListenWatch()
     samples, bound, listening, share, timeline = [], [], [], [], []
     try:
         for vm in vms:
             md_ns = naming.namespace(vm.network.id)
             listen_watch.namespace = md_ns
-            time.sleep(0.2)   # the agent idle again after the previous VM
-            wall, t0 = time.time(), time.monotonic()
-            vm.plug()
-            # A lost SYN is retried by the kernel only after 1 s: a fresh connect every
-            # VM_CONNECT_TIMEOUT instead.
-            while not connects(vm, timeout=VM_CONNECT_TIMEOUT):
-                if time.monotonic() - t0 > 30:
-                    raise RuntimeError(f"{vm.netns} not served 30 s after its port was plugged")
-            done = time.monotonic()
+            t0, done = plug_until_connected(vm)
+            wall = time.time() - (time.monotonic() - t0)
             time.sleep(PROBE_EVERY * 2)
             t_bound = bound_watch.at.get(vm.port.name, done)
             t_listen = listen_watch.at.get(md_ns, done)
@@ -230,18 +240,13 @@ def floor(box: Sandbox, served: list[FakeVM]) -> dict:
     for vm in served:
         port = neutron.create_vm_port(box, vm.network)
         extra = FakeVM(box, vm.network, port).start(bind=False)
-        extra.exec("sysctl", "-qw", "net.ipv4.neigh.eth0.retrans_time_ms=10")
+        probe_arp_fast(extra)
         vms.append(extra)
     samples = []
     try:
         for vm in vms:
-            time.sleep(0.2)
-            t0 = time.monotonic()
-            vm.plug()
-            while not connects(vm, timeout=VM_CONNECT_TIMEOUT):
-                if time.monotonic() - t0 > 30:
-                    raise RuntimeError(f"{vm.netns} not served 30 s after its port was plugged")
-            samples.append((time.monotonic() - t0) * 1000)
+            t0, done = plug_until_connected(vm)
+            samples.append((done - t0) * 1000)
     finally:
         for vm in vms:
             vm.destroy()

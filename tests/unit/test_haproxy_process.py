@@ -124,28 +124,27 @@ def _serves(port: int, body: str) -> bool:
         return False
 
 
-def test_a_reload_right_after_the_start_is_not_lost(tmp_path) -> None:
-    """haproxy 2.6 drops a SIGUSR2 that comes before its master CLI answers."""
+def _started_master(tmp_path) -> tuple[_Process, int]:
+    """A running master-worker haproxy, its new config written (one more frontend, on the
+    port returned) but not loaded yet."""
     proc = _Process("haproxy", tmp_path / "t.cfg", tmp_path / "t.pid", master_worker=True)
     ports = [_free_port(), _free_port()]
     proc.write(CFG.format(stats=tmp_path / "t.stats", port=ports[0]))
     proc.start()
+    proc.write(CFG.format(stats=tmp_path / "t.stats", port=ports[0]) +
+               "frontend g\n    bind 127.0.0.1:%d\n    http-request return status 200\n"
+               % ports[1])
+    return proc, ports[1]
+
+
+def test_a_reload_right_after_the_start_is_not_lost(tmp_path) -> None:
+    """haproxy 2.6 drops a SIGUSR2 that comes before its master CLI answers."""
+    proc, port = _started_master(tmp_path)
     try:
-        proc.write(CFG.format(stats=tmp_path / "t.stats", port=ports[0]) +
-                   "frontend g\n    bind 127.0.0.1:%d\n    http-request return status 200\n"
-                   % ports[1])
         proc.reload()    # returns once the master has loaded the file
-        wait_until(lambda: _serves_status(ports[1]), timeout=2, what="the reloaded frontend")
+        wait_until(lambda: _serves(port, ""), timeout=2, what="the reloaded frontend")
     finally:
         proc.stop()
-
-
-def _serves_status(port: int) -> bool:
-    try:
-        _get(port)
-        return True
-    except OSError:
-        return False
 
 
 def test_parse_master_proc() -> None:
@@ -158,18 +157,12 @@ def test_parse_master_proc() -> None:
 
 
 def test_a_master_whose_cli_socket_was_removed_is_still_reloaded(tmp_path) -> None:
-    proc = _Process("haproxy", tmp_path / "t.cfg", tmp_path / "t.pid", master_worker=True)
-    ports = [_free_port(), _free_port()]
-    proc.write(CFG.format(stats=tmp_path / "t.stats", port=ports[0]))
-    proc.start()
+    proc, port = _started_master(tmp_path)
     try:
         proc.master_cli.unlink()
-        proc.write(CFG.format(stats=tmp_path / "t.stats", port=ports[0]) +
-                   "frontend g\n    bind 127.0.0.1:%d\n    http-request return status 200\n"
-                   % ports[1])
         started = time.monotonic()
         proc.reload()
         assert time.monotonic() - started < 1     # no wait for a CLI that is gone
-        wait_until(lambda: _serves_status(ports[1]), timeout=5, what="the reloaded frontend")
+        wait_until(lambda: _serves(port, ""), timeout=5, what="the reloaded frontend")
     finally:
         proc.stop()
