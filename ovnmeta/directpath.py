@@ -35,7 +35,7 @@ def desired(index: PortIndex, plugged: Collection[str] | None, secret: str) -> M
     """The maps for an index: only what the socket path would answer the same way."""
     out: Maps = {}
     for network, address, inst in index.entries():
-        if plugged is not None and inst.logical_port not in plugged:
+        if not inst.answerable(plugged):
             continue
         if not SAFE_ID.match(inst.instance_id) or not SAFE_ID.match(inst.project_id):
             continue

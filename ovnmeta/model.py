@@ -44,10 +44,16 @@ class NetworkSpec:
     addresses: frozenset[str]  # "ip/prefix"
     mtu: int | None
     vm_ports: int
-    # (IP, MAC) of the VM ports bound and plugged here, and the IPs of every VM port the
-    # SB binds here: a neighbour entry for one of those IPs at another MAC is stale (a
-    # deleted VM's address given to a new VM).
+    # (IP, MAC) of the VM ports served here (bound, and plugged for a VIF), with their
+    # EUI-64 link-local addresses on an IPv6 network: kept as permanent neighbour entries,
+    # so the namespace never has to resolve a client. Its own requests can go unanswered:
+    # OVN never forwards the localport's broadcast ARP to a baremetal node behind a localnet
+    # port, and OVN 23.03's port security drops a VM's neighbour advertisement of its own
+    # link-local address (the flow matches hop limit 225, never 255). Either left a client
+    # unanswered for up to 30 s, until its own entry for us expired and it asked again.
     neighbours: frozenset[tuple[str, str]] = frozenset()
+    # The IPs of every VM port the SB binds here: a learned entry for one of those at
+    # another MAC is stale (a deleted VM's address given to a new VM).
     vm_ips: frozenset[str] = frozenset()
 
     @property
@@ -63,6 +69,7 @@ class LinkState:
     addresses: frozenset[str] = frozenset()
     tx_csum: bool = False
     neighbours: frozenset[tuple[str, str]] = frozenset()  # resolved (IP, MAC) entries
+    permanent: frozenset[tuple[str, str]] = frozenset()   # permanent (IP, MAC) entries
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ TX_CSUM_FEATURE = "tx-checksum-ip-generic"
 NFPROTO_UNSPEC = 0
 # NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE: entries that name a MAC.
 RESOLVED = 0x02 | 0x04 | 0x08 | 0x10
+NUD_PERMANENT = 0x80
 
 
 def list_namespaces() -> set[str]:
@@ -167,10 +168,9 @@ def read_inner(ns: str, dev: str, with_csum: bool = True
             addrs = frozenset(
                 f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
                 for a in ipr.get_addr(index=link["index"])) if link else frozenset()
-            neighbours = frozenset(
-                (n.get("NDA_DST"), (n.get("NDA_LLADDR") or "").lower())
-                for n in ipr.get_neighbours(ifindex=link["index"])
-                if n.get("NDA_LLADDR") and n["state"] & RESOLVED) if link else frozenset()
+            entries = [(n["state"], n.get("NDA_DST"), (n.get("NDA_LLADDR") or "").lower())
+                       for n in ipr.get_neighbours(ifindex=link["index"])
+                       if n.get("NDA_LLADDR")] if link else []
     except OSError as exc:  # the namespace went away under us
         if exc.errno in (errno.ENOENT, errno.EINVAL):
             return None, ()
@@ -181,7 +181,10 @@ def read_inner(ns: str, dev: str, with_csum: bool = True
     return LinkState(
         mac=(link.get("IFLA_ADDRESS") or "").lower(), mtu=link.get("IFLA_MTU") or 0,
         up=bool(link["flags"] & 1), addresses=frozenset(a for a in addrs if not _ignored(a)),
-        tx_csum=_tx_csum(ns, dev) if with_csum else False, neighbours=neighbours), foreign
+        tx_csum=_tx_csum(ns, dev) if with_csum else False,
+        neighbours=frozenset((ip, mac) for state, ip, mac in entries if state & RESOLVED),
+        permanent=frozenset((ip, mac) for state, ip, mac in entries
+                            if state & NUD_PERMANENT)), foreign
 
 
 def delete_neighbours(spec: NetworkSpec, ips: tuple[str, ...]) -> None:
@@ -193,6 +196,14 @@ def delete_neighbours(spec: NetworkSpec, ips: tuple[str, ...]) -> None:
             except NetlinkError as exc:
                 if exc.code != errno.ENOENT:
                     raise
+
+
+def add_neighbours(spec: NetworkSpec, entries: tuple[tuple[str, str], ...]) -> None:
+    """Permanent (IP, MAC) entries; one the kernel already has, in any state, is replaced."""
+    with _ns_socket(spec.namespace) as ipr:
+        idx = ipr.link_lookup(ifname=spec.inner)[0]
+        for ip, mac in entries:
+            ipr.neigh("replace", dst=ip, lladdr=mac, ifindex=idx, state=NUD_PERMANENT)
 
 
 def delete_links(ns: str, names: tuple[str, ...]) -> None:

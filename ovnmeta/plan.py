@@ -46,11 +46,19 @@ class DelAddress:
 
 @dataclass(frozen=True)
 class DeleteNeighbours:
-    """Forget resolved neighbours whose MAC is not the SB's for that IP: the namespace
-    would otherwise answer a VM that got a deleted VM's address at the old MAC until the
-    entry expires (OVN answers the VM's own ARP, so nothing corrects it)."""
+    """Forget neighbours whose MAC is not the SB's for that IP, or that no VM here has any
+    more: the namespace would otherwise answer a VM that got a deleted VM's address at the
+    old MAC until the entry expires (OVN answers the VM's own ARP, so nothing corrects it)."""
     spec: NetworkSpec
     ips: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AddNeighbours:
+    """Permanent neighbour entries (IP, MAC) for the VMs served here: see
+    NetworkSpec.neighbours."""
+    spec: NetworkSpec
+    entries: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -104,7 +112,7 @@ class DeleteNetwork:
 
 
 Step = (CreateNamespace | CreateVeth | ConfigureInner | AddAddress | DelAddress | SetOuterUp
-        | DeleteNeighbours
+        | DeleteNeighbours | AddNeighbours
         | PlugOvs | DeleteLinks | DeleteFirewall | StopProcess | DeleteNetwork)
 
 
@@ -151,16 +159,23 @@ def plan_network(spec: NetworkSpec | None, actual: ActualNetwork | None,
     if actual.served:
         steps += _stops(actual, graceful=True)
     inner = actual.inner
-    if (inner.mac != spec.mac or not inner.up or (spec.mtu and inner.mtu != spec.mtu)
-            or (netdev and inner.tx_csum)):
+    reconfigure = (inner.mac != spec.mac or not inner.up
+                   or bool(spec.mtu and inner.mtu != spec.mtu) or (netdev and inner.tx_csum))
+    if reconfigure:
         steps.append(ConfigureInner(spec, netdev))
     # Delete first: removing a primary address takes its subnet's secondaries with it.
     steps += [DelAddress(spec, a) for a in sorted(inner.addresses - spec.addresses)]
     steps += [AddAddress(spec, a) for a in sorted(spec.addresses - inner.addresses)]
-    stale = sorted({ip for ip, mac in inner.neighbours - spec.neighbours
-                    if ip in spec.vm_ips})
+    # Taking the link down (a new MAC) flushes its neighbour entries, permanent ones too.
+    wanted = spec.neighbours if reconfigure else spec.neighbours - inner.permanent
+    # Learned entries for a VM's IP at another MAC, and permanent ones of VMs that left;
+    # an entry to be written is replaced in place.
+    stale = {ip for ip, mac in inner.neighbours - spec.neighbours if ip in spec.vm_ips}
+    stale |= {ip for ip, _ in inner.permanent - spec.neighbours}
+    stale -= {ip for ip, _ in wanted}
     if stale:
-        steps.append(DeleteNeighbours(spec, tuple(stale)))
+        steps.append(DeleteNeighbours(spec, tuple(sorted(stale))))
+    steps += _neighbours(spec, wanted)
     if not actual.outer_up:
         steps.append(SetOuterUp(spec))
     if actual.ovs_iface_id != spec.iface_id and not actual.foreign_ovs:
@@ -173,8 +188,13 @@ def _build(spec: NetworkSpec, netdev: bool, with_namespace: bool,
     steps: list[Step] = [CreateNamespace(spec)] if with_namespace else []
     steps += [CreateVeth(spec), ConfigureInner(spec, netdev)]
     steps += [AddAddress(spec, a) for a in sorted(spec.addresses)]
+    steps += _neighbours(spec, spec.neighbours)
     steps += [SetOuterUp(spec), PlugOvs(spec, replaces=replaces)]
     return steps
+
+
+def _neighbours(spec: NetworkSpec, entries: frozenset[tuple[str, str]]) -> list[Step]:
+    return [AddNeighbours(spec, tuple(sorted(entries)))] if entries else []
 
 
 def _take_over(spec: NetworkSpec, actual: ActualNetwork, netdev: bool) -> list[Step]:
@@ -187,6 +207,7 @@ def _take_over(spec: NetworkSpec, actual: ActualNetwork, netdev: bool) -> list[S
     if actual.foreign_links:
         steps.append(DeleteLinks(spec, actual.foreign_links))
     steps += [AddAddress(spec, a) for a in sorted(spec.addresses)]
+    steps += _neighbours(spec, spec.neighbours)
     if actual.foreign_tables:
         steps.append(DeleteFirewall(spec, actual.foreign_tables))
     return steps

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 
-from ovnmeta.desired import VM_PORT_TYPES, parse_mac_column
+from ovnmeta.desired import VM_PORT_TYPES, answerable, parse_mac_column
+from ovnmeta.linklocal import link_local_of, mac_from_link_local
 from ovnmeta.model import PortRecord
 
 
@@ -21,6 +22,10 @@ class Instance:
     project_id: str
     logical_port: str
     mac: str
+    port_type: str = ""
+
+    def answerable(self, plugged: Collection[str] | None) -> bool:
+        return answerable(self.port_type, self.logical_port, plugged)
 
 
 class BadAddress(ValueError):
@@ -34,24 +39,6 @@ def normalize_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         return ipaddress.ip_address(text.strip().split("%", 1)[0])
     except ValueError:
         raise BadAddress(f"not an IP address: {text[:64]!r}") from None
-
-
-def link_local_of(mac: str) -> str:
-    """The EUI-64 link-local address a MAC gives (the inverse of mac_from_link_local)."""
-    b = bytes.fromhex(mac.replace(":", ""))
-    iid = bytes([b[0] ^ 0x02]) + b[1:3] + b"\xff\xfe" + b[3:6]
-    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + iid))
-
-
-def mac_from_link_local(ip: ipaddress.IPv6Address) -> str | None:
-    """The MAC an EUI-64 link-local address was derived from (fe80::f816:3eff:fe00:1)."""
-    if not ip.is_link_local:
-        return None
-    iid = ip.packed[8:]
-    if iid[3:5] != b"\xff\xfe":
-        return None
-    mac = bytes([iid[0] ^ 0x02]) + iid[1:3] + iid[5:8]
-    return ":".join(f"{b:02x}" for b in mac)
 
 
 class PortIndex:
@@ -80,7 +67,8 @@ class PortIndex:
                 mac, ips = parse_mac_column((entry,))
                 if mac is None:
                     continue
-                inst = Instance(instance_id, port.ext(project_key), port.logical_port, mac)
+                inst = Instance(instance_id, port.ext(project_key), port.logical_port, mac,
+                                port.type)
                 by_mac[(port.network_id, mac)] = inst
                 for ip in ips:
                     by_ip[(port.network_id, ip)] = inst

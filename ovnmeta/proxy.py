@@ -95,7 +95,7 @@ class MetadataProxy:
                 metrics.index_miss(network_id)
             LOG.info("no VM port bound here with IP %s on network %s: 404", client, network_id)
             return _text(404, f"No instance with address {client} on network {network_id}")
-        if self._plugged is not None and instance.logical_port not in self._plugged():
+        if not instance.answerable(None if self._plugged is None else self._plugged()):
             LOG.warning("IP %s on network %s is port %s in the SB view, but no interface "
                         "on this host carries it (deleted VM, view behind the SB?): 404",
                         client, network_id, instance.logical_port)

@@ -336,6 +336,8 @@ class Reconciler:
                 netns.del_address(spec, address)
             case plan.DeleteNeighbours(spec, ips):
                 netns.delete_neighbours(spec, ips)
+            case plan.AddNeighbours(spec, entries):
+                netns.add_neighbours(spec, entries)
             case plan.SetOuterUp(spec):
                 netns.set_outer_up(spec)
             case plan.PlugOvs(spec) if step.immediate:
@@ -410,6 +412,8 @@ def _describe(step: plan.Step) -> str:
                 f" replacing {','.join(replaces)}" if replaces else "")
         case plan.DeleteNeighbours(_, ips):
             return f"DeleteNeighbours {','.join(ips)}"
+        case plan.AddNeighbours(_, entries):
+            return f"AddNeighbours {','.join(ip for ip, _ in entries)}"
         case plan.DeleteLinks(_, links):
             return f"DeleteLinks {','.join(links)}"
         case plan.DeleteFirewall(_, tables):

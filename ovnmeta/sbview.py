@@ -19,7 +19,7 @@ import ovs.stream
 from ovsdbapp.backend.ovs_idl import connection, idlutils
 
 from ovnmeta import naming, sbssl
-from ovnmeta.desired import VM_PORT_TYPES
+from ovnmeta.desired import VIF_TYPES
 from ovnmeta.rowcache import RowCache
 from ovnmeta.model import PortRecord, SbSnapshot
 
@@ -75,7 +75,7 @@ def is_here(chassis_uuid: str | None, names: frozenset[str], bound: list[str],
     """
     if chassis_uuid is not None and (chassis_uuid in bound or chassis_uuid in additional):
         return True
-    if type_ not in VM_PORT_TYPES or logical_port not in plugged or chassis_uuid is None:
+    if type_ not in VIF_TYPES or logical_port not in plugged or chassis_uuid is None:
         return False
     wanted = {c.strip() for c in requested.split(",") if c.strip()}
     return not wanted or bool(wanted & names)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ovnmeta import control, foreign, haproxy, naming, netns, procs
 from ovnmeta.desired import addresses_with_prefix, parse_mac_column
+from ovnmeta.linklocal import link_local_of
 from ovnmeta.model import METADATA_V4, METADATA_V6
 from ovnmeta.nova import NovaClient, NovaEndpoint, NovaTimeout, NovaUnavailable
 from ovnmeta.ovs import LocalOvs
@@ -247,7 +248,7 @@ class Tracer:
             flows.append(("IPv4", match + f"ip4.src == {v4[0]} && ip4.dst == {METADATA_IP}"
                           + tail))
         if any(":" in ip for ip in self.vm_ips):
-            flows.append(("IPv6", match + f"ip6.src == {_link_local(self.vm_mac)} && "
+            flows.append(("IPv6", match + f"ip6.src == {link_local_of(self.vm_mac)} && "
                           "ip6.dst == fe80::a9fe:a9fe" + tail))
         return flows
 
@@ -460,12 +461,6 @@ def _as_list(value) -> list:
     if isinstance(value, list):
         return value
     return [] if value in (None, "") else [value]
-
-
-def _link_local(mac: str) -> str:
-    b = bytes.fromhex(mac.replace(":", ""))
-    iid = bytes([b[0] ^ 0x02]) + b[1:3] + b"\xff\xfe" + b[3:]
-    return str(ipaddress.IPv6Address(b"\xfe\x80" + b"\x00" * 6 + iid))
 
 
 def render(result: TraceResult) -> str:

@@ -149,3 +149,57 @@ def network_data(network: Network, port: Port) -> dict:
             "type": "ipv4" if iface.version == 4 else "ipv6",
             "ip_address": str(iface.ip), "netmask": str(iface.netmask), "routes": []})
     return {"links": links, "networks": networks, "services": []}
+
+
+# -- provider networks and "external" ports (baremetal, SR-IOV) ----------------------------
+
+def add_localnet_port(box: Sandbox, network: Network, physnet: str) -> str:
+    """The network's localnet port, as neutron makes for a flat provider network."""
+    name = f"provnet-{network.id}"
+    box.nbctl("--", "lsp-add", network.switch, name,
+              "--", "lsp-set-type", name, "localnet",
+              "--", "lsp-set-addresses", name, "unknown",
+              "--", "lsp-set-options", name, f"network_name={physnet}")
+    return name
+
+
+def create_ha_chassis_group(box: Sandbox, name: str, priorities: dict[str, int]) -> str:
+    """An HA_Chassis_Group with these chassis (highest priority is the active one)."""
+    box.nbctl("ha-chassis-group-add", name)
+    for chassis, priority in priorities.items():
+        box.nbctl("ha-chassis-group-add-chassis", name, chassis, str(priority))
+    return box.nbctl("--bare", "--columns=_uuid", "find", "HA_Chassis_Group",
+                     f"name={name}").strip()
+
+
+def create_external_port(box: Sandbox, network: Network, ha_group: str | None,
+                         device_id: str | None = None,
+                         vnic_type: str = "baremetal") -> Port:
+    """A port of type external, as neutron makes for a baremetal or SR-IOV port; its
+    ha_chassis_group (a uuid) picks the chassis that binds it. None: no group at all."""
+    port = Port(name=str(uuid.uuid4()), network_id=network.id, mac=random_mac(),
+                ips=network.allocate_ips(), device_id=device_id or str(uuid.uuid4()))
+    owner = "baremetal:none" if vnic_type == "baremetal" else "compute:nova"
+    box.nbctl(
+        "--", "lsp-add", network.switch, port.name,
+        "--", "lsp-set-type", port.name, "external",
+        "--", "lsp-set-addresses", port.name, port.addresses,
+        "--", "lsp-set-port-security", port.name, port.addresses,
+        "--", "set", "Logical_Switch_Port", port.name,
+        *_port_external_ids(port, network, owner),
+        _ext("neutron:vnic_type", vnic_type),
+        *([f"ha_chassis_group={ha_group}"] if ha_group else []),
+    )
+    return port
+
+
+def set_ha_chassis_group(box: Sandbox, port: Port, ha_group: str | None) -> None:
+    if ha_group:
+        box.nbctl("set", "Logical_Switch_Port", port.name, f"ha_chassis_group={ha_group}")
+    else:
+        box.nbctl("clear", "Logical_Switch_Port", port.name, "ha_chassis_group")
+
+
+def delete_ha_chassis_group(box: Sandbox, name: str) -> None:
+    if box.nbctl("--bare", "--columns=_uuid", "find", "HA_Chassis_Group", f"name={name}"):
+        box.nbctl("ha-chassis-group-del", name)

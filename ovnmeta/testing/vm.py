@@ -102,3 +102,20 @@ class FakeVM:
         finally:
             _sh("ip", "netns", "del", self.netns, check=False)
             _sh("ip", "link", "del", self.host_dev, check=False)
+
+
+@dataclass
+class FakeBaremetal(FakeVM):
+    """A baremetal node (or SR-IOV VM) behind an "external" port: it reaches the network
+    over a provider bridge, with no interface carrying its port's iface-id on this host."""
+    provider_bridge: str = "br-phys"
+
+    @property
+    def netns(self) -> str:
+        return VM_NETNS_PREFIX + "bm-" + self.port.name[:8]
+
+    def plug(self) -> None:
+        self.box.vsctl("--may-exist", "add-port", self.provider_bridge, self.host_dev)
+
+    def unplug(self) -> None:
+        self.box.vsctl("--if-exists", "del-port", self.provider_bridge, self.host_dev)

@@ -1,5 +1,8 @@
+import pytest
+
 from ovnmeta.desired import addresses_with_prefix, desired_networks, parse_mac_column
 from ovnmeta.model import METADATA_V4, METADATA_V6, PortRecord, SbSnapshot
+from ovnmeta.portindex import PortIndex
 
 MD_MAC = "fa:16:3e:00:00:02"
 
@@ -90,7 +93,6 @@ def test_network_id_unfit_for_a_namespace_name_is_a_problem() -> None:
 
 
 def test_neighbours_are_the_vm_ports_plugged_here() -> None:
-    from ovnmeta.model import PortRecord, SbSnapshot
     ports = (PortRecord("vm-a", "", "n1", ("fa:16:3e:00:00:0a 10.0.0.10",), (), True),
              PortRecord("vm-c", "", "n1", ("fa:16:3e:00:00:0c 10.0.0.12",), (), True),
              PortRecord("md", "localport", "n1", ("fa:16:3e:00:00:02 10.0.0.2",), (), False))
@@ -98,3 +100,49 @@ def test_neighbours_are_the_vm_ports_plugged_here() -> None:
     spec = specs["n1"]
     assert spec.neighbours == {("10.0.0.12", "fa:16:3e:00:00:0c")}  # vm-a's VM is gone
     assert spec.vm_ips == {"10.0.0.10", "10.0.0.12"}
+
+
+def test_ipv6_network_neighbours_include_the_vms_link_local_addresses() -> None:
+    ports = (PortRecord("vm", "", "n1", ("fa:16:3e:00:00:0a fd00::a",), (), True),
+             PortRecord("md", "localport", "n1", ("fa:16:3e:00:00:02 fd00::2",),
+                        (("neutron:cidrs", "fd00::2/64"),), False))
+    spec = desired_networks(SbSnapshot("c1", ports), plugged=frozenset({"vm"}))[0]["n1"]
+    assert spec.neighbours == {("fd00::a", "fa:16:3e:00:00:0a"),
+                               ("fe80::f816:3eff:fe00:a", "fa:16:3e:00:00:0a")}
+    assert spec.addresses == {"fd00::2/64", METADATA_V4, METADATA_V6}
+
+
+def test_external_port_is_served_without_an_interface_here() -> None:
+    """A baremetal/SR-IOV port bound here through its HA chassis group: the SB binding is
+    the authority. A VIF bound here without an interface is not answered for."""
+    ports = (PortRecord("bm", "external", "n1", ("fa:16:3e:00:00:0b 10.0.0.11",), (), True),
+             PortRecord("gone", "", "n1", ("fa:16:3e:00:00:0c 10.0.0.12",), (), True),
+             PortRecord("elsewhere", "external", "n1", ("fa:16:3e:00:00:0d 10.0.0.13",), (),
+                        False),
+             PortRecord("md", "localport", "n1", ("fa:16:3e:00:00:02 10.0.0.2",), (), False))
+    spec = desired_networks(SbSnapshot("c1", ports), plugged=frozenset())[0]["n1"]
+    assert spec.vm_ports == 2
+    assert spec.neighbours == {("10.0.0.11", "fa:16:3e:00:00:0b")}
+    only_elsewhere = (ports[2], ports[3])
+    assert desired_networks(SbSnapshot("c1", only_elsewhere), plugged=frozenset())[0] == {}
+
+
+@pytest.mark.parametrize("column", [("unknown",), ("unknown 10.0.0.9",), ("dynamic",),
+                                    ("router",), ("fa:16:3e:00:00 10.0.0.9",),
+                                    ("zz:16:3e:00:00:0a 10.0.0.9",), ("",), ()])
+def test_a_port_without_a_usable_mac_gets_nothing_and_breaks_nothing(column) -> None:
+    ports = (PortRecord("odd", "", "n1", column, (), True),
+             PortRecord("vm", "", "n1", ("fa:16:3e:00:00:0a 10.0.0.10",), (), True),
+             PortRecord("md", "localport", "n1", ("fa:16:3e:00:00:02 10.0.0.2",), (), False))
+    spec = desired_networks(SbSnapshot("c1", ports))[0]["n1"]
+    assert spec.neighbours == {("10.0.0.10", "fa:16:3e:00:00:0a")}
+    assert PortIndex.build(ports).lookup("n1", "10.0.0.9") is None
+
+
+@pytest.mark.parametrize("cidrs", ["garbage", "10.0.0.2/99 fd00::2/200", "10.0.0.2/", "/24",
+                                   "10.0.0.2/24/8", "\x00\xff", "10.0.0.0/24 " * 500])
+def test_garbage_in_neutron_cidrs_falls_back_to_host_prefixes(cidrs) -> None:
+    got, problems = specs(port("vm1"), localport(cidrs=cidrs))
+    assert problems == []
+    assert got["n1"].addresses >= {METADATA_V4}
+    assert any(a.startswith("10.0.0.2/") for a in got["n1"].addresses)

@@ -45,6 +45,17 @@ def test_unplugged_ports_and_unsafe_ids_are_left_to_the_agent() -> None:
     assert "10.0.0.10" in maps["n1"]
 
 
+def test_external_ports_need_no_interface_here() -> None:
+    """A baremetal/SR-IOV port's binding is the authority: no OVS interface carries it."""
+    import dataclasses
+    bm = dataclasses.replace(vm("bm", "n3", "fa:16:3e:00:00:0e", "10.0.0.14"), type="external")
+    index = PortIndex.build(PORTS + [bm])
+    maps = directpath.desired(index, set(), "s")
+    assert set(maps) == {"n3"} and maps["n3"]["10.0.0.14"].startswith("inst-bm|")
+    assert index.lookup("n3", "10.0.0.14").answerable(set())
+    assert not index.lookup("n1", "10.0.0.10").answerable(set())
+
+
 def test_changes_remove_before_they_add() -> None:
     cmds = directpath.changes("/m", {"1.1.1.1": "a", "2.2.2.2": "b"},
                               {"2.2.2.2": "c", "3.3.3.3": "d"})

@@ -111,17 +111,37 @@ def test_their_firewall_goes_once_our_addresses_are_up() -> None:
                              netdev=True) == [plan.DeleteFirewall(SPEC, ("2:mangle",))]
 
 
-def test_a_neighbour_at_another_mac_than_the_sbs_is_forgotten() -> None:
+def test_a_neighbour_at_another_mac_than_the_sbs_is_replaced_or_forgotten() -> None:
     spec = dataclasses.replace(SPEC, neighbours=frozenset({("10.0.0.10", "fa:16:3e:00:00:0b")}),
-                               vm_ips=frozenset({"10.0.0.10"}))
+                               vm_ips=frozenset({"10.0.0.10", "10.0.0.11"}))
     inner = dataclasses.replace(GOOD.inner, neighbours=frozenset({
-        ("10.0.0.10", "fa:16:3e:00:00:0a"),      # the deleted VM's MAC: stale
+        ("10.0.0.10", "fa:16:3e:00:00:0a"),      # the deleted VM's MAC: replaced
+        ("10.0.0.11", "fa:16:3e:00:00:0c"),      # bound here, its VM gone: forgotten
         ("10.0.0.99", "fa:16:3e:00:00:99"),      # no port has it: left to expire
         ("fe80::1", "fa:16:3e:00:00:0b")}))      # link-local: not the SB's to say
     steps = plan.plan_network(spec, dataclasses.replace(GOOD, inner=inner), netdev=True)
-    assert steps == [plan.DeleteNeighbours(spec, ("10.0.0.10",))]
-    ok = dataclasses.replace(inner, neighbours=frozenset({("10.0.0.10", "fa:16:3e:00:00:0b")}))
+    assert steps == [plan.DeleteNeighbours(spec, ("10.0.0.11",)),
+                     plan.AddNeighbours(spec, (("10.0.0.10", "fa:16:3e:00:00:0b"),))]
+    ok = dataclasses.replace(inner, neighbours=frozenset(), permanent=spec.neighbours)
     assert plan.plan_network(spec, dataclasses.replace(GOOD, inner=ok), netdev=True) == []
+
+
+def test_neighbours_are_permanent_from_the_first_build_and_follow_the_vms() -> None:
+    a, b = ("10.0.0.10", "fa:16:3e:00:00:0a"), ("fe80::f816:3eff:fe00:a", "fa:16:3e:00:00:0a")
+    spec = dataclasses.replace(SPEC, neighbours=frozenset({a, b}))
+    built = plan.plan_network(spec, None, netdev=True)
+    assert plan.AddNeighbours(spec, (a, b)) in built
+    assert kinds(built).index("AddNeighbours") > kinds(built).index("ConfigureInner")
+    # The VM left: its entries go; a new one's are added.
+    c = ("10.0.0.12", "fa:16:3e:00:00:0c")
+    moved = dataclasses.replace(spec, neighbours=frozenset({c}))
+    has = dataclasses.replace(GOOD, inner=dataclasses.replace(GOOD.inner, permanent={a, b}))
+    assert plan.plan_network(moved, has, netdev=True) == [
+        plan.DeleteNeighbours(moved, (a[0], b[0])), plan.AddNeighbours(moved, (c,))]
+    # A new MAC takes the link down, which flushes them: all are written again.
+    down = dataclasses.replace(has.inner, mac="fa:16:3e:00:00:99")
+    steps = plan.plan_network(spec, dataclasses.replace(has, inner=down), netdev=True)
+    assert kinds(steps) == ["ConfigureInner", "AddNeighbours"] and steps[1].entries == (a, b)
 
 
 def test_stale_network_of_theirs_is_stopped_then_deleted() -> None:
