@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from oslo_config import cfg, types
 
-from ovnmeta import compat, logs
+from ovnmeta import compat, logs, registration
 
 # neutron's options, with neutron's types, ranges and defaults; help is ovnmeta's.
 SERVER_REGEX = r"^(tcp|ssl|unix):.+"
@@ -88,6 +88,17 @@ METADATA_OPTS = [
                  help="Seconds to wait for nova before answering 504."),
     cfg.FloatOpt("reconcile_interval", default=60.0, min=1.0,
                  help="Seconds between full reconciliations even without events."),
+    cfg.StrOpt("register_as", default="auto", choices=list(registration.MODES),
+               help="How neutron-server lists this host's metadata service. "
+                    "'metadata-agent': as neutron-ovn-metadata-agent (removes "
+                    "neutron-ovn-agent's keys); 'ovn-agent': as neutron-ovn-agent with the "
+                    "metadata extension, the same agent row (removes the metadata agent's "
+                    "keys); 'beside-ovn-agent': as the metadata agent, while "
+                    "neutron-ovn-agent keeps running other extensions (never touches its "
+                    "keys). 'auto', chosen at start: beside-ovn-agent when [agent] "
+                    "extensions lists anything but metadata, else ovn-agent when "
+                    "Chassis_Private has neutron:ovn-neutron-agent-id, else "
+                    "metadata-agent. The log says which and why."),
 ]
 
 HAPROXY_OPTS = [

@@ -6,11 +6,8 @@ Deriving every name from the id lets a restarted agent find what it made before.
 from __future__ import annotations
 
 import hashlib
-import uuid
 
 NAMESPACE_PREFIX = "ovnmeta-"
-# neutron's namespace for chassis names that are not UUIDs (OVN_METADATA_UUID_NAMESPACE).
-NEUTRON_CHASSIS_NAMESPACE = uuid.UUID("d34bf9f6-da32-4871-9af8-15a4626b41ab")
 NEUTRON_SWITCH_PREFIX = "neutron-"
 IFNAMSIZ = 15  # the kernel's limit on device names, without the NUL
 
@@ -68,13 +65,3 @@ def frontend(net_id: str) -> str:
 
 def network_from_frontend(name: str) -> str | None:
     return name[len("net-"):] if name.startswith("net-") else None
-
-
-def metadata_agent_id(system_id: str) -> str:
-    """The id neutron-server lists this chassis's metadata agent under: neutron's own
-    derivation, so that ovnmeta is the same agent row as the neutron agent it replaces."""
-    try:
-        chassis = uuid.UUID(system_id)
-    except ValueError:
-        chassis = uuid.uuid5(NEUTRON_CHASSIS_NAMESPACE, system_id)
-    return str(uuid.uuid5(chassis, "metadata_agent"))

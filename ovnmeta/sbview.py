@@ -18,7 +18,7 @@ import ovs.poller
 import ovs.stream
 from ovsdbapp.backend.ovs_idl import connection, idlutils
 
-from ovnmeta import naming, sbssl
+from ovnmeta import naming, registration, sbssl
 from ovnmeta.desired import VIF_TYPES
 from ovnmeta.rowcache import RowCache
 from ovnmeta.model import PortRecord, SbSnapshot
@@ -35,15 +35,7 @@ COLUMNS = {
 }
 NOTHING = [False]
 RECONNECT_MIN_MS, RECONNECT_MAX_MS = 500, 2000
-# neutron lists the metadata agent of a chassis, alive or not, from these keys.
-AGENT_ID_KEY = "neutron:ovn-metadata-id"
-AGENT_SB_CFG_KEY = "neutron:ovn-metadata-sb-cfg"
-AGENT_BRIDGE_KEY = "neutron:ovn-bridge"
-# The OVN agent's (metadata extension) keys: one metadata service per chassis, so neutron's
-# metadata agent removes them, and so does ovnmeta. The operator's description of the
-# metadata agent (neutron:description-metadata) is left alone.
-OVN_AGENT_KEYS = ("neutron:ovn-neutron-agent-sb-cfg", "neutron:description-neutron-agent",
-                  "neutron:ovn-neutron-agent-id")
+
 
 
 def _uuids(row: ovs.db.idl.Row, column: str) -> list[str]:
@@ -179,7 +171,9 @@ class SbView:
     def __init__(self, remote: str, chassis: str,
                  on_change: Callable[[set[str] | None], None],
                  timeout: int = 180, probe_interval: int = 60000,
-                 bridge: str | None = None, ssl_files: sbssl.SslFiles | None = None) -> None:
+                 bridge: str | None = None, ssl_files: sbssl.SslFiles | None = None,
+                 register_as: str = registration.AUTO,
+                 extensions: tuple[str, ...] = ()) -> None:
         self.remote = remote
         self.ssl_files = ssl_files
         self.chassis = chassis
@@ -199,6 +193,8 @@ class SbView:
         self.settled = False
         self.updated_at = 0.0   # wall clock of the last change the SB sent us
         self._reported: dict[str, str] = {}
+        self._register_as, self._extensions = register_as, extensions
+        self.registration: registration.Registration | None = None
         self._idl: _Idl | None = None
         self._conn: connection.Connection | None = None
 
@@ -211,7 +207,9 @@ class SbView:
         return cls(",".join(conf.ovn.ovn_sb_connection), chassis, on_change,
                    timeout=conf.ovn.ovsdb_connection_timeout,
                    probe_interval=conf.ovn.ovsdb_probe_interval, bridge=bridge,
-                   ssl_files=sbssl.SslFiles.from_conf(conf.ovn))
+                   ssl_files=sbssl.SslFiles.from_conf(conf.ovn),
+                   register_as=conf.metadata.register_as,
+                   extensions=tuple(conf.agent.extensions))
 
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> None:
@@ -317,18 +315,21 @@ class SbView:
             self._on_change(None)
 
     def _report_liveness(self, idl: _Idl) -> None:
-        """Echo SB_Global.nb_cfg into our Chassis_Private row, as neutron's agent does: it is
-        how `openstack network agent list` tells that the metadata agent is alive."""
+        """Echo SB_Global.nb_cfg into our Chassis_Private row, as neutron's agents do: it is
+        how `openstack network agent list` tells that the agent is alive."""
         globals_ = list(idl.tables["SB_Global"].rows.values())
         mine = [r for r in idl.tables["Chassis_Private"].rows.values()
                 if r.name == self.chassis]
         if self.bridge is None or not globals_ or not mine:
             return
-        want = {AGENT_SB_CFG_KEY: str(globals_[0].nb_cfg),
-                AGENT_ID_KEY: naming.metadata_agent_id(self.chassis),
-                AGENT_BRIDGE_KEY: self.bridge}
         row = mine[0]
-        stale = [k for k in OVN_AGENT_KEYS if k in row.external_ids]
+        if self.registration is None:  # once, from the row as the agent found it
+            self.registration = registration.choose(self._register_as, self._extensions,
+                                                    row.external_ids)
+            LOG.info("registering in Chassis_Private as %s (%s)", self.registration.mode,
+                     self.registration.reason)
+        want = self.registration.wanted(self.chassis, globals_[0].nb_cfg, self.bridge)
+        stale = [k for k in self.registration.removes if k in row.external_ids]
         current = all(row.external_ids.get(k) == v for k, v in want.items()) and not stale
         if current or (want == self._reported and not stale):
             return

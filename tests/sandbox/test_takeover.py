@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ovnmeta import naming
+from ovnmeta import naming, registration
 from ovnmeta.testing import neutron
 from ovnmeta.testing.agentproc import namespaces, wait_until, write_config
 from ovnmeta.testing.neutron_host import NeutronMetadata, veth_names
@@ -171,30 +171,55 @@ def test_switching_haproxy_mode_keeps_every_vm_served(sandbox, make_network, mak
         nova.stop()
 
 
-def test_neutron_server_sees_the_same_agent_row(sandbox, make_network, make_vm,
-                                                start_agent) -> None:
+METADATA_ROW = {"neutron:ovn-metadata-id": registration.metadata_agent_id("ovnmeta-chassis-1"),
+                "neutron:ovn-metadata-sb-cfg": "0",
+                "neutron:description-metadata": "rack 7, row 2"}
+OVN_AGENT_ROW = {"neutron:ovn-neutron-agent-id": registration.ovn_agent_id("ovnmeta-chassis-1"),
+                 "neutron:ovn-neutron-agent-sb-cfg": "0",
+                 "neutron:description-neutron-agent": "rack 7, row 3"}
+
+
+@pytest.mark.parametrize("before, extra, mode, kept, written, removed", [
+    # The host ran neutron-ovn-metadata-agent: the same "OVN Metadata agent" row, alive.
+    (METADATA_ROW, "", "metadata-agent", ["neutron:ovn-metadata-id",
+                                          "neutron:description-metadata"],
+     "neutron:ovn-metadata-sb-cfg", []),
+    # neutron-ovn-agent with the metadata extension only: its "OVN Neutron agent" row.
+    (OVN_AGENT_ROW, "", "ovn-agent", ["neutron:ovn-neutron-agent-id",
+                                      "neutron:description-neutron-agent"],
+     "neutron:ovn-neutron-agent-sb-cfg", []),
+    # neutron-ovn-agent keeps running another extension: its keys are left alone.
+    (OVN_AGENT_ROW, "[agent]\nextensions = metadata,qos_hwol", "beside-ovn-agent",
+     list(OVN_AGENT_ROW), "neutron:ovn-metadata-sb-cfg", []),
+    # Told to be the metadata agent where the OVN agent was: its keys go.
+    ({**METADATA_ROW, **OVN_AGENT_ROW}, "[metadata]\nregister_as = metadata-agent",
+     "metadata-agent", ["neutron:ovn-metadata-id", "neutron:description-metadata"],
+     "neutron:ovn-metadata-sb-cfg", list(OVN_AGENT_ROW)),
+], ids=["from-metadata-agent", "from-ovn-agent", "beside-ovn-agent", "configured"])
+def test_neutron_server_sees_the_same_agent_row(sandbox, start_agent, before, extra, mode,
+                                                kept, written, removed) -> None:
     def ext() -> dict[str, str]:
         out = sandbox.sbctl("--format=json", "--columns=external_ids", "find",
                             "Chassis_Private", f"name={sandbox.chassis}")
         return dict(json.loads(out)["data"][0][0][1])
 
-    neutron_id = str(uuid.uuid5(uuid.uuid5(uuid.UUID("d34bf9f6-da32-4871-9af8-15a4626b41ab"),
-                                           sandbox.chassis), "metadata_agent"))
-    # As neutron's agent left the row, plus the OVN agent's keys and an operator's note.
+    assert sandbox.chassis == "ovnmeta-chassis-1"
+    forget = [k for k in ext() if k.startswith("neutron:")]
+    if forget:
+        sandbox.sbctl("remove", "Chassis_Private", sandbox.chassis, "external_ids",
+                      *[f'"{k}"' for k in forget])
     sandbox.sbctl("set", "Chassis_Private", sandbox.chassis,
-                  f'external_ids:"neutron:ovn-metadata-id"="{neutron_id}"',
-                  'external_ids:"neutron:ovn-metadata-sb-cfg"="0"',
-                  'external_ids:"neutron:description-metadata"="rack 7, row 2"',
-                  'external_ids:"neutron:ovn-neutron-agent-id"="x"',
-                  'external_ids:"neutron:ovn-neutron-agent-sb-cfg"="1"',
-                  'external_ids:"neutron:description-neutron-agent"="y"')
+                  *[f'external_ids:"{k}"="{v}"' for k, v in before.items()])
     nb_cfg = sandbox.sbctl("get", "SB_Global", ".", "nb_cfg").strip()
-    start_agent()
-    wait_until(lambda: "neutron:ovn-neutron-agent-id" not in ext()
-               and ext().get("neutron:ovn-metadata-sb-cfg") == nb_cfg,
+    agent = start_agent(extra=extra)
+    wait_until(lambda: ext().get(written) == nb_cfg and not set(removed) & set(ext())
+               and ext().get("neutron:ovn-bridge") == sandbox.bridge,
                what="the row written as neutron's agent writes it")
     row = ext()
-    assert row["neutron:ovn-metadata-id"] == neutron_id
+    assert {k: row.get(k) for k in kept} == {k: before[k] for k in kept}
     assert row["neutron:ovn-bridge"] == sandbox.bridge
-    assert row["neutron:description-metadata"] == "rack 7, row 2"
-    assert not {"neutron:ovn-neutron-agent-sb-cfg", "neutron:description-neutron-agent"} & set(row)
+    if mode == "beside-ovn-agent":   # written as the metadata agent, beside the OVN agent
+        assert row["neutron:ovn-metadata-id"] == METADATA_ROW["neutron:ovn-metadata-id"]
+    if mode == "ovn-agent":          # one agent per host: the metadata agent's keys go
+        assert not {"neutron:ovn-metadata-id", "neutron:ovn-metadata-sb-cfg"} & set(row)
+    assert f"registering in Chassis_Private as {mode} (" in agent.log()

@@ -24,14 +24,3 @@ def test_namespace_round_trip() -> None:
     assert ns == "ovnmeta-abc"
     assert naming.network_from_namespace(ns) == "abc"
     assert naming.network_from_namespace("qdhcp-abc") is None
-
-
-def test_metadata_agent_id_is_neutrons_derivation() -> None:
-    import uuid
-    # A UUID system-id is used as it is; any other is mapped into neutron's namespace.
-    sysid = "6a3c1a5e-1b2f-4c4e-9d7e-0b1f8e2d3c4a"
-    assert naming.metadata_agent_id(sysid) == str(uuid.uuid5(uuid.UUID(sysid),
-                                                             "metadata_agent"))
-    ns = uuid.UUID("d34bf9f6-da32-4871-9af8-15a4626b41ab")
-    assert naming.metadata_agent_id("compute-1") == str(
-        uuid.uuid5(uuid.uuid5(ns, "compute-1"), "metadata_agent"))
