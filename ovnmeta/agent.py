@@ -209,7 +209,7 @@ class Agent:
     def _after_pass(self) -> None:
         self.notifier.pet()
         metrics.retain_networks({p.network_id for p in self.sb.snapshot().ports})
-        if self.reconciler.passes:
+        if self.reconciler.passes or self.reconciler.waiting_for:
             state = self.metrics_state()
             self.notifier.serving(state["networks_served"], state["vms_served"])
 

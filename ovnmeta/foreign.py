@@ -1,4 +1,5 @@
-"""Processes that another agent left inside our namespaces, and stopping them.
+"""Another agent's processes: neutron's agent itself, while it still runs on this host, and
+what it left inside our namespaces, and stopping those.
 
 neutron's OVN metadata agent runs one haproxy per network inside `ovnmeta-<net>`; ovnmeta
 never runs anything in there (its haproxy binds from the root namespace), so any process
@@ -7,10 +8,12 @@ found in one is someone else's. Finding them is one scan of /proc per pass.
 
 from __future__ import annotations
 
+import configparser
 import logging
 import os
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +78,93 @@ def in_namespaces(namespaces: dict[str, str]) -> dict[str, list[ForeignProcess]]
         proc = describe(int(entry))
         if proc:
             found.setdefault(ns, []).append(proc)
+    return found
+
+
+# neutron's agents that provision metadata namespaces: the old metadata agent, and its
+# successor when it runs the `metadata` extension.
+METADATA_AGENT, OVN_AGENT = "neutron-ovn-metadata-agent", "neutron-ovn-agent"
+
+
+@dataclass(frozen=True)
+class NeutronAgent:
+    pid: int
+    name: str
+    extensions: tuple[str, ...] | None   # neutron-ovn-agent's [agent] extensions; None: unknown
+
+    @property
+    def serves_metadata(self) -> bool:
+        """It still provisions metadata namespaces (one whose config cannot be read is
+        assumed to)."""
+        return self.name == METADATA_AGENT or self.extensions is None \
+            or "metadata" in self.extensions
+
+    def __str__(self) -> str:
+        return f"{self.name} (pid {self.pid})"
+
+
+def agent_name(argv: list[str]) -> str | None:
+    """Which neutron agent a command line runs, if any: the program, or the script an
+    interpreter runs."""
+    for arg in argv[:2]:
+        name = os.path.basename(arg)
+        if name in (METADATA_AGENT, OVN_AGENT):
+            return name
+    return None
+
+
+def config_files(argv: list[str]) -> list[str]:
+    """oslo.config's --config-file and --config-dir (its *.conf), in order."""
+    files: list[str] = []
+    for flag, value in zip(argv, argv[1:] + [""]):
+        for option in ("--config-file", "--config-dir"):
+            if flag.startswith(option + "="):
+                flag, value = option, flag[len(option) + 1:]
+            if flag != option or not value:
+                continue
+            if option == "--config-dir":
+                try:
+                    files += sorted(str(p) for p in Path(value).glob("*.conf"))
+                except OSError:
+                    pass
+            else:
+                files.append(value)
+    return files
+
+
+def agent_extensions(files: Iterable[str]) -> tuple[str, ...] | None:
+    """[agent] extensions as neutron-ovn-agent reads them from its files (the last one
+    setting it wins); None when a file cannot be read."""
+    found: tuple[str, ...] = ()
+    for path in files:
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        try:
+            with open(path) as f:
+                parser.read_file(f)
+        except (OSError, configparser.Error):
+            return None
+        if parser.has_option("agent", "extensions"):
+            found = tuple(e.strip() for e in parser.get("agent", "extensions").split(",")
+                          if e.strip())
+    return found
+
+
+def neutron_agents() -> list[NeutronAgent]:
+    """neutron's metadata agents running on this host, one scan of /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = [a.decode(errors="replace") for a in
+                    Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0") if a]
+        except OSError:
+            continue
+        name = agent_name(argv)
+        if name is None or not procs.running(int(entry)):
+            continue
+        extensions = agent_extensions(config_files(argv)) if name == OVN_AGENT else ()
+        found.append(NeutronAgent(int(entry), name, extensions))
     return found
 
 

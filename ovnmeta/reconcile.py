@@ -25,6 +25,7 @@ DEBOUNCE = 0.005      # collect a burst of events into one pass
 HOST_CHECK = 1.0      # an idle pass this often finds hand-deleted namespaces, dead haproxy
 TAKEOVER_POLL = 0.05  # while another agent's leftovers are being replaced...
 TAKEOVER_FAST = 15.0  # ...for this long; one that takes longer is looked at every HOST_CHECK
+AGENT_POLL = 0.2      # while neutron's agent still runs: how often to look for it again
 MAX_BACKOFF = 30.0
 
 
@@ -96,6 +97,9 @@ class Reconciler:
         self._taking_over: set[str] = set()
         self._iface_ids: frozenset[str] = frozenset()
         self._takeover_since: float | None = None
+        # neutron's agents still running here: the host is theirs until they are gone. Only
+        # looked for until the first time none runs (a start while they run is the swap).
+        self.waiting_for: list[foreign.NeutronAgent] | None = None
         self.passes = 0
         self.failures = 0     # network changes that failed, for the metrics
         self.status = ReconcileStatus()
@@ -139,6 +143,8 @@ class Reconciler:
     def _next_wakeup(self) -> float:
         now = time.monotonic()
         deadlines = [self._last_host_check + HOST_CHECK, self._last_full + self.resync_interval]
+        if self.waiting_for:
+            deadlines.append(self._last_host_check + AGENT_POLL)
         if self._stopper.pending or (self._taking_over and self._takeover_since is not None
                                      and now - self._takeover_since < TAKEOVER_FAST):
             deadlines.append(self._last_host_check + TAKEOVER_POLL)
@@ -150,6 +156,9 @@ class Reconciler:
         started = time.monotonic()
         if not self.sb.settled:
             LOG.debug("SB view not loaded yet; waiting before touching the host")
+            self._last_host_check = started
+            return
+        if self._other_agent_runs():
             self._last_host_check = started
             return
         with self._cond:
@@ -222,6 +231,22 @@ class Reconciler:
                      self.passes, batch.changed, len(check), len(self._ready),
                      self._last_host_check - started)
         self._record(desired, problems, errors, started)
+
+    def _other_agent_runs(self) -> bool:
+        """neutron's agent still serves this host: started before it stops (the swap
+        without a gap), the agent serves its haproxies' requests on the socket it took over,
+        and leaves namespaces, veths and haproxies alone until that agent is gone."""
+        if self.waiting_for == []:
+            return False
+        running = [a for a in foreign.neutron_agents() if a.serves_metadata]
+        if running and self.waiting_for is None:
+            LOG.info("%s still runs: serving its haproxies' requests, and taking over its "
+                     "namespaces once it has stopped", ", ".join(map(str, running)))
+        elif not running and self.waiting_for:
+            LOG.info("%s has stopped: taking over the host",
+                     ", ".join(map(str, self.waiting_for)))
+        self.waiting_for = running
+        return bool(running)
 
     def _sweep_outers(self, ours: set[str]) -> None:
         """Delete outer ends no network owns.

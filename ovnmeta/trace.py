@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ovnmeta import control, foreign, haproxy, naming, netns, procs
-from ovnmeta.desired import addresses_with_prefix, parse_mac_column
+from ovnmeta.desired import VM_PORT_TYPES, addresses_with_prefix, parse_mac_column
 from ovnmeta.linklocal import link_local_of
 from ovnmeta.model import METADATA_V4, METADATA_V6
 from ovnmeta.nova import NovaClient, NovaEndpoint, NovaTimeout, NovaUnavailable
@@ -175,9 +175,13 @@ class Tracer:
         if not bound or (chassis and bound[0] != chassis["_uuid"]):
             row = self.sb.get("Chassis", bound[0]) if bound else None
             where = row["name"] if row else None
-            raise Broken(f"port {self.vm['logical_port']} is bound to "
-                         f"{where or 'no chassis'}, not to {self._system_id()}",
+            raise Broken(f"{self.vm['type'] or 'VM'} port {self.vm['logical_port']} is bound "
+                         f"to {where or 'no chassis'}, not to {self._system_id()}",
                          f"run `ovnmeta trace` on {where}" if where else
+                         "OVN binds an external port to the active chassis of its HA chassis "
+                         "group: check its ha_chassis_group (`ovn-nbctl list "
+                         "HA_Chassis_Group`) and that chassis's ovn-controller"
+                         if self.vm["type"] == "external" else
                          "the VM's interface is not plugged: check nova/os-vif and "
                          "ovn-controller on the VM's host")
         mac, ips = parse_mac_column(tuple(_as_list(self.vm["mac"])))
@@ -443,8 +447,9 @@ class Tracer:
                    if naming.network_id(d["external_ids"]) == ref.network]
             rows = []
             for dp in dps:
-                for row in self.sb.find("Port_Binding", f"datapath={dp['_uuid']}", 'type=""'):
-                    if ref.ip in parse_mac_column(tuple(_as_list(row["mac"])))[1]:
+                for row in self.sb.find("Port_Binding", f"datapath={dp['_uuid']}"):
+                    if row["type"] in VM_PORT_TYPES and \
+                            ref.ip in parse_mac_column(tuple(_as_list(row["mac"])))[1]:
                         rows.append(row)
             return rows
         rows = self.sb.find("Port_Binding", f"logical_port={json.dumps(ref.name)}")
@@ -453,7 +458,7 @@ class Tracer:
         key = self.conf.metadata.instance_id_key
         return [r for r in self.sb.find("Port_Binding",
                                         f'external_ids:"{key}"={json.dumps(ref.name)}')
-                if r["type"] == ""]
+                if r["type"] in VM_PORT_TYPES]
 
 
 def _as_list(value) -> list:

@@ -1,16 +1,21 @@
-"""Swap neutron 29's real OVN metadata agent for ovnmeta, and back, under probing (not CI).
+"""Swap neutron 29's real agent for ovnmeta, and back, under probing (not CI).
 
 Needs neutron installed in its own virtualenv (about 3 minutes) and Debian's iptables:
 
     apt-get install -y iptables
     python3 -m venv /tmp/nvenv && /tmp/nvenv/bin/pip install neutron==29.0.0
-    .venv/bin/python scripts/takeover_real_neutron.py --neutron-venv /tmp/nvenv [--networks 3]
+    .venv/bin/python scripts/takeover_real_neutron.py --neutron-venv /tmp/nvenv \
+        [--agent metadata-agent|ovn-agent] [--networks 3] [--stop-first]
 
-Against a private sandbox: N networks with one VM each; neutron-ovn-metadata-agent serves
-them; every VM is probed every 0.1 s; neutron's agent gets SIGTERM on its main process only
-(systemd's KillMode=process), ovnmeta-agent starts with the same config file, and probing
-runs until nothing of neutron's is left. Then the way back: ovnmeta stops, `ovnmeta cleanup`,
-neutron's agent starts again and must serve every VM. Prints JSON and a table.
+Against a private sandbox: N networks with one VM each, served by neutron-ovn-metadata-agent
+or by neutron-ovn-agent with `[agent] extensions = metadata`; every VM is probed every 0.1 s.
+The README's procedure: ovnmeta-agent starts with the same config file while neutron's agent
+runs; once ovnmeta says it holds the socket, neutron's agent gets SIGTERM on its main process
+only (systemd's KillMode=process). `--stop-first` stops neutron's agent 1 s before ovnmeta
+starts instead. Probing runs until nothing of neutron's is left. The agent row neutron-server
+would list (Chassis_Private) is read before and after. Then the way back: ovnmeta stops,
+`ovnmeta cleanup`, neutron's agent starts again and must serve every VM. Prints JSON and a
+table.
 """
 
 from __future__ import annotations
@@ -36,10 +41,12 @@ from ovnmeta.testing.vm import FakeVM
 
 BOX_DIR = Path("/tmp/ovnmeta-real-neutron")
 SECRET = "real-neutron"
+SB_CFG = {"metadata-agent": "neutron:ovn-metadata-sb-cfg",
+          "ovn-agent": "neutron:ovn-neutron-agent-sb-cfg"}
 
 
-def neutron_ini(box: Sandbox, work: Path, nova_port: int, venv: Path) -> Path:
-    ini = work / "neutron_ovn_metadata_agent.ini"
+def neutron_ini(box: Sandbox, work: Path, nova_port: int, venv: Path, kind: str) -> Path:
+    ini = work / ("ovn_agent.ini" if kind == "ovn-agent" else "neutron_ovn_metadata_agent.ini")
     ini.write_text(
         "[DEFAULT]\n"
         f"state_path = {work}\n"
@@ -51,11 +58,21 @@ def neutron_ini(box: Sandbox, work: Path, nova_port: int, venv: Path) -> Path:
         "[agent]\n"
         # As root: no sudo (its secure_path would hide the venv's privsep-helper).
         f"root_helper = env PATH={venv}/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+        + ("extensions = metadata\n" if kind == "ovn-agent" else "") +
         "[ovs]\n"
         f"ovsdb_connection = {box.ovs_connection}\n"
         "[ovn]\n"
-        f"ovn_sb_connection = {box.sb_connection}\n")
+        f"ovn_sb_connection = {box.sb_connection}\n"
+        f"ovn_nb_connection = {box.nb_connection}\n")
     return ini
+
+
+def agent_row(box: Sandbox) -> dict[str, str]:
+    """The Chassis_Private keys neutron-server reads this host's agent from."""
+    out = box.sbctl("--format=json", "--columns=external_ids", "find", "Chassis_Private",
+                    f"name={box.chassis}")
+    return {k: v for k, v in json.loads(out)["data"][0][0][1]
+            if k.startswith("neutron:ovn-")}
 
 
 def all_served(prober: Prober, since: float) -> bool:
@@ -67,8 +84,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--neutron-venv", type=Path, default=Path("/tmp/nvenv"))
     parser.add_argument("--networks", type=int, default=3)
+    parser.add_argument("--agent", default="metadata-agent",
+                        choices=["metadata-agent", "ovn-agent"])
+    parser.add_argument("--stop-first", action="store_true",
+                        help="stop neutron's agent 1 s before ovnmeta starts")
     args = parser.parse_args()
-    agent_bin = args.neutron_venv / "bin" / "neutron-ovn-metadata-agent"
+    agent_bin = args.neutron_venv / "bin" / ("neutron-ovn-agent" if args.agent == "ovn-agent"
+                                             else "neutron-ovn-metadata-agent")
     if not agent_bin.exists():
         print(f"no {agent_bin}: install neutron==29.0.0 there first", file=sys.stderr)
         return 2
@@ -82,9 +104,10 @@ def main() -> int:
     nova = NovaProcess({vm.port.device_id: {"project_id": vm.port.project_id,
                                             "hostname": vm.netns} for vm in vms},
                        SECRET, work).start()
-    ini = neutron_ini(box, work, nova.port, args.neutron_venv)
+    ini = neutron_ini(box, work, nova.port, args.neutron_venv, args.agent)
     env = dict(os.environ, PATH=f"{args.neutron_venv}/bin:{os.environ['PATH']}")
-    result: dict = {"networks": args.networks}
+    result: dict = {"networks": args.networks, "agent": args.agent,
+                    "procedure": "stop-first" if args.stop_first else "start-then-stop"}
     warmup, prober = Prober(interval=0.2), Prober(interval=0.1)
     for vm in vms:
         warmup.add(vm.netns, vm.port.device_id)
@@ -102,21 +125,34 @@ def main() -> int:
         warmup.stop()
         result["neutron_first_serves_s"] = round(time.monotonic() - t0, 1)
         layouts = [NeutronMetadata(net, work, str(work / "metadata_proxy")) for net in nets]
+        wait_until(lambda: agent_row(box).get(SB_CFG[args.agent]) is not None, timeout=30,
+                   what="neutron's agent registered")
+        result["row_before"] = agent_row(box)
         prober.start()
         time.sleep(1.0)  # a second of neutron serving, probed, before the swap
 
         swap = time.monotonic()
-        neutron_proc.send_signal(signal.SIGTERM)   # the main process only
-        neutron_proc.wait(30)
-        agent.start()
+        if args.stop_first:
+            neutron_proc.send_signal(signal.SIGTERM)   # the main process only
+            neutron_proc.wait(30)
+            time.sleep(1.0)
+            agent.start()
+        else:
+            agent.start()
+            wait_until(lambda: "still runs" in agent.log(), timeout=60,
+                       what="ovnmeta holding the socket, waiting for neutron's agent")
+            neutron_proc.send_signal(signal.SIGTERM)   # the main process only
+            neutron_proc.wait(30)
         wait_until(lambda: not any(l.leftovers(box) for l in layouts), timeout=120,
                    what="neutron's leftovers replaced")
         result["all_replaced_s"] = round(time.monotonic() - swap, 2)
         time.sleep(1.0)
         prober.stop()
+        result["row_after"] = agent_row(box)
         report = prober.report()
         result["takeover"] = {
             "max_gap_s": max(r["max_gap"] for r in report.values()),
+            "max_gap_per_vm_s": [r["max_gap"] for r in report.values()],
             "failed": sum(r["failed"] for r in report.values()),
             "wrong": sum(r["wrong"] for r in report.values()),
             "probes": sum(r["probes"] for r in report.values()),
@@ -161,10 +197,12 @@ def main() -> int:
         box.down()
     print(json.dumps(result, indent=1))
     t = result.get("takeover", {})
-    print("\n| networks | longest gap | failed / probes | wrong | replaced after | "
-          "way back: all served after |")
-    print("|---|---|---|---|---|---|")
-    print(f"| {args.networks} | {t.get('max_gap_s')} s | {t.get('failed')} / "
+    print("\n| agent | procedure | networks | longest gap (per VM) | failed / probes | wrong "
+          "| replaced after | way back: all served after |")
+    print("|---|---|---|---|---|---|---|---|")
+    gaps = ", ".join(f"{g:.2f}" for g in t.get("max_gap_per_vm_s", []))
+    print(f"| {args.agent} | {result['procedure']} | {args.networks} | "
+          f"{t.get('max_gap_s')} s ({gaps}) | {t.get('failed')} / "
           f"{t.get('probes')} | {t.get('wrong')} | {result.get('all_replaced_s')} s | "
           f"{result.get('way_back_all_served_s')} s |")
     return 0

@@ -4,7 +4,10 @@ through a provider network, on the direct path and on the agent's."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -91,6 +94,13 @@ def test_baremetal_node_gets_its_own_metadata_over_the_provider_network(
         status, uuid = wait_until(lambda: (r := answer(node))[0] == 200 and r, timeout=30,
                                   what="baremetal node served")
         assert uuid == node.port.device_id
+        # The trace CLI walks an external port's path as a VM's.
+        for ref in ([node.port.name], [node.port.ip, "--network", net.id]):
+            proc = subprocess.run([str(Path(sys.executable).parent / "ovnmeta"),
+                                   "--config-file", str(agent.config), "trace", *ref,
+                                   "--json"], capture_output=True, text=True, timeout=60)
+            result = json.loads(proc.stdout)
+            assert result["ok"], result
         assert "Traceback" not in agent.log()
     finally:
         nova.stop()

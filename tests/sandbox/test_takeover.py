@@ -19,6 +19,7 @@ import pytest
 from ovnmeta import naming, registration
 from ovnmeta.testing import neutron
 from ovnmeta.testing.agentproc import namespaces, wait_until, write_config
+from ovnmeta.testing.neutron_agent import FakeNeutronAgent
 from ovnmeta.testing.neutron_host import NeutronMetadata, veth_names
 from ovnmeta.testing.novaproc import NovaProcess
 from ovnmeta.testing.prober import Prober
@@ -93,6 +94,45 @@ def test_takeover_keeps_every_vm_served_and_leaves_nothing_of_neutron(
         assert ns_links(net.id) == sorted(["lo", naming.inner_device(net.id)])
     stale = neutron_host["neutron"][-1]
     assert stale.namespace not in namespaces()
+
+
+@pytest.mark.parametrize("name, config", [
+    ("neutron-ovn-metadata-agent", ""),
+    ("neutron-ovn-agent", "[agent]\nextensions = metadata\n"),
+])
+def test_swap_started_before_neutrons_agent_stops_fails_no_request(
+        sandbox, neutron_host, tmp_path, name, config) -> None:
+    """The supported procedure: start ovnmeta, then stop neutron's agent. ovnmeta takes the
+    socket's path at once (rename), serves neutron's haproxies, and touches the host only
+    once neutron's agent has gone."""
+    agent, vms = neutron_host["agent"], neutron_host["vms"]
+    old = FakeNeutronAgent(name, agent.socket, {vm.port.ip: vm.port.device_id for vm in vms},
+                           tmp_path, config).start()
+    prober = Prober(interval=0.1)
+    for vm in vms:
+        prober.add(vm.netns, vm.port.device_id)
+    prober.start()
+    try:
+        time.sleep(0.5)
+        agent.start()
+        wait_until(lambda: f"{name} (pid {old.proc.pid}) still runs" in agent.log(),
+                   timeout=20, what="ovnmeta waiting for neutron's agent")
+        time.sleep(1.0)
+        assert all(n.leftovers(sandbox) for n in neutron_host["neutron"]), \
+            "ovnmeta touched the host while neutron's agent ran"
+        old.stop()
+        wait_until(lambda: not any(n.leftovers(sandbox) for n in neutron_host["neutron"]),
+                   timeout=30, what="neutron's leftovers replaced")
+        time.sleep(1.0)
+    finally:
+        old.stop()
+        prober.stop()
+    report = prober.report()
+    print(json.dumps(report, indent=1))
+    assert "has stopped: taking over the host" in agent.log()
+    for vm in vms:
+        assert report[vm.netns]["wrong"] == 0 and report[vm.netns]["failed"] == 0, report
+        assert report[vm.netns]["max_gap"] <= MAX_GAP, (vm.netns, report[vm.netns])
 
 
 def trace_hop(agent, vm) -> dict:

@@ -1,0 +1,36 @@
+"""Recognising neutron's running agents, and whether they still provision metadata."""
+
+from ovnmeta import foreign
+
+
+def test_agent_name_from_program_or_script() -> None:
+    assert foreign.agent_name(["/usr/bin/neutron-ovn-metadata-agent"]) == \
+        foreign.METADATA_AGENT
+    assert foreign.agent_name(["/usr/bin/python3", "/usr/bin/neutron-ovn-agent",
+                               "--config-file", "x"]) == foreign.OVN_AGENT
+    assert foreign.agent_name(["haproxy", "-f", "neutron-ovn-agent"]) is None
+    assert foreign.agent_name(["ovnmeta-agent"]) is None
+    assert foreign.agent_name([]) is None
+
+
+def test_ovn_agent_serves_metadata_only_with_the_extension(tmp_path) -> None:
+    neutron = tmp_path / "neutron.conf"
+    neutron.write_text("[DEFAULT]\ndebug = true\n")
+    agent_ini = tmp_path / "ovn_agent.ini"
+    agent_ini.write_text("[agent]\nextensions = qos_hwol, metadata\n")
+    conf_d = tmp_path / "conf.d"
+    conf_d.mkdir()
+    (conf_d / "99-no-metadata.conf").write_text("[agent]\nextensions=qos_hwol\n")
+    argv = ["neutron-ovn-agent", "--config-file", str(neutron),
+            f"--config-file={agent_ini}"]
+    assert foreign.config_files(argv) == [str(neutron), str(agent_ini)]
+    assert foreign.agent_extensions(foreign.config_files(argv)) == ("qos_hwol", "metadata")
+    assert foreign.NeutronAgent(1, foreign.OVN_AGENT, ("qos_hwol", "metadata")).serves_metadata
+    # The last file that sets it wins, as with oslo.config.
+    later = foreign.config_files(argv + ["--config-dir", str(conf_d)])
+    assert foreign.agent_extensions(later) == ("qos_hwol",)
+    assert not foreign.NeutronAgent(1, foreign.OVN_AGENT, ("qos_hwol",)).serves_metadata
+    # A file that cannot be read: assume it still serves metadata.
+    assert foreign.agent_extensions([str(tmp_path / "missing.ini")]) is None
+    assert foreign.NeutronAgent(1, foreign.OVN_AGENT, None).serves_metadata
+    assert foreign.NeutronAgent(1, foreign.METADATA_AGENT, ()).serves_metadata
