@@ -103,6 +103,18 @@ class NeutronAgent:
         return f"{self.name} (pid {self.pid})"
 
 
+def command_line(raw: bytes) -> list[str]:
+    """The arguments of a /proc/PID/cmdline. neutron's agents set their process title, one
+    string: "<agent> (<interpreter> <script> --config-file …)", or cotyledon's
+    "<agent>: master process [<script> --config-file …]" and "<agent>: ServiceWrapper
+    worker(0)". Such a title is split on blanks and brackets."""
+    argv = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+    if len(argv) == 1 and " " in argv[0]:
+        argv = argv[0].translate(str.maketrans("()[]", "    ")).split()
+        argv = [a.rstrip(":") for a in argv]
+    return argv
+
+
 def agent_name(argv: list[str]) -> str | None:
     """Which neutron agent a command line runs, if any: the program, or the script an
     interpreter runs."""
@@ -149,6 +161,15 @@ def agent_extensions(files: Iterable[str]) -> tuple[str, ...] | None:
     return found
 
 
+def _parent_argv(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        return command_line(Path(f"/proc/{ppid}/cmdline").read_bytes())
+    except (OSError, ValueError, IndexError):
+        return []
+
+
 def neutron_agents() -> list[NeutronAgent]:
     """neutron's metadata agents running on this host, one scan of /proc."""
     found = []
@@ -156,14 +177,14 @@ def neutron_agents() -> list[NeutronAgent]:
         if not entry.isdigit():
             continue
         try:
-            argv = [a.decode(errors="replace") for a in
-                    Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0") if a]
+            argv = command_line(Path(f"/proc/{entry}/cmdline").read_bytes())
         except OSError:
             continue
         name = agent_name(argv)
         if name is None or not procs.running(int(entry)):
             continue
-        extensions = agent_extensions(config_files(argv)) if name == OVN_AGENT else ()
+        files = config_files(argv) or config_files(_parent_argv(int(entry)))  # a worker's
+        extensions = agent_extensions(files) if name == OVN_AGENT else ()
         found.append(NeutronAgent(int(entry), name, extensions))
     return found
 

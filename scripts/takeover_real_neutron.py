@@ -139,7 +139,8 @@ def main() -> int:
             agent.start()
         else:
             agent.start()
-            wait_until(lambda: "still runs" in agent.log(), timeout=60,
+            # The shared config's log_file: ovnmeta logs where neutron's agent did.
+            wait_until(lambda: "still runs" in (work / "neutron.log").read_text(), timeout=60,
                        what="ovnmeta holding the socket, waiting for neutron's agent")
             neutron_proc.send_signal(signal.SIGTERM)   # the main process only
             neutron_proc.wait(30)
@@ -177,6 +178,9 @@ def main() -> int:
         result["way_back_all_served_s"] = round(time.monotonic() - t1, 1)
         back.stop()
         result["way_back_wrong"] = sum(r["wrong"] for r in back.report().values())
+    except Exception:
+        print("ovnmeta-agent's output:\n" + agent.log()[-3000:], file=sys.stderr)
+        raise
     finally:
         warmup.stop()
         prober.stop()

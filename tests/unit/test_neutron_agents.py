@@ -13,6 +13,26 @@ def test_agent_name_from_program_or_script() -> None:
     assert foreign.agent_name([]) is None
 
 
+def test_agent_behind_its_process_title() -> None:
+    """neutron sets "<agent> (<original command line>)" as its process title."""
+    raw = (b"neutron-ovn-agent (/usr/bin/python3 /usr/bin/neutron-ovn-agent --config-file "
+           b"/etc/neutron/neutron.conf --config-file /etc/neutron/ovn_agent.ini)\0\0\0")
+    argv = foreign.command_line(raw)
+    assert foreign.agent_name(argv) == foreign.OVN_AGENT
+    assert foreign.config_files(argv) == ["/etc/neutron/neutron.conf",
+                                          "/etc/neutron/ovn_agent.ini"]
+    master = (b"neutron-ovn-agent: master process [/usr/bin/neutron-ovn-agent --config-file "
+              b"/etc/neutron/ovn_agent.ini]\0")
+    argv = foreign.command_line(master)
+    assert foreign.agent_name(argv) == foreign.OVN_AGENT
+    assert foreign.config_files(argv) == ["/etc/neutron/ovn_agent.ini"]
+    worker = b"neutron-ovn-agent: ServiceWrapper worker(0)" + b"\0" * 40
+    assert foreign.agent_name(foreign.command_line(worker)) == foreign.OVN_AGENT
+    plain = b"/usr/bin/python3\0/usr/bin/neutron-ovn-metadata-agent\0--config-file\0a b.ini\0"
+    assert foreign.command_line(plain)[1:] == ["/usr/bin/neutron-ovn-metadata-agent",
+                                               "--config-file", "a b.ini"]
+
+
 def test_ovn_agent_serves_metadata_only_with_the_extension(tmp_path) -> None:
     neutron = tmp_path / "neutron.conf"
     neutron.write_text("[DEFAULT]\ndebug = true\n")
