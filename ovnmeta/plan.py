@@ -68,17 +68,14 @@ class SetOuterUp:
 
 @dataclass(frozen=True)
 class PlugOvs:
-    """Plug our outer end with the localport's iface-id. Normally it joins the pass's batch;
-    with `replaces` (another agent's ports for the same localport), or `now`, it is one
-    transaction of its own, run at once, that removes those and adds ours: the switch-over
-    of a takeover."""
+    """Plug our outer end with the localport's iface-id, in the pass's one OVS transaction;
+    `replaces` (another agent's ports for the same localport) are removed in it, so the
+    iface-id never has two ports. One transaction for every swap of a pass: vswitchd
+    reconfigures a userspace bridge once, not once per network (50 reconfigurations in a
+    row stalled every VM's traffic on the bridge, not only the swapped networks')."""
     spec: NetworkSpec
     replaces: tuple[str, ...] = ()
-    now: bool = False
-
-    @property
-    def immediate(self) -> bool:
-        return self.now or bool(self.replaces)
+    then: tuple[Step, ...] = ()   # run once the transaction has committed
 
 
 @dataclass(frozen=True)
@@ -148,13 +145,11 @@ def plan_network(spec: NetworkSpec | None, actual: ActualNetwork | None,
             return _take_over(spec, actual, netdev)
         return _build(spec, netdev, with_namespace=False)
 
+    if actual.foreign_ovs:  # the rest once ours is on the bridge: see _take_over
+        return [PlugOvs(spec, replaces=actual.foreign_ovs)]
     steps: list[Step] = []
-    if actual.foreign_ovs:
-        steps.append(PlugOvs(spec, replaces=actual.foreign_ovs))
     if actual.foreign_links:
         steps.append(DeleteLinks(spec, actual.foreign_links))
-    if actual.foreign_tables:
-        steps.append(DeleteFirewall(spec, actual.foreign_tables))
     # Only once ours answers in the namespace: until then theirs keeps serving.
     if actual.served:
         steps += _stops(actual, graceful=True)
@@ -166,6 +161,8 @@ def plan_network(spec: NetworkSpec | None, actual: ActualNetwork | None,
     # Delete first: removing a primary address takes its subnet's secondaries with it.
     steps += [DelAddress(spec, a) for a in sorted(inner.addresses - spec.addresses)]
     steps += [AddAddress(spec, a) for a in sorted(spec.addresses - inner.addresses)]
+    if actual.foreign_tables:  # their CHECKSUM rule; ours turned TX checksum off instead
+        steps.append(DeleteFirewall(spec, actual.foreign_tables))
     # Taking the link down (a new MAC) flushes its neighbour entries, permanent ones too.
     wanted = spec.neighbours if reconfigure else spec.neighbours - inner.permanent
     # Learned entries for a VM's IP at another MAC, and permanent ones of VMs that left;
@@ -178,7 +175,7 @@ def plan_network(spec: NetworkSpec | None, actual: ActualNetwork | None,
     steps += _neighbours(spec, wanted)
     if not actual.outer_up:
         steps.append(SetOuterUp(spec))
-    if actual.ovs_iface_id != spec.iface_id and not actual.foreign_ovs:
+    if actual.ovs_iface_id != spec.iface_id:
         steps.append(PlugOvs(spec))
     return steps
 
@@ -198,16 +195,13 @@ def _neighbours(spec: NetworkSpec, entries: frozenset[tuple[str, str]]) -> list[
 
 
 def _take_over(spec: NetworkSpec, actual: ActualNetwork, netdev: bool) -> list[Step]:
-    """Build ours beside another agent's pair, then switch in the order that keeps the gap
-    short: our port replaces theirs on the bridge, their devices go (with the addresses
-    and routes on them), and only then do the addresses come up on ours, so no address is
-    ever held twice and replies never leave through a device that is off the bridge."""
-    steps: list[Step] = [CreateVeth(spec), ConfigureInner(spec, netdev), SetOuterUp(spec),
-                         PlugOvs(spec, replaces=actual.foreign_ovs, now=True)]
-    if actual.foreign_links:
-        steps.append(DeleteLinks(spec, actual.foreign_links))
-    steps += [AddAddress(spec, a) for a in sorted(spec.addresses)]
-    steps += _neighbours(spec, spec.neighbours)
-    if actual.foreign_tables:
-        steps.append(DeleteFirewall(spec, actual.foreign_tables))
-    return steps
+    """Build ours beside another agent's pair, and switch in the order that keeps the gap
+    short: our port replaces theirs on the bridge (the pass's OVS transaction), and right
+    after that commits their devices go (with the addresses and routes on them) and only
+    then do the addresses come up on ours, so no address is ever held twice and replies
+    never leave through a device that is off the bridge."""
+    then: list[Step] = [DeleteLinks(spec, actual.foreign_links)] if actual.foreign_links else []
+    then += [AddAddress(spec, a) for a in sorted(spec.addresses)]
+    then += _neighbours(spec, spec.neighbours)
+    return [CreateVeth(spec), ConfigureInner(spec, netdev), SetOuterUp(spec),
+            PlugOvs(spec, replaces=actual.foreign_ovs, then=tuple(then))]

@@ -39,6 +39,8 @@ class _Backoff:
 @dataclass
 class _OvsBatch:
     plug: dict[str, NetworkSpec] = field(default_factory=dict)
+    replaces: tuple[str, ...] = ()     # other agents' ports our plugs replace
+    then: dict[str, tuple[plan.Step, ...]] = field(default_factory=dict)  # after the commit
     unplug: list[str] = field(default_factory=list)
     changed: int = 0
 
@@ -365,15 +367,11 @@ class Reconciler:
                 netns.add_neighbours(spec, entries)
             case plan.SetOuterUp(spec):
                 netns.set_outer_up(spec)
-            case plan.PlugOvs(spec) if step.immediate:
-                self.ovs.plug(self.chassis.bridge, [(spec.outer, spec.iface_id)],
-                              replaces=step.replaces)
-                if step.replaces:
-                    LOG.info("network %s: OVS port %s replaces %s for iface-id %s",
-                             spec.network_id, spec.outer, ", ".join(step.replaces),
-                             spec.iface_id)
-            case plan.PlugOvs(spec):
+            case plan.PlugOvs(spec, replaces, then):
                 batch.plug[spec.network_id] = spec
+                batch.replaces += replaces
+                if then:
+                    batch.then[spec.network_id] = then
             case plan.DeleteLinks(spec, links):
                 netns.delete_links(spec.namespace, links)
             case plan.DeleteFirewall(spec, tables):
@@ -389,7 +387,8 @@ class Reconciler:
                     batch.unplug.append(naming.outer_device(net))
 
     def _flush(self, batch: _OvsBatch) -> None:
-        """One OVS transaction for every port this pass adds, one for those it removes."""
+        """One OVS transaction for every port this pass adds (and the other agents' ports
+        they replace), one for those it removes."""
         try:
             self.ovs.unplug(batch.unplug)
         except Exception as exc:  # the next pass finds them as orphans and tries again
@@ -398,7 +397,10 @@ class Reconciler:
             return
         try:
             self.ovs.plug(self.chassis.bridge,
-                          [(s.outer, s.iface_id) for s in batch.plug.values()])
+                          [(s.outer, s.iface_id) for s in batch.plug.values()],
+                          replaces=batch.replaces)
+            if batch.replaces:
+                LOG.info("OVS ports of ours replaced %s", ", ".join(batch.replaces))
         except Exception as exc:
             for net in batch.plug:
                 self._fail(net, "PlugOvs", exc)
@@ -406,6 +408,15 @@ class Reconciler:
         for net in batch.plug:
             self._ready.add(net)
             self._backoff.pop(net, None)
+        for net, steps in batch.then.items():  # a takeover's switch: their devices go now
+            try:
+                with netns.batch():
+                    for step in steps:
+                        self._apply(step, {}, batch)
+            except Exception as exc:
+                self._fail(net, _describe(step), exc)
+                continue
+            LOG.info("network %s: %s", net, ", ".join(_describe(s) for s in steps))
 
     # -- status ---------------------------------------------------------------
     def _record(self, desired: dict[str, NetworkSpec], problems: list[Problem],

@@ -77,13 +77,21 @@ NEUTRON = ActualNetwork(network_id="n1", namespace=True, inner=None, outer=False
 
 def test_takeover_swaps_the_port_then_removes_their_devices_before_adding_addresses() -> None:
     steps = plan.plan_network(SPEC, NEUTRON, netdev=True)
-    assert kinds(steps) == ["CreateVeth", "ConfigureInner", "SetOuterUp", "PlugOvs",
-                            "DeleteLinks", "AddAddress", "AddAddress"]
-    swap = steps[3]
-    assert swap.replaces == ("tapn1-0",) and swap.immediate
-    assert steps[4].links == ("tapn1-1",)
+    assert kinds(steps) == ["CreateVeth", "ConfigureInner", "SetOuterUp", "PlugOvs"]
+    assert steps[3].replaces == ("tapn1-0",)
+    # Once the swap has committed: their veth goes before our addresses come up.
+    assert kinds(steps[3].then) == ["DeleteLinks", "AddAddress", "AddAddress"]
+    assert steps[3].then[0].links == ("tapn1-1",)
     # Their haproxy keeps serving until ours listens.
     assert not any(isinstance(s, plan.StopProcess) for s in steps)
+    # A pass that finds ours on the bridge and theirs still in the namespace does the same.
+    swapped = dataclasses.replace(NEUTRON, inner=dataclasses.replace(GOOD.inner,
+                                                                     addresses=frozenset()),
+                                  outer=True, outer_up=True, ovs_iface_id="md1",
+                                  foreign_ovs=())
+    steps = plan.plan_network(SPEC, swapped, netdev=True)
+    assert kinds(steps) == ["DeleteLinks", "AddAddress", "AddAddress"]
+    assert steps[0].links == ("tapn1-1",)
 
 
 def test_their_proxy_is_soft_stopped_only_once_ours_listens() -> None:
@@ -104,9 +112,13 @@ def test_a_port_of_theirs_appearing_later_is_replaced_in_one_transaction() -> No
 
 
 def test_their_firewall_goes_once_our_addresses_are_up() -> None:
-    with_rules = dataclasses.replace(NEUTRON, foreign_tables=("2:mangle",))
+    with_rules = dataclasses.replace(NEUTRON, foreign_tables=("2:mangle",), foreign_ovs=(),
+                                     inner=dataclasses.replace(GOOD.inner,
+                                                               addresses=frozenset()),
+                                     outer=True, outer_up=True, ovs_iface_id="md1")
     steps = plan.plan_network(SPEC, with_rules, netdev=True)
     assert kinds(steps)[-1] == "DeleteFirewall" and steps[-1].tables == ("2:mangle",)
+    assert kinds(steps).index("DeleteFirewall") > kinds(steps).index("AddAddress")
     assert plan.plan_network(SPEC, dataclasses.replace(GOOD, foreign_tables=("2:mangle",)),
                              netdev=True) == [plan.DeleteFirewall(SPEC, ("2:mangle",))]
 
