@@ -26,6 +26,10 @@ HOST_CHECK = 1.0      # an idle pass this often finds hand-deleted namespaces, d
 TAKEOVER_POLL = 0.05  # while another agent's leftovers are being replaced...
 TAKEOVER_FAST = 15.0  # ...for this long; one that takes longer is looked at every HOST_CHECK
 AGENT_POLL = 0.2      # while neutron's agent still runs: how often to look for it again
+# A takeover swaps this many networks' ports per OVS transaction: one transaction for all
+# makes the last network wait for every other's switch after it (seconds at 200 networks);
+# one per network reconfigures vswitchd so often that the whole bridge's traffic stalls.
+SWAP_CHUNK = 10
 MAX_BACKOFF = 30.0
 
 
@@ -205,6 +209,9 @@ class Reconciler:
             if net not in desired and not may_delete:
                 continue
             self._converge(net, desired.get(net), net in present, host, batch)
+            if len(batch.then) >= SWAP_CHUNK:
+                self._flush(batch)
+                batch = _OvsBatch(changed=batch.changed)
         if may_delete:
             ours = {naming.outer_device(n) for n in desired.keys() | present}
             for device in sorted(plugged.keys() - ours - set(batch.unplug)):
