@@ -68,11 +68,12 @@ class SetOuterUp:
 
 @dataclass(frozen=True)
 class PlugOvs:
-    """Plug our outer end with the localport's iface-id, in the pass's one OVS transaction;
-    `replaces` (another agent's ports for the same localport) are removed in it, so the
-    iface-id never has two ports. One transaction for every swap of a pass: vswitchd
-    reconfigures a userspace bridge once, not once per network (50 reconfigurations in a
-    row stalled every VM's traffic on the bridge, not only the swapped networks')."""
+    """Plug our outer end with the localport's iface-id, in a transaction shared with the
+    pass's other plugs; `replaces` (another agent's ports for the same localport) are
+    removed in it, so the iface-id never has two ports. Shared, because vswitchd
+    reconfigures a userspace bridge at every transaction: 50 in a row stalled every VM's
+    traffic on the bridge, not only the swapped networks' (the reconciler commits swaps
+    SWAP_CHUNK networks at a time)."""
     spec: NetworkSpec
     replaces: tuple[str, ...] = ()
     then: tuple[Step, ...] = ()   # run once the transaction has committed

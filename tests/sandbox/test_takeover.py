@@ -38,6 +38,15 @@ def ns_links(net_id: str) -> list[str]:
     return sorted(line.split(":")[1].strip().split("@")[0] for line in out.splitlines())
 
 
+def probing(vms) -> Prober:
+    """Every VM probed every 0.1 s, from now on."""
+    prober = Prober(interval=0.1)
+    for vm in vms:
+        prober.add(vm.netns, vm.port.device_id)
+    prober.start()
+    return prober
+
+
 @pytest.fixture
 def neutron_host(sandbox, make_network, make_vm, start_agent, tmp_path):
     """Three networks served by neutron-style haproxies, a nova, and an agent not yet run."""
@@ -66,10 +75,7 @@ def neutron_host(sandbox, make_network, make_vm, start_agent, tmp_path):
 def test_takeover_keeps_every_vm_served_and_leaves_nothing_of_neutron(
         sandbox, neutron_host, make_vm) -> None:
     agent, vms = neutron_host["agent"], neutron_host["vms"]
-    prober = Prober(interval=0.1)
-    for vm in vms:
-        prober.add(vm.netns, vm.port.device_id)
-    prober.start()
+    prober = probing(vms)
     try:
         # The probes start as neutron's agent would stop: nothing serves the socket until
         # ovnmeta listens on it, which it does first thing.
@@ -108,10 +114,7 @@ def test_swap_started_before_neutrons_agent_stops_fails_no_request(
     agent, vms = neutron_host["agent"], neutron_host["vms"]
     old = FakeNeutronAgent(name, agent.socket, {vm.port.ip: vm.port.device_id for vm in vms},
                            tmp_path, config).start()
-    prober = Prober(interval=0.1)
-    for vm in vms:
-        prober.add(vm.netns, vm.port.device_id)
-    prober.start()
+    prober = probing(vms)
     try:
         time.sleep(0.5)
         agent.start()
@@ -188,10 +191,7 @@ def test_switching_haproxy_mode_keeps_every_vm_served(sandbox, make_network, mak
     try:
         wait_until(lambda: len(agent.haproxy_pids()) == 2, timeout=20, what="2 haproxies")
         for mode, count in (("shared", 1), ("per-network", 2)):
-            prober = Prober(interval=0.1)
-            for vm in vms:
-                prober.add(vm.netns, vm.port.device_id)
-            prober.start()
+            prober = probing(vms)
             try:
                 agent.stop()
                 write_config(sandbox, agent.state_dir, mode=mode, extra=extra)
