@@ -22,13 +22,14 @@ import threading
 import time
 from pathlib import Path
 
-from ovnmeta import naming, netns
-from ovnmeta.testing import neutron
-from ovnmeta.testing.agentproc import AgentProcess
-from ovnmeta.testing.memory import pss_kib
-from ovnmeta.testing.novaproc import NovaProcess
-from ovnmeta.testing.sandbox import Sandbox
-from ovnmeta.testing.vm import FakeVM
+from ovnmeta.core import naming
+from ovnmeta.host import netns
+from ovnmeta_testing import neutron
+from ovnmeta_testing.agentproc import AgentProcess
+from ovnmeta_testing.memory import pss_kib
+from ovnmeta_testing.novaproc import NovaProcess
+from ovnmeta_testing.sandbox import Sandbox
+from ovnmeta_testing.vm import FakeVM
 
 BENCH_DIR = Path("/tmp/ovnmeta-bench-sandbox")
 SECRET = "bench-secret"

@@ -28,15 +28,18 @@ import threading
 import time
 from pathlib import Path
 
-from ovnmeta import control, naming, procs
-from ovnmeta.haproxy import shared_stats_socket, stat_rows, stats_command
-from ovnmeta.signing import sign_instance_id
-from ovnmeta.testing import neutron
-from ovnmeta.testing.agentproc import AgentProcess, wait_until
-from ovnmeta.testing.memory import pss_kib, rollup_kib
-from ovnmeta.testing.novaproc import NovaProcess
-from ovnmeta.testing.sandbox import Sandbox, _free_port, alive
-from ovnmeta.testing.vm import FakeVM
+from ovnmeta.agent import control
+from ovnmeta.core import naming
+from ovnmeta.host import procs
+from ovnmeta.haproxy.runtime import stat_rows, stats_command
+from ovnmeta.haproxy.settings import shared_stats_socket
+from ovnmeta.core.signing import sign_instance_id
+from ovnmeta_testing import neutron
+from ovnmeta_testing.agentproc import AgentProcess, wait_until
+from ovnmeta_testing.memory import pss_kib, rollup_kib
+from ovnmeta_testing.novaproc import NovaProcess
+from ovnmeta_testing.sandbox import Sandbox, _free_port, alive
+from ovnmeta_testing.vm import FakeVM
 
 BENCH_DIR = Path("/tmp/ovnmeta-bench-sandbox")
 SECRET = "bench-secret"

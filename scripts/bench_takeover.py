@@ -1,9 +1,9 @@
 """Takeover benchmark: a host neutron's agent served, swapped to ovnmeta under probing.
 
 For each size, N networks with one VM each are laid out as neutron 29's OVN metadata agent
-leaves them (ovnmeta.testing.neutron_host: namespace, tap…0/1, OVS port, addresses, one
+leaves them (ovnmeta_testing.neutron_host: namespace, tap…0/1, OVS port, addresses, one
 haproxy per network on the shared socket), and a stand-in for neutron's agent process serves
-the socket (ovnmeta.testing.neutron_agent). Every VM is probed every 0.1 s from its
+the socket (ovnmeta_testing.neutron_agent). Every VM is probed every 0.1 s from its
 namespace. The README's procedure: ovnmeta-agent starts with the same state_path while
 neutron's agent runs, and once ovnmeta says it holds the socket, neutron's agent gets
 SIGTERM; `--stop-first` stops neutron's agent 1 s before ovnmeta starts instead (an operator
@@ -27,14 +27,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from ovnmeta.testing import neutron
-from ovnmeta.testing.agentproc import AgentProcess
-from ovnmeta.testing.neutron_agent import FakeNeutronAgent
-from ovnmeta.testing.neutron_host import NeutronMetadata
-from ovnmeta.testing.novaproc import NovaProcess
-from ovnmeta.testing.prober import Prober
-from ovnmeta.testing.sandbox import Sandbox
-from ovnmeta.testing.vm import FakeVM
+from ovnmeta_testing import neutron
+from ovnmeta_testing.agentproc import AgentProcess
+from ovnmeta_testing.neutron_agent import FakeNeutronAgent
+from ovnmeta_testing.neutron_host import NeutronMetadata
+from ovnmeta_testing.novaproc import NovaProcess
+from ovnmeta_testing.prober import Prober
+from ovnmeta_testing.sandbox import Sandbox
+from ovnmeta_testing.vm import FakeVM
 
 BENCH_DIR = Path("/tmp/ovnmeta-bench-takeover")
 SECRET = "bench-takeover"

@@ -6,7 +6,7 @@ then writes:
 
 - `ovnmeta/neutron_options.json`: every option of the groups an operator's
   neutron_ovn_metadata_agent.ini may set — name, type, range, choices, default — so ovnmeta
-  accepts them with neutron's types (`ovnmeta.compat`);
+  accepts them with neutron's types (`ovnmeta.agent.compat`);
 - `tests/data/neutron_ovn_metadata_agent.ini`: an ini that sets every one of them;
 - `tests/data/neutron_ovn_metadata_agent.expected.json`: the values neutron parses from it,
   which ovnmeta must parse identically (tests/unit/test_neutron_ini.py).

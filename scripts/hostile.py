@@ -15,8 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ovnmeta.testing import hostile
-from ovnmeta.testing.sandbox import Sandbox
+from ovnmeta_testing import hostile
+from ovnmeta_testing.sandbox import Sandbox
 
 SANDBOX_DIR = Path("/tmp/ovnmeta-hostile-sandbox")
 

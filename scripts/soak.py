@@ -13,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from ovnmeta.testing import soak
-from ovnmeta.testing.sandbox import Sandbox
+from ovnmeta_testing import soak
+from ovnmeta_testing.sandbox import Sandbox
 
 SOAK_DIR = Path("/tmp/ovnmeta-soak-sandbox")
 

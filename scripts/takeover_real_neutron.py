@@ -30,14 +30,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from ovnmeta import procs
-from ovnmeta.testing import neutron
-from ovnmeta.testing.agentproc import AgentProcess
-from ovnmeta.testing.neutron_host import NeutronMetadata
-from ovnmeta.testing.novaproc import NovaProcess
-from ovnmeta.testing.prober import Prober
-from ovnmeta.testing.sandbox import Sandbox, wait_until
-from ovnmeta.testing.vm import FakeVM
+from ovnmeta.host import procs
+from ovnmeta_testing import neutron
+from ovnmeta_testing.agentproc import AgentProcess
+from ovnmeta_testing.neutron_host import NeutronMetadata
+from ovnmeta_testing.novaproc import NovaProcess
+from ovnmeta_testing.prober import Prober
+from ovnmeta_testing.sandbox import Sandbox, wait_until
+from ovnmeta_testing.vm import FakeVM
 
 BOX_DIR = Path("/tmp/ovnmeta-real-neutron")
 SECRET = "real-neutron"

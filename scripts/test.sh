@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what it needs, then runs unit and sandbox tests.
+# The whole test suite: installs what it needs, checks the layers (import-linter), then runs
+# unit and sandbox tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+.venv/bin/lint-imports --no-cache >/dev/null || { .venv/bin/lint-imports --no-cache; exit 1; }
 exec .venv/bin/python -m pytest -q "$@"

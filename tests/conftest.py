@@ -9,10 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from ovnmeta.testing import neutron
-from ovnmeta.testing.agentproc import AgentProcess
-from ovnmeta.testing.sandbox import Sandbox
-from ovnmeta.testing.vm import VM_NETNS_PREFIX, FakeVM
+from ovnmeta_testing import neutron
+from ovnmeta_testing.agentproc import AgentProcess
+from ovnmeta_testing.sandbox import Sandbox
+from ovnmeta_testing.vm import VM_NETNS_PREFIX, FakeVM
+
+SANDBOX_TESTS = Path(__file__).parent / "sandbox"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/sandbox/ is marked `sandbox`: `-m "not sandbox"` runs the rest
+    without root or OVN."""
+    for item in items:
+        if SANDBOX_TESTS in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.sandbox)
 
 TEST_SANDBOX_DIR = Path(os.environ.get("OVNMETA_TEST_SANDBOX_DIR", "/tmp/ovnmeta-test-sandbox"))
 

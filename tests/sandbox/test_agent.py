@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from ovnmeta import naming
-from ovnmeta.testing import neutron
-from ovnmeta.testing.agentproc import AgentProcess, namespaces, wait_until
-from ovnmeta.testing.echo import EchoServer
-from ovnmeta.testing.vm import FakeVM
+from ovnmeta.core import naming
+from ovnmeta_testing import neutron
+from ovnmeta_testing.agentproc import AgentProcess, namespaces, wait_until
+from ovnmeta_testing.echo import EchoServer
+from ovnmeta_testing.vm import FakeVM
 
 
 def fetch(vm: FakeVM, *headers: str, url: str = "http://169.254.169.254/latest/meta-data/",
@@ -305,7 +305,7 @@ def test_vm_arriving_by_live_migration_is_served(sandbox, make_network, make_vm,
 
 def test_sb_view_holds_only_this_chassis_rows(sandbox, make_network, make_vm,
                                               echo_agent) -> None:
-    from ovnmeta import control
+    from ovnmeta.agent import control
 
     vm = make_vm(make_network())
     wait_served(vm)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ovnmeta import naming
-from ovnmeta.testing import neutron
-from ovnmeta.testing.agentproc import wait_until
-from ovnmeta.testing.novaproc import NovaProcess
+from ovnmeta.core import naming
+from ovnmeta_testing import neutron
+from ovnmeta_testing.agentproc import wait_until
+from ovnmeta_testing.novaproc import NovaProcess
 
 SECRET = "cli-secret"
 CLI = str(Path(sys.executable).parent / "ovnmeta")

@@ -11,10 +11,11 @@ import time
 
 import pytest
 
-from ovnmeta import control, handoff, procs
-from ovnmeta.testing.agentproc import wait_until
-from ovnmeta.testing.novaproc import NovaProcess
-from ovnmeta.testing.prober import Prober
+from ovnmeta.agent import control, handoff
+from ovnmeta.host import procs
+from ovnmeta_testing.agentproc import wait_until
+from ovnmeta_testing.novaproc import NovaProcess
+from ovnmeta_testing.prober import Prober
 
 SECRET = "crash-secret"
 URL = "http://169.254.169.254/openstack/latest/meta_data.json"

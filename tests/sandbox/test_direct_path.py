@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from ovnmeta.testing.sandbox import _free_port, wait_until
-from ovnmeta.testing.sbmodes import URL, Cloud
+from ovnmeta_testing.sandbox import _free_port, wait_until
+from ovnmeta_testing.sbmodes import URL, Cloud
 
 from tests.sandbox.test_metrics import delta, fetch, scrape
 

@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from ovnmeta import naming
-from ovnmeta.testing import neutron
-from ovnmeta.testing.agentproc import wait_until
-from ovnmeta.testing.novaproc import NovaProcess
-from ovnmeta.testing.vm import FakeVM
+from ovnmeta.core import naming
+from ovnmeta_testing import neutron
+from ovnmeta_testing.agentproc import wait_until
+from ovnmeta_testing.novaproc import NovaProcess
+from ovnmeta_testing.vm import FakeVM
 
 SECRET = "e2e-shared-secret"
 URL = "http://169.254.169.254"
@@ -178,7 +178,7 @@ def test_agent_restart_loses_no_request(cloud) -> None:
 
 def test_metadata_workers_share_the_socket_and_are_respawned(make_network, make_vm,
                                                              start_agent, tmp_path) -> None:
-    from ovnmeta import control
+    from ovnmeta.agent import control
 
     net = make_network()
     vm = make_vm(net)

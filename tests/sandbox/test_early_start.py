@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import signal
 
-from ovnmeta import naming, netns
-from ovnmeta.testing.agentproc import namespaces, wait_until
-from ovnmeta.testing.echo import EchoServer
+from ovnmeta.core import naming
+from ovnmeta.host import netns
+from ovnmeta_testing.agentproc import namespaces, wait_until
+from ovnmeta_testing.echo import EchoServer
 from tests.sandbox.test_agent import wait_served
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from ovnmeta import naming
-from ovnmeta.testing import neutron
-from ovnmeta.testing.agentproc import namespaces, wait_until
-from ovnmeta.testing.novaproc import NovaProcess
-from ovnmeta.testing.vm import FakeBaremetal, FakeVM
+from ovnmeta.core import naming
+from ovnmeta_testing import neutron
+from ovnmeta_testing.agentproc import namespaces, wait_until
+from ovnmeta_testing.novaproc import NovaProcess
+from ovnmeta_testing.vm import FakeBaremetal, FakeVM
 
 SECRET = "external-secret"
 URL = "http://169.254.169.254/openstack/latest/meta_data.json"

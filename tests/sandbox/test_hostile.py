@@ -8,7 +8,7 @@ import json
 
 
 def test_hostile_vm_harms_no_one(sandbox, tmp_path) -> None:
-    from ovnmeta.testing import hostile
+    from ovnmeta_testing import hostile
     r = hostile.run(sandbox, tmp_path, requests=4000, flood_seconds=3, baseline_seconds=3,
                     slow=20)
     print(json.dumps(r))

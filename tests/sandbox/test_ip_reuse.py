@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from ovnmeta.testing import neutron
-from ovnmeta.testing.agentproc import wait_until
-from ovnmeta.testing.novaproc import NovaProcess
-from ovnmeta.testing.vm import FakeVM
+from ovnmeta_testing import neutron
+from ovnmeta_testing.agentproc import wait_until
+from ovnmeta_testing.novaproc import NovaProcess
+from ovnmeta_testing.vm import FakeVM
 
 SECRET = "reuse-secret"
 URL = "http://169.254.169.254/openstack/latest/meta_data.json"

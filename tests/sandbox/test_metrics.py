@@ -12,8 +12,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ovnmeta.testing.sandbox import _free_port, wait_until
-from ovnmeta.testing.sbmodes import URL, Cloud
+from ovnmeta_testing.sandbox import _free_port, wait_until
+from ovnmeta_testing.sbmodes import URL, Cloud
 
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from ovnmeta.netns import entered
+from ovnmeta.host.netns import entered
 
 NAMES = ("omtest-thr-a", "omtest-thr-b")
 

@@ -12,23 +12,23 @@ import time
 
 import pytest
 
-from ovnmeta import netns
-from ovnmeta.testing.agentproc import wait_until
-from ovnmeta.testing.prober import Prober
-from ovnmeta.testing.sandbox import _free_port
+from ovnmeta.host import netns
+from ovnmeta_testing.agentproc import wait_until
+from ovnmeta_testing.prober import Prober
+from ovnmeta_testing.sandbox import _free_port
 
 URL = "http://169.254.169.254/openstack/latest/meta_data.json"
 TIMEOUT = 3  # [metadata] nova_metadata_timeout
 
 
 class Nova:
-    """ovnmeta.testing.faultynova as a process; restartable in another mode."""
+    """ovnmeta_testing.faultynova as a process; restartable in another mode."""
 
     def __init__(self, port: int) -> None:
         self.port, self.proc = port, None
 
     def start(self, mode: str = "ok", slow: dict[str, float] | None = None) -> Nova:
-        argv = [sys.executable, "-m", "ovnmeta.testing.faultynova", "--port", str(self.port),
+        argv = [sys.executable, "-m", "ovnmeta_testing.faultynova", "--port", str(self.port),
                 "--mode", mode]
         argv += [a for k, v in (slow or {}).items() for a in ("--slow", f"{k}={v}")]
         self.proc = subprocess.Popen(argv)

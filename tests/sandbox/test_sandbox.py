@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from ovnmeta.testing.sandbox import Sandbox, alive
+from ovnmeta_testing.sandbox import Sandbox, alive
 
 SERVER = (
     "import socket,sys\n"

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from ovnmeta import naming
-from ovnmeta.testing import neutron
-from ovnmeta.testing.agentproc import namespaces
-from ovnmeta.testing.sandbox import SandboxError, wait_until
-from ovnmeta.testing.sbmodes import Cloud, served, swapped
+from ovnmeta.core import naming
+from ovnmeta_testing import neutron
+from ovnmeta_testing.agentproc import namespaces
+from ovnmeta_testing.sandbox import SandboxError, wait_until
+from ovnmeta_testing.sbmodes import Cloud, served, swapped
 
 ROOT = Path(os.environ.get("OVNMETA_TEST_SANDBOX_DIR", "/tmp/ovnmeta-test-sandbox") + "-raft")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ovnmeta.testing.sbmodes import Cloud, swapped
+from ovnmeta_testing.sbmodes import Cloud, swapped
 
 ROOT = Path(os.environ.get("OVNMETA_TEST_SANDBOX_DIR", "/tmp/ovnmeta-test-sandbox") + "-relay")
 

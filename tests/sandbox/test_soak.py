@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from ovnmeta.testing import soak
+from ovnmeta_testing import soak
 
 
 def test_two_minutes_of_churn(sandbox) -> None:

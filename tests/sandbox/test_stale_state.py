@@ -8,8 +8,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from ovnmeta import naming
-from ovnmeta.testing.agentproc import alive
+from ovnmeta.core import naming
+from ovnmeta_testing.agentproc import alive
 
 from test_agent import echo, wait_served  # noqa: F401 (echo is a fixture)
 

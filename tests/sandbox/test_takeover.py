@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from ovnmeta import naming, registration
-from ovnmeta.testing import neutron
-from ovnmeta.testing.agentproc import namespaces, wait_until, write_config
-from ovnmeta.testing.neutron_agent import FakeNeutronAgent
-from ovnmeta.testing.neutron_host import NeutronMetadata, veth_names
-from ovnmeta.testing.novaproc import NovaProcess
-from ovnmeta.testing.prober import Prober
+from ovnmeta.core import naming, registration
+from ovnmeta_testing import neutron
+from ovnmeta_testing.agentproc import namespaces, wait_until, write_config
+from ovnmeta_testing.neutron_agent import FakeNeutronAgent
+from ovnmeta_testing.neutron_host import NeutronMetadata, veth_names
+from ovnmeta_testing.novaproc import NovaProcess
+from ovnmeta_testing.prober import Prober
 
 SECRET = "takeover-secret"
 MAX_GAP = 1.0

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from oslo_config import cfg
 
-from ovnmeta import config
+from ovnmeta.agent import config
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "etc" / "ovnmeta-agent.ini.sample"

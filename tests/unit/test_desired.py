@@ -1,8 +1,8 @@
 import pytest
 
-from ovnmeta.desired import addresses_with_prefix, desired_networks, parse_mac_column
-from ovnmeta.model import METADATA_V4, METADATA_V6, PortRecord, SbSnapshot
-from ovnmeta.portindex import PortIndex
+from ovnmeta.core.desired import addresses_with_prefix, desired_networks, parse_mac_column
+from ovnmeta.core.model import METADATA_V4, METADATA_V6, PortRecord, SbSnapshot
+from ovnmeta.core.portindex import PortIndex
 
 MD_MAC = "fa:16:3e:00:00:02"
 

@@ -3,10 +3,10 @@
 import ipaddress
 import stat
 
-from ovnmeta import directpath
-from ovnmeta.model import PortRecord
-from ovnmeta.portindex import PortIndex, mac_from_link_local
-from ovnmeta.signing import sign_instance_id
+from ovnmeta.haproxy import maps as directpath
+from ovnmeta.core.model import PortRecord
+from ovnmeta.core.portindex import PortIndex, mac_from_link_local
+from ovnmeta.core.signing import sign_instance_id
 
 
 def vm(name: str, net: str, mac: str, *ips: str, device: str | None = None,

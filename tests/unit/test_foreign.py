@@ -1,8 +1,8 @@
 """Which files of a foreign process the takeover may delete, and haproxy command lines."""
 
-from ovnmeta import foreign
-from ovnmeta.model import ForeignProcess
-from ovnmeta.netns import _proc_net_key
+from ovnmeta.host import foreign
+from ovnmeta.core.model import ForeignProcess
+from ovnmeta.host.netns import _proc_net_key
 
 NET = "4649d6ed-5218-4d31-a646-0f830ed04392"
 

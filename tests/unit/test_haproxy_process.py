@@ -8,9 +8,11 @@ import urllib.request
 
 import pytest
 
-from ovnmeta.haproxy import (Frontend, HaproxyManager, Settings, _Process, frontends_only,
-                             parse_master_proc)
-from ovnmeta.testing.sandbox import _free_port, alive, wait_until
+from ovnmeta.haproxy.manager import HaproxyManager
+from ovnmeta.haproxy.process import Process, parse_master_proc
+from ovnmeta.haproxy.render import frontends_only
+from ovnmeta.haproxy.settings import Frontend, Settings
+from ovnmeta_testing.sandbox import _free_port, alive, wait_until
 
 pytestmark = pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy not installed")
 
@@ -29,7 +31,7 @@ frontend f
 
 
 def test_an_empty_pidfile_during_a_reload_does_not_hide_the_running_master(tmp_path) -> None:
-    proc = _Process("haproxy", tmp_path / "t.cfg", tmp_path / "t.pid", master_worker=True)
+    proc = Process("haproxy", tmp_path / "t.cfg", tmp_path / "t.pid", master_worker=True)
     proc.write(CFG.format(stats=tmp_path / "t.stats", port=_free_port()))
     proc.start()
     try:
@@ -84,8 +86,8 @@ def test_a_frontend_only_change_is_not_validated_first_and_a_bad_one_is_rolled_b
     manager = HaproxyManager("shared", tmp_path / "run", Settings(socket="/nonexistent"),
                              template_dir=str(templates))
     validated = []
-    real_validate = _Process.validate
-    monkeypatch.setattr(_Process, "validate",
+    real_validate = Process.validate
+    monkeypatch.setattr(Process, "validate",
                         lambda self, path: (validated.append(path), real_validate(self, path)))
     ports = [_free_port(), _free_port()]
     a, b = (Frontend(n, str(p), "x", False) for n, p in zip("ab", ports))
@@ -124,10 +126,10 @@ def _serves(port: int, body: str) -> bool:
         return False
 
 
-def _started_master(tmp_path) -> tuple[_Process, int]:
+def _started_master(tmp_path) -> tuple[Process, int]:
     """A running master-worker haproxy, its new config written (one more frontend, on the
     port returned) but not loaded yet."""
-    proc = _Process("haproxy", tmp_path / "t.cfg", tmp_path / "t.pid", master_worker=True)
+    proc = Process("haproxy", tmp_path / "t.cfg", tmp_path / "t.pid", master_worker=True)
     ports = [_free_port(), _free_port()]
     proc.write(CFG.format(stats=tmp_path / "t.stats", port=ports[0]))
     proc.start()

@@ -1,12 +1,6 @@
-import os
-import shutil
-import subprocess
-
-import pytest
-
-from ovnmeta.nova import NovaEndpoint
-from ovnmeta.haproxy import (BUNDLED_TEMPLATES, ERROR_FILES, Direct, Frontend, RateLimit,
-                             Settings, error_file_text, render, renderer)
+from ovnmeta.core.model import NovaEndpoint
+from ovnmeta.haproxy.render import BUNDLED_TEMPLATES, render, renderer
+from ovnmeta.haproxy.settings import Direct, Frontend, RateLimit, Settings
 
 TEMPLATE = renderer(BUNDLED_TEMPLATES)
 SETTINGS = Settings(socket="/run/ovnmeta/metadata_proxy")
@@ -42,40 +36,6 @@ def test_user_group_and_stats_socket() -> None:
                                                      group="nogroup"), stats_socket="/x.sock")
     assert "user nobody" in text and "group nogroup" in text
     assert "stats socket /x.sock mode 600 level admin expose-fd listeners" in text
-
-
-@pytest.mark.skipif(not shutil.which("haproxy") or os.geteuid() != 0,
-                    reason="needs haproxy and root (haproxy -c opens the namespaces)")
-def test_rendered_config_is_accepted_by_haproxy(tmp_path) -> None:
-    names = ["omunit-a", "omunit-b"]
-    fronts = [Frontend(n, n, "lo", True) for n in names]
-    for n in names:
-        subprocess.run(["ip", "netns", "add", n], check=True)
-    try:
-        cfg = tmp_path / "h.cfg"
-        (tmp_path / "maps").mkdir()
-        for n in names:
-            (tmp_path / "maps" / f"{n}.map").write_text("10.0.0.5 i|p|s\nfe80::1 i|p|s\n")
-        for code, (status, reason, body) in ERROR_FILES.items():
-            (tmp_path / f"nova-{code}.http").write_text(error_file_text(status, reason, body))
-        direct = Direct.for_nova(str(tmp_path / "ready.sock"), NovaEndpoint(
-            hosts=("127.0.0.1", "::1", "nova.invalid"), port=8775, timeout=2.5))
-        for settings in (SETTINGS, Settings(socket="/s", log_target="127.0.0.1:514",
-                                            user="nobody", group="nogroup",
-                                            rate_limit=RateLimit(ip_versions=(4, 6))),
-                         Settings(socket="/s", direct=direct,
-                                  rate_limit=RateLimit(ip_versions=(4, 6)))):
-            cfg.write_text(render(TEMPLATE, fronts, settings, state_dir=tmp_path))
-            proc = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True,
-                                  text=True)
-            assert proc.returncode == 0, proc.stderr
-        cfg.write_text(render(TEMPLATE, fronts + frontends("missing"), SETTINGS))
-        proc = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
-        assert proc.returncode != 0
-        assert "ovnmeta-missing" in proc.stderr
-    finally:
-        for n in names:
-            subprocess.run(["ip", "netns", "del", n])
 
 
 def test_global_maxconn_does_not_grow_with_networks() -> None:

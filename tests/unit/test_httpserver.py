@@ -7,9 +7,9 @@ import asyncio
 import logging
 import re
 
-from ovnmeta import httpserver
-from ovnmeta.httpserver import Request, Response, Server
-from ovnmeta.testing.loopback import serving
+from ovnmeta.proxy import httpserver
+from ovnmeta.proxy.httpserver import Request, Response, Server
+from ovnmeta_testing.loopback import serving
 
 
 async def _echo(request: Request) -> Response:
@@ -103,7 +103,7 @@ def test_starting_keeps_the_queue_that_built_up_before_it(tmp_path) -> None:
     the next connect would fail, and haproxy answer 503."""
     import socket
 
-    from ovnmeta.listener import bind_socket
+    from ovnmeta.agent.listener import bind_socket
 
     async def run() -> list[str]:
         path = str(tmp_path / "s")

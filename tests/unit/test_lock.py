@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
-from ovnmeta.lock import AgentLock, AlreadyRunning
+from ovnmeta.host.lock import AgentLock, AlreadyRunning
 
-HOLD = ("import sys, time; from ovnmeta.lock import AgentLock; "
+HOLD = ("import sys, time; from ovnmeta.host.lock import AgentLock; "
         "AgentLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(30)")
 
 

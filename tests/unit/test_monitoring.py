@@ -15,7 +15,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from ovnmeta import metrics, sdnotify
+from ovnmeta.agent import sdnotify
+from ovnmeta.proxy import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 METRIC = re.compile(r"\b(ovnmeta_[a-z0-9_]+)")
@@ -44,7 +45,7 @@ def scrape(state=STATE, stats=STATS) -> dict[str, list]:
 
 
 def metrics_parse(stats: str):
-    from ovnmeta.haproxy import parse_frontend_stats
+    from ovnmeta.haproxy.runtime import parse_frontend_stats
     return parse_frontend_stats(stats)
 
 

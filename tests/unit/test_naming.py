@@ -1,4 +1,4 @@
-from ovnmeta import naming
+from ovnmeta.core import naming
 
 
 def test_neutron_switch_gives_network_uuid() -> None:
@@ -24,3 +24,11 @@ def test_namespace_round_trip() -> None:
     assert ns == "ovnmeta-abc"
     assert naming.network_from_namespace(ns) == "abc"
     assert naming.network_from_namespace("qdhcp-abc") is None
+
+
+def test_outer_devices_are_recognised_by_their_whole_shape() -> None:
+    assert naming.is_outer_device(naming.outer_device("net-1"))
+    assert not naming.is_outer_device(naming.inner_device("net-1"))
+    for other in ("omt", "omto", "omtxxxxxxxxxxo", "omt0123456789ao", "tap0123456789o",
+                  "br-int", "omt0123456789o"[:-1]):
+        assert not naming.is_outer_device(other), other

@@ -1,6 +1,6 @@
 """Recognising neutron's running agents, and whether they still provision metadata."""
 
-from ovnmeta import foreign
+from ovnmeta.host import foreign
 
 
 def test_agent_name_from_program_or_script() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from oslo_config import cfg
 
-from ovnmeta import config
+from ovnmeta.agent import config
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 INI = DATA / "neutron_ovn_metadata_agent.ini"

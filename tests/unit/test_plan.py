@@ -1,7 +1,7 @@
 import dataclasses
 
-from ovnmeta import plan
-from ovnmeta.model import METADATA_V4, ActualNetwork, ForeignProcess, LinkState, NetworkSpec
+from ovnmeta.core import plan
+from ovnmeta.core.model import METADATA_V4, ActualNetwork, ForeignProcess, LinkState, NetworkSpec
 
 SPEC = NetworkSpec(network_id="n1", namespace="ovnmeta-n1", outer="omto", inner="omti",
                    iface_id="md1", mac="fa:16:3e:00:00:02",

@@ -4,9 +4,9 @@ import ipaddress
 
 import pytest
 
-from ovnmeta.model import PortRecord
-from ovnmeta.portindex import BadAddress, PortIndex, mac_from_link_local
-from ovnmeta.signing import sign_instance_id, signature_valid
+from ovnmeta.core.model import PortRecord
+from ovnmeta.core.portindex import BadAddress, PortIndex, mac_from_link_local
+from ovnmeta.core.signing import sign_instance_id, signature_valid
 
 
 def vm(name: str, net: str, mac: str, *ips: str, here: bool = True, type_: str = "",

@@ -14,11 +14,12 @@ from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ovnmeta import proxy
-from ovnmeta.model import PortRecord, SbSnapshot
-from ovnmeta.nova import NovaClient, NovaEndpoint
-from ovnmeta.portindex import BadAddress, PortIndex
-from ovnmeta.testing.loopback import serving
+from ovnmeta.proxy import handler as proxy
+from ovnmeta.core.model import PortRecord, SbSnapshot
+from ovnmeta.core.model import NovaEndpoint
+from ovnmeta.proxy.nova import NovaClient
+from ovnmeta.core.portindex import BadAddress, PortIndex
+from ovnmeta_testing.loopback import serving
 
 NETS = ("net-1", "net-2")
 PORTS = tuple(

@@ -9,10 +9,12 @@ import logging
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
-from ovnmeta import novaserver, proxy
-from ovnmeta.model import PortRecord, SbSnapshot
-from ovnmeta.nova import NovaClient, NovaEndpoint
-from ovnmeta.testing.loopback import serving
+from ovnmeta.proxy import handler as proxy
+from ovnmeta_testing import novaserver
+from ovnmeta.core.model import PortRecord, SbSnapshot
+from ovnmeta.core.model import NovaEndpoint
+from ovnmeta.proxy.nova import NovaClient
+from ovnmeta_testing.loopback import serving
 
 SECRET = "s3cret"
 NET = "net-1"
@@ -113,10 +115,10 @@ def test_malformed_requests_are_400(caplog) -> None:
 def test_unknown_vm_is_404_with_one_log_line(caplog) -> None:
     async def scenario(http, base, nova):
         return await get(http, base, "/", hdrs("10.0.0.99"))
-    with caplog.at_level(logging.INFO, logger="ovnmeta.proxy"):
+    with caplog.at_level(logging.INFO, logger="ovnmeta.proxy.handler"):
         status, body, _ = run(scenario)
     assert status == 404 and b"10.0.0.99" in body
-    lines = [r for r in caplog.records if r.name == "ovnmeta.proxy"]
+    lines = [r for r in caplog.records if r.name == "ovnmeta.proxy.handler"]
     assert len(lines) == 1 and "10.0.0.99" in lines[0].getMessage()
     assert not any(r.exc_info for r in caplog.records)
 
@@ -168,7 +170,7 @@ def test_nova_server_rejects_unsigned_and_missing_headers() -> None:
 def test_failure_kinds_and_throttled_logging(caplog) -> None:
     import errno
 
-    from ovnmeta.nova import InvalidHttp, Throttle, failure_kind
+    from ovnmeta.proxy.nova import InvalidHttp, Throttle, failure_kind
     assert failure_kind(ConnectionResetError()) == "reset"
     assert failure_kind(OSError(errno.ECONNRESET, "reset")) == "reset"
     assert failure_kind(ConnectionRefusedError()) == "refused"

@@ -10,9 +10,10 @@ import logging
 
 import pytest
 
-from ovnmeta import naming, reconcile
-from ovnmeta.model import LinkState, PortRecord, SbSnapshot
-from ovnmeta.ovs import ChassisConfig
+from ovnmeta.agent import reconcile
+from ovnmeta.core import naming
+from ovnmeta.core.model import LinkState, PortRecord, SbSnapshot
+from ovnmeta.ovsdb.ovs import ChassisConfig
 
 MD_MAC = "fa:16:3e:00:00:02"
 

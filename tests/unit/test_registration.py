@@ -2,7 +2,7 @@
 
 import pytest
 
-from ovnmeta import registration as reg
+from ovnmeta.core import registration as reg
 
 
 @pytest.mark.parametrize("system_id, metadata_id, ovn_agent_id", [

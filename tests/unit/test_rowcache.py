@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 from ovs.db import idl
 
-from ovnmeta.rowcache import RowCache
+from ovnmeta.ovsdb.rowcache import RowCache
 
 
 def row(table: str, uuid: str, name: str):

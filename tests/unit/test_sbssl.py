@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from ovnmeta import sbssl
+from ovnmeta.ovsdb import sbssl
 
 
 def _ca(d, name: str):

@@ -13,8 +13,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from ovnmeta import listener
-from ovnmeta.nova import NovaClient, NovaEndpoint, NovaUnavailable
+from ovnmeta.agent import listener
+from ovnmeta.core.model import NovaEndpoint
+from ovnmeta.proxy.nova import NovaClient, NovaUnavailable
 
 
 def test_socket_mode_follows_neutron_semantics() -> None:
@@ -97,7 +98,7 @@ def test_https_rejects_an_unknown_ca_unless_insecure(certs) -> None:
 def test_peer_policy_admits_root_the_agent_and_haproxys_user_and_group() -> None:
     import pwd
 
-    from ovnmeta.peers import Peer, PeerPolicy
+    from ovnmeta.proxy.peers import Peer, PeerPolicy
     nobody = pwd.getpwnam("nobody")
     policy = PeerPolicy.for_haproxy()
     assert policy.allows(Peer(1, 0, 0)) and policy.allows(Peer(1, os.geteuid(), 12345))

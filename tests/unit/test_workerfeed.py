@@ -8,8 +8,8 @@ import socket
 
 import pytest
 
-from ovnmeta import workerfeed
-from ovnmeta.model import PortRecord, SbSnapshot
+from ovnmeta.agent import workerfeed
+from ovnmeta.core.model import PortRecord, SbSnapshot
 
 SNAP = SbSnapshot(chassis="ch-1", ports=(
     PortRecord("vm-a", "", "net-1", ("fa:16:3e:00:00:01 10.0.0.5 fd00::5",),
@@ -80,7 +80,7 @@ def test_a_worker_loads_no_ovsdb_client() -> None:
     """The point of the feed: a worker's memory holds no IDL, nor the code for one."""
     import subprocess
     import sys
-    probe = ("import sys, ovnmeta.workers; print(sorted({m.split('.')[0] for m in sys.modules}"
+    probe = ("import sys, ovnmeta.agent.workers; print(sorted({m.split('.')[0] for m in sys.modules}"
              " & {'ovs', 'ovsdbapp', 'pyroute2', 'aiohttp', 'jinja2'}))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True).stdout

@@ -11,10 +11,11 @@ import time
 
 import pytest
 
-from ovnmeta import config, procs, workerfeed
-from ovnmeta.listener import bind_socket
-from ovnmeta.model import PortRecord, SbSnapshot
-from ovnmeta.workers import WorkerPool, Zygote
+from ovnmeta.agent import config, workerfeed
+from ovnmeta.host import procs
+from ovnmeta.agent.listener import bind_socket
+from ovnmeta.core.model import PortRecord, SbSnapshot
+from ovnmeta.agent.workers import WorkerPool, Zygote
 
 NET = "11111111-2222-3333-4444-555555555555"
 SNAP = SbSnapshot(chassis="ch", ports=(

@@ -1,0 +1,129 @@
+"""Keeps the metadata socket listening whatever happens to the agent, so no request fails.
+
+A small keeper process holds a duplicate of the listening socket for as long as agents come
+back for it. When the agent stops, crashes, or is killed (SIGKILL, OOM), the socket stays
+open and listening: haproxy's connections wait in its backlog, and requests the dead agent
+had accepted are retried by haproxy (`retry-on empty-response`) into that backlog. The next
+agent collects the very same socket from the keeper. The keeper never reads a request; it
+exits when told to (`ovnmeta cleanup`) or when no agent has been alive for KEEP_SECONDS.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+from ovnmeta.host import procs
+
+KEEP_SECONDS = 60.0
+FETCH, PING, RELEASE = b"f", b"p", b"x"
+
+
+def control_path(socket_path: str) -> str:
+    return socket_path + ".handoff"
+
+
+def _ask(socket_path: str, command: bytes, timeout: float = 2.0) -> list[int] | None:
+    ctl = control_path(socket_path)
+    if not os.path.exists(ctl):
+        return None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout)
+            conn.connect(ctl)
+            conn.sendall(command)
+            _, fds, _, _ = socket.recv_fds(conn, 16, 1)
+    except OSError:
+        return None
+    return fds
+
+
+def collect(socket_path: str) -> socket.socket | None:
+    """The listening socket a keeper holds, or None when there is no keeper."""
+    fds = _ask(socket_path, FETCH)
+    return socket.socket(fileno=fds[0]) if fds else None
+
+
+def alive(socket_path: str) -> bool:
+    """A keeper answers for this socket."""
+    return _ask(socket_path, PING) is not None
+
+
+def release(socket_path: str) -> bool:
+    """Tell the keeper to close its copy and exit; True if one was there."""
+    return _ask(socket_path, RELEASE) is not None
+
+
+def start(sock: socket.socket, socket_path: str, timeout: float = 5.0) -> bool:
+    """Start a keeper holding sock, owned by this process; True once it answers."""
+    ctl = control_path(socket_path)
+    if os.path.exists(ctl):
+        os.unlink(ctl)
+    fd = sock.fileno()
+    subprocess.Popen([sys.executable, "-m", "ovnmeta.agent.handoff", str(fd), ctl,
+                      str(os.getpid()), str(KEEP_SECONDS)], pass_fds=[fd],
+                     start_new_session=True, stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(ctl):
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def _peer_pid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[0]
+
+
+def _keep(fd: int, ctl: str, owner: int, seconds: float) -> None:
+    """Serve duplicates of fd to whoever asks; the last one to ask is the owner."""
+    tmp = f"{ctl}.{os.getpid()}"
+    orphaned_since: float | None = None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(tmp)
+        os.chmod(tmp, 0o600)
+        server.listen(8)
+        os.replace(tmp, ctl)
+        mine = os.stat(ctl).st_ino
+        server.settimeout(1.0)
+        while True:
+            if procs.running(owner):
+                orphaned_since = None
+            elif orphaned_since is None:
+                orphaned_since = time.monotonic()
+            elif time.monotonic() - orphaned_since > seconds:
+                break  # nobody came back: connections are refused from now on
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            with conn:
+                try:
+                    conn.settimeout(2.0)
+                    command = conn.recv(1)
+                    if command in (RELEASE, PING):
+                        socket.send_fds(conn, [command], [])
+                        if command == RELEASE:
+                            break
+                        continue
+                    socket.send_fds(conn, [b"s"], [fd])
+                    owner, orphaned_since = _peer_pid(conn), None
+                except OSError:
+                    continue
+        try:
+            if os.stat(ctl).st_ino == mine:  # not a newer keeper's
+                os.unlink(ctl)
+        except FileNotFoundError:
+            pass
+
+
+if __name__ == "__main__":
+    _keep(int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))

@@ -1,0 +1,90 @@
+"""`ovnmeta-agent`'s entry point: config, lock and metadata socket first, the rest after.
+
+Loading the whole agent (aiohttp, ovsdbapp, pyroute2) takes about 0.4 s; the socket is
+listening before that, so requests haproxy sends meanwhile wait in its backlog.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+from oslo_config import cfg
+
+from ovnmeta.agent import config, listener, logs
+from ovnmeta.host.lock import AgentLock, AlreadyRunning
+
+LOG = logging.getLogger("ovnmeta.agent.daemon")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        conf = config.load(sys.argv[1:] if argv is None else argv, prog="ovnmeta-agent")
+    except cfg.Error as exc:
+        print(f"ovnmeta-agent: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(conf)
+    lock = AgentLock(Path(conf.lock_path))
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        LOG.error("%s", exc)
+        return 1
+    LOG.info("ovnmeta-agent starting (pid lock %s)", lock.path)
+    if conf.metadata_workers > 1:
+        _multiprocess_metrics(Path(conf.state_path) / "metrics")
+    try:
+        sock = listener.listen(conf)
+        LOG.info("listening on %s", conf.metadata_proxy_socket)
+        zygote = _zygote(conf, sock, lock) if conf.metadata_workers > 1 else None
+        return _run(conf, sock, zygote)
+    finally:
+        lock.release()
+
+
+def _multiprocess_metrics(directory: Path) -> None:
+    """Workers' metrics go to files the endpoint sums; set before prometheus_client loads
+    (in this process and, inherited, in the workers). Counters restart with the agent."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
+def _zygote(conf: cfg.ConfigOpts, sock, lock: AgentLock):
+    """The workers' zygote, forked before the agent loads what only it needs (ovsdbapp,
+    pyroute2, jinja2, aiohttp) and before any thread: workers share what the zygote loaded,
+    and the agent's later work does not unshare pages of a heap that big."""
+    from ovnmeta.agent.workers import Zygote
+    zygote = Zygote(conf, sock, drop_fds=(lock.fd,) if lock.fd is not None else ())
+    zygote.start()
+    return zygote
+
+
+def _run(conf: cfg.ConfigOpts, sock, zygote) -> int:
+    from ovnmeta.proxy import eventloop
+    from ovnmeta.agent.daemon import Agent
+    from ovnmeta.host.procs import become_subreaper
+
+    logs.reapply_levels(conf)
+    become_subreaper()
+    agent = Agent(conf, sock)
+    agent.zygote = zygote
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: agent.stop.set())
+    try:
+        agent.start()
+        eventloop.run(agent.serve())
+    except SystemExit:
+        pass
+    finally:
+        LOG.info("ovnmeta-agent stopping; namespaces and haproxy stay for the next agent")
+        agent.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

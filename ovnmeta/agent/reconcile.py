@@ -1,0 +1,469 @@
+"""The reconciler: one loop that makes the host match what the SB says, network by network.
+
+Events only mark networks dirty. Each pass reads the current SB snapshot and the host's
+actual state, plans the difference (ovnmeta.core.plan) and executes it; failures are retried with
+backoff. A missed event, a hand-deleted namespace or a restart all converge the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ovnmeta.core import naming, plan
+from ovnmeta.host import foreign, netns, procs
+from ovnmeta.core.desired import Problem, desired_networks
+from ovnmeta.haproxy.manager import HaproxyManager
+from ovnmeta.haproxy.settings import Frontend
+from ovnmeta.core.model import METADATA_V4, ActualNetwork, ForeignProcess, NetworkSpec
+from ovnmeta.ovsdb.ovs import ChassisConfig, LocalOvs
+from ovnmeta.ovsdb.sbview import SbView
+
+LOG = logging.getLogger(__name__)
+DEBOUNCE = 0.005      # collect a burst of events into one pass
+HOST_CHECK = 1.0      # an idle pass this often finds hand-deleted namespaces, dead haproxy
+TAKEOVER_POLL = 0.05  # while another agent's leftovers are being replaced...
+TAKEOVER_FAST = 15.0  # ...for this long; one that takes longer is looked at every HOST_CHECK
+AGENT_POLL = 0.2      # while neutron's agent still runs: how often to look for it again
+# A takeover swaps this many networks' ports per OVS transaction: one transaction for all
+# makes the last network wait for every other's switch after it (seconds at 200 networks);
+# one per network reconfigures vswitchd so often that the whole bridge's traffic stalls.
+SWAP_CHUNK = 10
+MAX_BACKOFF = 30.0
+
+
+@dataclass
+class _Backoff:
+    failures: int = 0
+    retry_at: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class _OvsBatch:
+    plug: dict[str, NetworkSpec] = field(default_factory=dict)
+    replaces: tuple[str, ...] = ()     # other agents' ports our plugs replace
+    then: dict[str, tuple[plan.Step, ...]] = field(default_factory=dict)  # after the commit
+    unplug: list[str] = field(default_factory=list)
+    changed: int = 0
+
+
+@dataclass
+class _HostView:
+    """What one pass read of the host, shared by the networks it converges."""
+    plugged: dict[str, str]                       # our devices -> iface-id
+    others: dict[str, tuple[str, bool]]           # other OVS interfaces -> (iface-id, VM's)
+    processes: dict[str, list[ForeignProcess]]    # namespace -> processes inside it
+    _by_iface: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, (iface_id, _) in self.others.items():
+            if iface_id:
+                self._by_iface.setdefault(iface_id, []).append(name)
+
+    def foreign_ovs(self, net: str, spec: NetworkSpec | None) -> tuple[str, ...]:
+        """Other agents' ports for this network: the localport's iface-id on a port not
+        ours, or neutron's device name on a port that is not a VM's."""
+        found = set(self._by_iface.get(spec.iface_id, ())) if spec else set()
+        neutron_outer = naming.neutron_veth(net)[0]
+        iface_id, is_vm = self.others.get(neutron_outer, ("", True))
+        if not is_vm and (spec is None or iface_id in ("", spec.iface_id)):
+            found.add(neutron_outer)
+        return tuple(sorted(found))
+
+
+@dataclass
+class ReconcileStatus:
+    """What the last pass saw and did, for `ovnmeta status`."""
+    time: float = 0.0
+    duration: float = 0.0
+    networks: dict[str, dict] = field(default_factory=dict)
+    problems: list[dict] = field(default_factory=list)
+    haproxy: dict = field(default_factory=dict)
+
+
+class Reconciler:
+    def __init__(self, sb: SbView, ovs: LocalOvs, chassis: ChassisConfig,
+                 haproxy: HaproxyManager, resync_interval: float = 60.0,
+                 cidrs_key: str = "neutron:cidrs") -> None:
+        self.sb, self.ovs, self.chassis, self.haproxy = sb, ovs, chassis, haproxy
+        self.resync_interval = resync_interval
+        self.cidrs_key = cidrs_key
+        self._cond = threading.Condition()
+        self._dirty: set[str] = set()
+        self._all_dirty = True
+        self._backoff: dict[str, _Backoff] = {}
+        self._ready: set[str] = set()
+        self._recreated: set[str] = set()
+        self._problems: set[Problem] = set()
+        self._last_full = 0.0
+        self._last_host_check = 0.0
+        self._stopper = foreign.Stopper()
+        self._taking_over: set[str] = set()
+        self._iface_ids: frozenset[str] = frozenset()
+        self._takeover_since: float | None = None
+        # neutron's agents still running here: the host is theirs until they are gone. Only
+        # looked for until the first time none runs (a start while they run is the swap).
+        self.waiting_for: list[foreign.NeutronAgent] | None = None
+        self.passes = 0
+        self.failures = 0     # network changes that failed, for the metrics
+        self.status = ReconcileStatus()
+
+    def backoff_count(self) -> int:
+        """Networks whose last change failed and wait for their retry."""
+        return sum(1 for b in self._backoff.values() if b.failures)
+
+    # -- marking work (any thread) -------------------------------------------
+    def mark(self, networks: set[str] | None) -> None:
+        """Networks to look at again; None means all of them."""
+        with self._cond:
+            if networks is None:
+                self._all_dirty = True
+            else:
+                self._dirty |= networks
+            self._cond.notify()
+
+    def mark_all(self) -> None:
+        self.mark(None)
+
+    # -- the loop -------------------------------------------------------------
+    def run(self, stop: threading.Event, on_pass: Callable[[], None] = lambda: None) -> None:
+        """Reconcile until stopped; on_pass runs after every pass, even one that waited for
+        the SB (the systemd watchdog: a loop that hangs stops calling it)."""
+        while not stop.is_set():
+            on_pass()
+            with self._cond:
+                if not (self._dirty or self._all_dirty):
+                    self._cond.wait(timeout=self._next_wakeup())
+            if stop.is_set():
+                return
+            time.sleep(DEBOUNCE)
+            try:
+                self.reconcile_once()
+            except Exception:  # never let one bad pass kill the agent
+                LOG.exception("reconcile pass failed; retrying")
+                self.mark_all()
+                stop.wait(1.0)
+
+    def _next_wakeup(self) -> float:
+        now = time.monotonic()
+        deadlines = [self._last_host_check + HOST_CHECK, self._last_full + self.resync_interval]
+        if self.waiting_for:
+            deadlines.append(self._last_host_check + AGENT_POLL)
+        if self._stopper.pending or (self._taking_over and self._takeover_since is not None
+                                     and now - self._takeover_since < TAKEOVER_FAST):
+            deadlines.append(self._last_host_check + TAKEOVER_POLL)
+        deadlines += [b.retry_at for b in self._backoff.values()]
+        return max(0.0, min(deadlines) - now)
+
+    def reconcile_once(self) -> None:
+        """One pass: plan and apply for the networks that need a look, then haproxy."""
+        started = time.monotonic()
+        if not self.sb.settled:
+            LOG.debug("SB view not loaded yet; waiting before touching the host")
+            self._last_host_check = started
+            return
+        if self._other_agent_runs():
+            self._last_host_check = started
+            return
+        with self._cond:
+            full = self._all_dirty or started - self._last_full >= self.resync_interval
+            dirty, self._dirty, self._all_dirty = self._dirty, set(), False
+        snapshot = self.sb.snapshot()
+        iface_ids = self.ovs.iface_ids()
+        desired, problems = desired_networks(snapshot, cidrs_key=self.cidrs_key,
+                                             plugged=iface_ids)
+        present = {naming.network_from_namespace(ns) for ns in netns.list_namespaces()}
+        present.discard(None)
+        # A view we cannot refresh is still the best we have: keep serving it, and remove
+        # nothing until the SB is back.
+        may_delete = self.sb.connected()
+        check = set(dirty)
+        check |= {n for n in desired if n not in present or n not in self._ready}
+        check |= present - desired.keys()
+        check |= {n for n, b in self._backoff.items() if b.retry_at <= started}
+        check |= self._taking_over | self._stopper.poll()
+        # A VM plugged or unplugged here: its network's neighbours are checked, even
+        # while the SB view lags behind.
+        moved = iface_ids ^ self._iface_ids
+        self._iface_ids = iface_ids
+        check |= {p.network_id for p in snapshot.ports if p.logical_port in moved}
+        if full:
+            check |= desired.keys() | present
+            self._last_full = started
+        plugged = self.ovs.plugged()
+        # An OVS event only wakes us: compare what is plugged with what should be.
+        check |= {n for n in self._ready & desired.keys()
+                  if plugged.get(desired[n].outer) != desired[n].iface_id}
+        host = _HostView(plugged, self.ovs.others(), foreign.in_namespaces(
+            {naming.namespace(n): f"{netns.NETNS_DIR}/{naming.namespace(n)}"
+             for n in check & present}))
+        # Another agent's port for a network we serve, wherever it shows up.
+        check |= {n for n in desired if host.foreign_ovs(n, desired[n])}
+        self._taking_over = set()
+        batch = _OvsBatch()
+        for net in sorted(check):
+            if net in self._backoff and self._backoff[net].retry_at > started and not full:
+                continue
+            if net not in desired and not may_delete:
+                continue
+            self._converge(net, desired.get(net), net in present, host, batch)
+            if len(batch.then) >= SWAP_CHUNK:
+                self._flush(batch)
+                batch = _OvsBatch(changed=batch.changed)
+        if may_delete:
+            ours = {naming.outer_device(n) for n in desired.keys() | present}
+            for device in sorted(plugged.keys() - ours - set(batch.unplug)):
+                LOG.info("removing orphan OVS port %s (iface-id %s)", device, plugged[device])
+                batch.unplug.append(device)
+            self._sweep_outers(ours)
+        self._flush(batch)
+
+        if not self._taking_over:
+            self._takeover_since = None
+        elif self._takeover_since is None:
+            self._takeover_since = started
+        self._ready &= desired.keys()
+        # A network whose change failed keeps the frontend haproxy already has for it: its
+        # namespace still answers (one step failing, say at a restart, is no reason to stop
+        # serving it, nor to stop a shared haproxy that serves nothing else).
+        keep = {n for n in desired.keys() - self._ready
+                if n in self._backoff and n in present} & self.haproxy.configured_networks()
+        frontends = [Frontend.for_spec(desired[n]) for n in sorted(self._ready | keep)]
+        errors = self.haproxy.sync(frontends, recreated=self._recreated)
+        self._recreated = set()
+        self._last_host_check = time.monotonic()
+        self.passes += 1
+        if batch.changed:
+            LOG.info("pass %d: %d network(s) changed, %d checked, %d served, in %.3fs",
+                     self.passes, batch.changed, len(check), len(self._ready),
+                     self._last_host_check - started)
+        self._record(desired, problems, errors, started)
+
+    def _other_agent_runs(self) -> bool:
+        """neutron's agent still serves this host: started before it stops (the swap
+        without a gap), the agent serves its haproxies' requests on the socket it took over,
+        and leaves namespaces, veths and haproxies alone until that agent is gone."""
+        if self.waiting_for == []:
+            return False
+        running = [a for a in foreign.neutron_agents() if a.serves_metadata]
+        if running and self.waiting_for is None:
+            LOG.info("%s still runs: serving its haproxies' requests, and taking over its "
+                     "namespaces once it has stopped", ", ".join(map(str, running)))
+        elif not running and self.waiting_for:
+            LOG.info("%s has stopped: taking over the host",
+                     ", ".join(map(str, self.waiting_for)))
+        self.waiting_for = running
+        return bool(running)
+
+    def _sweep_outers(self, ours: set[str]) -> None:
+        """Delete outer ends no network owns.
+
+        Unmounting a namespace destroys its pair only once nothing holds the namespace; an
+        orphaned TCP socket still retransmitting to a deleted VM can hold it for minutes,
+        leaving the outer end behind (and a network that comes back with it half-built).
+        """
+        for dev in sorted(netns.outer_devices() - ours):
+            LOG.info("deleting stray device %s: its namespace is gone", dev)
+            try:
+                netns.delete_outer(dev)
+            except Exception as exc:  # the next pass tries again
+                LOG.warning("deleting stray device %s failed: %s", dev, exc)
+
+    # -- one network ----------------------------------------------------------
+    def _converge(self, net: str, spec: NetworkSpec | None, ns_present: bool,
+                  host: _HostView, batch: _OvsBatch) -> None:
+        step = None
+        try:
+            with netns.batch():
+                actual = self._inspect(net, spec, ns_present, host)
+                if plan.replaceable(actual):
+                    self._taking_over.add(net)
+                steps = [s for s in plan.plan_network(spec, actual, netdev=self.chassis.netdev)
+                         if not (isinstance(s, plan.StopProcess)
+                                 and self._stopper.stopping(s.process.pid))]
+                for step in steps:
+                    self._apply(step, host.plugged, batch)
+                if spec is not None and any(isinstance(s, plan.DelAddress) for s in steps):
+                    self._verify(net, spec)
+        except Exception as exc:
+            self._fail(net, _describe(step) if step else "inspect", exc)
+            return
+        if steps:
+            batch.changed += 1
+            LOG.info("network %s: %s", net, ", ".join(_describe(s) for s in steps))
+        if spec is None:
+            self._ready.discard(net)
+            self._backoff.pop(net, None)
+        elif net not in batch.plug:  # otherwise ready once the batch is plugged
+            self._ready.add(net)
+            self._backoff.pop(net, None)
+
+    def _fail(self, net: str, what: str, exc: Exception) -> None:
+        b = self._backoff.setdefault(net, _Backoff())
+        b.failures += 1
+        self.failures += 1
+        delay = min(MAX_BACKOFF, 0.5 * 2 ** (b.failures - 1))
+        b.retry_at, b.error = time.monotonic() + delay, f"{what}: {type(exc).__name__}: {exc}"
+        self._ready.discard(net)
+        LOG.error("network %s: %s failed (%s: %s); retry %d in %.1fs", net, what,
+                  type(exc).__name__, exc, b.failures, delay)
+
+    def _verify(self, net: str, spec: NetworkSpec) -> None:
+        """Read the addresses back after a deletion, which can take others with it (the
+        kernel drops a subnet's secondaries with its primary): anything still missing is
+        a failure to retry."""
+        assumed = _HostView({spec.outer: spec.iface_id}, {}, {})
+        actual = self._inspect(net, spec, True, assumed)
+        left = plan.plan_network(spec, actual, self.chassis.netdev)
+        if left:
+            raise RuntimeError(f"not converged: {_describe(left[0])} still needed")
+
+    def _inspect(self, net: str, spec: NetworkSpec | None, ns_present: bool,
+                 host: _HostView) -> ActualNetwork:
+        outer = naming.outer_device(net)
+        ns = naming.namespace(net)
+        if ns_present and not netns.is_namespace(ns):
+            LOG.warning("network %s: %s is not a network namespace (a leftover file?); "
+                        "making a new one there", net, ns)
+            ns_present = False
+        inner, links = netns.read_inner(ns, naming.inner_device(net),
+                                        with_csum=self.chassis.netdev) \
+            if ns_present else (None, ())
+        outer_exists, outer_up = netns.read_outer(outer)
+        processes = tuple(host.processes.get(ns, ()))
+        return ActualNetwork(network_id=net, namespace=ns_present, inner=inner,
+                             outer=outer_exists, outer_up=outer_up,
+                             ovs_iface_id=host.plugged.get(outer), foreign_links=links,
+                             foreign_ovs=host.foreign_ovs(net, spec),
+                             foreign_procs=processes,
+                             foreign_tables=netns.read_firewall(ns) if ns_present else (),
+                             served=bool(processes) and self._listens(net))
+
+    def _listens(self, net: str) -> bool:
+        """Our haproxy holds a socket listening on 169.254.169.254:80 in the namespace (a
+        reload binds asynchronously: its return says nothing about that)."""
+        inodes = netns.listening_inodes(naming.namespace(net), METADATA_V4.split("/")[0], 80)
+        if not inodes:
+            return False
+        ours = [p for p in self.haproxy.pids().values() if p]
+        ours += [c for p in list(ours) for c in procs.children(p)]
+        return bool(inodes & procs.socket_inodes(ours))
+
+    def _apply(self, step: plan.Step, plugged: dict[str, str], batch: _OvsBatch) -> None:
+        match step:
+            case plan.CreateNamespace(spec):
+                netns.create_namespace(spec)
+                self._recreated.add(spec.network_id)
+            case plan.CreateVeth(spec):
+                if spec.outer in plugged:
+                    # vswitchd does not reopen a port whose device vanished and came back
+                    # under the same name: replug it from scratch.
+                    self.ovs.unplug([spec.outer])
+                netns.create_veth(spec)
+            case plan.ConfigureInner(spec, csum_off):
+                netns.configure_inner(spec, csum_off)
+            case plan.AddAddress(spec, address):
+                netns.add_address(spec, address)
+            case plan.DelAddress(spec, address):
+                netns.del_address(spec, address)
+            case plan.DeleteNeighbours(spec, ips):
+                netns.delete_neighbours(spec, ips)
+            case plan.AddNeighbours(spec, entries):
+                netns.add_neighbours(spec, entries)
+            case plan.SetOuterUp(spec):
+                netns.set_outer_up(spec)
+            case plan.PlugOvs(spec, replaces, then):
+                batch.plug[spec.network_id] = spec
+                batch.replaces += replaces
+                if then:
+                    batch.then[spec.network_id] = then
+            case plan.DeleteLinks(spec, links):
+                netns.delete_links(spec.namespace, links)
+            case plan.DeleteFirewall(spec, tables):
+                netns.delete_firewall(spec.namespace, tables)
+            case plan.StopProcess(net, process, graceful):
+                if graceful:
+                    netns.migrate_queued_connections(naming.namespace(net))
+                self._stopper.stop(net, process, graceful)
+            case plan.DeleteNetwork(net, foreign_ovs):
+                netns.delete(net)
+                batch.unplug += list(foreign_ovs)
+                if naming.outer_device(net) in plugged:
+                    batch.unplug.append(naming.outer_device(net))
+
+    def _flush(self, batch: _OvsBatch) -> None:
+        """One OVS transaction for every port this pass adds (and the other agents' ports
+        they replace), one for those it removes."""
+        try:
+            self.ovs.unplug(batch.unplug)
+        except Exception as exc:  # the next pass finds them as orphans and tries again
+            LOG.error("removing OVS ports %s failed: %s", batch.unplug, exc)
+        if not batch.plug:
+            return
+        try:
+            self.ovs.plug(self.chassis.bridge,
+                          [(s.outer, s.iface_id) for s in batch.plug.values()],
+                          replaces=batch.replaces)
+            if batch.replaces:
+                LOG.info("OVS ports of ours replaced %s", ", ".join(batch.replaces))
+        except Exception as exc:
+            for net in batch.plug:
+                self._fail(net, "PlugOvs", exc)
+            return
+        for net in batch.plug:
+            self._ready.add(net)
+            self._backoff.pop(net, None)
+        for net, steps in batch.then.items():  # a takeover's switch: their devices go now
+            try:
+                with netns.batch():
+                    for step in steps:
+                        self._apply(step, {}, batch)
+            except Exception as exc:
+                self._fail(net, _describe(step), exc)
+                continue
+            LOG.info("network %s: %s", net, ", ".join(_describe(s) for s in steps))
+
+    # -- status ---------------------------------------------------------------
+    def _record(self, desired: dict[str, NetworkSpec], problems: list[Problem],
+                errors: dict[str, str], started: float) -> None:
+        for p in set(problems) - self._problems:  # once each, not at every pass
+            LOG.warning("network %s not served: %s", p.network_id, p.reason)
+        self._problems = set(problems)
+        status = ReconcileStatus(
+            time=time.time(), duration=time.monotonic() - started,
+            problems=[{"network": p.network_id, "reason": p.reason} for p in problems],
+            haproxy={"mode": self.haproxy.mode, "pids": self.haproxy.pids(), "errors": errors})
+        for net, spec in desired.items():
+            b = self._backoff.get(net)
+            status.networks[net] = {
+                "namespace": spec.namespace, "localport": spec.iface_id, "mac": spec.mac,
+                "addresses": sorted(spec.addresses), "vm_ports": spec.vm_ports,
+                "ready": net in self._ready, "error": b.error if b else "",
+                "haproxy_error": errors.get(net) or errors.get("*", ""),
+            }
+        self.status = status  # served by the control socket (ovnmeta status)
+
+
+def _describe(step: plan.Step) -> str:
+    match step:
+        case plan.AddAddress(_, address) | plan.DelAddress(_, address):
+            return f"{type(step).__name__} {address}"
+        case plan.PlugOvs(spec, replaces):
+            return f"PlugOvs iface-id={spec.iface_id}" + (
+                f" replacing {','.join(replaces)}" if replaces else "")
+        case plan.DeleteNeighbours(_, ips):
+            return f"DeleteNeighbours {','.join(ips)}"
+        case plan.AddNeighbours(_, entries):
+            return f"AddNeighbours {','.join(ip for ip, _ in entries)}"
+        case plan.DeleteLinks(_, links):
+            return f"DeleteLinks {','.join(links)}"
+        case plan.DeleteFirewall(_, tables):
+            return f"DeleteFirewall {','.join(tables)}"
+        case plan.StopProcess(_, process, graceful):
+            return f"StopProcess {process.name} {process.pid}" + (" (soft)" if graceful
+                                                                   else "")
+    return type(step).__name__

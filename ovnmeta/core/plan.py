@@ -1,0 +1,208 @@
+"""The diff: the steps that take one network from what the host has to what is desired.
+
+Pure: the reconciler feeds it records and executes the steps it returns, in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ovnmeta.core.model import ActualNetwork, ForeignProcess, NetworkSpec
+
+# Processes of another agent's that a takeover replaces; any other process found in one
+# of our namespaces is reported, never signalled.
+REPLACEABLE = frozenset({"haproxy"})
+
+
+@dataclass(frozen=True)
+class CreateNamespace:
+    spec: NetworkSpec
+
+
+@dataclass(frozen=True)
+class CreateVeth:
+    """(Re)create the pair; any stale outer end is removed first."""
+    spec: NetworkSpec
+
+
+@dataclass(frozen=True)
+class ConfigureInner:
+    """MAC, MTU, link up and TX checksum off on the namespace end."""
+    spec: NetworkSpec
+    csum_off: bool
+
+
+@dataclass(frozen=True)
+class AddAddress:
+    spec: NetworkSpec
+    address: str
+
+
+@dataclass(frozen=True)
+class DelAddress:
+    spec: NetworkSpec
+    address: str
+
+
+@dataclass(frozen=True)
+class DeleteNeighbours:
+    """Forget neighbours whose MAC is not the SB's for that IP, or that no VM here has any
+    more: the namespace would otherwise answer a VM that got a deleted VM's address at the
+    old MAC until the entry expires (OVN answers the VM's own ARP, so nothing corrects it)."""
+    spec: NetworkSpec
+    ips: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AddNeighbours:
+    """Permanent neighbour entries (IP, MAC) for the VMs served here: see
+    NetworkSpec.neighbours."""
+    spec: NetworkSpec
+    entries: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class SetOuterUp:
+    spec: NetworkSpec
+
+
+@dataclass(frozen=True)
+class PlugOvs:
+    """Plug our outer end with the localport's iface-id, in a transaction shared with the
+    pass's other plugs; `replaces` (another agent's ports for the same localport) are
+    removed in it, so the iface-id never has two ports. Shared, because vswitchd
+    reconfigures a userspace bridge at every transaction: 50 in a row stalled every VM's
+    traffic on the bridge, not only the swapped networks' (the reconciler commits swaps
+    SWAP_CHUNK networks at a time)."""
+    spec: NetworkSpec
+    replaces: tuple[str, ...] = ()
+    then: tuple[Step, ...] = ()   # run once the transaction has committed
+
+
+@dataclass(frozen=True)
+class DeleteLinks:
+    """Delete another agent's devices in the namespace (a veth end takes its peer along)."""
+    spec: NetworkSpec
+    links: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DeleteFirewall:
+    """Delete another agent's nftables tables in the namespace (neutron's iptables CHECKSUM
+    rule for its own veth on a netdev bridge; ours turns TX checksum offload off instead)."""
+    spec: NetworkSpec
+    tables: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StopProcess:
+    """Stop another agent's process in the namespace. `graceful`: our haproxy already
+    serves the network, so theirs finishes its requests and hands queued connections on."""
+    network_id: str
+    process: ForeignProcess
+    graceful: bool
+
+
+@dataclass(frozen=True)
+class DeleteNetwork:
+    network_id: str
+    foreign_ovs: tuple[str, ...] = ()
+
+
+Step = (CreateNamespace | CreateVeth | ConfigureInner | AddAddress | DelAddress | SetOuterUp
+        | DeleteNeighbours | AddNeighbours
+        | PlugOvs | DeleteLinks | DeleteFirewall | StopProcess | DeleteNetwork)
+
+
+def _exists(actual: ActualNetwork | None) -> bool:
+    return actual is not None and (actual.namespace or actual.outer
+                                   or actual.ovs_iface_id is not None or actual.foreign)
+
+
+def replaceable(actual: ActualNetwork) -> bool:
+    """Another agent's leftovers are here that a takeover replaces."""
+    return bool(actual.foreign_links or actual.foreign_ovs or actual.foreign_tables
+                or any(p.name in REPLACEABLE for p in actual.foreign_procs))
+
+
+def _stops(actual: ActualNetwork, graceful: bool) -> list[Step]:
+    return [StopProcess(actual.network_id, p, graceful) for p in actual.foreign_procs
+            if p.name in REPLACEABLE]
+
+
+def plan_network(spec: NetworkSpec | None, actual: ActualNetwork | None,
+                 netdev: bool) -> list[Step]:
+    """Steps for one network; an empty list means it already converged."""
+    if spec is None:
+        if not _exists(actual):
+            return []
+        return _stops(actual, graceful=False) + [DeleteNetwork(actual.network_id,
+                                                               actual.foreign_ovs)]
+    if actual is None or not actual.namespace:
+        return _build(spec, netdev, with_namespace=True,
+                      replaces=actual.foreign_ovs if actual else ())
+    if actual.inner is None or not actual.outer:
+        if actual.foreign_links or actual.foreign_ovs or actual.foreign_tables:
+            return _take_over(spec, actual, netdev)
+        return _build(spec, netdev, with_namespace=False)
+
+    if actual.foreign_ovs:  # the rest once ours is on the bridge: see _take_over
+        return [PlugOvs(spec, replaces=actual.foreign_ovs)]
+    steps: list[Step] = []
+    if actual.foreign_links:
+        steps.append(DeleteLinks(spec, actual.foreign_links))
+    # Only once ours answers in the namespace: until then theirs keeps serving.
+    if actual.served:
+        steps += _stops(actual, graceful=True)
+    inner = actual.inner
+    reconfigure = (inner.mac != spec.mac or not inner.up
+                   or bool(spec.mtu and inner.mtu != spec.mtu) or (netdev and inner.tx_csum))
+    if reconfigure:
+        steps.append(ConfigureInner(spec, netdev))
+    # Delete first: removing a primary address takes its subnet's secondaries with it.
+    steps += [DelAddress(spec, a) for a in sorted(inner.addresses - spec.addresses)]
+    steps += [AddAddress(spec, a) for a in sorted(spec.addresses - inner.addresses)]
+    if actual.foreign_tables:  # their CHECKSUM rule; ours turned TX checksum off instead
+        steps.append(DeleteFirewall(spec, actual.foreign_tables))
+    # Taking the link down (a new MAC) flushes its neighbour entries, permanent ones too.
+    wanted = spec.neighbours if reconfigure else spec.neighbours - inner.permanent
+    # Learned entries for a VM's IP at another MAC, and permanent ones of VMs that left;
+    # an entry to be written is replaced in place.
+    stale = {ip for ip, mac in inner.neighbours - spec.neighbours if ip in spec.vm_ips}
+    stale |= {ip for ip, _ in inner.permanent - spec.neighbours}
+    stale -= {ip for ip, _ in wanted}
+    if stale:
+        steps.append(DeleteNeighbours(spec, tuple(sorted(stale))))
+    steps += _neighbours(spec, wanted)
+    if not actual.outer_up:
+        steps.append(SetOuterUp(spec))
+    if actual.ovs_iface_id != spec.iface_id:
+        steps.append(PlugOvs(spec))
+    return steps
+
+
+def _build(spec: NetworkSpec, netdev: bool, with_namespace: bool,
+           replaces: tuple[str, ...] = ()) -> list[Step]:
+    steps: list[Step] = [CreateNamespace(spec)] if with_namespace else []
+    steps += [CreateVeth(spec), ConfigureInner(spec, netdev)]
+    steps += [AddAddress(spec, a) for a in sorted(spec.addresses)]
+    steps += _neighbours(spec, spec.neighbours)
+    steps += [SetOuterUp(spec), PlugOvs(spec, replaces=replaces)]
+    return steps
+
+
+def _neighbours(spec: NetworkSpec, entries: frozenset[tuple[str, str]]) -> list[Step]:
+    return [AddNeighbours(spec, tuple(sorted(entries)))] if entries else []
+
+
+def _take_over(spec: NetworkSpec, actual: ActualNetwork, netdev: bool) -> list[Step]:
+    """Build ours beside another agent's pair, and switch in the order that keeps the gap
+    short: our port replaces theirs on the bridge (the pass's OVS transaction), and right
+    after that commits their devices go (with the addresses and routes on them) and only
+    then do the addresses come up on ours, so no address is ever held twice and replies
+    never leave through a device that is off the bridge."""
+    then: list[Step] = [DeleteLinks(spec, actual.foreign_links)] if actual.foreign_links else []
+    then += [AddAddress(spec, a) for a in sorted(spec.addresses)]
+    then += _neighbours(spec, spec.neighbours)
+    return [CreateVeth(spec), ConfigureInner(spec, netdev), SetOuterUp(spec),
+            PlugOvs(spec, replaces=actual.foreign_ovs, then=tuple(then))]

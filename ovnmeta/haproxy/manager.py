@@ -1,0 +1,251 @@
+"""Keeps haproxy matching the served networks, in either mode.
+
+`shared` runs one master-worker haproxy whose frontends bind inside every namespace and
+reloads it seamlessly; `per-network` runs one process per network. Both survive an agent
+restart: the next agent adopts them by pidfile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from ovnmeta.core import naming
+from ovnmeta.haproxy.process import HaproxyError, Process, ReloadRejected
+from ovnmeta.haproxy.render import frontends_only, render, renderer, templates_dir
+from ovnmeta.haproxy.runtime import parse_frontend_stats, stats_command
+from ovnmeta.haproxy.settings import (ERROR_FILES, MAPS_DIR, READY_SOCKET, Frontend, Settings,
+                                      error_file, error_file_text, map_path,
+                                      shared_stats_socket)
+from ovnmeta.host import netns
+
+LOG = logging.getLogger(__name__)
+
+
+class HaproxyManager:
+    """Keeps the haproxy processes matching a set of frontends, in either mode."""
+
+    def __init__(self, mode: str, state_dir: Path, settings: Settings, binary: str = "haproxy",
+                 template_dir: str = "") -> None:
+        self.mode = mode
+        self.dir = Path(state_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        self.binary = binary
+        self.template = renderer(templates_dir(template_dir))
+        if settings.direct and mode != "shared":
+            LOG.info("haproxy mode %s: no direct path to nova (it needs the shared haproxy); "
+                     "every request goes through the agent", mode)
+            self.settings = settings = replace(settings, direct=None)
+        self.maps_dir = self.dir / MAPS_DIR
+        if settings.direct:
+            for code, (status, reason, body) in ERROR_FILES.items():
+                path = error_file(self.dir, code)
+                text = error_file_text(status, reason, body)
+                if not path.exists() or path.read_text() != text:
+                    path.write_text(text)
+        self._last_errors: dict[str, str] = {}
+        self._rejected = ""        # a config the master rejected: validated first now
+        self._unloaded: set[str] = set()   # processes whose last reload did not complete
+        self.reloads = 0           # starts, reloads and restarts, for the metrics
+        self.reload_failures = 0
+
+    def _error(self, key: str, message: str) -> None:
+        """Log a failure once, not at every pass while it lasts."""
+        if self._last_errors.get(key) != message:
+            LOG.error("%s", message)
+        else:
+            LOG.debug("%s", message)
+        self._last_errors[key] = message
+
+    def _shared(self) -> Process:
+        # Its stats socket is shared_stats_socket(self.dir): the config's suffix swapped.
+        return Process(self.binary, self.dir / "shared.cfg", self.dir / "shared.pid", True)
+
+    def _per_network(self, net_id: str) -> Process:
+        return Process(self.binary, self.dir / f"{naming.namespace(net_id)}.cfg",
+                        self.dir / f"{naming.namespace(net_id)}.pid", False)
+
+    def _per_network_ids(self) -> set[str]:
+        return {net for p in self.dir.glob(f"{naming.NAMESPACE_PREFIX}*.cfg")
+                if (net := naming.network_from_namespace(p.stem))}
+
+    def sync(self, frontends: list[Frontend], recreated: set[str] = frozenset()
+             ) -> dict[str, str]:
+        """Converge; returns errors by network id ('*' for the shared process).
+
+        `recreated` names networks whose namespace is new: a listener bound in the old one
+        (deleted by hand, say) must be rebound even though the config text is unchanged.
+        """
+        # Switching modes: the new processes listen beside the old ones (SO_REUSEPORT)
+        # before those are soft-stopped, so the switch refuses no connection.
+        if self.mode == "shared":
+            errors = self._sync_shared(frontends, recreated)
+            old = [self._per_network(net) for net in sorted(self._per_network_ids())]
+        else:
+            errors = self._sync_per_network(frontends, recreated)
+            old = [self._shared()] if self._shared().cfg.exists() else []
+        if old and not errors:
+            LOG.info("haproxy mode %s: retiring %d process(es) of the other mode", self.mode,
+                     len(old))
+            for f in frontends:
+                netns.migrate_queued_connections(f.namespace)
+            for proc in old:
+                proc.stop(graceful=True)
+        return errors
+
+    def _sync_shared(self, frontends: list[Frontend], recreated: set[str]) -> dict[str, str]:
+        proc = self._shared()
+        if not frontends:
+            if proc.pid() or proc.cfg.exists():
+                LOG.info("no metadata networks left: stopping the shared haproxy")
+                proc.stop()
+            return {}
+        if self.settings.direct:
+            self._ensure_maps({f.network_id for f in frontends})
+        error = self._converge(proc, frontends, recreated, "shared haproxy", "*")
+        if self.settings.direct and not error:
+            self._remove_maps(keep={f.network_id for f in frontends})
+        return {"*": error} if error else {}
+
+    def _ensure_maps(self, networks: set[str]) -> None:
+        """haproxy refuses a config naming a missing map: an empty one is a miss for every
+        VM, which the agent answers, until the agent's MapSync fills it."""
+        self.maps_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for net in networks:
+            path = Path(map_path(self.maps_dir, net))
+            if not path.exists():
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+    def _remove_maps(self, keep: set[str]) -> None:
+        for path in self.maps_dir.glob("*.map"):
+            if path.stem not in keep:
+                path.unlink(missing_ok=True)
+
+    def _sync_per_network(self, frontends: list[Frontend], recreated: set[str]
+                          ) -> dict[str, str]:
+        errors: dict[str, str] = {}
+        wanted = {f.network_id: f for f in frontends}
+        for net in self._per_network_ids() - wanted.keys():
+            LOG.info("network %s: stopping its haproxy", net)
+            self._per_network(net).stop()
+        for net, frontend in wanted.items():
+            error = self._converge(self._per_network(net), [frontend], recreated,
+                                   f"network {net}: haproxy", net)
+            if error:
+                errors[net] = error
+        return errors
+
+    def _converge(self, proc: Process, frontends: list[Frontend], recreated: set[str],
+                  label: str, key: str) -> str:
+        """Make one process serve exactly these frontends; '' or the error."""
+        try:
+            served = proc.cfg.read_text()
+        except FileNotFoundError:
+            served = ""
+        # A reload hands the old listening sockets to the new worker, and those are still
+        # bound in the deleted namespace: only a restart rebinds them.
+        rebind = sorted(n for n in recreated if f"frontend {naming.frontend(n)}\n" in served)
+        stats = str(proc.cfg.with_suffix(".stats"))
+        try:
+            text = render(self.template, frontends, self.settings, stats_socket=stats,
+                          state_dir=self.dir)
+            # A network coming or going changes only frontends, made by the template that
+            # made the running ones: the master parses the new file itself, and should it
+            # fail, keeps its workers and says so (ReloadRejected). `haproxy -c` is then
+            # needed only for the reason, off the path to the new listener (it took
+            # 40-150 ms at 200 frontends here).
+            running = proc.pid() is not None
+            trust_master = proc.master_worker and running and not rebind \
+                and frontends_only(served, text) and text != self._rejected
+            changed = proc.write(text, validate=not trust_master)
+            changed |= key in self._unloaded
+            if not running:
+                LOG.info("%s: starting (%d frontends)", label, len(frontends))
+                self.reloads += 1
+                proc.start()
+            elif rebind:
+                LOG.warning("%s: restarting, namespace(s) of %s were recreated", label, rebind)
+                self.reloads += 1
+                proc.restart()
+            elif changed:
+                LOG.info("%s: reloading (%d frontends)", label, len(frontends))
+                self.reloads += 1
+                self._unloaded.add(key)     # until the master says it has loaded it
+                try:
+                    proc.reload()
+                except ReloadRejected as exc:
+                    self._rejected = text
+                    raise HaproxyError(f"{exc}: {self._restore(proc, served, key)}") from None
+                self._unloaded.discard(key)
+        except (HaproxyError, OSError) as exc:
+            self.reload_failures += 1
+            self._error(key, f"{label}: {exc}")
+            return str(exc)
+        self._last_errors.pop(key, None)
+        return ""
+
+    def _restore(self, proc: Process, previous: str, key: str) -> str:
+        """After a rejected reload: the previous config back in the file (the master still
+        runs it), reloaded so that file and workers agree again; returns why the new one
+        was rejected, from `haproxy -c`."""
+        try:
+            proc.validate(proc.cfg)
+            reason = "`haproxy -c` accepts it: see haproxy's log (a bind that failed?)"
+        except HaproxyError as exc:
+            reason = str(exc)
+        if previous:
+            proc.write(previous, validate=False)
+            try:
+                proc.reload()
+                self._unloaded.discard(key)
+            except HaproxyError as exc:
+                reason += f"; reloading the previous config failed too: {exc}"
+        return reason
+
+    def configured_networks(self) -> set[str]:
+        """Networks the installed config(s) have a frontend for."""
+        if self.mode != "shared":
+            return self._per_network_ids()
+        try:
+            text = self._shared().cfg.read_text()
+        except FileNotFoundError:
+            return set()
+        return {net for line in text.splitlines() if line.startswith("frontend ")
+                if (net := naming.network_from_frontend(line.split()[1]))}
+
+    def frontend_stats(self, timeout: float = 1.0) -> dict[str, dict[str, int]]:
+        """haproxy's own counters per network, from each process's stats socket."""
+        procs_ = ([self._shared()] if self.mode == "shared" else
+                  [self._per_network(net) for net in sorted(self._per_network_ids())])
+        out: dict[str, dict[str, int]] = {}
+        for proc in procs_:
+            path = proc.cfg.with_suffix(".stats")
+            try:
+                csv = stats_command(str(path), "show stat -1 1 -1", timeout)
+            except OSError:
+                continue  # not running (yet): nothing to count
+            out.update(parse_frontend_stats(csv))
+        return out
+
+    def pids(self) -> dict[str, int | None]:
+        """Running processes: '*' for the shared one, else by network id."""
+        if self.mode == "shared":
+            return {"*": self._shared().pid()}
+        return {net: self._per_network(net).pid() for net in self._per_network_ids()}
+
+    def stats_socket(self) -> str:
+        """The shared process's stats socket (admin level: the maps are updated there)."""
+        return shared_stats_socket(self.dir)
+
+    def stop_all(self) -> None:
+        self._shared().stop()
+        for net in self._per_network_ids():
+            self._per_network(net).stop()
+        shutil.rmtree(self.maps_dir, ignore_errors=True)
+        (self.dir / READY_SOCKET).unlink(missing_ok=True)
+        for code in ERROR_FILES:
+            error_file(self.dir, code).unlink(missing_ok=True)

@@ -1,0 +1,269 @@
+"""The direct path: haproxy sends a VM's GET straight to nova, signed from a map.
+
+Per network, the agent keeps a haproxy map: client address → "instance|project|signature",
+made from the same index the socket path answers from (bound here and plugged on this host).
+haproxy uses the maps only while the agent's `ready` check passes (the maps match its view)
+and a nova server is up. A miss, a POST, or either check failing sends the request through
+the agent, which stays the authority. A stale hit is the thing to avoid, never a miss: so
+removals are pushed before additions, and a new haproxy worker gets every map again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Collection
+from pathlib import Path
+
+from ovnmeta.haproxy.runtime import stat_rows
+from ovnmeta.haproxy.settings import map_path
+from ovnmeta.core.portindex import PortIndex
+from ovnmeta.core.signing import sign_instance_id
+
+LOG = logging.getLogger(__name__)
+
+Maps = dict[str, dict[str, str]]   # network id → {client address: value}
+# What may go into a header unquoted; an id with anything else is served by the agent.
+SAFE_ID = re.compile(r"[A-Za-z0-9._:-]*\Z")
+BATCH = 8000          # bytes of ';'-joined commands per stats-socket connection
+RELOAD_WATCH = 5.0    # seconds to look for the new worker after a reload
+
+
+def desired(index: PortIndex, plugged: Collection[str] | None, secret: str) -> Maps:
+    """The maps for an index: only what the socket path would answer the same way."""
+    out: Maps = {}
+    for network, address, inst in index.entries():
+        if not inst.answerable(plugged):
+            continue
+        if not SAFE_ID.match(inst.instance_id) or not SAFE_ID.match(inst.project_id):
+            continue
+        out.setdefault(network, {})[address] = "|".join(
+            (inst.instance_id, inst.project_id, sign_instance_id(secret, inst.instance_id)))
+    return out
+
+
+def file_text(entries: dict[str, str]) -> str:
+    return "".join(f"{key} {value}\n" for key, value in sorted(entries.items()))
+
+
+def changes(path: str, old: dict[str, str], new: dict[str, str]) -> list[str]:
+    """Runtime commands taking one map from old to new, removals first."""
+    return ([f"del map {path} {k}" for k in sorted(old.keys() - new.keys())] +
+            [f"set map {path} {k} {new[k]}" for k in sorted(old.keys() & new.keys())
+             if old[k] != new[k]] +
+            [f"add map {path} {k} {new[k]}" for k in sorted(new.keys() - old.keys())])
+
+
+def replacement(path: str, new: dict[str, str]) -> list[str]:
+    """Runtime commands making one map exactly new, whatever it held."""
+    return [f"clear map {path}"] + [f"add map {path} {k} {v}" for k, v in sorted(new.items())]
+
+
+def batches(commands: list[str], limit: int = BATCH) -> list[str]:
+    out: list[str] = []
+    for cmd in commands:
+        if out and len(out[-1]) + len(cmd) + 1 <= limit:
+            out[-1] += ";" + cmd
+        else:
+            out.append(cmd)
+    return out
+
+
+def worker_pid(info: str) -> int | None:
+    """The serving process's pid from `show info`."""
+    for line in info.splitlines():
+        if line.startswith("Pid:"):
+            try:
+                return int(line.split(":", 1)[1])
+            except ValueError:
+                return None
+    return None
+
+
+# Answers that are not failures: a map whose frontend haproxy has not loaded yet (its file
+# is read when it does), and a key already gone.
+BENIGN = ("Unknown map identifier", "Key not found")
+
+
+class MapSync:
+    """Keeps the shared haproxy's maps equal to the agent's view, in files and at runtime.
+
+    Files first, so a worker started by a reload reads current maps; runtime commands next,
+    so the running worker needs no reload. `ready` is what the agent's check answers.
+    """
+
+    def __init__(self, directory: Path, stats_socket: str, secret: str,
+                 command: Callable[[str, str], str]) -> None:
+        self.dir = Path(directory)
+        self.stats_socket = stats_socket
+        self.secret = secret
+        self._command = command
+        self._lock = threading.Lock()
+        self._written: Maps = {}
+        self._pushed: Maps = {}
+        self._pid: int | None = None       # the worker holding _pushed
+        self._watch_until = 0.0
+        self._watch_from: int | None = None  # the worker a reload is replacing
+        self._want: Maps = {}
+        self._made_from: tuple = (None, None)
+        self.ready = False
+
+    def expect_reload(self) -> None:
+        """A reload is under way: look for the new worker on every sync for a while."""
+        self._watch_until = time.monotonic() + RELOAD_WATCH
+        self._watch_from = self._pid
+
+    @property
+    def watching(self) -> bool:
+        return time.monotonic() < self._watch_until
+
+    def entries(self) -> int:
+        return sum(len(m) for m in self._pushed.values())
+
+    def sync(self, index: PortIndex, plugged: Collection[str] | None,
+             configured: Collection[str]) -> bool:
+        """Converge on the index; `configured` are the networks haproxy has frontends for
+        (their maps are loaded). Returns `ready`."""
+        with self._lock:
+            last_index, last_plugged = self._made_from   # views are immutable: identity
+            if index is not last_index or plugged is not last_plugged:
+                self._want = desired(index, plugged, self.secret)
+                self._made_from = (index, plugged)
+            want = self._want
+            try:
+                self._write_files(want, configured)
+                self.ready = self._push(want, configured)
+            except OSError as exc:
+                if self.ready:
+                    LOG.warning("direct path off until haproxy's maps can be updated: %s", exc)
+                self.ready = False
+                self._pid = None
+            return self.ready
+
+    def _write_files(self, want: Maps, configured: Collection[str]) -> None:
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for network in want.keys() | (self._written.keys() & set(configured)):
+            entries = want.get(network, {})
+            written = self._written.get(network)
+            if written is entries or (written == entries and Path(
+                    map_path(self.dir, network)).exists()):
+                continue   # (the same object: unchanged since written, no need to look)
+            path = Path(map_path(self.dir, network))
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(file_text(entries))
+            tmp.replace(path)
+            self._written[network] = entries
+
+    def _push(self, want: Maps, configured: Collection[str]) -> bool:
+        pid = worker_pid(self._command(self.stats_socket, "show info"))
+        if pid is None:
+            return False
+        networks = set(configured)
+        if self.watching and pid != self._watch_from:
+            self._watch_until = 0.0           # the new worker is there: pushed below
+        if pid != self._pid:
+            # A new worker (started, reloaded, restarted): trust nothing it loaded.
+            cmds = [c for net in sorted(networks)
+                    for c in replacement(map_path(self.dir, net), want.get(net, {}))]
+            if self._pid is not None:
+                LOG.info("haproxy worker %d replaced %d: pushing all %d maps", pid,
+                         self._pid, len(networks))
+            pushed: Maps = {}
+        else:
+            cmds = [c for net in sorted(networks)
+                    for c in changes(map_path(self.dir, net), self._pushed.get(net, {}),
+                                     want.get(net, {}))]
+            pushed = self._pushed
+        failed = []
+        for batch in batches(cmds):
+            answer = self._command(self.stats_socket, batch)
+            failed += [line for line in answer.splitlines()
+                       if line.strip() and not line.startswith(BENIGN)]
+        if failed:
+            LOG.warning("haproxy refused map updates (%s); pushing all maps again",
+                        "; ".join(failed[:3]))
+            self._pid = None
+            return False
+        self._pushed = {**pushed, **{net: dict(want.get(net, {})) for net in networks}}
+        self._pid = pid
+        return True
+
+
+ANSWERS_TABLE = "ovnmeta_nova_answers"   # haproxy counts nova's 403 and 5xx here, by status
+NOVA_BACKEND = "ovnmeta_nova"
+
+
+def parse_answers(text: str) -> dict[int, int]:
+    """`show table` of the answers table → {status: count}."""
+    out: dict[int, int] = {}
+    for line in text.splitlines():
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        if "key" in fields and "gpc0" in fields:
+            try:
+                out[int(fields["key"])] = int(fields["gpc0"])
+            except ValueError:
+                continue
+    return out
+
+
+def parse_backend_errors(csv: str, backend: str = NOVA_BACKEND) -> dict[str, int]:
+    """`show stat` → the nova backend's connection and response error counts."""
+    for values in stat_rows(csv):
+        if values.get("pxname") == backend and values.get("svname") == "BACKEND":
+            return {k: int(values.get(k) or 0) for k in ("econ", "eresp", "stot")}
+    return {}
+
+
+class NovaWatch:
+    """What went wrong between haproxy and nova on the direct path, logged by the agent in
+    the words its own path uses: there the agent sees no request to log about."""
+
+    def __init__(self, stats_socket: str, command: Callable[[str, str], str]) -> None:
+        self.stats_socket = stats_socket
+        self._command = command
+        self._seen: dict[int | str, int] | None = None
+        self._pid: int | None = None
+        self.requests = 0         # sent straight to nova since this agent started
+        # Failures since this agent started, by the kinds the agent's own path counts.
+        self.errors = {"refused": 0, "timeout or invalid HTTP": 0, "403 bad secret": 0,
+                       "5xx": 0}
+
+    def check(self) -> None:
+        try:
+            info = self._command(self.stats_socket, "show info")
+            answers = self._command(self.stats_socket, f"show table {ANSWERS_TABLE}")
+            stats = self._command(self.stats_socket, "show stat -1 2 -1")
+        except OSError:
+            if self._seen is None:
+                self._seen = {}   # no haproxy yet: the one that comes is new, count it all
+            return                # (MapSync logs haproxy being unreachable)
+        pid = worker_pid(info)
+        now: dict[int | str, int] = {**parse_answers(answers), **parse_backend_errors(stats)}
+        if self._seen is None or pid is None:
+            # A haproxy already running when this agent started: its past is not news.
+            self._seen, self._pid = now, pid
+            return
+        before = self._seen if pid == self._pid else {}   # a new worker counts from 0
+        self.requests += max(0, now.get("stot", 0) - before.get("stot", 0))
+        delta = {k: v - before.get(k, 0) for k, v in now.items() if v > before.get(k, 0)}
+        self._seen, self._pid = now, pid
+        self.errors["refused"] += delta.get("econ", 0)
+        self.errors["timeout or invalid HTTP"] += delta.get("eresp", 0)
+        self.errors["403 bad secret"] += delta.get(403, 0)
+        self.errors["5xx"] += sum(v for k, v in delta.items() if isinstance(k, int) and k >= 500)
+        if delta.get(403):
+            LOG.error("nova refused %d signed request(s) on the direct path (403): "
+                      "metadata_proxy_shared_secret in the agent's config does not match "
+                      "nova's [neutron] metadata_proxy_shared_secret", delta[403])
+        for status in sorted(k for k in delta if isinstance(k, int) and k >= 500):
+            LOG.warning("nova answered %d to %d request(s) on the direct path", status,
+                        delta[status])
+        if delta.get("econ") or delta.get("eresp"):
+            LOG.error("direct path: %d failed connection(s) to nova and %d failed or timed "
+                      "out answer(s); while haproxy's check finds nova down, VMs go through "
+                      "the agent", delta.get("econ", 0), delta.get("eresp", 0))

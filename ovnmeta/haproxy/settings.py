@@ -1,0 +1,115 @@
+"""What the haproxy configs are made of: frontends, neutron's [metadata_haproxy] and
+[metadata_rate_limiting] options, the direct path's settings, and where its files live."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ovnmeta.core import naming
+from ovnmeta.core.model import NetworkSpec, NovaEndpoint
+
+MAPS_DIR = "maps"
+READY_SOCKET = "ready.sock"   # the agent's readiness socket, checked by the shared haproxy
+
+
+@dataclass(frozen=True)
+class Frontend:
+    network_id: str
+    namespace: str
+    inner: str
+    ipv6: bool
+
+    @property
+    def name(self) -> str:
+        return naming.frontend(self.network_id)
+
+    @classmethod
+    def for_spec(cls, spec: NetworkSpec) -> Frontend:
+        return cls(spec.network_id, spec.namespace, spec.inner, spec.ipv6)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """neutron's [metadata_rate_limiting]: 429 once a VM passes either window's limit."""
+    ip_versions: tuple[int, ...] = (4,)
+    base_window_duration: int = 10
+    base_query_rate_limit: int = 10
+    burst_window_duration: int = 10
+    burst_query_rate_limit: int = 10
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """neutron's [metadata_haproxy] options, in seconds."""
+    connect: int = 30
+    client: int = 32
+    server: int = 32
+    http_request: int = 30
+    http_keep_alive: int = 30
+
+    @classmethod
+    def from_conf(cls, group) -> Timeouts:
+        return cls(group.timeout_connect, group.timeout_client, group.timeout_server,
+                   group.timeout_http_request, group.timeout_http_keep_alive)
+
+
+@dataclass(frozen=True)
+class Direct:
+    """The direct path to nova (ovnmeta.haproxy.maps): where haproxy finds the maps, the
+    agent's readiness check, and nova."""
+    ready_socket: str
+    servers: tuple[str, ...]     # haproxy server addresses of nova's hosts
+    host_header: str
+    timeout_ms: int
+
+    @classmethod
+    def for_nova(cls, ready_socket: str, nova: NovaEndpoint) -> Direct:
+        def address(host: str) -> str:
+            return f"ipv6@{host}:{nova.port}" if ":" in host else f"{host}:{nova.port}"
+        return cls(ready_socket, tuple(address(h) for h in nova.hosts),
+                   nova.authority(nova.hosts[0]), max(1, int(nova.timeout * 1000)))
+
+
+# haproxy's own answers on the direct path, in the words the agent uses for the same cases.
+ERROR_FILES = {
+    503: (502, "Bad Gateway", "Bad gateway: the nova metadata API cannot be reached"),
+    502: (502, "Bad Gateway", "Bad gateway: the nova metadata API cannot be reached"),
+    504: (504, "Gateway Timeout",
+          "Gateway timeout: the nova metadata API did not answer in time"),
+}
+
+
+def error_file_text(status: int, reason: str, body: str) -> str:
+    body += "\n"
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nCache-Control: no-cache\r\n"
+            f"Connection: close\r\n\r\n{body}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    socket: str
+    maxconn: int = 1024          # per frontend
+    global_maxconn: int = 8192   # per process: haproxy needs about twice this in fds
+    timeouts: Timeouts = Timeouts()
+    user: str = ""
+    group: str = ""
+    log_target: str = ""
+    rate_limit: RateLimit | None = None
+    direct: Direct | None = None
+
+
+def map_path(directory: Path | str, network_id: str) -> str:
+    """A network's map file (ovnmeta.haproxy.maps keeps its content)."""
+    return f"{directory}/{network_id}.map"
+
+
+def shared_stats_socket(directory: Path | str) -> str:
+    """The shared haproxy's stats socket in the agent's haproxy directory."""
+    return str(Path(directory) / "shared.stats")
+
+
+def error_file(directory: Path | str, code: int) -> Path:
+    """Where the direct path's answer for haproxy's own `code` is kept."""
+    return Path(directory) / f"nova-{code}.http"

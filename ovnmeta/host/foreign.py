@@ -1,0 +1,269 @@
+"""Another agent's processes: neutron's agent itself, while it still runs on this host, and
+what it left inside our namespaces, and stopping those.
+
+neutron's OVN metadata agent runs one haproxy per network inside `ovnmeta-<net>`; ovnmeta
+never runs anything in there (its haproxy binds from the root namespace), so any process
+found in one is someone else's. Finding them is one scan of /proc per pass.
+"""
+
+from __future__ import annotations
+
+import configparser
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ovnmeta.host import procs
+from ovnmeta.core.model import ForeignProcess
+
+LOG = logging.getLogger(__name__)
+SOFT_STOP_SECONDS = 10.0   # haproxy's soft stop lets requests finish; then SIGTERM
+HARD_STOP_SECONDS = 5.0    # then SIGKILL
+
+
+def _ns_key(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _haproxy_files(argv: list[str]) -> tuple[str, str]:
+    """(config, pidfile) of a haproxy command line: -f FILE, and the config's pidfile."""
+    config = ""
+    for flag, value in zip(argv, argv[1:]):
+        if flag == "-f":
+            config = value
+    pidfile = ""
+    if config:
+        try:
+            for line in Path(config).read_text().splitlines():
+                words = line.split()
+                if len(words) == 2 and words[0] == "pidfile":
+                    pidfile = words[1]
+        except OSError:
+            pass
+    return config, pidfile
+
+
+def describe(pid: int) -> ForeignProcess | None:
+    try:
+        argv = [a.decode(errors="replace") for a in
+                Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+    config, pidfile = _haproxy_files(argv) if name == "haproxy" else ("", "")
+    return ForeignProcess(pid=pid, name=name, config=config, pidfile=pidfile)
+
+
+def in_namespaces(namespaces: dict[str, str]) -> dict[str, list[ForeignProcess]]:
+    """Processes whose network namespace is one of `namespaces` (name -> bind-mount path)."""
+    wanted = {key: name for name, path in namespaces.items() if (key := _ns_key(path))}
+    found: dict[str, list[ForeignProcess]] = {}
+    if not wanted:
+        return found
+    me = os.getpid()
+    for live in procs.live():
+        if live.pid == me:
+            continue
+        ns = wanted.get(_ns_key(f"/proc/{live.pid}/ns/net"))
+        if ns is None:
+            continue
+        proc = describe(live.pid)
+        if proc:
+            found.setdefault(ns, []).append(proc)
+    return found
+
+
+# neutron's agents that provision metadata namespaces: the old metadata agent, and its
+# successor when it runs the `metadata` extension.
+METADATA_AGENT, OVN_AGENT = "neutron-ovn-metadata-agent", "neutron-ovn-agent"
+
+
+@dataclass(frozen=True)
+class NeutronAgent:
+    pid: int
+    name: str
+    extensions: tuple[str, ...] | None   # neutron-ovn-agent's [agent] extensions; None: unknown
+
+    @property
+    def serves_metadata(self) -> bool:
+        """It still provisions metadata namespaces (one whose config cannot be read is
+        assumed to)."""
+        return self.name == METADATA_AGENT or self.extensions is None \
+            or "metadata" in self.extensions
+
+    def __str__(self) -> str:
+        return f"{self.name} (pid {self.pid})"
+
+
+def command_line(raw: bytes) -> list[str]:
+    """The arguments of a /proc/PID/cmdline. neutron's agents set their process title, one
+    string: "<agent> (<interpreter> <script> --config-file …)", or cotyledon's
+    "<agent>: master process [<script> --config-file …]" and "<agent>: ServiceWrapper
+    worker(0)". Such a title is split on blanks and brackets."""
+    argv = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+    if len(argv) == 1 and " " in argv[0]:
+        argv = argv[0].translate(str.maketrans("()[]", "    ")).split()
+        argv = [a.rstrip(":") for a in argv]
+    return argv
+
+
+def agent_name(argv: list[str]) -> str | None:
+    """Which neutron agent a command line runs, if any: the program, or the script an
+    interpreter runs."""
+    for arg in argv[:2]:
+        name = os.path.basename(arg)
+        if name in (METADATA_AGENT, OVN_AGENT):
+            return name
+    return None
+
+
+def config_files(argv: list[str]) -> list[str]:
+    """oslo.config's --config-file and --config-dir (its *.conf), in order."""
+    files: list[str] = []
+    for flag, value in zip(argv, argv[1:] + [""]):
+        for option in ("--config-file", "--config-dir"):
+            if flag.startswith(option + "="):
+                flag, value = option, flag[len(option) + 1:]
+            if flag != option or not value:
+                continue
+            if option == "--config-dir":
+                try:
+                    files += sorted(str(p) for p in Path(value).glob("*.conf"))
+                except OSError:
+                    pass
+            else:
+                files.append(value)
+    return files
+
+
+def agent_extensions(files: Iterable[str]) -> tuple[str, ...] | None:
+    """[agent] extensions as neutron-ovn-agent reads them from its files (the last one
+    setting it wins); None when a file cannot be read."""
+    found: tuple[str, ...] = ()
+    for path in files:
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        try:
+            with open(path) as f:
+                parser.read_file(f)
+        except (OSError, configparser.Error):
+            return None
+        if parser.has_option("agent", "extensions"):
+            found = tuple(e.strip() for e in parser.get("agent", "extensions").split(",")
+                          if e.strip())
+    return found
+
+
+def neutron_agents() -> list[NeutronAgent]:
+    """neutron's metadata agents running on this host, one scan of /proc."""
+    found = []
+    for live in procs.live():
+        argv = command_line(live.cmdline)
+        name = agent_name(argv)
+        if name is None:
+            continue
+        files = config_files(argv) or config_files(    # a worker's: its master's
+            command_line(procs.cmdline(live.parent)))
+        extensions = agent_extensions(files) if name == OVN_AGENT else ()
+        found.append(NeutronAgent(live.pid, name, extensions))
+    return found
+
+
+@dataclass
+class _Stopping:
+    process: ForeignProcess
+    network_id: str
+    since: float
+    signal: int
+
+
+class Stopper:
+    """Stops foreign processes without blocking the reconciler: a graceful stop is haproxy's
+    soft stop (SIGUSR1: stop listening, finish requests), escalated to SIGTERM and SIGKILL
+    when it lingers; the files it leaves are removed once it is gone."""
+
+    def __init__(self) -> None:
+        self._stopping: dict[int, _Stopping] = {}
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._stopping)
+
+    def stopping(self, pid: int) -> bool:
+        return pid in self._stopping
+
+    def stop(self, network_id: str, process: ForeignProcess, graceful: bool) -> None:
+        if process.pid in self._stopping:
+            return
+        if not _same(describe(process.pid), process):  # ended, or the PID was reused
+            self.remove_files(process, network_id)
+            return
+        sig = signal.SIGUSR1 if graceful and process.name == "haproxy" else signal.SIGTERM
+        LOG.info("network %s: stopping %s pid %d left by another agent (%s)", network_id,
+                 process.name, process.pid, signal.Signals(sig).name)
+        self._signal(process.pid, sig)
+        self._stopping[process.pid] = _Stopping(process, network_id, time.monotonic(), sig)
+
+    def poll(self) -> set[str]:
+        """Escalate or finish stops under way; the networks whose process has ended."""
+        done = set()
+        now = time.monotonic()
+        for pid, st in list(self._stopping.items()):
+            if not _same(describe(pid), st.process):
+                del self._stopping[pid]
+                self.remove_files(st.process, st.network_id)
+                LOG.info("network %s: %s pid %d has ended", st.network_id,
+                         st.process.name, pid)
+                done.add(st.network_id)
+                continue
+            limit = SOFT_STOP_SECONDS if st.signal == signal.SIGUSR1 else HARD_STOP_SECONDS
+            if now - st.since < limit or st.signal == signal.SIGKILL:
+                continue
+            st.signal = signal.SIGTERM if st.signal == signal.SIGUSR1 else signal.SIGKILL
+            st.since = now
+            LOG.warning("network %s: %s pid %d still running; sending %s", st.network_id,
+                        st.process.name, pid, signal.Signals(st.signal).name)
+            self._signal(pid, st.signal)
+        return done
+
+    @staticmethod
+    def _signal(pid: int, sig: int) -> None:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    @staticmethod
+    def remove_files(process: ForeignProcess, network_id: str) -> None:
+        """Remove what neutron's layout names for this network, and nothing else."""
+        for path in neutron_files(process, network_id):
+            try:
+                os.unlink(path)
+                LOG.info("removed %s", path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                LOG.warning("could not remove %s: %s", path, exc)
+
+
+def _same(a: ForeignProcess | None, b: ForeignProcess) -> bool:
+    return a is not None and (a.pid, a.name, a.config) == (b.pid, b.name, b.config)
+
+
+def neutron_files(process: ForeignProcess, network_id: str) -> list[str]:
+    """neutron's haproxy files for a network: <state_path>/ovn-metadata-proxy/<net>.conf and
+    <external_pids>/<net>.pid.haproxy. Files of any other shape are not ours to delete."""
+    out = []
+    config = Path(process.config)
+    if config.name == f"{network_id}.conf" and config.parent.name == "ovn-metadata-proxy":
+        out.append(str(config))
+    if Path(process.pidfile).name == f"{network_id}.pid.haproxy":
+        out.append(process.pidfile)
+    return out

@@ -1,0 +1,441 @@
+"""Netlink plumbing with pyroute2: namespaces, the veth pair, addresses, TX checksum.
+
+The only module that talks netlink. Reads give model records; writes execute plan steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import ipaddress
+import logging
+import os
+import socket
+import threading
+from collections.abc import Iterator
+
+from pyroute2 import IPRoute, netns
+from pyroute2.ethtool import Ethtool
+from pyroute2.nftables.main import NFTables
+from pyroute2.netlink.exceptions import NetlinkError
+
+from ovnmeta.core import naming
+from ovnmeta.core.model import METADATA_V6, LinkState, NetworkSpec
+
+LOG = logging.getLogger(__name__)
+NETNS_DIR = "/run/netns"
+IFA_F_NODAD = 0x02
+TX_CSUM_FEATURE = "tx-checksum-ip-generic"
+NFPROTO_UNSPEC = 0
+# NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE: entries that name a MAC.
+RESOLVED = 0x02 | 0x04 | 0x08 | 0x10
+NUD_PERMANENT = 0x80
+
+
+def list_namespaces() -> set[str]:
+    """ovnmeta namespaces present on the host (a directory listing, cheap enough to poll)."""
+    try:
+        names = os.listdir(NETNS_DIR)
+    except FileNotFoundError:
+        return set()
+    return {n for n in names if n.startswith(naming.NAMESPACE_PREFIX)}
+
+
+def is_namespace(ns: str) -> bool:
+    """The name is a mounted network namespace, not a leftover file (a namespace whose
+    mount went away, or anything else written there): only nsfs mounts have another
+    device than the directory."""
+    try:
+        return os.stat(os.path.join(NETNS_DIR, ns)).st_dev != os.stat(NETNS_DIR).st_dev
+    except FileNotFoundError:
+        return False
+
+
+def remove_leftover(ns: str) -> None:
+    """Delete a namespace name that is not a namespace, so that one can be made there."""
+    path = os.path.join(NETNS_DIR, ns)
+    if os.path.exists(path) and not is_namespace(ns):
+        os.unlink(path)
+
+
+_cache = threading.local()
+
+
+@contextlib.contextmanager
+def batch() -> Iterator[None]:
+    """Reuse one netlink socket per namespace for the calls inside (one network's steps).
+
+    Not kept longer: a socket pins its namespace, so a cached one would keep seeing a
+    namespace that was deleted by hand.
+    """
+    _cache.sockets = {}
+    try:
+        yield
+    finally:
+        for ipr in _cache.sockets.values():
+            ipr.close()
+        _cache.sockets = None
+
+
+@contextlib.contextmanager
+def _ns_socket(ns: str) -> Iterator[IPRoute]:
+    cached = getattr(_cache, "sockets", None)
+    if cached is not None and ns in cached:
+        yield cached[ns]
+        return
+    # A netlink socket opened while this thread sits in the namespace stays bound to it.
+    with entered(ns):
+        ipr = IPRoute()
+    if cached is not None:
+        cached[ns] = ipr
+        yield ipr
+        return
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def forget(ns: str) -> None:
+    """Drop a cached socket of a namespace that is being deleted."""
+    cached = getattr(_cache, "sockets", None)
+    if cached and ns in cached:
+        cached.pop(ns).close()
+
+
+@contextlib.contextmanager
+def entered(ns: str) -> Iterator[None]:
+    """The calling thread inside namespace `ns` for the block, then back where it was.
+
+    pyroute2's pushns/popns keep one stack for all threads and save the *main* thread's
+    namespace (/proc/self), so two threads using them at once can leave one of them in the
+    wrong namespace: a test driver's main thread was left in a VM's namespace that way, and
+    the agent it started could not reach nova nor find its veths. This saves the calling
+    thread's own namespace, and never creates one (pushns would)."""
+    saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        netns.setns(ns, flags=0)
+        try:
+            yield
+        finally:
+            netns.setns(saved, flags=0)
+    finally:
+        os.close(saved)
+
+
+def tcp_connect(ns: str, address: str, port: int, timeout: float) -> OSError | None:
+    """A TCP connect made from inside a namespace: None when it succeeded, else the error."""
+    with entered(ns):
+        sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET,
+                             socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect((address, port))
+        return None
+    except OSError as exc:
+        return exc
+    finally:
+        sock.close()
+
+
+def _ignored(address: str) -> bool:
+    # The kernel's own EUI-64 link-local address is not ours to manage.
+    iface = ipaddress.ip_interface(address)
+    return iface.version == 6 and iface.ip.is_link_local and address != METADATA_V6
+
+
+def read_outer(dev: str) -> tuple[bool, bool]:
+    """(exists, admin up) of the root-namespace end: one RTM_GETLINK, not a dump."""
+    with IPRoute() as ipr:
+        try:
+            link = ipr.link("get", ifname=dev)[0]
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return False, False
+            raise
+        return True, bool(link["flags"] & 1)
+
+
+def read_inner(ns: str, dev: str, with_csum: bool = True
+               ) -> tuple[LinkState | None, tuple[str, ...]]:
+    """The namespace end of our pair (None when it or the namespace is missing), and the
+    names of the other devices in the namespace besides lo: another agent's."""
+    try:
+        with _ns_socket(ns) as ipr:
+            links = {link.get("IFLA_IFNAME"): link for link in ipr.get_links()}
+            link = links.get(dev)
+            addrs = frozenset(
+                f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
+                for a in ipr.get_addr(index=link["index"])) if link else frozenset()
+            entries = [(n["state"], n.get("NDA_DST"), (n.get("NDA_LLADDR") or "").lower())
+                       for n in ipr.get_neighbours(ifindex=link["index"])
+                       if n.get("NDA_LLADDR")] if link else []
+    except OSError as exc:  # the namespace went away under us
+        if exc.errno in (errno.ENOENT, errno.EINVAL):
+            return None, ()
+        raise
+    foreign = tuple(sorted(n for n in links if n not in (dev, "lo")))
+    if link is None:
+        return None, foreign
+    return LinkState(
+        mac=(link.get("IFLA_ADDRESS") or "").lower(), mtu=link.get("IFLA_MTU") or 0,
+        up=bool(link["flags"] & 1), addresses=frozenset(a for a in addrs if not _ignored(a)),
+        tx_csum=_tx_csum(ns, dev) if with_csum else False,
+        neighbours=frozenset((ip, mac) for state, ip, mac in entries if state & RESOLVED),
+        permanent=frozenset((ip, mac) for state, ip, mac in entries
+                            if state & NUD_PERMANENT)), foreign
+
+
+def delete_neighbours(spec: NetworkSpec, ips: tuple[str, ...]) -> None:
+    with _ns_socket(spec.namespace) as ipr:
+        idx = ipr.link_lookup(ifname=spec.inner)[0]
+        for ip in ips:
+            try:
+                ipr.neigh("del", dst=ip, ifindex=idx)
+            except NetlinkError as exc:
+                if exc.code != errno.ENOENT:
+                    raise
+
+
+def add_neighbours(spec: NetworkSpec, entries: tuple[tuple[str, str], ...]) -> None:
+    """Permanent (IP, MAC) entries; one the kernel already has, in any state, is replaced."""
+    with _ns_socket(spec.namespace) as ipr:
+        idx = ipr.link_lookup(ifname=spec.inner)[0]
+        for ip, mac in entries:
+            ipr.neigh("replace", dst=ip, lladdr=mac, ifindex=idx, state=NUD_PERMANENT)
+
+
+def delete_links(ns: str, names: tuple[str, ...]) -> None:
+    """Delete devices in a namespace by name; one already gone is fine."""
+    with _ns_socket(ns) as ipr:
+        for name in names:
+            idx = ipr.link_lookup(ifname=name)
+            if idx:
+                try:
+                    ipr.link("del", index=idx[0])
+                except NetlinkError as exc:
+                    if exc.code != errno.ENODEV:
+                        raise
+
+
+def _proc_net_key(address: str, port: int) -> str:
+    """An address:port as /proc/net/tcp{,6} spells it (32-bit words in host order)."""
+    packed = ipaddress.ip_address(address).packed
+    words = [packed[i:i + 4][::-1].hex().upper() for i in range(0, len(packed), 4)]
+    return f"{''.join(words)}:{port:04X}"
+
+
+def listening_inodes(ns: str, address: str, port: int) -> set[int]:
+    """Socket inodes listening on address:port inside a namespace (empty when it is gone)."""
+    table = "tcp6" if ":" in address else "tcp"
+    key = _proc_net_key(address, port)
+    try:
+        with entered(ns):
+            with open(f"/proc/thread-self/net/{table}") as f:
+                lines = f.read().splitlines()[1:]
+    except OSError:
+        return set()
+    out = set()
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 9 and fields[1] == key and fields[3] == "0A":  # LISTEN
+            out.add(int(fields[9]))
+    return out
+
+
+def _nftables(ns: str) -> NFTables:
+    with entered(ns):
+        return NFTables(nfgen_family=NFPROTO_UNSPEC)
+
+
+def read_firewall(ns: str) -> tuple[str, ...]:
+    """nftables tables in a namespace, as "family:name" (iptables-nft makes them): ovnmeta
+    makes none, so any is another agent's (neutron's CHECKSUM rule on a netdev bridge)."""
+    try:
+        nft = _nftables(ns)
+    except OSError:
+        return ()
+    try:
+        return tuple(sorted(f"{t['nfgen_family']}:{t.get_attr('NFTA_TABLE_NAME')}"
+                            for t in nft.get_tables()))
+    finally:
+        nft.close()
+
+
+def delete_firewall(ns: str, tables: tuple[str, ...]) -> None:
+    nft = _nftables(ns)
+    try:
+        for table in tables:
+            family, name = table.split(":", 1)
+            try:
+                nft.table("del", name=name, family=int(family))
+            except NetlinkError as exc:
+                if exc.code != errno.ENOENT:
+                    raise
+    finally:
+        nft.close()
+
+
+def migrate_queued_connections(ns: str) -> None:
+    """Let the kernel hand connections queued on a closing listener to another listener of
+    the same port (net.ipv4.tcp_migrate_req, Linux 5.14): a process that stops while ours
+    listens beside it then drops none. Best effort on older kernels."""
+    with entered(ns):
+        try:
+            with open("/proc/sys/net/ipv4/tcp_migrate_req", "w") as f:
+                f.write("1")
+        except OSError as exc:
+            LOG.debug("tcp_migrate_req not set in %s: %s", ns, exc)
+
+
+def _tx_csum(ns: str, dev: str) -> bool:
+    with entered(ns):
+        eth = Ethtool()
+        try:
+            feature = eth.get_features(dev).features.get(TX_CSUM_FEATURE)
+            return bool(feature and feature.enable)
+        finally:
+            eth.close()
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNET = 0x40000000
+MS_BIND = 4096
+
+
+def _new_netns(path: str) -> None:
+    """Create a network namespace pinned by a bind mount at path, without forking.
+
+    unshare() moves only the calling thread, so it runs in a throwaway thread.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    os.close(fd)
+    errors: list[OSError] = []
+
+    def work() -> None:
+        if _libc.unshare(CLONE_NEWNET) != 0:
+            errors.append(OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed"))
+            return
+        source = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
+        if _libc.mount(source, path.encode(), b"none", MS_BIND, None) != 0:
+            errors.append(OSError(ctypes.get_errno(), f"bind mount on {path} failed"))
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    if errors:
+        os.unlink(path)
+        raise errors[0]
+
+
+def create_namespace(spec: NetworkSpec) -> None:
+    os.makedirs(NETNS_DIR, exist_ok=True)
+    remove_leftover(spec.namespace)
+    _new_netns(os.path.join(NETNS_DIR, spec.namespace))
+    with _ns_socket(spec.namespace) as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+
+def create_veth(spec: NetworkSpec) -> None:
+    """A new pair; ends left under our names (in the root namespace or in the namespace)
+    are deleted first, so the step converges whatever an earlier failure left."""
+    with IPRoute() as ipr:
+        stale = ipr.link_lookup(ifname=spec.outer)
+        if stale:
+            ipr.link("del", index=stale[0])
+        with _ns_socket(spec.namespace) as inside:
+            stale = inside.link_lookup(ifname=spec.inner)
+            if stale:
+                LOG.warning("network %s: deleting a stale %s in %s", spec.network_id,
+                            spec.inner, spec.namespace)
+                inside.link("del", index=stale[0])
+        ipr.link("add", ifname=spec.outer, kind="veth",
+                 peer={"ifname": spec.inner, "net_ns_fd": spec.namespace})
+
+
+def configure_inner(spec: NetworkSpec, csum_off: bool) -> None:
+    with _ns_socket(spec.namespace) as ipr:
+        idx = ipr.link_lookup(ifname=spec.inner)[0]
+        link = ipr.get_links(index=idx)[0]
+        if (link.get("IFLA_ADDRESS") or "").lower() != spec.mac:
+            ipr.link("set", index=idx, state="down")
+            ipr.link("set", index=idx, address=spec.mac)
+        if spec.mtu:
+            ipr.link("set", index=idx, mtu=spec.mtu)
+        ipr.link("set", index=idx, state="up")
+    if csum_off:
+        # The userspace datapath forwards partial checksums as they are; receivers drop them.
+        with entered(spec.namespace):
+            eth = Ethtool()
+            try:
+                feats = eth.get_features(spec.inner)
+                feats.features[TX_CSUM_FEATURE].enable = False
+                eth.set_features(spec.inner, feats)
+            finally:
+                eth.close()
+
+
+def add_address(spec: NetworkSpec, address: str) -> None:
+    iface = ipaddress.ip_interface(address)
+    with _ns_socket(spec.namespace) as ipr:
+        idx = ipr.link_lookup(ifname=spec.inner)[0]
+        try:
+            ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen,
+                     flags=IFA_F_NODAD if iface.version == 6 else 0)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+
+
+def del_address(spec: NetworkSpec, address: str) -> None:
+    iface = ipaddress.ip_interface(address)
+    with _ns_socket(spec.namespace) as ipr:
+        idx = ipr.link_lookup(ifname=spec.inner)[0]
+        try:
+            ipr.addr("del", index=idx, address=str(iface.ip),
+                     prefixlen=iface.network.prefixlen)
+        except NetlinkError as exc:
+            if exc.code != errno.EADDRNOTAVAIL:
+                raise
+
+
+def set_outer_up(spec: NetworkSpec) -> None:
+    with IPRoute() as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname=spec.outer)[0], state="up")
+
+
+def delete(net_id: str) -> None:
+    """Remove the namespace and the pair; missing parts are fine.
+
+    Unmounting the namespace is enough for the pair: the kernel destroys both ends in the
+    background, which is several times faster than deleting the veth synchronously. Only an
+    outer end left without its namespace is deleted here.
+    """
+    ns = naming.namespace(net_id)
+    forget(ns)
+    if is_namespace(ns):
+        netns.remove(ns)
+        return
+    remove_leftover(ns)
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=naming.outer_device(net_id))
+        if idx:
+            ipr.link("del", index=idx[0])
+
+
+def outer_devices() -> set[str]:
+    """Our outer ends in the root namespace, of whichever network (sysfs: no netlink dump)."""
+    return {d for d in os.listdir("/sys/class/net") if naming.is_outer_device(d)}
+
+
+def delete_outer(dev: str) -> None:
+    """Delete an outer end (and so its peer); already gone is fine."""
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=dev)
+        if idx:
+            try:
+                ipr.link("del", index=idx[0])
+            except NetlinkError as exc:
+                if exc.code != errno.ENODEV:
+                    raise

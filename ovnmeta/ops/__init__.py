@@ -1,0 +1,1 @@
+"""What operators run: `ovnmeta status`, `trace` and `cleanup`."""

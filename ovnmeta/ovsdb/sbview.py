@@ -1,0 +1,365 @@
+"""The agent's view of the Southbound DB: only the rows this chassis needs, as plain records.
+
+Conditional monitoring keeps the IDL to this chassis's Chassis rows, the ports bound here and
+the ports and datapaths of their networks; a cloud of any size costs what this host serves.
+Nothing outside this module touches an IDL row.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import ovs.db.idl
+import ovs.poller
+import ovs.stream
+from ovsdbapp.backend.ovs_idl import connection, idlutils
+
+from ovnmeta.core import naming, registration
+from ovnmeta.ovsdb import sbssl
+from ovnmeta.core.desired import VIF_TYPES
+from ovnmeta.ovsdb.rowcache import RowCache
+from ovnmeta.core.model import PortRecord, SbSnapshot
+
+LOG = logging.getLogger(__name__)
+
+COLUMNS = {
+    "Chassis": ["name", "hostname"],
+    "Chassis_Private": ["name", "chassis", "external_ids"],
+    "SB_Global": ["nb_cfg"],
+    "Datapath_Binding": ["external_ids"],
+    "Port_Binding": ["logical_port", "type", "datapath", "chassis", "additional_chassis",
+                     "mac", "external_ids", "options"],
+}
+NOTHING = [False]
+RECONNECT_MIN_MS, RECONNECT_MAX_MS = 500, 2000
+
+
+
+def _uuids(row: ovs.db.idl.Row, column: str) -> list[str]:
+    """Referenced row uuids, even when the referenced row is not monitored here."""
+    datum = row._data.get(column)
+    if datum is None:
+        return []
+    return [str(atom.value) for atom in datum.values]
+
+
+def _binding(row: ovs.db.idl.Row) -> tuple:
+    """(datapath uuids, chassis uuids, additional chassis uuids, type, logical_port, mac,
+    external_ids, requested-chassis): one Port_Binding row read once."""
+    options = getattr(row, "options", {})
+    return (_uuids(row, "datapath"), _uuids(row, "chassis"), _uuids(row, "additional_chassis"),
+            row.type, row.logical_port, tuple(row.mac),
+            tuple(sorted(row.external_ids.items())), options.get("requested-chassis", ""))
+
+
+def is_here(chassis_uuid: str | None, names: frozenset[str], bound: list[str],
+            additional: list[str], type_: str, logical_port: str, requested: str,
+            plugged: frozenset[str]) -> bool:
+    """A port of this chassis: the SB binds it here, or it is a VM port whose interface is
+    plugged on this host and that ovn-controller is about to bind here.
+
+    The second case lets provisioning start with the VM's OVS port, not one SB round trip
+    of ovn-controller's later; a port whose `requested-chassis` names other chassis only is
+    not ovn-controller's to bind here, so not ours either.
+    """
+    if chassis_uuid is not None and (chassis_uuid in bound or chassis_uuid in additional):
+        return True
+    if type_ not in VIF_TYPES or logical_port not in plugged or chassis_uuid is None:
+        return False
+    wanted = {c.strip() for c in requested.split(",") if c.strip()}
+    return not wanted or bool(wanted & names)
+
+
+def set_ssl(private_key: str, certificate: str, ca_cert: str) -> None:
+    if private_key:
+        ovs.stream.Stream.ssl_set_private_key_file(private_key)
+    if certificate:
+        ovs.stream.Stream.ssl_set_certificate_file(certificate)
+    if ca_cert:
+        ovs.stream.Stream.ssl_set_ca_cert_file(ca_cert)
+
+
+class _Collect(logging.Filter):
+    """Keeps ovsdbapp's per-remote errors for our one message instead of logging them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.messages.append(record.getMessage())
+        return False
+
+
+class SbUnreachable(RuntimeError):
+    """No SB remote gave us its schema; the message says why, per remote."""
+
+
+def fetch_schema_helper(remote: str, ssl_files: sbssl.SslFiles | None):
+    """The SB schema from the first remote that answers, or one error naming the cause."""
+    collect = _Collect()
+    logger = logging.getLogger(idlutils.__name__)
+    logger.addFilter(collect)
+    try:
+        return idlutils.get_schema_helper(remote, "OVN_Southbound")
+    except Exception as exc:
+        by_reason: dict[str, list[str]] = {}
+        for one in idlutils.parse_connection(remote):
+            reason = sbssl.diagnose(one, ssl_files) if ssl_files else None
+            if reason:
+                by_reason.setdefault(reason, []).append(one)
+        reasons = [f"SSL to {', '.join(remotes)} failed: {reason}"
+                   for reason, remotes in by_reason.items()]
+        raise SbUnreachable("; ".join(reasons or dict.fromkeys(collect.messages))
+                            or str(exc)) from None
+    finally:
+        logger.removeFilter(collect)
+
+
+class _SbIdl(ovs.db.idl.Idl):
+    """Rebuilds the view after every run() that changed something, in the IDL thread."""
+
+    def __init__(self, remote: str, helper: ovs.db.idl.SchemaHelper, view: SbView,
+                 probe_interval: int) -> None:
+        super().__init__(remote, helper, probe_interval=probe_interval, leader_only=False)
+        self._view = view
+        self._seen = -1
+        self._plugged_seen: frozenset[str] = frozenset()
+        self.bindings = RowCache("Port_Binding", _binding)
+        # Written by other threads (SbView.watch_plugged) to wake this one's poll.
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def notify(self, event, row, updates=None) -> None:
+        self.bindings.notify(event, row)
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"!")
+        except (BlockingIOError, OSError):
+            pass  # a wake-up is pending already, or the IDL is closed
+
+    def wait(self, poller) -> None:
+        super().wait(poller)
+        poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
+
+    def run(self) -> bool:
+        try:
+            os.read(self._wake_r, 4096)
+        except (BlockingIOError, OSError):
+            pass
+        changed = super().run()
+        plugged = self._view.plugged_ports()
+        if self.change_seqno != self._seen or not self._view.settled \
+                or plugged != self._plugged_seen:
+            self._seen, self._plugged_seen = self.change_seqno, plugged
+            self._view._rebuild(self, plugged)
+        return changed
+
+    def close(self) -> None:
+        super().close()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class SbView:
+    def __init__(self, remote: str, chassis: str,
+                 on_change: Callable[[set[str] | None], None],
+                 timeout: int = 180, probe_interval: int = 60000,
+                 bridge: str | None = None, ssl_files: sbssl.SslFiles | None = None,
+                 register_as: str = registration.AUTO,
+                 extensions: tuple[str, ...] = ()) -> None:
+        self.remote = remote
+        self.ssl_files = ssl_files
+        self.chassis = chassis
+        self.bridge = bridge   # None: a worker's view, which reports nothing to neutron
+        self._on_change = on_change
+        self._timeout = timeout
+        self._probe_interval = probe_interval
+        self._lock = threading.Lock()
+        self._snapshot = SbSnapshot(chassis=chassis)
+        self._chassis_uuid: str | None = None
+        self._datapaths: frozenset[str] = frozenset()
+        self._plugged: frozenset[str] = frozenset()     # from the local OVS, any thread
+        self._watched: frozenset[str] = frozenset()     # what the conditions ask for
+        self._by_network: dict[str, frozenset[PortRecord]] = {}
+        # True once this chassis's rows are fully loaded: before that an empty view means
+        # "not known yet", not "nothing to serve".
+        self.settled = False
+        self.updated_at = 0.0   # wall clock of the last change the SB sent us
+        self._reported: dict[str, str] = {}
+        self._register_as, self._extensions = register_as, extensions
+        self.registration: registration.Registration | None = None
+        self._idl: _SbIdl | None = None
+        self._conn: connection.Connection | None = None
+
+    @classmethod
+    def from_conf(cls, conf, chassis: str, on_change: Callable[[set[str] | None], None],
+                  bridge: str | None = None) -> SbView:
+        """From the [ovn] options; sets the process-wide SSL files for ssl: remotes."""
+        set_ssl(conf.ovn.ovn_sb_private_key, conf.ovn.ovn_sb_certificate,
+                conf.ovn.ovn_sb_ca_cert)
+        return cls(",".join(conf.ovn.ovn_sb_connection), chassis, on_change,
+                   timeout=conf.ovn.ovsdb_connection_timeout,
+                   probe_interval=conf.ovn.ovsdb_probe_interval, bridge=bridge,
+                   ssl_files=sbssl.SslFiles.from_conf(conf.ovn),
+                   register_as=conf.metadata.register_as,
+                   extensions=tuple(conf.agent.extensions))
+
+    # -- lifecycle ------------------------------------------------------------
+    def start(self) -> None:
+        """Connect (blocking until the first dump or the timeout) and start the IDL thread."""
+        helper = fetch_schema_helper(self.remote, self.ssl_files)
+        for table, columns in COLUMNS.items():
+            present = [c for c in columns if c in helper.schema_json["tables"][table]["columns"]]
+            helper.register_columns(table, present)
+        idl = _SbIdl(self.remote, helper, self, self._probe_interval)
+        # python-ovs backs off up to 8 s between reconnects; an SB that comes back is
+        # picked up within RECONNECT_MAX_MS instead.
+        idl._session.reconnect.set_backoff(RECONNECT_MIN_MS, RECONNECT_MAX_MS)
+        idl.cond_change("Chassis", [["name", "==", self.chassis]])
+        idl.cond_change("Chassis_Private", [["name", "==", self.chassis]])
+        idl.cond_change("Port_Binding", NOTHING)
+        idl.cond_change("Datapath_Binding", NOTHING)
+        self._idl = idl
+        self._conn = connection.Connection(idl, self._timeout)
+        try:
+            self._conn.start()
+        except Exception:
+            idl.close()  # the caller retries with a fresh IDL; this one's socket must go
+            raise
+
+    def stop(self) -> None:
+        if self._conn:
+            self._conn.stop(timeout=5)
+
+    def watch_plugged(self, logical_ports: frozenset[str]) -> None:
+        """The iface-ids plugged on this host's OVS (any thread): their Port_Binding rows are
+        monitored, and a VM port among them counts as here before ovn-controller binds it."""
+        with self._lock:
+            if logical_ports == self._plugged:
+                return
+            self._plugged = frozenset(logical_ports)
+        idl = self._idl
+        if idl is not None:
+            idl.wake()
+
+    def plugged_ports(self) -> frozenset[str]:
+        with self._lock:
+            return self._plugged
+
+    # -- reads (any thread) ---------------------------------------------------
+    def snapshot(self) -> SbSnapshot:
+        with self._lock:
+            return self._snapshot
+
+    def connected(self) -> bool:
+        idl = self._idl
+        return bool(idl and idl._session.is_connected())
+
+    @property
+    def monitored_rows(self) -> dict[str, int]:
+        """Rows held per table: what conditional monitoring costs us."""
+        idl = self._idl
+        return {t: len(idl.tables[t].rows) for t in COLUMNS} if idl else {}
+
+    # -- IDL thread -----------------------------------------------------------
+    def _rebuild(self, idl: _SbIdl, plugged: frozenset[str]) -> None:
+        self.updated_at = time.time()
+        mine = [r for r in idl.tables["Chassis"].rows.values() if r.name == self.chassis]
+        chassis_uuid = str(mine[0].uuid) if mine else None
+        names = frozenset({self.chassis} | {getattr(r, "hostname", "") for r in mine}) - {""}
+        networks = {str(r.uuid): naming.network_id(dict(r.external_ids))
+                    for r in idl.tables["Datapath_Binding"].rows.values()}
+        local_dps: set[str] = set()
+        by_network: dict[str, set[PortRecord]] = {}
+        for (dps, chassis, additional, type_, logical_port, mac, ext,
+             requested) in idl.bindings.values(idl.tables):
+            if not dps:
+                continue
+            here = is_here(chassis_uuid, names, chassis, additional, type_, logical_port,
+                           requested, plugged)
+            if here:
+                local_dps.add(dps[0])
+            if not here and type_ != "localport":
+                continue
+            net_id = networks.get(dps[0])
+            if net_id is None:
+                continue  # its datapath row arrives with the next condition change
+            by_network.setdefault(net_id, set()).add(PortRecord(
+                logical_port=logical_port, type=type_, network_id=net_id, mac=mac,
+                external_ids=ext, bound_here=here))
+
+        self._update_conditions(idl, chassis_uuid, frozenset(local_dps), plugged)
+        frozen = {n: frozenset(p) for n, p in by_network.items()}
+        dirty = {n for n in frozen.keys() | self._by_network.keys()
+                 if frozen.get(n) != self._by_network.get(n)}
+        self._by_network = frozen
+        with self._lock:
+            self._snapshot = SbSnapshot(
+                chassis=self.chassis,
+                ports=tuple(p for ports in frozen.values() for p in ports))
+        self._report_liveness(idl)
+        if dirty:
+            self._on_change(dirty)
+        if not self.settled and chassis_uuid is not None and not any(
+                idl.tables[t]._condition_state.new is not None
+                or idl.tables[t]._condition_state.requested is not None for t in COLUMNS):
+            self.settled = True
+            LOG.info("SB view loaded: %s", self.monitored_rows)
+            self._on_change(None)
+
+    def _report_liveness(self, idl: _SbIdl) -> None:
+        """Echo SB_Global.nb_cfg into our Chassis_Private row, as neutron's agents do: it is
+        how `openstack network agent list` tells that the agent is alive."""
+        globals_ = list(idl.tables["SB_Global"].rows.values())
+        mine = [r for r in idl.tables["Chassis_Private"].rows.values()
+                if r.name == self.chassis]
+        if self.bridge is None or not globals_ or not mine:
+            return
+        row = mine[0]
+        if self.registration is None:  # once, from the row as the agent found it
+            self.registration = registration.choose(self._register_as, self._extensions,
+                                                    row.external_ids)
+            LOG.info("registering in Chassis_Private as %s (%s)", self.registration.mode,
+                     self.registration.reason)
+        want = self.registration.wanted(self.chassis, globals_[0].nb_cfg, self.bridge)
+        stale = [k for k in self.registration.removes if k in row.external_ids]
+        current = all(row.external_ids.get(k) == v for k, v in want.items()) and not stale
+        if current or (want == self._reported and not stale):
+            return
+        txn = ovs.db.idl.Transaction(idl)
+        for key, value in want.items():
+            row.setkey("external_ids", key, value)
+        for key in stale:
+            row.delkey("external_ids", key)
+        # Completes over the next run()s; should it fail, the next change tries again.
+        txn.commit()
+        self._reported = want
+
+    def _update_conditions(self, idl: _SbIdl, chassis_uuid: str | None,
+                           datapaths: frozenset[str], plugged: frozenset[str]) -> None:
+        if (chassis_uuid, datapaths, plugged) == (self._chassis_uuid, self._datapaths,
+                                                  self._watched):
+            return
+        if chassis_uuid != self._chassis_uuid:
+            LOG.info("chassis %s is SB row %s", self.chassis, chassis_uuid)
+        self._chassis_uuid, self._datapaths, self._watched = chassis_uuid, datapaths, plugged
+        pb: list = NOTHING
+        if chassis_uuid:
+            pb = [["chassis", "==", ["uuid", chassis_uuid]]]
+            if "additional_chassis" in idl.tables["Port_Binding"].columns:
+                pb.append(["additional_chassis", "includes", ["uuid", chassis_uuid]])
+            pb += [["datapath", "==", ["uuid", dp]] for dp in sorted(datapaths)]
+            # The rows of ports plugged here, before ovn-controller binds them (is_here).
+            pb += [["logical_port", "==", lp] for lp in sorted(plugged)]
+        dp_cond = [["_uuid", "==", ["uuid", dp]] for dp in sorted(datapaths)] or NOTHING
+        # Called from run() in the IDL thread: wait() then wakes at once to send them.
+        idl.cond_change("Port_Binding", pb)
+        idl.cond_change("Datapath_Binding", dp_cond)

@@ -1,0 +1,165 @@
+"""The metadata proxy on the agent's unix socket: identify the VM, sign, forward to nova.
+
+haproxy in each namespace sends here with X-OVN-Network-ID and X-Forwarded-For set by itself;
+everything a client may have put in the identity headers is dropped before nova sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable, Collection
+
+from ovnmeta.proxy import metrics
+from ovnmeta.proxy.httpserver import Request, Response, Server
+from ovnmeta.proxy.httpserver import text as _text
+from ovnmeta.core.model import SbSnapshot
+from ovnmeta.proxy.peers import PeerPolicy, Refusals, peer_of
+from ovnmeta.proxy.nova import THROTTLE, NovaClient, NovaTimeout, NovaUnavailable
+from ovnmeta.core.portindex import BadAddress, PortIndex
+from ovnmeta.core.signing import sign_instance_id
+
+LOG = logging.getLogger(__name__)
+
+NETWORK_HEADER = "X-OVN-Network-ID"
+# Identity is the agent's to assert: a client's copy must never reach nova (nova joins
+# repeated headers, and X-Metadata-Provider switches it to another lookup).
+IDENTITY_HEADERS = frozenset(h.lower() for h in (
+    "X-Instance-ID", "X-Tenant-ID", "X-Instance-ID-Signature", "X-Metadata-Provider",
+    "X-Metadata-Provider-Signature", "X-Forwarded-For", NETWORK_HEADER, "Host"))
+REQUEST_DROP = IDENTITY_HEADERS | {"connection", "keep-alive", "te", "trailer", "upgrade",
+                                   "transfer-encoding", "content-length", "proxy-connection",
+                                   "expect"}  # the body is sent whole, never on a 100
+MAX_BODY = 64 * 1024   # the largest thing a VM posts is its encrypted password (≤ 256 bytes)
+
+
+class MetadataProxy:
+    def __init__(self, snapshot: Callable[[], SbSnapshot], nova: NovaClient, secret: str,
+                 instance_key: str = "neutron:device_id",
+                 project_key: str = "neutron:project_id",
+                 plugged: Callable[[], Collection[str]] | None = None) -> None:
+        self._snapshot = snapshot
+        # The logical ports plugged on this host (local OVS): a port the SB view still
+        # has but whose VM is gone is not answered for, so a VM given a deleted VM's
+        # address never gets that VM's data while the view lags (SB cut off, say).
+        self._plugged = plugged
+        self._nova = nova
+        self._secret = secret
+        self._keys = (instance_key, project_key)
+        self._index_of: SbSnapshot | None = None
+        self._index = PortIndex({}, {})
+        self.forbidden_logged = False
+
+    @classmethod
+    def from_conf(cls, conf, snapshot: Callable[[], SbSnapshot], nova: NovaClient,
+                  plugged: Callable[[], Collection[str]] | None = None) -> MetadataProxy:
+        return cls(snapshot, nova, conf.metadata_proxy_shared_secret,
+                   instance_key=conf.metadata.instance_id_key,
+                   project_key=conf.metadata.project_id_key, plugged=plugged)
+
+    def index(self) -> PortIndex:
+        """The index of the current SB view, rebuilt only when the view changed."""
+        snap = self._snapshot()
+        if snap is not self._index_of:
+            self._index = PortIndex.build(snap.ports, *self._keys)
+            self._index_of = snap
+        return self._index
+
+    async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        response = await self._handle(request)
+        networks = request.get_all(NETWORK_HEADER)
+        network = networks[0].strip() if networks else ""
+        # Only networks served here become label values: a client cannot mint series.
+        if network not in self.index().networks:
+            network = "unknown"
+        metrics.observe_request(network, response.status, time.perf_counter() - started)
+        return response
+
+    async def _handle(self, request: Request) -> Response:
+        networks = {v.strip() for v in request.get_all(NETWORK_HEADER)}
+        clients = request.get_all("X-Forwarded-For")
+        if len(networks) != 1 or not next(iter(networks)):
+            return _text(400, f"Bad request: exactly one {NETWORK_HEADER} header is required")
+        if len(clients) != 1 or "," in clients[0]:
+            return _text(400, "Bad request: exactly one X-Forwarded-For address is required")
+        network_id, client = networks.pop(), clients[0].strip()
+        try:
+            instance = self.index().lookup(network_id, client)
+        except BadAddress as exc:
+            return _text(400, f"Bad request: X-Forwarded-For {exc}")
+        if instance is None:
+            if network_id in self.index().networks:
+                metrics.index_miss(network_id)
+            LOG.info("no VM port bound here with IP %s on network %s: 404", client, network_id)
+            return _text(404, f"No instance with address {client} on network {network_id}")
+        if not instance.answerable(None if self._plugged is None else self._plugged()):
+            LOG.warning("IP %s on network %s is port %s in the SB view, but no interface "
+                        "on this host carries it (deleted VM, view behind the SB?): 404",
+                        client, network_id, instance.logical_port)
+            return _text(404, f"No instance with address {client} on network {network_id}")
+
+        body = request.body  # the server bounds it (MAX_BODY, 413)
+        headers = [(k, v) for k, v in request.headers if k.lower() not in REQUEST_DROP]
+        headers += [("X-Forwarded-For", client),
+                    ("X-Instance-ID", instance.instance_id),
+                    ("X-Tenant-ID", instance.project_id),
+                    ("X-Instance-ID-Signature",
+                     sign_instance_id(self._secret, instance.instance_id))]
+        try:
+            resp = await self._nova.forward(request.method, request.path_qs, headers, body)
+        except NovaTimeout as exc:
+            THROTTLE.log(LOG, logging.ERROR, "timeout", "instance %s %s %s: %s",
+                         instance.instance_id, request.method, request.path, exc)
+            return _text(504, "Gateway timeout: the nova metadata API did not answer in time")
+        except NovaUnavailable as exc:
+            THROTTLE.log(LOG, logging.ERROR, "unavailable",
+                         "instance %s %s %s: no answer from the nova metadata API: %s",
+                         instance.instance_id, request.method, request.path, exc)
+            return _text(502, "Bad gateway: the nova metadata API cannot be reached")
+        if resp.status == 403:
+            LOG.error("nova refused the signed request for instance %s (403): "
+                      "metadata_proxy_shared_secret in the agent's config does not match "
+                      "nova's [neutron] metadata_proxy_shared_secret", instance.instance_id)
+        elif resp.status >= 500:
+            LOG.warning("nova answered %d for instance %s %s %s", resp.status,
+                        instance.instance_id, request.method, request.path)
+        return Response(resp.status, resp.headers, resp.body)
+
+
+def _admit(policy: PeerPolicy):
+    """The connection's peer, checked once when it connects: root, the agent's user and
+    haproxy's; anyone else gets 403 for every request, and one warning per user."""
+    refusals = Refusals()
+    forbidden = _text(403, "Forbidden: only haproxy may use the metadata socket")
+
+    def admit(transport) -> Response | None:
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return forbidden
+        peer = peer_of(sock)
+        if policy.allows(peer):
+            return None
+        refusals.note(peer)
+        return forbidden
+    return admit
+
+
+def make_server(proxy: MetadataProxy, peers: PeerPolicy | None = None) -> Server:
+    """The proxy's HTTP server; with `peers`, a connection from anyone else is answered
+    403 without a lookup."""
+    return Server(proxy.handle, admit=_admit(peers) if peers else None, keepalive=75,
+                  max_body=MAX_BODY)
+
+
+async def serve(server: Server, sock: socket.socket, stop: asyncio.Event,
+                before_close: Callable[[], None] | None = None, backlog: int = 4096) -> None:
+    await server.start(sock, backlog)
+    try:
+        await stop.wait()
+    finally:
+        if before_close:
+            before_close()
+        await server.close()

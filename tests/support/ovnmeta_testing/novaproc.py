@@ -1,0 +1,54 @@
+"""Runs the nova-compatible metadata server as a real process on a loopback port."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from ovnmeta_testing.sandbox import _free_port
+
+
+class NovaProcess:
+    def __init__(self, instances: dict[str, dict], secret: str, workdir: Path,
+                 port: int | None = None) -> None:
+        self.secret = secret
+        self.port = port or _free_port()
+        self.instances = dict(instances)
+        self.instances_file = Path(workdir) / "instances.yaml"
+        self.instances_file.write_text(yaml.safe_dump({"instances": instances}))
+        self.log_path = Path(workdir) / "nova.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 10) -> "NovaProcess":
+        exe = Path(sys.executable).parent / "ovnmeta-nova-metadata"
+        self.proc = subprocess.Popen(
+            [str(exe), "--instances", str(self.instances_file), "--secret", self.secret,
+             "--port", str(self.port)], stdout=subprocess.DEVNULL,
+            stderr=open(self.log_path, "a"))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"nova server exited: {self.log_path.read_text()}")
+                time.sleep(0.05)
+        raise RuntimeError("nova server did not start listening")
+
+    def add_instance(self, instance_id: str, data: dict) -> None:
+        """Known to the running server from its next request for it on."""
+        self.instances[instance_id] = data
+        tmp = self.instances_file.with_suffix(".new")
+        tmp.write_text(yaml.safe_dump({"instances": self.instances}))
+        tmp.replace(self.instances_file)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)

@@ -1,0 +1,190 @@
+"""Soak: networks and VMs created and deleted without pause for N minutes while every live
+VM is probed, then everything deleted and the host checked for leftovers.
+
+Reports the agent's RSS and open file descriptors at the start (after a warm-up) and the
+end, what is left on the host once no VM remains (namespaces, veths, OVS ports, haproxy
+frontends), and the requests to live VMs that failed. Used by scripts/soak.py and, for two
+minutes, by tests/sandbox/test_soak.py.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ovnmeta.core import naming
+from ovnmeta_testing import neutron
+from ovnmeta_testing.agentproc import AgentProcess, namespaces
+from ovnmeta_testing.novaproc import NovaProcess
+from ovnmeta_testing.prober import Prober, Target
+from ovnmeta_testing.sandbox import Sandbox, wait_until
+from ovnmeta_testing.vm import FakeVM
+
+SECRET = "soak-secret"
+MAX_NETWORKS = 6
+MAX_VMS_PER_NETWORK = 2
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def fd_kinds(pid: int) -> dict[str, int]:
+    """The agent's open fds by kind (socket, pipe, anon_inode:[eventpoll], a file's
+    directory): what grows, when the count does."""
+    kinds: dict[str, int] = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("/"):
+            kind = os.path.dirname(target)
+        elif target.startswith("anon_inode:"):
+            kind = target
+        else:
+            kind = target.split(":", 1)[0]          # socket, pipe
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return dict(sorted(kinds.items()))
+
+
+@dataclass
+class _Cloud:
+    box: Sandbox
+    nova: NovaProcess
+    prober: Prober
+    nets: dict[str, neutron.Network] = field(default_factory=dict)
+    vms: dict[str, list[tuple[FakeVM, Target]]] = field(default_factory=dict)
+    counter: int = 0
+    ops: dict[str, int] = field(default_factory=dict)
+
+    def add_network(self) -> None:
+        self.counter += 1
+        i = self.counter % 250
+        net = neutron.create_network(self.box, cidrs=(f"10.{i}.0.0/24",))
+        self.nets[net.id] = net
+        self.vms[net.id] = []
+        self.add_vm(net.id)
+
+    def add_vm(self, net_id: str) -> None:
+        net = self.nets[net_id]
+        port = neutron.create_vm_port(self.box, net)
+        self.nova.add_instance(port.device_id, {"project_id": port.project_id,
+                                                "hostname": f"soak-{self.counter}"})
+        vm = FakeVM(self.box, net, port).start()
+        # Probed only once served: provisioning time is not a failure.
+        wait_until(lambda: vm.exec("curl", "-sf", "-m", "1",
+                                   "http://169.254.169.254/openstack/latest/meta_data.json",
+                                   check=False).returncode == 0,
+                   timeout=30, what=f"new VM {vm.netns} served")
+        self.vms[net_id].append((vm, self.prober.add(vm.netns, port.device_id)))
+
+    def delete_vm(self, net_id: str) -> None:
+        vm, target = self.vms[net_id].pop()
+        self.prober.remove(target)
+        vm.destroy()
+        neutron.delete_port(self.box, vm.port)
+
+    def delete_network(self, net_id: str) -> None:
+        while self.vms[net_id]:
+            self.delete_vm(net_id)
+        neutron.delete_network(self.box, self.nets.pop(net_id))
+        del self.vms[net_id]
+
+    def step(self, rng: random.Random) -> None:
+        choices = ["add_network"] if len(self.nets) < MAX_NETWORKS else []
+        if self.nets:
+            choices += ["delete_network", "delete_vm", "add_vm"]
+        op = rng.choice(choices)
+        self.ops[op] = self.ops.get(op, 0) + 1
+        if op == "add_network":
+            self.add_network()
+            return
+        net_id = rng.choice(sorted(self.nets))
+        if op == "add_vm" and len(self.vms[net_id]) < MAX_VMS_PER_NETWORK:
+            self.add_vm(net_id)
+        elif op == "delete_vm" and len(self.vms[net_id]) > 1:
+            self.delete_vm(net_id)
+        elif op == "delete_network":
+            self.delete_network(net_id)
+
+
+def leftovers(box: Sandbox, agent: AgentProcess) -> dict[str, list[str]]:
+    ovs = box.vsctl("--bare", "--columns=name", "list", "Interface").split()
+    cfg = agent.state_dir / "haproxy" / "shared.cfg"
+    frontends = [line.split()[1] for line in
+                 (cfg.read_text().splitlines() if cfg.exists() else [])
+                 if line.startswith("frontend ")]
+    return {
+        "namespaces": sorted(n for n in namespaces() if n.startswith(naming.NAMESPACE_PREFIX)),
+        "veths": sorted(d for d in os.listdir("/sys/class/net") if d.startswith("omt")),
+        "ovs_ports": sorted(n for n in ovs if n.startswith("omt")),
+        "haproxy_frontends": frontends,
+    }
+
+
+def run(box: Sandbox, minutes: float, seed: int = 1, warmup: float = 20.0) -> dict:
+    rng = random.Random(seed)
+    agent = AgentProcess(box)
+    nova = NovaProcess({}, SECRET, agent.state_dir).start()
+    agent.config.write_text(agent.config.read_text().replace(
+        "[DEFAULT]\n", f"[DEFAULT]\nmetadata_proxy_shared_secret = {SECRET}\n"
+                       f"nova_metadata_port = {nova.port}\n", 1))
+    prober = Prober(interval=0.2)
+    cloud = _Cloud(box, nova, prober)
+    result: dict = {"minutes": minutes, "seed": seed}
+    try:
+        agent.start()
+        prober.start()
+        end = time.monotonic() + minutes * 60
+        warm_until = time.monotonic() + min(warmup, minutes * 60 / 4)
+        start_rss = start_fds = start_kinds = None
+        while time.monotonic() < end:
+            cloud.step(rng)
+            if start_rss is None and time.monotonic() >= warm_until:
+                start_rss, start_fds = rss_kib(agent.proc.pid), fds(agent.proc.pid)
+                start_kinds = fd_kinds(agent.proc.pid)
+        for net_id in sorted(cloud.nets):
+            cloud.delete_network(net_id)
+        prober.stop()
+        try:
+            wait_until(lambda: not any(leftovers(box, agent).values()), timeout=30,
+                       what="nothing left", interval=0.5)
+        except Exception:  # reported below, with what is left
+            pass
+        report = prober.report()
+        result.update({
+            "operations": cloud.ops,
+            "vms_probed": len(report),
+            "probes": sum(r["probes"] for r in report.values()),
+            "failed_to_live_vms": sum(r["failed"] for r in report.values()),
+            "wrong": sum(r["wrong"] for r in report.values()),
+            "failures": {name: {"errors": r["errors"], "at": r["failed_at"]}
+                         for name, r in report.items() if r["failed"] or r["wrong"]},
+            "rss_kib_start": start_rss, "rss_kib_end": rss_kib(agent.proc.pid),
+            "fds_start": start_fds, "fds_end": fds(agent.proc.pid),
+            "fd_kinds_start": start_kinds, "fd_kinds_end": fd_kinds(agent.proc.pid),
+            "left": leftovers(box, agent),
+            "agent_running": agent.running(),
+            "tracebacks": agent.log().count("Traceback"),
+        })
+        return result
+    finally:
+        prober.stop()
+        for net_id in sorted(cloud.nets):
+            try:
+                cloud.delete_network(net_id)
+            except Exception:  # cleanup below still runs
+                pass
+        agent.cleanup()
+        nova.stop()

@@ -1,0 +1,51 @@
+"""The python-ovs internals the OVSDB views rely on, pinned: python-ovs has no public API for
+them, so an upgrade that renames one fails here rather than in a running agent."""
+
+from __future__ import annotations
+
+import uuid
+
+import ovs.db.idl
+import pytest
+
+from ovnmeta.ovsdb import rowcache, sbview
+
+SB_SCHEMA = "/usr/share/ovn/ovn-sb.ovsschema"   # from the ovn-common package
+
+
+@pytest.fixture
+def idl() -> ovs.db.idl.Idl:
+    helper = ovs.db.idl.SchemaHelper(SB_SCHEMA)
+    helper.register_all()
+    made = ovs.db.idl.Idl("unix:/nonexistent/sb.sock", helper, leader_only=False)
+    yield made
+    made.close()
+
+
+def test_the_session_is_reached_for_backoff_and_connection_state(idl) -> None:
+    # sbview: idl._session.reconnect.set_backoff(), idl._session.is_connected()
+    idl._session.reconnect.set_backoff(sbview.RECONNECT_MIN_MS, sbview.RECONNECT_MAX_MS)
+    assert idl._session.is_connected() is False
+
+
+def test_a_tables_condition_state_says_when_a_condition_is_acknowledged(idl) -> None:
+    # sbview's "loaded": no table has a condition still new or requested.
+    state = idl.tables["Port_Binding"]._condition_state
+    assert state.new is None and state.requested is None
+    idl.cond_change("Port_Binding", [["chassis", "==", ["uuid", str(uuid.uuid4())]]])
+    assert state.new is not None
+
+
+def test_a_rows_raw_data_and_table_are_reached(idl) -> None:
+    # sbview._uuids reads row._data (references to rows not monitored here); rowcache checks
+    # row._table.name.
+    table = idl.tables["Port_Binding"]
+    ref = uuid.uuid4()
+    datum = ovs.db.data.Datum.from_json(table.columns["chassis"].type, ["uuid", str(ref)])
+    row = ovs.db.idl.Row(idl, table, uuid.uuid4(), {"chassis": datum})
+    assert row._table.name == "Port_Binding"
+    assert sbview._uuids(row, "chassis") == [str(ref)]
+    assert sbview._uuids(row, "additional_chassis") == []
+    cache = rowcache.RowCache("Port_Binding", lambda r: r.uuid)
+    cache.notify(ovs.db.idl.ROW_CREATE, row)
+    assert cache._values == {row.uuid: row.uuid}
