@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ovnmeta.core import naming, plan
+from ovnmeta.core import naming, plan, worklist
 from ovnmeta.host import foreign, netns, procs
 from ovnmeta.core.desired import Problem, desired_networks
 from ovnmeta.haproxy.manager import HaproxyManager
@@ -178,26 +178,20 @@ class Reconciler:
                                              plugged=iface_ids)
         present = {naming.network_from_namespace(ns) for ns in netns.list_namespaces()}
         present.discard(None)
-        # A view we cannot refresh is still the best we have: keep serving it, and remove
-        # nothing until the SB is back.
-        may_delete = self.sb.connected()
-        check = set(dirty)
-        check |= {n for n in desired if n not in present or n not in self._ready}
-        check |= present - desired.keys()
-        check |= {n for n, b in self._backoff.items() if b.retry_at <= started}
-        check |= self._taking_over | self._stopper.poll()
-        # A VM plugged or unplugged here: its network's neighbours are checked, even
-        # while the SB view lags behind.
+        plugged = self.ovs.plugged()
         moved = iface_ids ^ self._iface_ids
         self._iface_ids = iface_ids
-        check |= {p.network_id for p in snapshot.ports if p.logical_port in moved}
+        inputs = worklist.PassInputs(
+            desired=desired, present=frozenset(present), ready=frozenset(self._ready),
+            dirty=frozenset(dirty), full=full,
+            retry_due=frozenset(n for n, b in self._backoff.items() if b.retry_at <= started),
+            backing_off=frozenset(n for n, b in self._backoff.items() if b.retry_at > started),
+            watched=frozenset(self._taking_over | self._stopper.poll()),
+            moved_ports=frozenset(moved), ports=snapshot.ports, plugged=plugged,
+            may_delete=self.sb.connected())
+        check = worklist.to_check(inputs)
         if full:
-            check |= desired.keys() | present
             self._last_full = started
-        plugged = self.ovs.plugged()
-        # An OVS event only wakes us: compare what is plugged with what should be.
-        check |= {n for n in self._ready & desired.keys()
-                  if plugged.get(desired[n].outer) != desired[n].iface_id}
         host = _HostView(plugged, self.ovs.others(), foreign.in_namespaces(
             {naming.namespace(n): f"{netns.NETNS_DIR}/{naming.namespace(n)}"
              for n in check & present}))
@@ -205,16 +199,12 @@ class Reconciler:
         check |= {n for n in desired if host.foreign_ovs(n, desired[n])}
         self._taking_over = set()
         batch = _OvsBatch()
-        for net in sorted(check):
-            if net in self._backoff and self._backoff[net].retry_at > started and not full:
-                continue
-            if net not in desired and not may_delete:
-                continue
+        for net in worklist.to_converge(inputs, check):
             self._converge(net, desired.get(net), net in present, host, batch)
             if len(batch.then) >= SWAP_CHUNK:
                 self._flush(batch)
                 batch = _OvsBatch(changed=batch.changed)
-        if may_delete:
+        if inputs.may_delete:
             ours = {naming.outer_device(n) for n in desired.keys() | present}
             for device in sorted(plugged.keys() - ours - set(batch.unplug)):
                 LOG.info("removing orphan OVS port %s (iface-id %s)", device, plugged[device])
