@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TypeVar
 
@@ -149,9 +150,12 @@ class Agent:
                      direct=direct(conf, str(haproxy_dir / READY_SOCKET))),
             binary=conf.haproxy.haproxy_path, template_dir=conf.haproxy.templates_dir)
         self.chassis = chassis
+        if manager.settings.direct:
+            self.maps = MapSync(manager.maps_dir, manager.stats_socket(),
+                                conf.metadata_proxy_shared_secret, stats_command)
         self.reconciler = Reconciler(self.sb, self.ovs, chassis, manager,
                                      resync_interval=conf.metadata.reconcile_interval,
-                                     cidrs_key=conf.metadata.cidrs_key)
+                                     cidrs_key=conf.metadata.cidrs_key, maps=self.maps)
         retry(f"connecting to the SB DB at {','.join(conf.ovn.ovn_sb_connection)}", self.sb.start,
               self.stop, tick=self.notifier.pet)
         self._spawn("reconciler", self.reconciler.run, self.stop, self._after_pass)
@@ -191,9 +195,6 @@ class Agent:
                    control.serve(control_app, control_sock, stopped), self._watch(stopped)]
         hap = self.reconciler.haproxy
         if hap.settings.direct:
-            self.maps = MapSync(hap.maps_dir, hap.stats_socket(),
-                                           conf.metadata_proxy_shared_secret,
-                                           stats_command)
             self.nova_watch = NovaWatch(hap.stats_socket(), stats_command)
             ready = self._ready_server()
             # Anyone may connect (haproxy may run as another user): it tells only yes or no.
@@ -231,11 +232,11 @@ class Agent:
     def metrics_state(self) -> dict:
         """What the metrics collector reads at scrape time."""
         rec = self.reconciler
-        ready = [n for n in rec.status.networks.values() if n["ready"]]
+        ready = [n for n in rec.status.networks.values() if n.ready]
         direct = self.direct_state()
         return {**({f"direct_{k}": v for k, v in direct.items()} if direct else {}),
                 "networks_served": len(ready),
-                "vms_served": sum(n["vm_ports"] for n in ready),
+                "vms_served": sum(n.vm_ports for n in ready),
                 "vms_bound": sum(1 for p in self.sb.snapshot().ports
                                  if p.bound_here and p.type in VM_PORT_TYPES),
                 "networks_in_backoff": rec.backoff_count(),
@@ -273,9 +274,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         last: tuple | None = None
         frame, version = b"", 0
-        reloads, recheck = -1, 0.0
-        configured: set[str] = set()   # read again when the agent (re)loads haproxy
-        hap = self.reconciler.haproxy
+        recheck = 0.0
         while not stopped.is_set():
             snap, plugged = self.sb.snapshot(), self.ovs.iface_ids()
             changed = last is None or snap is not last[0] or plugged != last[1]
@@ -285,18 +284,15 @@ class Agent:
                     frame, version = workerfeed.encode(snap, plugged), version + 1
                 await self.workers.publish(frame, version)
             if self.maps:
-                if hap.reloads != reloads:
-                    reloads = hap.reloads
-                    configured = hap.configured_networks()
-                    self.maps.expect_reload()
                 now = time.monotonic()
                 due = now >= recheck
                 if due:
                     recheck = now + MAPS_RECHECK
                     await loop.run_in_executor(None, self.nova_watch.check)
-                if changed or due or self.maps.watching or not self.maps.ready:
+                if changed or due or self.maps.due or self.maps.watching \
+                        or not self.maps.ready:
                     await loop.run_in_executor(None, self.maps.sync, metadata.index(),
-                                               plugged, configured)
+                                               plugged)
             try:
                 await asyncio.wait_for(stopped.wait(), FEED_INTERVAL)
             except asyncio.TimeoutError:
@@ -329,7 +325,9 @@ class Agent:
             "sb_connected": self.sb.connected(), "ovs_connected": self.ovs.connected(),
             "sb_rows": self.sb.monitored_rows, "last_reconcile": rec.time,
             "last_reconcile_seconds": rec.duration, "passes": self.reconciler.passes,
-            "networks": rec.networks, "problems": rec.problems, "haproxy": rec.haproxy,
+            "networks": {net: asdict(n) for net, n in rec.networks.items()},
+            "problems": [asdict(p) for p in rec.problems], "haproxy": asdict(rec.haproxy),
+            "waiting_for": [str(a) for a in self.reconciler.waiting_for or ()],
             "direct_path": self.direct_state(),
             "ofports": self.ovs.ofports(), "metadata_socket": self.conf.metadata_proxy_socket,
             "metadata_workers": [os.getpid()] + (self.workers.pids() if self.workers else []),

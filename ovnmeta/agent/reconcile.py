@@ -17,6 +17,7 @@ from ovnmeta.core import naming, plan, worklist
 from ovnmeta.host import foreign, netns, procs
 from ovnmeta.core.desired import Problem, desired_networks
 from ovnmeta.haproxy.manager import HaproxyManager
+from ovnmeta.haproxy.maps import MapSync
 from ovnmeta.haproxy.settings import Frontend
 from ovnmeta.core.model import METADATA_V4, ActualNetwork, ForeignProcess, NetworkSpec
 from ovnmeta.ovsdb.ovs import ChassisConfig, LocalOvs
@@ -75,21 +76,47 @@ class _HostView:
         return tuple(sorted(found))
 
 
+@dataclass(frozen=True)
+class NetworkStatus:
+    namespace: str
+    localport: str
+    mac: str
+    addresses: list[str]
+    vm_ports: int
+    ready: bool            # converged and served
+    error: str             # the last failed step, while it backs off
+    haproxy_error: str
+
+
+@dataclass(frozen=True)
+class ProblemStatus:
+    network: str
+    reason: str            # why a network the SB names is not served
+
+
+@dataclass(frozen=True)
+class HaproxyStatus:
+    mode: str = ""
+    pids: dict[str, int | None] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class ReconcileStatus:
-    """What the last pass saw and did, for `ovnmeta status`."""
+    """What the last pass saw and did, for `ovnmeta status` and the metrics."""
     time: float = 0.0
     duration: float = 0.0
-    networks: dict[str, dict] = field(default_factory=dict)
-    problems: list[dict] = field(default_factory=list)
-    haproxy: dict = field(default_factory=dict)
+    networks: dict[str, NetworkStatus] = field(default_factory=dict)
+    problems: list[ProblemStatus] = field(default_factory=list)
+    haproxy: HaproxyStatus = HaproxyStatus()
 
 
 class Reconciler:
     def __init__(self, sb: SbView, ovs: LocalOvs, chassis: ChassisConfig,
                  haproxy: HaproxyManager, resync_interval: float = 60.0,
-                 cidrs_key: str = "neutron:cidrs") -> None:
+                 cidrs_key: str = "neutron:cidrs", maps: MapSync | None = None) -> None:
         self.sb, self.ovs, self.chassis, self.haproxy = sb, ovs, chassis, haproxy
+        self.maps = maps   # the direct path's maps: told which frontends haproxy serves
         self.resync_interval = resync_interval
         self.cidrs_key = cidrs_key
         self._cond = threading.Condition()
@@ -223,7 +250,14 @@ class Reconciler:
         keep = {n for n in desired.keys() - self._ready
                 if n in self._backoff and n in present} & self.haproxy.configured_networks()
         frontends = [Frontend.for_spec(desired[n]) for n in sorted(self._ready | keep)]
+        reloads = 0
+        if self.maps:
+            self.maps.prepare([f.network_id for f in frontends])
+            reloads = self.haproxy.reloads
         errors = self.haproxy.sync(frontends, recreated=self._recreated)
+        if self.maps:
+            self.maps.served(self.haproxy.configured_networks(),
+                             reloaded=self.haproxy.reloads != reloads)
         self._recreated = set()
         self._last_host_check = time.monotonic()
         self.passes += 1
@@ -425,16 +459,15 @@ class Reconciler:
         self._problems = set(problems)
         status = ReconcileStatus(
             time=time.time(), duration=time.monotonic() - started,
-            problems=[{"network": p.network_id, "reason": p.reason} for p in problems],
-            haproxy={"mode": self.haproxy.mode, "pids": self.haproxy.pids(), "errors": errors})
+            problems=[ProblemStatus(p.network_id, p.reason) for p in problems],
+            haproxy=HaproxyStatus(self.haproxy.mode, self.haproxy.pids(), errors))
         for net, spec in desired.items():
             b = self._backoff.get(net)
-            status.networks[net] = {
-                "namespace": spec.namespace, "localport": spec.iface_id, "mac": spec.mac,
-                "addresses": sorted(spec.addresses), "vm_ports": spec.vm_ports,
-                "ready": net in self._ready, "error": b.error if b else "",
-                "haproxy_error": errors.get(net) or errors.get("*", ""),
-            }
+            status.networks[net] = NetworkStatus(
+                namespace=spec.namespace, localport=spec.iface_id, mac=spec.mac,
+                addresses=sorted(spec.addresses), vm_ports=spec.vm_ports,
+                ready=net in self._ready, error=b.error if b else "",
+                haproxy_error=errors.get(net) or errors.get("*", ""))
         self.status = status  # served by the control socket (ovnmeta status)
 
 

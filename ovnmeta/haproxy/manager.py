@@ -8,18 +8,16 @@ restart: the next agent adopts them by pidfile.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 from ovnmeta.core import naming
+from ovnmeta.haproxy import maps
 from ovnmeta.haproxy.process import HaproxyError, Process, ReloadRejected
 from ovnmeta.haproxy.render import frontends_only, render, renderer, templates_dir
 from ovnmeta.haproxy.runtime import parse_frontend_stats, stats_command
 from ovnmeta.haproxy.settings import (ERROR_FILES, MAPS_DIR, READY_SOCKET, Frontend, Settings,
-                                      error_file, error_file_text, map_path,
-                                      shared_stats_socket)
+                                      error_file, error_file_text, shared_stats_socket)
 from ovnmeta.host import netns
 
 LOG = logging.getLogger(__name__)
@@ -104,26 +102,8 @@ class HaproxyManager:
                 LOG.info("no metadata networks left: stopping the shared haproxy")
                 proc.stop()
             return {}
-        if self.settings.direct:
-            self._ensure_maps({f.network_id for f in frontends})
         error = self._converge(proc, frontends, recreated, "shared haproxy", "*")
-        if self.settings.direct and not error:
-            self._remove_maps(keep={f.network_id for f in frontends})
         return {"*": error} if error else {}
-
-    def _ensure_maps(self, networks: set[str]) -> None:
-        """haproxy refuses a config naming a missing map: an empty one is a miss for every
-        VM, which the agent answers, until the agent's MapSync fills it."""
-        self.maps_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for net in networks:
-            path = Path(map_path(self.maps_dir, net))
-            if not path.exists():
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-
-    def _remove_maps(self, keep: set[str]) -> None:
-        for path in self.maps_dir.glob("*.map"):
-            if path.stem not in keep:
-                path.unlink(missing_ok=True)
 
     def _sync_per_network(self, frontends: list[Frontend], recreated: set[str]
                           ) -> dict[str, str]:
@@ -245,7 +225,7 @@ class HaproxyManager:
         self._shared().stop()
         for net in self._per_network_ids():
             self._per_network(net).stop()
-        shutil.rmtree(self.maps_dir, ignore_errors=True)
+        maps.remove_files(self.maps_dir)
         (self.dir / READY_SOCKET).unlink(missing_ok=True)
         for code in ERROR_FILES:
             error_file(self.dir, code).unlink(missing_ok=True)

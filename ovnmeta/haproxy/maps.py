@@ -10,9 +10,11 @@ removals are pushed before additions, and a new haproxy worker gets every map ag
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -88,11 +90,40 @@ def worker_pid(info: str) -> int | None:
 BENIGN = ("Unknown map identifier", "Key not found")
 
 
+def parse_show_map(answer: str) -> dict[str, str] | None:
+    """`show map <file>` → {key: value}; None when haproxy has no such map loaded."""
+    if answer.startswith("Unknown map identifier"):
+        return None
+    out = {}
+    for line in answer.splitlines():
+        fields = line.split(" ", 2)   # "<ref> <key> <value>"
+        if len(fields) == 3 and fields[0].startswith("0x"):
+            out[_canonical(fields[1])] = fields[2]
+    return out
+
+
+def _canonical(key: str) -> str:
+    """An address key as haproxy prints it back (IPv6 compressed, lower case)."""
+    try:
+        return str(ipaddress.ip_address(key))
+    except ValueError:
+        return key
+
+
+def remove_files(directory: Path) -> None:
+    """Every map file: `ovnmeta cleanup` and a stopping shared haproxy."""
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 class MapSync:
-    """Keeps the shared haproxy's maps equal to the agent's view, in files and at runtime.
+    """The one owner of the direct path's maps: it writes and deletes their files and keeps
+    what the running haproxy holds equal to the agent's view.
 
     Files first, so a worker started by a reload reads current maps; runtime commands next,
-    so the running worker needs no reload. `ready` is what the agent's check answers.
+    so the running worker needs no reload; then `show map` reads back what haproxy holds and
+    any difference is replaced (level-triggered, as the reconciler is). The reconciler says
+    which networks haproxy serves (`prepare` before it writes a config naming their maps,
+    `served` after each sync). `ready` is what the agent's check answers.
     """
 
     def __init__(self, directory: Path, stats_socket: str, secret: str,
@@ -102,6 +133,7 @@ class MapSync:
         self.secret = secret
         self._command = command
         self._lock = threading.Lock()
+        self._configured: frozenset[str] = frozenset()   # networks haproxy has loaded
         self._written: Maps = {}
         self._pushed: Maps = {}
         self._pid: int | None = None       # the worker holding _pushed
@@ -109,12 +141,34 @@ class MapSync:
         self._watch_from: int | None = None  # the worker a reload is replacing
         self._want: Maps = {}
         self._made_from: tuple = (None, None)
+        self._verify: set[str] = set()     # networks to read back at the next sync
+        self.due = False                   # something changed that the next sync must push
         self.ready = False
 
-    def expect_reload(self) -> None:
-        """A reload is under way: look for the new worker on every sync for a while."""
-        self._watch_until = time.monotonic() + RELOAD_WATCH
-        self._watch_from = self._pid
+    # -- told by the reconciler ------------------------------------------------
+    def prepare(self, networks: Collection[str]) -> None:
+        """Before haproxy loads a config naming these networks' maps: their files exist
+        (haproxy refuses a config naming a missing map), with the content known so far."""
+        with self._lock:
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for network in networks:
+                if not Path(map_path(self.dir, network)).exists():
+                    self._write(network, self._want.get(network, {}))
+
+    def served(self, networks: Collection[str], reloaded: bool) -> None:
+        """After a sync of haproxy: these networks' frontends are loaded (a reload means a
+        new worker, which gets every map again), and no other network's map file is kept."""
+        with self._lock:
+            changed = frozenset(networks) != self._configured
+            self._configured = frozenset(networks)
+            for path in self.dir.glob("*.map"):
+                if path.stem not in self._configured:
+                    path.unlink(missing_ok=True)
+                    self._written.pop(path.stem, None)
+            if reloaded:
+                self._watch_until = time.monotonic() + RELOAD_WATCH
+                self._watch_from = self._pid
+            self.due = self.due or changed or reloaded
 
     @property
     def watching(self) -> bool:
@@ -123,19 +177,19 @@ class MapSync:
     def entries(self) -> int:
         return sum(len(m) for m in self._pushed.values())
 
-    def sync(self, index: PortIndex, plugged: Collection[str] | None,
-             configured: Collection[str]) -> bool:
-        """Converge on the index; `configured` are the networks haproxy has frontends for
-        (their maps are loaded). Returns `ready`."""
+    # -- the agent's view follower ----------------------------------------------
+    def sync(self, index: PortIndex, plugged: Collection[str] | None) -> bool:
+        """Converge haproxy's maps on the index. Returns `ready`."""
         with self._lock:
+            self.due = False
             last_index, last_plugged = self._made_from   # views are immutable: identity
             if index is not last_index or plugged is not last_plugged:
                 self._want = desired(index, plugged, self.secret)
                 self._made_from = (index, plugged)
             want = self._want
             try:
-                self._write_files(want, configured)
-                self.ready = self._push(want, configured)
+                self._write_files(want)
+                self.ready = self._push(want) and self._read_back(want)
             except OSError as exc:
                 if self.ready:
                     LOG.warning("direct path off until haproxy's maps can be updated: %s", exc)
@@ -143,27 +197,32 @@ class MapSync:
                 self._pid = None
             return self.ready
 
-    def _write_files(self, want: Maps, configured: Collection[str]) -> None:
+    def _write(self, network: str, entries: dict[str, str]) -> None:
+        path = Path(map_path(self.dir, network))
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(file_text(entries))
+        tmp.replace(path)
+        self._written[network] = entries
+
+    def _write_files(self, want: Maps) -> None:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for network in want.keys() | (self._written.keys() & set(configured)):
+        for network in self._configured:
             entries = want.get(network, {})
             written = self._written.get(network)
-            if written is entries or (written == entries and Path(
-                    map_path(self.dir, network)).exists()):
-                continue   # (the same object: unchanged since written, no need to look)
-            path = Path(map_path(self.dir, network))
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(file_text(entries))
-            tmp.replace(path)
-            self._written[network] = entries
+            if written is entries:
+                continue   # unchanged since written (a deleted file's record is dropped)
+            if written != entries or not Path(map_path(self.dir, network)).exists():
+                self._write(network, entries)
+            else:
+                self._written[network] = entries
 
-    def _push(self, want: Maps, configured: Collection[str]) -> bool:
+    def _push(self, want: Maps) -> bool:
         pid = worker_pid(self._command(self.stats_socket, "show info"))
         if pid is None:
             return False
-        networks = set(configured)
+        networks = set(self._configured)
         if self.watching and pid != self._watch_from:
             self._watch_until = 0.0           # the new worker is there: pushed below
         if pid != self._pid:
@@ -174,10 +233,15 @@ class MapSync:
                 LOG.info("haproxy worker %d replaced %d: pushing all %d maps", pid,
                          self._pid, len(networks))
             pushed: Maps = {}
+            self._verify |= networks
         else:
-            cmds = [c for net in sorted(networks)
-                    for c in changes(map_path(self.dir, net), self._pushed.get(net, {}),
-                                     want.get(net, {}))]
+            cmds = []
+            for net in sorted(networks):
+                step = changes(map_path(self.dir, net), self._pushed.get(net, {}),
+                               want.get(net, {}))
+                if step:
+                    cmds += step
+                    self._verify.add(net)
             pushed = self._pushed
         failed = []
         for batch in batches(cmds):
@@ -189,9 +253,33 @@ class MapSync:
                         "; ".join(failed[:3]))
             self._pid = None
             return False
-        self._pushed = {**pushed, **{net: dict(want.get(net, {})) for net in networks}}
+        self._pushed = {**{n: m for n, m in pushed.items() if n in networks},
+                        **{net: dict(want.get(net, {})) for net in networks}}
         self._pid = pid
         return True
+
+    def _read_back(self, want: Maps) -> bool:
+        """What haproxy holds for the maps just changed, compared with what was pushed; a
+        difference is replaced at once, and the path waits for the next sync if it stays."""
+        verify, self._verify = self._verify & self._configured, set()
+        wrong = []
+        for net in sorted(verify):
+            held = parse_show_map(self._command(self.stats_socket,
+                                                f"show map {map_path(self.dir, net)}"))
+            expected = {_canonical(k): v for k, v in want.get(net, {}).items()}
+            if held is not None and held != expected:
+                wrong.append(net)
+        if not wrong:
+            return True
+        LOG.warning("haproxy's maps differ from the agent's for %d network(s) (%s); "
+                    "replacing them", len(wrong), ", ".join(wrong[:3]))
+        for batch in batches([c for net in wrong
+                              for c in replacement(map_path(self.dir, net),
+                                                   want.get(net, {}))]):
+            self._command(self.stats_socket, batch)
+        self._verify |= set(wrong)   # read back again at the next sync
+        self.due = True
+        return False
 
 
 ANSWERS_TABLE = "ovnmeta_nova_answers"   # haproxy counts nova's 403 and 5xx here, by status

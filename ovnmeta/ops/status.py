@@ -66,6 +66,9 @@ def render(status: dict) -> str:
         lines.append(f"last reconcile {age:.1f}s ago ({status['last_reconcile_seconds']*1000:.0f}"
                      f" ms), {status['passes']} passes; haproxy {status['haproxy']['mode']}: "
                      f"pids {status['haproxy']['pids']}")
+        if status.get("waiting_for"):
+            lines.append(f"waiting for {', '.join(status['waiting_for'])} to stop: serving "
+                         "its haproxies' requests, its namespaces untouched until then")
         direct = status.get("direct_path")
         state = "ready" if direct and direct["ready"] else "NOT READY (through the agent)"
         lines.append("direct path: off (every request through the agent)" if not direct else

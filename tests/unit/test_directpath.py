@@ -1,12 +1,23 @@
-"""The direct path's pure parts (maps, commands, parsing) and MapSync against a fake CLI."""
+"""The direct path's pure parts (maps, commands, parsing) and MapSync against a real haproxy
+on loopback."""
 
 import ipaddress
+import shutil
 import stat
+import time
+from pathlib import Path
+
+import pytest
 
 from ovnmeta.haproxy import maps as directpath
 from ovnmeta.core.model import PortRecord
 from ovnmeta.core.portindex import PortIndex, mac_from_link_local
 from ovnmeta.core.signing import sign_instance_id
+from ovnmeta.haproxy.process import Process
+from ovnmeta.haproxy.runtime import stats_command
+from ovnmeta_testing.sandbox import _free_port
+
+needs_haproxy = pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy not installed")
 
 
 def vm(name: str, net: str, mac: str, *ips: str, device: str | None = None,
@@ -83,84 +94,154 @@ def test_parsers() -> None:
     assert directpath.parse_backend_errors(csv) == {"econ": 3, "eresp": 4, "stot": 8}
 
 
-class FakeCli:
-    """haproxy's stats socket: one worker pid, maps by file, and the commands seen."""
+class Haproxy:
+    """A real master-worker haproxy on loopback whose frontends use the maps of `networks`,
+    as the shared haproxy's do; `command` is the agent's stats-socket client, with a log."""
 
-    def __init__(self) -> None:
-        self.pid = 100
-        self.maps: dict[str, dict[str, str]] = {}
+    def __init__(self, tmp_path: Path) -> None:
+        self.dir = tmp_path
+        self.maps = tmp_path / "maps"
+        self.stats = str(tmp_path / "h.stats")
+        self.proc = Process("haproxy", tmp_path / "h.cfg", tmp_path / "h.pid",
+                            master_worker=True)
         self.sent: list[str] = []
-        self.down = False
 
-    def __call__(self, path: str, line: str) -> str:
-        if self.down:
-            raise ConnectionRefusedError(111, "refused")
-        out = []
-        for cmd in line.split(";"):
-            self.sent.append(cmd)
-            words = cmd.split(" ")
-            if cmd == "show info":
-                out.append(f"Pid: {self.pid}\n")
-            elif words[:2] == ["clear", "map"]:
-                self.maps[words[2]] = {}
-            elif words[:2] in (["add", "map"], ["set", "map"]):
-                self.maps.setdefault(words[2], {})[words[3]] = words[4]
-            elif words[:2] == ["del", "map"]:
-                if self.maps.get(words[2], {}).pop(words[3], None) is None:
-                    out.append("Key not found.\n")
-            out.append("\n")
-        return "".join(out)
+    def config(self, networks: list[str]) -> str:
+        text = (f"global\n    stats socket {self.stats} mode 600 level admin\n"
+                "defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n"
+                "    timeout server 5s\n")
+        for net in networks:
+            text += (f"frontend {net}\n    bind 127.0.0.1:{_free_port()}\n"
+                     f"    http-request return status 200 content-type text/plain "
+                     f"lf-string \"%[src,map_ip({directpath.map_path(self.maps, net)},-)]\"\n")
+        return text
+
+    def load(self, networks: list[str]) -> None:
+        self.proc.write(self.config(networks), validate=False)
+        self.proc.reload()
+
+    def command(self, path: str, line: str) -> str:
+        self.sent += line.split(";")
+        return stats_command(path, line)
+
+    def held(self, net: str) -> dict[str, str] | None:
+        return directpath.parse_show_map(
+            stats_command(self.stats, f"show map {directpath.map_path(self.maps, net)}"))
+
+    def worker(self) -> int | None:
+        try:
+            return directpath.worker_pid(stats_command(self.stats, "show info"))
+        except OSError:   # not started yet
+            return None
 
 
-def test_map_sync_writes_files_then_pushes_and_follows_a_new_worker(tmp_path) -> None:
-    cli = FakeCli()
-    sync = directpath.MapSync(tmp_path / "maps", "/stats", "s", cli)
+@pytest.fixture
+def haproxy(tmp_path):
+    h = Haproxy(tmp_path)
+    yield h
+    h.proc.stop()
+
+
+def converge(sync: directpath.MapSync, hap: Haproxy, index: PortIndex,
+             networks: list[str]) -> bool:
+    """What the reconciler and the view follower do, in their order."""
+    sync.prepare(networks)
+    before = hap.worker()
+    hap.load(networks)
+    sync.served(networks, reloaded=True)
+    deadline = time.monotonic() + 5
+    while hap.worker() == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return sync.sync(index, None)
+
+
+@needs_haproxy
+def test_map_sync_writes_files_then_pushes_and_follows_a_new_worker(haproxy) -> None:
+    sync = directpath.MapSync(haproxy.maps, haproxy.stats, "s", haproxy.command)
     index = PortIndex.build(PORTS)
-    assert sync.sync(index, None, {"n1", "n2"})
-    path1 = directpath.map_path(tmp_path / "maps", "n1")
-    assert cli.maps[path1] == directpath.desired(index, None, "s")["n1"]
-    text = (tmp_path / "maps" / "n1.map").read_text()
+    assert converge(sync, haproxy, index, ["n1", "n2"])
+    want = directpath.desired(index, None, "s")
+    assert haproxy.held("n1") == want["n1"] and haproxy.held("n2") == want["n2"]
+    text = (haproxy.maps / "n1.map").read_text()
     assert "10.0.0.10 inst-a|proj|" in text
-    assert stat.S_IMODE((tmp_path / "maps" / "n1.map").stat().st_mode) == 0o600
+    assert stat.S_IMODE((haproxy.maps / "n1.map").stat().st_mode) == 0o600
 
     # A then gone, B with its address: removals go before additions, only the difference.
-    cli.sent.clear()
+    haproxy.sent.clear()
     moved = PortIndex.build([vm("b2", "n1", "fa:16:3e:00:00:0e", "10.0.0.10"), PORTS[1]])
-    assert sync.sync(moved, None, {"n1", "n2"})
-    pushed = [c for c in cli.sent if c != "show info"]
+    assert sync.sync(moved, None)
+    pushed = [c for c in haproxy.sent if not c.startswith("show")]
     assert not any(c.startswith("clear") for c in pushed)
-    assert pushed.index(next(c for c in pushed if c.startswith("del"))) < \
-        pushed.index(next(c for c in pushed if c.startswith("add")))
-    assert cli.maps[path1]["10.0.0.10"].startswith("inst-b2|")
+    kinds = [c.split()[0] for c in pushed]
+    assert kinds == sorted(kinds, key=["del", "set", "add"].index) and "del" in kinds
+    assert haproxy.held("n1")["10.0.0.10"].startswith("inst-b2|")
 
     # A reload: the new worker read the files, and gets every map again all the same.
-    sync.expect_reload()
-    cli.pid, cli.maps = 101, {path1: {"10.0.0.10": "stale|stale|stale"}}
-    cli.sent.clear()
-    assert sync.sync(moved, None, {"n1", "n2"})
-    assert "clear map " + path1 in cli.sent and not sync.watching
-    assert cli.maps[path1]["10.0.0.10"].startswith("inst-b2|")
+    haproxy.sent.clear()
+    assert converge(sync, haproxy, moved, ["n1", "n2"])
+    assert "clear map " + directpath.map_path(haproxy.maps, "n1") in haproxy.sent
+    assert not sync.watching
+    assert haproxy.held("n1")["10.0.0.10"].startswith("inst-b2|")
 
 
-def test_map_sync_is_not_ready_while_haproxy_is_unreachable_or_refuses(tmp_path) -> None:
-    cli = FakeCli()
-    sync = directpath.MapSync(tmp_path, "/stats", "s", cli)
+@needs_haproxy
+def test_what_haproxy_holds_is_read_back_and_corrected(haproxy, caplog) -> None:
+    sync = directpath.MapSync(haproxy.maps, haproxy.stats, "s", haproxy.command)
     index = PortIndex.build(PORTS)
-    cli.down = True
-    assert not sync.sync(index, None, {"n1"}) and not sync.ready
-    assert (tmp_path / "n1.map").exists()       # the files are current all the same
-    cli.down = False
-    assert sync.sync(index, None, {"n1"})
+    assert converge(sync, haproxy, index, ["n1", "n2"])
+    path = directpath.map_path(haproxy.maps, "n1")
+    # Someone else changes the running haproxy's map behind the agent's back, and the
+    # agent's next change of that map finds it out from `show map`.
+    stats_command(haproxy.stats, f"add map {path} 10.9.9.9 stale|stale|stale")
+    grown = PortIndex.build(PORTS + [vm("c", "n1", "fa:16:3e:00:00:0c", "10.0.0.12")])
+    assert not sync.sync(grown, None)                      # not ready while they differ
+    assert "differ from the agent's" in caplog.text and sync.due
+    assert sync.sync(grown, None)
+    assert haproxy.held("n1") == directpath.desired(grown, None, "s")["n1"]
+
+
+@needs_haproxy
+def test_only_the_map_owner_deletes_files_and_a_network_back_gets_its_file_again(
+        haproxy) -> None:
+    sync = directpath.MapSync(haproxy.maps, haproxy.stats, "s", haproxy.command)
+    index = PortIndex.build(PORTS)
+    assert converge(sync, haproxy, index, ["n1", "n2"])
+    assert converge(sync, haproxy, index, ["n2"])
+    assert not (haproxy.maps / "n1.map").exists()
+    # n1 comes back with the same entries: its file is written again before haproxy loads
+    # a config naming it (haproxy refuses a config naming a missing map).
+    assert converge(sync, haproxy, index, ["n1", "n2"])
+    assert "10.0.0.10 inst-a|" in (haproxy.maps / "n1.map").read_text()
+    assert haproxy.held("n1") == directpath.desired(index, None, "s")["n1"]
+
+
+@needs_haproxy
+def test_map_sync_is_not_ready_while_haproxy_is_unreachable_or_refuses(haproxy) -> None:
+    sync = directpath.MapSync(haproxy.maps, haproxy.stats, "s", haproxy.command)
+    index = PortIndex.build(PORTS)
+    sync.prepare(["n1"])
+    sync.served(["n1"], reloaded=True)
+    assert not sync.sync(index, None) and not sync.ready    # no haproxy yet
+    assert (haproxy.maps / "n1.map").exists()       # the files are current all the same
+    assert converge(sync, haproxy, index, ["n1"])
 
     def refusing(path: str, line: str) -> str:
-        return cli(path, line) if line == "show info" else "Out of memory.\n"
+        return haproxy.command(path, line) if line.startswith("show") else "Out of memory.\n"
     sync._command = refusing
-    assert not sync.sync(PortIndex.build(PORTS[1:]), None, {"n1"})
+    assert not sync.sync(PortIndex.build(PORTS[1:]), None)
     # Refused once: everything is pushed again at the next try.
-    sync._command = cli
-    cli.sent.clear()
-    assert sync.sync(PortIndex.build(PORTS[1:]), None, {"n1"})
-    assert any(c.startswith("clear map") for c in cli.sent)
+    sync._command = haproxy.command
+    haproxy.sent.clear()
+    assert sync.sync(PortIndex.build(PORTS[1:]), None)
+    assert any(c.startswith("clear map") for c in haproxy.sent)
+    assert haproxy.held("n1") == {}
+
+
+def test_show_map_is_parsed_with_addresses_as_haproxy_prints_them() -> None:
+    answer = "0x55d0 10.0.0.5 i|p|s\n0x55d1 fd00::a i|p|t\n\n"
+    assert directpath.parse_show_map(answer) == {"10.0.0.5": "i|p|s", "fd00::a": "i|p|t"}
+    assert directpath.parse_show_map("Unknown map identifier. Please use #<id>.\n") is None
+    assert directpath.parse_show_map("\n") == {}
 
 
 def test_nova_watch_logs_refusals_once_and_counts_a_new_worker_from_zero(caplog) -> None:

@@ -141,7 +141,7 @@ def test_builds_plugs_and_serves_then_is_idle(world) -> None:
     assert "ovnmeta-n1" in host.namespaces
     assert ovs.ports == {naming.outer_device("n1"): "md-n1"}
     assert haproxy.frontends == ["n1"]
-    assert rec.status.networks["n1"]["ready"]
+    assert rec.status.networks["n1"].ready
     rec.reconcile_once()
     assert host.create_calls == 1
 
@@ -159,14 +159,14 @@ def test_failure_backs_off_logs_network_and_cause_then_recovers(world, caplog) -
     with caplog.at_level(logging.ERROR):
         rec.reconcile_once()
     assert "n1" in caplog.text and "Too many open files" in caplog.text
-    assert "Too many open files" in rec.status.networks["n1"]["error"]
-    assert not rec.status.networks["n1"]["ready"] and haproxy.frontends == []
+    assert "Too many open files" in rec.status.networks["n1"].error
+    assert not rec.status.networks["n1"].ready and haproxy.frontends == []
     rec.reconcile_once()           # still inside the backoff window: not tried again
     assert host.create_calls == 1
     host.fail_create = None
     rec._backoff["n1"].retry_at = 0  # the window has passed
     rec.reconcile_once()
-    assert rec.status.networks["n1"]["ready"] and haproxy.frontends == ["n1"]
+    assert rec.status.networks["n1"].ready and haproxy.frontends == ["n1"]
 
 
 def test_a_network_failing_after_a_restart_keeps_its_frontend(world, monkeypatch) -> None:
@@ -180,7 +180,7 @@ def test_a_network_failing_after_a_restart_keeps_its_frontend(world, monkeypatch
         raise OSError(17, "File exists")
     monkeypatch.setattr(reconcile.netns, "create_veth", create_veth)
     rec2.reconcile_once()
-    assert not rec2.status.networks["n1"]["ready"] and rec2.status.networks["n1"]["error"]
+    assert not rec2.status.networks["n1"].ready and rec2.status.networks["n1"].error
     assert haproxy.frontends == ["n1"]
 
 
@@ -223,4 +223,37 @@ def test_network_without_localport_is_warned_about_once(world, caplog) -> None:
         rec.reconcile_once()
     warnings = [r for r in caplog.records if "not served" in r.getMessage()]
     assert len(warnings) == 1 and "no localport" in warnings[0].getMessage()
-    assert rec.status.problems[0]["network"] == "n1"
+    assert rec.status.problems[0].network == "n1"
+
+
+class RecordingMaps:
+    """The direct path's map owner, as the reconciler sees it: told before and after."""
+
+    def __init__(self, haproxy: FakeHaproxy, log: list) -> None:
+        self.haproxy, self.log = haproxy, log
+
+    def prepare(self, networks) -> None:
+        self.log.append(("prepare", sorted(networks), list(self.haproxy.frontends)))
+
+    def served(self, networks, reloaded: bool) -> None:
+        self.log.append(("served", sorted(networks), reloaded))
+
+
+def test_the_map_owner_is_told_before_haproxy_loads_a_map_and_after(world) -> None:
+    rec, sb, ovs, haproxy, host = world
+    log: list = []
+    haproxy.reloads = 0
+    haproxy.configured_networks = lambda: set(haproxy.frontends)
+    real_sync = haproxy.sync
+
+    def sync(frontends, recreated=frozenset()):
+        haproxy.reloads += 1
+        return real_sync(frontends, recreated)
+    haproxy.sync = sync
+    rec.maps = RecordingMaps(haproxy, log)
+    rec.reconcile_once()
+    # the file exists before haproxy's config names it; then only served networks keep one
+    assert log == [("prepare", ["n1"], []), ("served", ["n1"], True)]
+    sb.snap = snapshot()
+    rec.reconcile_once()
+    assert log[-1] == ("served", [], True)
