@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ovnmeta.core import naming, plan, worklist
-from ovnmeta.host import foreign, netns, procs
+from ovnmeta.host import foreign
+from ovnmeta.host.system import LinuxHost
 from ovnmeta.core.desired import Problem, desired_networks
 from ovnmeta.haproxy.manager import HaproxyManager
 from ovnmeta.haproxy.maps import MapSync
@@ -114,9 +115,11 @@ class ReconcileStatus:
 class Reconciler:
     def __init__(self, sb: SbView, ovs: LocalOvs, chassis: ChassisConfig,
                  haproxy: HaproxyManager, resync_interval: float = 60.0,
-                 cidrs_key: str = "neutron:cidrs", maps: MapSync | None = None) -> None:
+                 cidrs_key: str = "neutron:cidrs", maps: MapSync | None = None,
+                 host: LinuxHost | None = None) -> None:
         self.sb, self.ovs, self.chassis, self.haproxy = sb, ovs, chassis, haproxy
         self.maps = maps   # the direct path's maps: told which frontends haproxy serves
+        self.host = host or LinuxHost()
         self.resync_interval = resync_interval
         self.cidrs_key = cidrs_key
         self._cond = threading.Condition()
@@ -203,7 +206,7 @@ class Reconciler:
         iface_ids = self.ovs.iface_ids()
         desired, problems = desired_networks(snapshot, cidrs_key=self.cidrs_key,
                                              plugged=iface_ids)
-        present = {naming.network_from_namespace(ns) for ns in netns.list_namespaces()}
+        present = {naming.network_from_namespace(ns) for ns in self.host.list_namespaces()}
         present.discard(None)
         plugged = self.ovs.plugged()
         moved = iface_ids ^ self._iface_ids
@@ -219,9 +222,8 @@ class Reconciler:
         check = worklist.to_check(inputs)
         if full:
             self._last_full = started
-        host = _HostView(plugged, self.ovs.others(), foreign.in_namespaces(
-            {naming.namespace(n): f"{netns.NETNS_DIR}/{naming.namespace(n)}"
-             for n in check & present}))
+        host = _HostView(plugged, self.ovs.others(), self.host.processes_in(
+            {naming.namespace(n) for n in check & present}))
         # Another agent's port for a network we serve, wherever it shows up.
         check |= {n for n in desired if host.foreign_ovs(n, desired[n])}
         self._taking_over = set()
@@ -273,7 +275,7 @@ class Reconciler:
         and leaves namespaces, veths and haproxies alone until that agent is gone."""
         if self.waiting_for == []:
             return False
-        running = [a for a in foreign.neutron_agents() if a.serves_metadata]
+        running = [a for a in self.host.neutron_agents() if a.serves_metadata]
         if running and self.waiting_for is None:
             LOG.info("%s still runs: serving its haproxies' requests, and taking over its "
                      "namespaces once it has stopped", ", ".join(map(str, running)))
@@ -290,10 +292,10 @@ class Reconciler:
         orphaned TCP socket still retransmitting to a deleted VM can hold it for minutes,
         leaving the outer end behind (and a network that comes back with it half-built).
         """
-        for dev in sorted(netns.outer_devices() - ours):
+        for dev in sorted(self.host.outer_devices() - ours):
             LOG.info("deleting stray device %s: its namespace is gone", dev)
             try:
-                netns.delete_outer(dev)
+                self.host.delete_outer(dev)
             except Exception as exc:  # the next pass tries again
                 LOG.warning("deleting stray device %s failed: %s", dev, exc)
 
@@ -302,7 +304,7 @@ class Reconciler:
                   host: _HostView, batch: _OvsBatch) -> None:
         step = None
         try:
-            with netns.batch():
+            with self.host.batch():
                 actual = self._inspect(net, spec, ns_present, host)
                 if plan.replaceable(actual):
                     self._taking_over.add(net)
@@ -350,71 +352,67 @@ class Reconciler:
                  host: _HostView) -> ActualNetwork:
         outer = naming.outer_device(net)
         ns = naming.namespace(net)
-        if ns_present and not netns.is_namespace(ns):
+        if ns_present and not self.host.is_namespace(ns):
             LOG.warning("network %s: %s is not a network namespace (a leftover file?); "
                         "making a new one there", net, ns)
             ns_present = False
-        inner, links = netns.read_inner(ns, naming.inner_device(net),
+        inner, links = self.host.read_inner(ns, naming.inner_device(net),
                                         with_csum=self.chassis.netdev) \
             if ns_present else (None, ())
-        outer_exists, outer_up = netns.read_outer(outer)
+        outer_exists, outer_up = self.host.read_outer(outer)
         processes = tuple(host.processes.get(ns, ()))
         return ActualNetwork(network_id=net, namespace=ns_present, inner=inner,
                              outer=outer_exists, outer_up=outer_up,
                              ovs_iface_id=host.plugged.get(outer), foreign_links=links,
                              foreign_ovs=host.foreign_ovs(net, spec),
                              foreign_procs=processes,
-                             foreign_tables=netns.read_firewall(ns) if ns_present else (),
+                             foreign_tables=self.host.read_firewall(ns) if ns_present else (),
                              served=bool(processes) and self._listens(net))
 
     def _listens(self, net: str) -> bool:
         """Our haproxy holds a socket listening on 169.254.169.254:80 in the namespace (a
         reload binds asynchronously: its return says nothing about that)."""
-        inodes = netns.listening_inodes(naming.namespace(net), METADATA_V4.split("/")[0], 80)
-        if not inodes:
-            return False
-        ours = [p for p in self.haproxy.pids().values() if p]
-        ours += [c for p in list(ours) for c in procs.children(p)]
-        return bool(inodes & procs.socket_inodes(ours))
+        return self.host.listens(naming.namespace(net), METADATA_V4.split("/")[0], 80,
+                                 [p for p in self.haproxy.pids().values() if p])
 
     def _apply(self, step: plan.Step, plugged: dict[str, str], batch: _OvsBatch) -> None:
         match step:
             case plan.CreateNamespace(spec):
-                netns.create_namespace(spec)
+                self.host.create_namespace(spec)
                 self._recreated.add(spec.network_id)
             case plan.CreateVeth(spec):
                 if spec.outer in plugged:
                     # vswitchd does not reopen a port whose device vanished and came back
                     # under the same name: replug it from scratch.
                     self.ovs.unplug([spec.outer])
-                netns.create_veth(spec)
+                self.host.create_veth(spec)
             case plan.ConfigureInner(spec, csum_off):
-                netns.configure_inner(spec, csum_off)
+                self.host.configure_inner(spec, csum_off)
             case plan.AddAddress(spec, address):
-                netns.add_address(spec, address)
+                self.host.add_address(spec, address)
             case plan.DelAddress(spec, address):
-                netns.del_address(spec, address)
+                self.host.del_address(spec, address)
             case plan.DeleteNeighbours(spec, ips):
-                netns.delete_neighbours(spec, ips)
+                self.host.delete_neighbours(spec, ips)
             case plan.AddNeighbours(spec, entries):
-                netns.add_neighbours(spec, entries)
+                self.host.add_neighbours(spec, entries)
             case plan.SetOuterUp(spec):
-                netns.set_outer_up(spec)
+                self.host.set_outer_up(spec)
             case plan.PlugOvs(spec, replaces, then):
                 batch.plug[spec.network_id] = spec
                 batch.replaces += replaces
                 if then:
                     batch.then[spec.network_id] = then
             case plan.DeleteLinks(spec, links):
-                netns.delete_links(spec.namespace, links)
+                self.host.delete_links(spec.namespace, links)
             case plan.DeleteFirewall(spec, tables):
-                netns.delete_firewall(spec.namespace, tables)
+                self.host.delete_firewall(spec.namespace, tables)
             case plan.StopProcess(net, process, graceful):
                 if graceful:
-                    netns.migrate_queued_connections(naming.namespace(net))
+                    self.host.migrate_queued_connections(naming.namespace(net))
                 self._stopper.stop(net, process, graceful)
             case plan.DeleteNetwork(net, foreign_ovs):
-                netns.delete(net)
+                self.host.delete(net)
                 batch.unplug += list(foreign_ovs)
                 if naming.outer_device(net) in plugged:
                     batch.unplug.append(naming.outer_device(net))
@@ -443,7 +441,7 @@ class Reconciler:
             self._backoff.pop(net, None)
         for net, steps in batch.then.items():  # a takeover's switch: their devices go now
             try:
-                with netns.batch():
+                with self.host.batch():
                     for step in steps:
                         self._apply(step, {}, batch)
             except Exception as exc:

@@ -6,6 +6,7 @@ rule that nothing is deleted while the SB view cannot be refreshed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import pytest
@@ -42,18 +43,23 @@ class FakeSb:
 class FakeOvs:
     def __init__(self) -> None:
         self.ports: dict[str, str] = {}
+        self.foreign: dict[str, tuple[str, bool]] = {}   # name -> (iface-id, a VM's)
+        self.replaced: list[str] = []
 
     def plugged(self) -> dict[str, str]:
         return dict(self.ports)
 
     def others(self) -> dict[str, tuple[str, bool]]:
-        return {}
+        return dict(self.foreign)
 
     def iface_ids(self) -> frozenset[str]:
         return frozenset()
 
     def plug(self, bridge: str, ports: list[tuple[str, str]], replaces=()) -> None:
         self.ports.update(ports)
+        self.replaced += replaces
+        for name in replaces:
+            self.foreign.pop(name, None)
 
     def unplug(self, devices: list[str]) -> None:
         for d in devices:
@@ -81,36 +87,64 @@ class FakeHaproxy:
 
 
 class FakeHost:
-    """Namespaces and their inner devices, as netns would report and change them."""
+    """Namespaces and their inner devices, as the reconciler reads and changes the host."""
 
-    def __init__(self, monkeypatch) -> None:
+    def __init__(self) -> None:
         self.namespaces: dict[str, LinkState | None] = {}
         self.fail_create: Exception | None = None
         self.create_calls = 0
-        ns = reconcile.netns
-        monkeypatch.setattr(reconcile.foreign, "in_namespaces", lambda namespaces: {})
-        monkeypatch.setattr(ns, "list_namespaces", lambda: set(self.namespaces))
-        monkeypatch.setattr(ns, "read_inner", lambda n, d, with_csum=True: (self.namespaces.get(n), ()))
-        monkeypatch.setattr(ns, "read_firewall", lambda n: ())
-        monkeypatch.setattr(ns, "is_namespace", lambda n: n in self.namespaces)
-        monkeypatch.setattr(ns, "read_outer", lambda d: (self._outer(d), self._outer(d)))
-        monkeypatch.setattr(ns, "create_namespace", self.create)
-        monkeypatch.setattr(ns, "create_veth", lambda spec: self._set(spec, mac=""))
-        monkeypatch.setattr(ns, "configure_inner", lambda spec, off: self._set(spec, mac=spec.mac))
-        monkeypatch.setattr(ns, "add_address", self.add)
-        monkeypatch.setattr(ns, "del_address", lambda spec, a: None)
-        monkeypatch.setattr(ns, "set_outer_up", lambda spec: None)
-        monkeypatch.setattr(ns, "delete", lambda net: self.namespaces.pop(naming.namespace(net)))
         self.stray: set[str] = set()   # outer ends whose namespace is gone but still held
-        monkeypatch.setattr(ns, "outer_devices", lambda: self.stray | {
-            naming.outer_device(naming.network_from_namespace(n)) for n in self.namespaces})
-        monkeypatch.setattr(ns, "delete_outer", self.stray.discard)
+
+    batch = staticmethod(contextlib.nullcontext)
+
+    def list_namespaces(self) -> set[str]:
+        return set(self.namespaces)
+
+    def is_namespace(self, ns: str) -> bool:
+        return ns in self.namespaces
+
+    def read_inner(self, ns: str, device: str, with_csum: bool = True):
+        return self.namespaces.get(ns), ()
+
+    def read_outer(self, device: str) -> tuple[bool, bool]:
+        return self._outer(device), self._outer(device)
+
+    def read_firewall(self, ns: str) -> tuple:
+        return ()
+
+    def processes_in(self, namespaces) -> dict:
+        return {}
+
+    def neutron_agents(self) -> list:
+        return []
+
+    def outer_devices(self) -> set[str]:
+        return self.stray | {naming.outer_device(naming.network_from_namespace(n))
+                             for n in self.namespaces}
+
+    def delete_outer(self, device: str) -> None:
+        self.stray.discard(device)
+
+    def create_veth(self, spec) -> None:
+        self._set(spec, mac="")
+
+    def configure_inner(self, spec, csum_off: bool) -> None:
+        self._set(spec, mac=spec.mac)
+
+    def del_address(self, spec, address: str) -> None:
+        pass
+
+    def set_outer_up(self, spec) -> None:
+        pass
+
+    def delete(self, net: str) -> None:
+        self.namespaces.pop(naming.namespace(net))
 
     def _outer(self, dev: str) -> bool:
         return any(naming.outer_device(naming.network_from_namespace(n)) == dev and s
                    for n, s in self.namespaces.items())
 
-    def create(self, spec) -> None:
+    def create_namespace(self, spec) -> None:
         self.create_calls += 1
         if self.fail_create:
             raise self.fail_create
@@ -121,17 +155,18 @@ class FakeHost:
         self.namespaces[spec.namespace] = LinkState(
             mac=mac, mtu=1500, up=bool(mac), addresses=old.addresses if old else frozenset())
 
-    def add(self, spec, address: str) -> None:
+    def add_address(self, spec, address: str) -> None:
         old = self.namespaces[spec.namespace]
         self.namespaces[spec.namespace] = LinkState(old.mac, old.mtu, old.up,
                                                     old.addresses | {address})
 
 
 @pytest.fixture
-def world(monkeypatch):
-    host = FakeHost(monkeypatch)
+def world():
+    host = FakeHost()
     sb, ovs, haproxy = FakeSb(snapshot("n1")), FakeOvs(), FakeHaproxy()
-    rec = reconcile.Reconciler(sb, ovs, ChassisConfig("c1", "br-int", "system"), haproxy)
+    rec = reconcile.Reconciler(sb, ovs, ChassisConfig("c1", "br-int", "system"), haproxy,
+                               host=host)
     return rec, sb, ovs, haproxy, host
 
 
@@ -174,11 +209,12 @@ def test_a_network_failing_after_a_restart_keeps_its_frontend(world, monkeypatch
     rec.reconcile_once()
     assert haproxy.frontends == ["n1"]
     # A new agent finds it all in place, but a step fails: the frontend stays.
-    rec2 = reconcile.Reconciler(sb, ovs, ChassisConfig("c1", "br-int", "system"), haproxy)
+    rec2 = reconcile.Reconciler(sb, ovs, ChassisConfig("c1", "br-int", "system"), haproxy,
+                                host=host)
     host.namespaces["ovnmeta-n1"] = None          # read back as needing its veth again
     def create_veth(spec) -> None:
         raise OSError(17, "File exists")
-    monkeypatch.setattr(reconcile.netns, "create_veth", create_veth)
+    monkeypatch.setattr(host, "create_veth", create_veth)
     rec2.reconcile_once()
     assert not rec2.status.networks["n1"].ready and rec2.status.networks["n1"].error
     assert haproxy.frontends == ["n1"]
@@ -257,3 +293,15 @@ def test_the_map_owner_is_told_before_haproxy_loads_a_map_and_after(world) -> No
     sb.snap = snapshot()
     rec.reconcile_once()
     assert log[-1] == ("served", [], True)
+
+
+def test_another_agents_port_for_a_served_network_is_replaced_and_a_vms_is_not(world) -> None:
+    rec, sb, ovs, haproxy, host = world
+    rec.reconcile_once()
+    neutron_outer = naming.neutron_veth("n1")[0]
+    ovs.foreign = {neutron_outer: ("md-n1", False),      # neutron's, with our localport
+                   "tap-vm": ("vm-n1", True)}            # a VM's, never touched
+    rec.mark({"n1"})
+    rec.reconcile_once()
+    assert ovs.replaced == [neutron_outer] and "tap-vm" in ovs.foreign
+    assert ovs.ports[naming.outer_device("n1")] == "md-n1"
