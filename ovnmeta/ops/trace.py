@@ -19,10 +19,11 @@ from pathlib import Path
 from ovnmeta.agent import control
 from ovnmeta.core import naming
 from ovnmeta.host import foreign, netns, procs
-from ovnmeta.core.desired import VM_PORT_TYPES, addresses_with_prefix, parse_mac_column
+from ovnmeta.core.desired import (VM_PORT_TYPES, addresses_with_prefix, desired_networks,
+                                  parse_mac_column)
 from ovnmeta.core.linklocal import link_local_of
-from ovnmeta.core.model import METADATA_V4, METADATA_V6
-from ovnmeta.core.model import NovaEndpoint
+from ovnmeta.core.model import (METADATA_V4, METADATA_V6, NetworkSpec, NovaEndpoint,
+                                PortRecord, SbSnapshot)
 from ovnmeta.haproxy.runtime import stats_command
 from ovnmeta.haproxy.settings import MAPS_DIR, map_path, shared_stats_socket
 from ovnmeta.proxy.nova import NovaClient, NovaTimeout, NovaUnavailable
@@ -134,7 +135,7 @@ class Tracer:
         self.vm_ips: tuple[str, ...] = ()
         self.datapath: dict = {}
         self.network_id = ""
-        self.localport: dict = {}
+        self.spec: NetworkSpec | None = None   # what the agent would build (hop 2)
         self.instance_id = ""
         self.project_id = ""
         self._sysid: str | None = None
@@ -204,33 +205,38 @@ class Tracer:
 
     # 2
     def hop_localport(self) -> str:
-        rows = self.sb.find("Port_Binding", f"datapath={self.vm['datapath']}", "type=localport")
-        if not rows:
-            raise Broken(f"network {self.network_id} has no localport",
-                         "create the metadata port (neutron: a port with device_owner "
-                         "network:distributed; `neutron-ovn-db-sync-util` repairs it)")
-        usable = []
-        for row in rows:
-            mac, ips = parse_mac_column(tuple(_as_list(row["mac"])))
-            if mac and ips:
-                usable.append((row, mac, ips))
-        if not usable:
-            raise Broken(f"localport {rows[0]['logical_port']} has no MAC/IP "
-                         f"({rows[0]['mac']})", "give the metadata port an IP on the subnet")
+        """The localport and namespace addresses the agent itself would choose, from the
+        same code (core/desired.py) fed with this network's Port_Binding rows."""
+        rows = self.sb.find("Port_Binding", f"datapath={self.vm['datapath']}")
+        ports = tuple(PortRecord(
+            logical_port=r["logical_port"], type=r["type"], network_id=self.network_id,
+            mac=tuple(_as_list(r["mac"])), external_ids=tuple(sorted(r["external_ids"].items())),
+            bound_here=r["logical_port"] == self.vm["logical_port"]) for r in rows)
+        specs, problems = desired_networks(
+            SbSnapshot(chassis=self._system_id(), ports=ports),
+            cidrs_key=self.conf.metadata.cidrs_key)
+        if self.network_id not in specs:
+            reason = next((p.reason for p in problems if p.network_id == self.network_id),
+                          f"network {self.network_id} is not one the agent serves")
+            raise Broken(reason, "create the metadata port (neutron: a port with device_owner "
+                         "network:distributed and an IP on each subnet; "
+                         "`neutron-ovn-db-sync-util` repairs it)")
+        self.spec = spec = specs[self.network_id]
+        lp_ips = [a.split("/")[0] for a in spec.addresses
+                  if a not in (METADATA_V4, METADATA_V6)]
         vm_nets = [ipaddress.ip_interface(a).network for a in addresses_with_prefix(
             tuple(self.vm_ips), self.vm["external_ids"].get(self.conf.metadata.cidrs_key, ""))]
-        for row, mac, ips in usable:
-            if any(ipaddress.ip_address(ip) in net for ip in ips for net in vm_nets):
-                self.localport = dict(row, parsed_mac=mac, parsed_ips=ips)
-                return f"{row['logical_port']} {mac} {' '.join(ips)}"
-        raise Broken(f"no localport IP is on the VM's subnet(s) "
-                     f"{', '.join(map(str, vm_nets))}",
-                     "add the subnet to the metadata port (neutron does this per DHCP subnet)")
+        if not any(ipaddress.ip_address(ip) in net for ip in lp_ips for net in vm_nets):
+            raise Broken(f"localport {spec.iface_id} has no IP on the VM's subnet(s) "
+                         f"{', '.join(map(str, vm_nets))}",
+                         "add the subnet to the metadata port (neutron does this per DHCP "
+                         "subnet)")
+        return f"{spec.iface_id} {spec.mac} {' '.join(sorted(lp_ips))}"
 
     # 3
     def hop_ovn_trace(self) -> str:
         switch = self.datapath.get("external_ids", {}).get("name", self.vm["datapath"])
-        lp = self.localport["logical_port"]
+        lp = self.spec.iface_id
         traced = []
         for family, flow in self.flows():
             out = self.sb.trace(switch, flow)
@@ -249,7 +255,7 @@ class Tracer:
         """The VM's first packet to the metadata address: IPv4, and IPv6 link-local when
         the network has IPv6 (what cloud-init on an IPv6-only guest sends)."""
         match = (f'inport == "{self.vm["logical_port"]}" && eth.src == {self.vm_mac} && '
-                 f'eth.dst == {self.localport["parsed_mac"]} && ')
+                 f'eth.dst == {self.spec.mac} && ')
         tail = " && ip.ttl == 64 && tcp && tcp.dst == 80"
         flows = []
         v4 = [ip for ip in self.vm_ips if ":" not in ip]
@@ -272,7 +278,7 @@ class Tracer:
         except Exception as exc:
             raise Broken(f"cannot read the local OVS DB: {exc}",
                          "check [ovs] ovsdb_connection and ovsdb-server") from None
-        lp = self.localport["logical_port"]
+        lp = self.spec.iface_id
         if plugged.get(outer) != lp:
             seen = f"iface-id {plugged[outer]!r}" if outer in plugged else "no such port"
             raise Broken(f"OVS port {outer} on {bridge} with iface-id={lp}: {seen}",
@@ -290,12 +296,7 @@ class Tracer:
         if ns not in netns.list_namespaces():
             raise Broken(f"namespace {ns} does not exist",
                          "start ovnmeta-agent; it creates the namespace on its next pass")
-        expected = set(addresses_with_prefix(
-            tuple(self.localport["parsed_ips"]),
-            self.localport["external_ids"].get(self.conf.metadata.cidrs_key, "")))
-        expected.add(METADATA_V4)
-        if any(":" in ip for ip in self.localport["parsed_ips"]):
-            expected.add(METADATA_V6)
+        expected = self.spec.addresses
         inner, others = netns.read_inner(ns, naming.inner_device(self.network_id),
                                          with_csum=False)
         if others:
@@ -306,9 +307,9 @@ class Tracer:
             raise Broken(f"{naming.inner_device(self.network_id)} missing in {ns}",
                          "the agent recreates the pair: check its log for netlink errors")
         missing = expected - inner.addresses
-        if missing or inner.mac != self.localport["parsed_mac"]:
+        if missing or inner.mac != self.spec.mac:
             raise Broken(f"{ns} lacks {', '.join(sorted(missing)) or 'nothing'}; MAC "
-                         f"{inner.mac} (localport {self.localport['parsed_mac']})",
+                         f"{inner.mac} (localport {self.spec.mac})",
                          "the agent repairs this on its next full pass "
                          "(metadata.reconcile_interval); restart it to repair now")
         return (f"{outer} ofport {ofports[outer]} iface-id={lp}; {ns} has "

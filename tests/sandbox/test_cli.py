@@ -98,6 +98,26 @@ def test_deleted_localport_breaks_hop_2(sandbox, served) -> None:
     assert first_broken(result) == 2 and "no localport" in result["hops"][1]["evidence"]
 
 
+def test_with_two_localports_trace_checks_the_one_the_agent_uses(sandbox, served) -> None:
+    """The agent prefers neutron's distributed port; another localport on the same subnet,
+    whose name sorts first, must not be the one trace approves."""
+    net = served["net"]
+    other = neutron.Port(name="0-not-the-metadata-port", network_id=net.id,
+                         mac=neutron.random_mac(), ips=("10.0.0.3/24",), device_id="dhcp")
+    sandbox.nbctl("--", "lsp-add", net.switch, other.name,
+                  "--", "lsp-set-type", other.name, "localport",
+                  "--", "lsp-set-addresses", other.name, other.addresses,
+                  "--", "set", "Logical_Switch_Port", other.name,
+                  *neutron._port_external_ids(other, net, "network:dhcp"))
+    wait_until(lambda: other.name in sandbox.sbctl("--bare", "--columns=logical_port", "find",
+                                                   "Port_Binding", "type=localport"),
+               what="the second localport in the SB")
+    code, result = trace(served["agent"], served["vm"].port.name)
+    assert code == 0, result
+    assert net.metadata_port.name in result["hops"][1]["evidence"]
+    assert other.name not in json.dumps(result["hops"])
+
+
 def test_wrong_port_security_breaks_hop_3(sandbox, served) -> None:
     port = served["vm"].port
     sandbox.nbctl("lsp-set-port-security", port.name, f"fa:16:3e:99:99:99 {port.ip}")
