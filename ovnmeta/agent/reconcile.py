@@ -20,7 +20,7 @@ from ovnmeta.core.desired import Problem, desired_networks
 from ovnmeta.haproxy.manager import HaproxyManager
 from ovnmeta.haproxy.maps import MapSync
 from ovnmeta.haproxy.settings import Frontend
-from ovnmeta.core.model import METADATA_V4, ActualNetwork, ForeignProcess, NetworkSpec
+from ovnmeta.core.model import METADATA_V4, ActualNetwork, NetworkSpec
 from ovnmeta.ovsdb.ovs import ChassisConfig, LocalOvs
 from ovnmeta.ovsdb.sbview import SbView
 
@@ -51,30 +51,6 @@ class _OvsBatch:
     then: dict[str, tuple[plan.Step, ...]] = field(default_factory=dict)  # after the commit
     unplug: list[str] = field(default_factory=list)
     changed: int = 0
-
-
-@dataclass
-class _HostView:
-    """What one pass read of the host, shared by the networks it converges."""
-    plugged: dict[str, str]                       # our devices -> iface-id
-    others: dict[str, tuple[str, bool]]           # other OVS interfaces -> (iface-id, VM's)
-    processes: dict[str, list[ForeignProcess]]    # namespace -> processes inside it
-    _by_iface: dict[str, list[str]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for name, (iface_id, _) in self.others.items():
-            if iface_id:
-                self._by_iface.setdefault(iface_id, []).append(name)
-
-    def foreign_ovs(self, net: str, spec: NetworkSpec | None) -> tuple[str, ...]:
-        """Other agents' ports for this network: the localport's iface-id on a port not
-        ours, or neutron's device name on a port that is not a VM's."""
-        found = set(self._by_iface.get(spec.iface_id, ())) if spec else set()
-        neutron_outer = naming.neutron_veth(net)[0]
-        iface_id, is_vm = self.others.get(neutron_outer, ("", True))
-        if not is_vm and (spec is None or iface_id in ("", spec.iface_id)):
-            found.add(neutron_outer)
-        return tuple(sorted(found))
 
 
 @dataclass(frozen=True)
@@ -222,7 +198,7 @@ class Reconciler:
         check = worklist.to_check(inputs)
         if full:
             self._last_full = started
-        host = _HostView(plugged, self.ovs.others(), self.host.processes_in(
+        host = plan.HostView(plugged, self.ovs.others(), self.host.processes_in(
             {naming.namespace(n) for n in check & present}))
         # Another agent's port for a network we serve, wherever it shows up.
         check |= {n for n in desired if host.foreign_ovs(n, desired[n])}
@@ -301,7 +277,7 @@ class Reconciler:
 
     # -- one network ----------------------------------------------------------
     def _converge(self, net: str, spec: NetworkSpec | None, ns_present: bool,
-                  host: _HostView, batch: _OvsBatch) -> None:
+                  host: plan.HostView, batch: _OvsBatch) -> None:
         step = None
         try:
             with self.host.batch():
@@ -342,14 +318,14 @@ class Reconciler:
         """Read the addresses back after a deletion, which can take others with it (the
         kernel drops a subnet's secondaries with its primary): anything still missing is
         a failure to retry."""
-        assumed = _HostView({spec.outer: spec.iface_id}, {}, {})
+        assumed = plan.HostView({spec.outer: spec.iface_id}, {}, {})
         actual = self._inspect(net, spec, True, assumed)
         left = plan.plan_network(spec, actual, self.chassis.netdev)
         if left:
             raise RuntimeError(f"not converged: {_describe(left[0])} still needed")
 
     def _inspect(self, net: str, spec: NetworkSpec | None, ns_present: bool,
-                 host: _HostView) -> ActualNetwork:
+                 host: plan.HostView) -> ActualNetwork:
         outer = naming.outer_device(net)
         ns = naming.namespace(net)
         if ns_present and not self.host.is_namespace(ns):

@@ -5,8 +5,9 @@ Pure: the reconciler feeds it records and executes the steps it returns, in orde
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ovnmeta.core import naming
 from ovnmeta.core.model import ActualNetwork, ForeignProcess, NetworkSpec
 
 # Processes of another agent's that a takeover replaces; any other process found in one
@@ -206,3 +207,27 @@ def _take_over(spec: NetworkSpec, actual: ActualNetwork, netdev: bool) -> list[S
     then += _neighbours(spec, spec.neighbours)
     return [CreateVeth(spec), ConfigureInner(spec, netdev), SetOuterUp(spec),
             PlugOvs(spec, replaces=actual.foreign_ovs, then=tuple(then))]
+
+
+@dataclass
+class HostView:
+    """What one pass read of the host, shared by the networks it converges."""
+    plugged: dict[str, str]                       # our devices -> iface-id
+    others: dict[str, tuple[str, bool]]           # other OVS interfaces -> (iface-id, VM's)
+    processes: dict[str, list[ForeignProcess]]    # namespace -> processes inside it
+    _by_iface: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, (iface_id, _) in self.others.items():
+            if iface_id:
+                self._by_iface.setdefault(iface_id, []).append(name)
+
+    def foreign_ovs(self, net: str, spec: NetworkSpec | None) -> tuple[str, ...]:
+        """Other agents' ports for this network: the localport's iface-id on a port not
+        ours, or neutron's device name on a port that is not a VM's."""
+        found = set(self._by_iface.get(spec.iface_id, ())) if spec else set()
+        neutron_outer = naming.neutron_veth(net)[0]
+        iface_id, is_vm = self.others.get(neutron_outer, ("", True))
+        if not is_vm and (spec is None or iface_id in ("", spec.iface_id)):
+            found.add(neutron_outer)
+        return tuple(sorted(found))

@@ -1,6 +1,6 @@
 import dataclasses
 
-from ovnmeta.core import plan
+from ovnmeta.core import naming, plan
 from ovnmeta.core.model import METADATA_V4, ActualNetwork, ForeignProcess, LinkState, NetworkSpec
 
 SPEC = NetworkSpec(network_id="n1", namespace="ovnmeta-n1", outer="omto", inner="omti",
@@ -160,3 +160,20 @@ def test_stale_network_of_theirs_is_stopped_then_deleted() -> None:
     steps = plan.plan_network(None, NEUTRON, netdev=True)
     assert steps == [plan.StopProcess("n1", NEUTRON.foreign_procs[0], graceful=False),
                      plan.DeleteNetwork("n1", ("tapn1-0",))]
+
+
+def test_other_agents_ports_are_the_localports_iface_id_or_neutrons_name_never_a_vms() -> None:
+    neutron_outer = naming.neutron_veth("n1")[0]
+    host = plan.HostView(plugged={}, processes={}, others={
+        "foreign-md": ("md1", False),            # our localport's iface-id, someone's port
+        neutron_outer: ("", False),              # neutron's name, its iface-id gone
+        "tap-vm": ("vm-1", True)})               # a VM's
+    assert host.foreign_ovs("n1", SPEC) == ("foreign-md", neutron_outer)
+    # neutron's name on a port carrying another iface-id is not ours to replace
+    other = plan.HostView(plugged={}, processes={}, others={neutron_outer: ("vm-9", False)})
+    assert other.foreign_ovs("n1", SPEC) == ()
+    # a network no longer desired: neutron's port still goes, nothing else is looked up
+    assert host.foreign_ovs("n1", None) == (neutron_outer,)
+    # a VM's port under neutron's name is never touched
+    vm = plan.HostView(plugged={}, processes={}, others={neutron_outer: ("", True)})
+    assert vm.foreign_ovs("n1", SPEC) == ()
