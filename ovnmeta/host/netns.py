@@ -206,17 +206,22 @@ def add_neighbours(spec: NetworkSpec, entries: tuple[tuple[str, str], ...]) -> N
             ipr.neigh("replace", dst=ip, lladdr=mac, ifindex=idx, state=NUD_PERMANENT)
 
 
+def _delete_link(ipr, name: str) -> None:
+    """Delete a device by name; one already gone is fine."""
+    idx = ipr.link_lookup(ifname=name)
+    if idx:
+        try:
+            ipr.link("del", index=idx[0])
+        except NetlinkError as exc:
+            if exc.code != errno.ENODEV:
+                raise
+
+
 def delete_links(ns: str, names: tuple[str, ...]) -> None:
     """Delete devices in a namespace by name; one already gone is fine."""
     with _ns_socket(ns) as ipr:
         for name in names:
-            idx = ipr.link_lookup(ifname=name)
-            if idx:
-                try:
-                    ipr.link("del", index=idx[0])
-                except NetlinkError as exc:
-                    if exc.code != errno.ENODEV:
-                        raise
+            _delete_link(ipr, name)
 
 
 def _proc_net_key(address: str, port: int) -> str:
@@ -432,10 +437,4 @@ def outer_devices() -> set[str]:
 def delete_outer(dev: str) -> None:
     """Delete an outer end (and so its peer); already gone is fine."""
     with IPRoute() as ipr:
-        idx = ipr.link_lookup(ifname=dev)
-        if idx:
-            try:
-                ipr.link("del", index=idx[0])
-            except NetlinkError as exc:
-                if exc.code != errno.ENODEV:
-                    raise
+        _delete_link(ipr, dev)
