@@ -36,7 +36,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
-    request_queue_size = 128
+    request_queue_size = 4096   # neutron's metadata_backlog default
 
     def get_request(self):
         conn, _ = self.socket.accept()
