@@ -8,6 +8,7 @@ backoff. A missed event, a hand-deleted namespace or a restart all converge the 
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -107,7 +108,7 @@ class Reconciler:
         self._problems: set[Problem] = set()
         self._last_full = 0.0
         self._last_host_check = 0.0
-        self._stopper = foreign.Stopper()
+        self._signals = foreign.Signals()   # what we sent other agents' processes
         self._taking_over: set[str] = set()
         self._iface_ids: frozenset[str] = frozenset()
         self._takeover_since: float | None = None
@@ -159,7 +160,7 @@ class Reconciler:
         deadlines = [self._last_host_check + HOST_CHECK, self._last_full + self.resync_interval]
         if self.waiting_for:
             deadlines.append(self._last_host_check + AGENT_POLL)
-        if self._stopper.pending or (self._taking_over and self._takeover_since is not None
+        if self._signals.pending or (self._taking_over and self._takeover_since is not None
                                      and now - self._takeover_since < TAKEOVER_FAST):
             deadlines.append(self._last_host_check + TAKEOVER_POLL)
         deadlines += [b.retry_at for b in self._backoff.values()]
@@ -192,7 +193,7 @@ class Reconciler:
             dirty=frozenset(dirty), full=full,
             retry_due=frozenset(n for n, b in self._backoff.items() if b.retry_at <= started),
             backing_off=frozenset(n for n, b in self._backoff.items() if b.retry_at > started),
-            watched=frozenset(self._taking_over | self._stopper.poll()),
+            watched=frozenset(self._taking_over | self._signals.networks()),
             moved_ports=frozenset(moved), ports=snapshot.ports, plugged=plugged,
             may_delete=self.sb.connected())
         check = worklist.to_check(inputs)
@@ -284,9 +285,8 @@ class Reconciler:
                 actual = self._inspect(net, spec, ns_present, host)
                 if plan.replaceable(actual):
                     self._taking_over.add(net)
-                steps = [s for s in plan.plan_network(spec, actual, netdev=self.chassis.netdev)
-                         if not (isinstance(s, plan.StopProcess)
-                                 and self._stopper.stopping(s.process.pid))]
+                steps = plan.plan_network(spec, actual, netdev=self.chassis.netdev,
+                                          now=time.monotonic())
                 for step in steps:
                     self._apply(step, host.plugged, batch)
                 if spec is not None and any(isinstance(s, plan.DelAddress) for s in steps):
@@ -320,7 +320,8 @@ class Reconciler:
         a failure to retry."""
         assumed = plan.HostView({spec.outer: spec.iface_id}, {}, {})
         actual = self._inspect(net, spec, True, assumed)
-        left = plan.plan_network(spec, actual, self.chassis.netdev)
+        left = [s for s in plan.plan_network(spec, actual, self.chassis.netdev)
+                if not isinstance(s, (plan.SignalProcess, plan.ForgetProcess))]
         if left:
             raise RuntimeError(f"not converged: {_describe(left[0])} still needed")
 
@@ -336,12 +337,12 @@ class Reconciler:
                                         with_csum=self.chassis.netdev) \
             if ns_present else (None, ())
         outer_exists, outer_up = self.host.read_outer(outer)
-        processes = tuple(host.processes.get(ns, ()))
+        processes, ended = self._signals.read(net, list(host.processes.get(ns, ())))
         return ActualNetwork(network_id=net, namespace=ns_present, inner=inner,
                              outer=outer_exists, outer_up=outer_up,
                              ovs_iface_id=host.plugged.get(outer), foreign_links=links,
                              foreign_ovs=host.foreign_ovs(net, spec),
-                             foreign_procs=processes,
+                             foreign_procs=processes, ended=ended,
                              foreign_tables=self.host.read_firewall(ns) if ns_present else (),
                              served=bool(processes) and self._listens(net))
 
@@ -383,10 +384,12 @@ class Reconciler:
                 self.host.delete_links(spec.namespace, links)
             case plan.DeleteFirewall(spec, tables):
                 self.host.delete_firewall(spec.namespace, tables)
-            case plan.StopProcess(net, process, graceful):
-                if graceful:
+            case plan.SignalProcess(net, process, sig):
+                if sig == signal.SIGUSR1:   # a soft stop: its queued connections go to ours
                     self.host.migrate_queued_connections(naming.namespace(net))
-                self._stopper.stop(net, process, graceful)
+                self._signals.send(net, process, sig, time.monotonic())
+            case plan.ForgetProcess(net, process):
+                self._signals.forget(net, process)
             case plan.DeleteNetwork(net, foreign_ovs):
                 self.host.delete(net)
                 batch.unplug += list(foreign_ovs)
@@ -460,7 +463,8 @@ def _describe(step: plan.Step) -> str:
             return f"DeleteLinks {','.join(links)}"
         case plan.DeleteFirewall(_, tables):
             return f"DeleteFirewall {','.join(tables)}"
-        case plan.StopProcess(_, process, graceful):
-            return f"StopProcess {process.name} {process.pid}" + (" (soft)" if graceful
-                                                                   else "")
+        case plan.SignalProcess(_, process, sig):
+            return f"SignalProcess {process.name} {process.pid} {signal.Signals(sig).name}"
+        case plan.ForgetProcess(_, process):
+            return f"ForgetProcess {process.name} {process.pid}"
     return type(step).__name__

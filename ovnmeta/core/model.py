@@ -86,7 +86,8 @@ class ActualNetwork:
     # the localport's iface-id or neutron's device name, and processes inside the namespace.
     foreign_links: tuple[str, ...] = ()
     foreign_ovs: tuple[str, ...] = ()
-    foreign_procs: tuple[ForeignProcess, ...] = ()
+    foreign_procs: tuple[ForeignProcess, ...] = ()   # alive: in the namespace, or signalled
+    ended: tuple[ForeignProcess, ...] = ()           # signalled by the agent, and gone since
     foreign_tables: tuple[str, ...] = ()   # nftables tables ("family:name"); ovnmeta has none
     served: bool = False              # our haproxy serves this network's frontend
 
@@ -103,6 +104,8 @@ class ForeignProcess:
     name: str                         # its command name, e.g. haproxy
     config: str = ""                  # haproxy's -f file, when it has one
     pidfile: str = ""                 # the pidfile its config names
+    signal: int = 0                   # the last signal the agent sent it (0: none)
+    signalled_at: float = 0.0         # when (monotonic seconds)
 
 
 @dataclass(frozen=True)

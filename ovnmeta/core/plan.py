@@ -5,6 +5,7 @@ Pure: the reconciler feeds it records and executes the steps it returns, in orde
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, field
 
 from ovnmeta.core import naming
@@ -13,6 +14,8 @@ from ovnmeta.core.model import ActualNetwork, ForeignProcess, NetworkSpec
 # Processes of another agent's that a takeover replaces; any other process found in one
 # of our namespaces is reported, never signalled.
 REPLACEABLE = frozenset({"haproxy"})
+SOFT_STOP_SECONDS = 10.0   # haproxy's soft stop lets requests finish; then SIGTERM
+HARD_STOP_SECONDS = 5.0    # then SIGKILL
 
 
 @dataclass(frozen=True)
@@ -96,12 +99,20 @@ class DeleteFirewall:
 
 
 @dataclass(frozen=True)
-class StopProcess:
-    """Stop another agent's process in the namespace. `graceful`: our haproxy already
-    serves the network, so theirs finishes its requests and hands queued connections on."""
+class SignalProcess:
+    """Signal another agent's process in the namespace: haproxy's soft stop (SIGUSR1: stop
+    listening, finish the requests it has, queued connections handed on) once ours serves
+    the network, else SIGTERM; SIGTERM and then SIGKILL while it lingers."""
     network_id: str
     process: ForeignProcess
-    graceful: bool
+    signal: int
+
+
+@dataclass(frozen=True)
+class ForgetProcess:
+    """A process the agent stopped has ended: the files neutron's layout names for it go."""
+    network_id: str
+    process: ForeignProcess
 
 
 @dataclass(frozen=True)
@@ -112,12 +123,14 @@ class DeleteNetwork:
 
 Step = (CreateNamespace | CreateVeth | ConfigureInner | AddAddress | DelAddress | SetOuterUp
         | DeleteNeighbours | AddNeighbours
-        | PlugOvs | DeleteLinks | DeleteFirewall | StopProcess | DeleteNetwork)
+        | PlugOvs | DeleteLinks | DeleteFirewall | SignalProcess | ForgetProcess
+        | DeleteNetwork)
 
 
 def _exists(actual: ActualNetwork | None) -> bool:
     return actual is not None and (actual.namespace or actual.outer
-                                   or actual.ovs_iface_id is not None or actual.foreign)
+                                   or actual.ovs_iface_id is not None or bool(actual.foreign_links
+                                   or actual.foreign_ovs or actual.foreign_tables))
 
 
 def replaceable(actual: ActualNetwork) -> bool:
@@ -126,35 +139,61 @@ def replaceable(actual: ActualNetwork) -> bool:
                 or any(p.name in REPLACEABLE for p in actual.foreign_procs))
 
 
-def _stops(actual: ActualNetwork, graceful: bool) -> list[Step]:
-    return [StopProcess(actual.network_id, p, graceful) for p in actual.foreign_procs
-            if p.name in REPLACEABLE]
+def next_signal(process: ForeignProcess, start: bool, graceful: bool,
+                now: float) -> int | None:
+    """The signal a foreign process gets now: the first one once `start`, then SIGTERM after
+    a soft stop that lingers, SIGKILL after a SIGTERM that does; None to wait."""
+    if not process.signal:
+        if not start:
+            return None
+        return signal.SIGUSR1 if graceful and process.name == "haproxy" else signal.SIGTERM
+    waited = now - process.signalled_at
+    if process.signal == signal.SIGUSR1 and waited >= SOFT_STOP_SECONDS:
+        return signal.SIGTERM
+    if process.signal == signal.SIGTERM and waited >= HARD_STOP_SECONDS:
+        return signal.SIGKILL
+    return None
+
+
+def _stops(actual: ActualNetwork, start: bool, graceful: bool, now: float) -> list[Step]:
+    """Another agent's processes: signalled, escalated while they linger (whether or not
+    `start` holds still), forgotten once gone."""
+    steps: list[Step] = [ForgetProcess(actual.network_id, p) for p in actual.ended]
+    for p in actual.foreign_procs:
+        if p.name in REPLACEABLE and (sig := next_signal(p, start, graceful, now)):
+            steps.append(SignalProcess(actual.network_id, p, sig))
+    return steps
 
 
 def plan_network(spec: NetworkSpec | None, actual: ActualNetwork | None,
-                 netdev: bool) -> list[Step]:
-    """Steps for one network; an empty list means it already converged."""
+                 netdev: bool, now: float = 0.0) -> list[Step]:
+    """Steps for one network; an empty list means it already converged. `now` (monotonic
+    seconds) times the escalation of another agent's processes."""
     if spec is None:
-        if not _exists(actual):
+        if actual is None:
             return []
-        return _stops(actual, graceful=False) + [DeleteNetwork(actual.network_id,
-                                                               actual.foreign_ovs)]
-    if actual is None or not actual.namespace:
-        return _build(spec, netdev, with_namespace=True,
-                      replaces=actual.foreign_ovs if actual else ())
+        steps = _stops(actual, start=True, graceful=False, now=now)
+        if _exists(actual):
+            steps.append(DeleteNetwork(actual.network_id, actual.foreign_ovs))
+        return steps
+    if actual is None:
+        return _build(spec, netdev, with_namespace=True)
+    # Their processes: soft-stopped only once ours answers in the namespace (until then
+    # theirs keeps serving), escalated whatever else this network needs.
+    stops = _stops(actual, start=actual.served, graceful=True, now=now)
+    if not actual.namespace:
+        return _build(spec, netdev, with_namespace=True, replaces=actual.foreign_ovs) + stops
     if actual.inner is None or not actual.outer:
         if actual.foreign_links or actual.foreign_ovs or actual.foreign_tables:
-            return _take_over(spec, actual, netdev)
-        return _build(spec, netdev, with_namespace=False)
+            return _take_over(spec, actual, netdev) + stops
+        return _build(spec, netdev, with_namespace=False) + stops
 
     if actual.foreign_ovs:  # the rest once ours is on the bridge: see _take_over
-        return [PlugOvs(spec, replaces=actual.foreign_ovs)]
+        return [PlugOvs(spec, replaces=actual.foreign_ovs)] + stops
     steps: list[Step] = []
     if actual.foreign_links:
         steps.append(DeleteLinks(spec, actual.foreign_links))
-    # Only once ours answers in the namespace: until then theirs keeps serving.
-    if actual.served:
-        steps += _stops(actual, graceful=True)
+    steps += stops
     inner = actual.inner
     reconfigure = (inner.mac != spec.mac or not inner.up
                    or bool(spec.mtu and inner.mtu != spec.mtu) or (netdev and inner.tx_csum))

@@ -12,17 +12,14 @@ import configparser
 import logging
 import os
 import signal
-import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ovnmeta.host import procs
 from ovnmeta.core.model import ForeignProcess
 
 LOG = logging.getLogger(__name__)
-SOFT_STOP_SECONDS = 10.0   # haproxy's soft stop lets requests finish; then SIGTERM
-HARD_STOP_SECONDS = 5.0    # then SIGKILL
 
 
 def _ns_key(path: str) -> tuple[int, int] | None:
@@ -176,81 +173,75 @@ def neutron_agents() -> list[NeutronAgent]:
     return found
 
 
-@dataclass
-class _Stopping:
-    process: ForeignProcess
-    network_id: str
-    since: float
-    signal: int
-
-
-class Stopper:
-    """Stops foreign processes without blocking the reconciler: a graceful stop is haproxy's
-    soft stop (SIGUSR1: stop listening, finish requests), escalated to SIGTERM and SIGKILL
-    when it lingers; the files it leaves are removed once it is gone."""
+class Signals:
+    """What the agent signalled, and when: the part of another agent's processes' actual
+    state that only the agent knows. The plan reads it (core/plan.py decides each next
+    signal and when a stopped process is forgotten); this only sends and records. Kept by
+    PID, so a process is followed after its namespace is gone."""
 
     def __init__(self) -> None:
-        self._stopping: dict[int, _Stopping] = {}
+        self._sent: dict[int, tuple[str, ForeignProcess]] = {}   # pid -> (network, process)
 
     @property
     def pending(self) -> bool:
-        return bool(self._stopping)
+        return bool(self._sent)
 
-    def stopping(self, pid: int) -> bool:
-        return pid in self._stopping
+    def networks(self) -> set[str]:
+        """Networks with a process signalled and not yet forgotten: each pass looks again."""
+        return {net for net, _ in self._sent.values()}
 
-    def stop(self, network_id: str, process: ForeignProcess, graceful: bool) -> None:
-        if process.pid in self._stopping:
-            return
+    def read(self, network_id: str, found: list[ForeignProcess]
+             ) -> tuple[tuple[ForeignProcess, ...], tuple[ForeignProcess, ...]]:
+        """The network's foreign processes with what was sent to them (those found in its
+        namespace, and those signalled wherever they are now), and the signalled ones that
+        have ended since."""
+        alive = {p.pid: p for p in found}
+        ended = []
+        for pid, (net, sent) in self._sent.items():
+            if net != network_id:
+                continue
+            if pid in alive and _same(alive[pid], sent):
+                alive[pid] = sent
+            elif _same(describe(pid), sent):
+                alive[pid] = sent
+            else:
+                ended.append(sent)
+        return tuple(alive.values()), tuple(ended)
+
+    def send(self, network_id: str, process: ForeignProcess, sig: int, now: float) -> None:
         if not _same(describe(process.pid), process):  # ended, or the PID was reused
-            self.remove_files(process, network_id)
+            self.forget(network_id, process)
             return
-        sig = signal.SIGUSR1 if graceful and process.name == "haproxy" else signal.SIGTERM
-        LOG.info("network %s: stopping %s pid %d left by another agent (%s)", network_id,
-                 process.name, process.pid, signal.Signals(sig).name)
-        self._signal(process.pid, sig)
-        self._stopping[process.pid] = _Stopping(process, network_id, time.monotonic(), sig)
-
-    def poll(self) -> set[str]:
-        """Escalate or finish stops under way; the networks whose process has ended."""
-        done = set()
-        now = time.monotonic()
-        for pid, st in list(self._stopping.items()):
-            if not _same(describe(pid), st.process):
-                del self._stopping[pid]
-                self.remove_files(st.process, st.network_id)
-                LOG.info("network %s: %s pid %d has ended", st.network_id,
-                         st.process.name, pid)
-                done.add(st.network_id)
-                continue
-            limit = SOFT_STOP_SECONDS if st.signal == signal.SIGUSR1 else HARD_STOP_SECONDS
-            if now - st.since < limit or st.signal == signal.SIGKILL:
-                continue
-            st.signal = signal.SIGTERM if st.signal == signal.SIGUSR1 else signal.SIGKILL
-            st.since = now
-            LOG.warning("network %s: %s pid %d still running; sending %s", st.network_id,
-                        st.process.name, pid, signal.Signals(st.signal).name)
-            self._signal(pid, st.signal)
-        return done
-
-    @staticmethod
-    def _signal(pid: int, sig: int) -> None:
+        if process.signal:
+            LOG.warning("network %s: %s pid %d still running; sending %s", network_id,
+                        process.name, process.pid, signal.Signals(sig).name)
+        else:
+            LOG.info("network %s: stopping %s pid %d left by another agent (%s)", network_id,
+                     process.name, process.pid, signal.Signals(sig).name)
         try:
-            os.kill(pid, sig)
+            os.kill(process.pid, sig)
         except ProcessLookupError:
             pass
+        self._sent[process.pid] = (network_id, replace(process, signal=sig,
+                                                       signalled_at=now))
 
-    @staticmethod
-    def remove_files(process: ForeignProcess, network_id: str) -> None:
-        """Remove what neutron's layout names for this network, and nothing else."""
-        for path in neutron_files(process, network_id):
-            try:
-                os.unlink(path)
-                LOG.info("removed %s", path)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                LOG.warning("could not remove %s: %s", path, exc)
+    def forget(self, network_id: str, process: ForeignProcess) -> None:
+        """A stopped process has ended: its files go, and the record."""
+        if self._sent.pop(process.pid, None):
+            LOG.info("network %s: %s pid %d has ended", network_id, process.name, process.pid)
+        remove_files(process, network_id)
+
+
+def remove_files(process: ForeignProcess, network_id: str) -> None:
+    """Remove what neutron's layout names for this network, and nothing else."""
+    for path in neutron_files(process, network_id):
+        try:
+            os.unlink(path)
+            LOG.info("removed %s", path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            LOG.warning("could not remove %s: %s", path, exc)
 
 
 def _same(a: ForeignProcess | None, b: ForeignProcess) -> bool:

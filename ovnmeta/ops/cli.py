@@ -80,7 +80,7 @@ def cleanup(conf) -> int:
                 if proc.name in plan.REPLACEABLE:
                     print(f"stopping {proc.name} pid {proc.pid} in {ns}")
                     procs.terminate(proc.pid, timeout=5)
-                    foreign.Stopper.remove_files(proc, naming.network_from_namespace(ns))
+                    foreign.remove_files(proc, naming.network_from_namespace(ns))
         removed = 0
         for ns in present:
             net = naming.network_from_namespace(ns)

@@ -1,4 +1,11 @@
-"""Which files of a foreign process the takeover may delete, and haproxy command lines."""
+"""Which files of a foreign process the takeover may delete, haproxy command lines, and the
+record of what was sent to another agent's processes."""
+
+import dataclasses
+import logging
+import signal
+import subprocess
+import time
 
 from ovnmeta.host import foreign
 from ovnmeta.core.model import ForeignProcess
@@ -28,3 +35,29 @@ def test_haproxy_config_and_its_pidfile_are_read_from_the_command_line(tmp_path)
 def test_proc_net_tcp_spelling_of_the_metadata_address() -> None:
     assert _proc_net_key("169.254.169.254", 80) == "FEA9FEA9:0050"
     assert _proc_net_key("127.0.0.1", 8080) == "0100007F:1F90"
+
+
+def test_signals_are_recorded_followed_by_pid_and_forgotten_once_the_process_ends(
+        tmp_path, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        deadline = time.monotonic() + 5
+        while (found := foreign.describe(child.pid)).name != "sleep":   # exec'd yet?
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        signals = foreign.Signals()
+        signals.send("n1", found, signal.SIGSTOP, now=5.0)   # stays alive, recorded
+        alive, ended = signals.read("n1", [])                # its namespace is gone, say
+        assert alive == (dataclasses.replace(found, signal=signal.SIGSTOP, signalled_at=5.0),)
+        assert ended == () and signals.networks() == {"n1"} and signals.pending
+        assert signals.read("n2", []) == ((), ())
+        signals.send("n1", alive[0], signal.SIGKILL, now=6.0)
+        child.wait(5)
+        alive, ended = signals.read("n1", [])
+        assert alive == () and ended[0].signal == signal.SIGKILL
+        signals.forget("n1", ended[0])
+        assert not signals.pending and "sleep pid %d has ended" % child.pid in caplog.text
+    finally:
+        child.kill()
+        child.wait()

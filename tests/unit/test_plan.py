@@ -1,4 +1,5 @@
 import dataclasses
+import signal
 
 from ovnmeta.core import naming, plan
 from ovnmeta.core.model import METADATA_V4, ActualNetwork, ForeignProcess, LinkState, NetworkSpec
@@ -83,7 +84,7 @@ def test_takeover_swaps_the_port_then_removes_their_devices_before_adding_addres
     assert kinds(steps[3].then) == ["DeleteLinks", "AddAddress", "AddAddress"]
     assert steps[3].then[0].links == ("tapn1-1",)
     # Their haproxy keeps serving until ours listens.
-    assert not any(isinstance(s, plan.StopProcess) for s in steps)
+    assert not any(isinstance(s, plan.SignalProcess) for s in steps)
     # A pass that finds ours on the bridge and theirs still in the namespace does the same.
     swapped = dataclasses.replace(NEUTRON, inner=dataclasses.replace(GOOD.inner,
                                                                      addresses=frozenset()),
@@ -100,7 +101,7 @@ def test_their_proxy_is_soft_stopped_only_once_ours_listens() -> None:
     served = dataclasses.replace(built, served=True)
     steps = plan.plan_network(SPEC, served, netdev=True)
     # Only the haproxy: an unknown process in the namespace is never signalled.
-    assert steps == [plan.StopProcess("n1", NEUTRON.foreign_procs[0], graceful=True)]
+    assert steps == [plan.SignalProcess("n1", NEUTRON.foreign_procs[0], signal.SIGUSR1)]
     assert plan.replaceable(built) and not plan.replaceable(
         dataclasses.replace(GOOD, foreign_procs=(ForeignProcess(8, "bash"),)))
 
@@ -158,8 +159,37 @@ def test_neighbours_are_permanent_from_the_first_build_and_follow_the_vms() -> N
 
 def test_stale_network_of_theirs_is_stopped_then_deleted() -> None:
     steps = plan.plan_network(None, NEUTRON, netdev=True)
-    assert steps == [plan.StopProcess("n1", NEUTRON.foreign_procs[0], graceful=False),
+    assert steps == [plan.SignalProcess("n1", NEUTRON.foreign_procs[0], signal.SIGTERM),
                      plan.DeleteNetwork("n1", ("tapn1-0",))]
+
+
+def test_a_lingering_process_is_escalated_on_the_plans_clock_and_forgotten_once_gone() -> None:
+    theirs = NEUTRON.foreign_procs[0]
+    soft = dataclasses.replace(theirs, signal=signal.SIGUSR1, signalled_at=100.0)
+    served = dataclasses.replace(GOOD, foreign_procs=(soft,), served=True)
+
+    def signals(actual, now):
+        return [(s.process.pid, s.signal) for s in plan.plan_network(SPEC, actual, True, now)
+                if isinstance(s, plan.SignalProcess)]
+    assert signals(served, 100.0 + plan.SOFT_STOP_SECONDS - 0.1) == []      # let it finish
+    assert signals(served, 100.0 + plan.SOFT_STOP_SECONDS) == [(7, signal.SIGTERM)]
+    term = dataclasses.replace(served, foreign_procs=(
+        dataclasses.replace(theirs, signal=signal.SIGTERM, signalled_at=200.0),))
+    assert signals(term, 200.0 + plan.HARD_STOP_SECONDS - 0.1) == []
+    assert signals(term, 200.0 + plan.HARD_STOP_SECONDS) == [(7, signal.SIGKILL)]
+    killed = dataclasses.replace(term, foreign_procs=(
+        dataclasses.replace(theirs, signal=signal.SIGKILL, signalled_at=300.0),))
+    assert signals(killed, 10_000.0) == []                                   # nothing after
+    # Escalation goes on whatever else the network needs (ours stopped listening, say),
+    # and a network no longer desired follows its process after the namespace is gone.
+    assert signals(dataclasses.replace(served, served=False, inner=None),
+                   100.0 + plan.SOFT_STOP_SECONDS) == [(7, signal.SIGTERM)]
+    gone_ns = ActualNetwork(network_id="n1", namespace=False, inner=None, outer=False,
+                            outer_up=False, ovs_iface_id=None, foreign_procs=(soft,))
+    assert plan.plan_network(None, gone_ns, True, 100.0 + plan.SOFT_STOP_SECONDS) == [
+        plan.SignalProcess("n1", soft, signal.SIGTERM)]
+    ended = dataclasses.replace(gone_ns, foreign_procs=(), ended=(soft,))
+    assert plan.plan_network(None, ended, True, 0.0) == [plan.ForgetProcess("n1", soft)]
 
 
 def test_other_agents_ports_are_the_localports_iface_id_or_neutrons_name_never_a_vms() -> None:
