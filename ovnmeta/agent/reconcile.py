@@ -119,6 +119,11 @@ class Reconciler:
         self.failures = 0     # network changes that failed, for the metrics
         self.status = ReconcileStatus()
 
+    @property
+    def stopping(self) -> bool:
+        """Another agent's process was signalled and has not been seen to end yet."""
+        return self._signals.pending
+
     def backoff_count(self) -> int:
         """Networks whose last change failed and wait for their retry."""
         return sum(1 for b in self._backoff.values() if b.failures)

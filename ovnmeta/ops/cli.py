@@ -6,18 +6,21 @@ import argparse
 import ipaddress
 import logging
 import sys
+import time
 from pathlib import Path
 
 from oslo_config import cfg
 
 from ovnmeta.agent import config, handoff
-from ovnmeta.core import naming, plan
-from ovnmeta.host import foreign, netns, procs
+from ovnmeta.agent.reconcile import Reconciler
+from ovnmeta.core import plan
+from ovnmeta.core.model import SbSnapshot
+from ovnmeta.host import netns
 from ovnmeta.ops import status, trace
 from ovnmeta.haproxy.manager import HaproxyManager
 from ovnmeta.haproxy.settings import Settings
 from ovnmeta.host.lock import AgentLock, AlreadyRunning
-from ovnmeta.ovsdb.ovs import LocalOvs
+from ovnmeta.ovsdb.ovs import ChassisConfig, LocalOvs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,8 +44,41 @@ def _conf(files: list[str]):
     return config.load(argv, prog="ovnmeta")
 
 
+class _NothingDesired:
+    """An SB view that wants nothing on this host: `ovnmeta cleanup` is the reconciler
+    converging on an empty desired state, with the same plan as the agent's."""
+    settled = True
+
+    def snapshot(self) -> SbSnapshot:
+        return SbSnapshot(chassis="")
+
+    def connected(self) -> bool:
+        return True
+
+
+class _NoOvs:
+    """The local OVS DB when it cannot be reached: nothing plugged that we can see."""
+
+    def plugged(self) -> dict[str, str]:
+        return {}
+
+    def others(self) -> dict[str, tuple[str, bool]]:
+        return {}
+
+    def iface_ids(self) -> frozenset[str]:
+        return frozenset()
+
+    def unplug(self, devices: list[str]) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
 def cleanup(conf) -> int:
-    """Undo everything the agent made on this host, as for decommissioning."""
+    """Undo everything the agent made on this host, as for decommissioning: the reconciler
+    with nothing desired (other agents' processes in our namespaces stopped and their files
+    removed as in a takeover), then haproxy's files and the socket keeper."""
     lock = AgentLock(Path(conf.lock_path))
     try:
         lock.acquire()
@@ -50,44 +86,42 @@ def cleanup(conf) -> int:
         print(f"ovnmeta cleanup: {exc}", file=sys.stderr)
         return 1
     try:
-        HaproxyManager(conf.haproxy.mode, Path(conf.state_path) / "haproxy",
-                       Settings(socket=conf.metadata_proxy_socket),
-                       binary=conf.haproxy.haproxy_path,
-                       template_dir=conf.haproxy.templates_dir).stop_all()
+        haproxy = HaproxyManager(conf.haproxy.mode, Path(conf.state_path) / "haproxy",
+                                 Settings(socket=conf.metadata_proxy_socket),
+                                 binary=conf.haproxy.haproxy_path,
+                                 template_dir=conf.haproxy.templates_dir)
         status = 0
         ovs = LocalOvs(conf.ovs.ovsdb_connection, conf.ovs.ovsdb_timeout, lambda: None)
         try:
             ovs.start()
-            # Ours, and neutron's tap…0 of a namespace not yet taken over.
-            theirs = {naming.neutron_veth(net)[0] for ns in netns.list_namespaces()
-                      if (net := naming.network_from_namespace(ns))}
-            ovs.unplug(sorted(ovs.plugged()) + sorted(
-                name for name, (_, is_vm) in ovs.others().items()
-                if name in theirs and not is_vm))
+            chassis = ovs.chassis_config()
         except Exception as exc:
             print(f"ovnmeta cleanup: OVS ports not removed: cannot use the OVS DB at "
                   f"{conf.ovs.ovsdb_connection}: {exc}", file=sys.stderr)
             status = 1
+            ovs.stop()
+            ovs, chassis = _NoOvs(), ChassisConfig("", "", "")
+        present = len(netns.list_namespaces())
+        rec = Reconciler(_NothingDesired(), ovs, chassis, haproxy)
+        rec.waiting_for = []   # told to clean: whichever agent else runs
+        deadline = time.monotonic() + plan.SOFT_STOP_SECONDS + plan.HARD_STOP_SECONDS + 5
+        try:
+            while True:
+                rec.mark_all()
+                rec.reconcile_once()
+                if not rec.stopping or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
         finally:
             ovs.stop()
+        haproxy.stop_all()
         handoff.release(conf.metadata_proxy_socket)  # the socket keeper
-        present = sorted(netns.list_namespaces())
-        # Anything still running inside (neutron's haproxy, not yet taken over) would keep
-        # a deleted namespace alive.
-        inside = foreign.in_namespaces({ns: f"{netns.NETNS_DIR}/{ns}" for ns in present})
-        for ns, found in inside.items():
-            for proc in found:
-                if proc.name in plan.REPLACEABLE:
-                    print(f"stopping {proc.name} pid {proc.pid} in {ns}")
-                    procs.terminate(proc.pid, timeout=5)
-                    foreign.remove_files(proc, naming.network_from_namespace(ns))
-        removed = 0
-        for ns in present:
-            net = naming.network_from_namespace(ns)
-            if net:
-                netns.delete(net)
-                removed += 1
-        print(f"removed {removed} namespace(s)")
+        left = len(netns.list_namespaces())
+        print(f"removed {present - left} namespace(s)")
+        if left or rec.failures:
+            print(f"ovnmeta cleanup: {left} namespace(s) left, {rec.failures} step(s) "
+                  "failed: see the log above", file=sys.stderr)
+            status = 1
     finally:
         lock.release()
     return status
