@@ -123,6 +123,10 @@ def test_swap_started_before_neutrons_agent_stops_fails_no_request(
         time.sleep(1.0)
         assert all(n.leftovers(sandbox) for n in neutron_host["neutron"]), \
             "ovnmeta touched the host while neutron's agent ran"
+        status = subprocess.run([str(Path(sys.executable).parent / "ovnmeta"), "--config-file",
+                                 str(agent.config), "status"], capture_output=True, text=True,
+                                timeout=30).stdout
+        assert f"waiting for {name} (pid {old.proc.pid}) to stop" in status, status
         old.stop()
         wait_until(lambda: not any(n.leftovers(sandbox) for n in neutron_host["neutron"]),
                    timeout=30, what="neutron's leftovers replaced")
