@@ -344,7 +344,7 @@ class Reconciler:
         outer_exists, outer_up = self.host.read_outer(outer)
         processes, ended = self._signals.read(net, list(host.processes.get(ns, ())))
         return ActualNetwork(network_id=net, namespace=ns_present, inner=inner,
-                             outer=outer_exists, outer_up=outer_up,
+                             outer_exists=outer_exists, outer_up=outer_up,
                              ovs_iface_id=host.plugged.get(outer), foreign_links=links,
                              foreign_ovs=host.foreign_ovs(net, spec),
                              foreign_procs=processes, ended=ended,

@@ -78,7 +78,7 @@ class ActualNetwork:
     network_id: str
     namespace: bool = False
     inner: LinkState | None = None
-    outer: bool = False
+    outer_exists: bool = False
     outer_up: bool = False
     ovs_iface_id: str | None = None   # iface-id of the outer device on the bridge, if plugged
     # What another agent (neutron's, or an older ovnmeta) left for this network: devices

@@ -128,7 +128,7 @@ Step = (CreateNamespace | CreateVeth | ConfigureInner | AddAddress | DelAddress 
 
 
 def _exists(actual: ActualNetwork | None) -> bool:
-    return actual is not None and (actual.namespace or actual.outer
+    return actual is not None and (actual.namespace or actual.outer_exists
                                    or actual.ovs_iface_id is not None or bool(actual.foreign_links
                                    or actual.foreign_ovs or actual.foreign_tables))
 
@@ -183,7 +183,7 @@ def plan_network(spec: NetworkSpec | None, actual: ActualNetwork | None,
     stops = _stops(actual, start=actual.served, graceful=True, now=now)
     if not actual.namespace:
         return _build(spec, netdev, with_namespace=True, replaces=actual.foreign_ovs) + stops
-    if actual.inner is None or not actual.outer:
+    if actual.inner is None or not actual.outer_exists:
         if actual.foreign_links or actual.foreign_ovs or actual.foreign_tables:
             return _take_over(spec, actual, netdev) + stops
         return _build(spec, netdev, with_namespace=False) + stops

@@ -10,7 +10,7 @@ SPEC = NetworkSpec(network_id="n1", namespace="ovnmeta-n1", outer="omto", inner=
 GOOD = ActualNetwork(network_id="n1", namespace=True,
                      inner=LinkState(mac=SPEC.mac, mtu=1442, up=True,
                                      addresses=SPEC.addresses, tx_csum=False),
-                     outer=True, outer_up=True, ovs_iface_id="md1")
+                     outer_exists=True, outer_up=True, ovs_iface_id="md1")
 
 
 def kinds(steps):
@@ -29,7 +29,7 @@ def test_new_network_is_built_in_order() -> None:
 
 
 def test_namespace_without_veth_rebuilds_the_pair_only() -> None:
-    actual = ActualNetwork(network_id="n1", namespace=True, inner=None, outer=False)
+    actual = ActualNetwork(network_id="n1", namespace=True, inner=None, outer_exists=False)
     assert kinds(plan.plan_network(SPEC, actual, netdev=False))[:2] == ["CreateVeth",
                                                                          "ConfigureInner"]
 
@@ -70,7 +70,7 @@ def test_wrong_iface_id_or_unplugged_port_is_replugged() -> None:
 
 
 # -- takeover: another agent's layout in the namespace ------------------------------------
-NEUTRON = ActualNetwork(network_id="n1", namespace=True, inner=None, outer=False,
+NEUTRON = ActualNetwork(network_id="n1", namespace=True, inner=None, outer_exists=False,
                         foreign_links=("tapn1-1",), foreign_ovs=("tapn1-0",),
                         foreign_procs=(ForeignProcess(7, "haproxy", "/x/n1.conf"),
                                        ForeignProcess(8, "bash")))
@@ -88,7 +88,7 @@ def test_takeover_swaps_the_port_then_removes_their_devices_before_adding_addres
     # A pass that finds ours on the bridge and theirs still in the namespace does the same.
     swapped = dataclasses.replace(NEUTRON, inner=dataclasses.replace(GOOD.inner,
                                                                      addresses=frozenset()),
-                                  outer=True, outer_up=True, ovs_iface_id="md1",
+                                  outer_exists=True, outer_up=True, ovs_iface_id="md1",
                                   foreign_ovs=())
     steps = plan.plan_network(SPEC, swapped, netdev=True)
     assert kinds(steps) == ["DeleteLinks", "AddAddress", "AddAddress"]
@@ -116,7 +116,7 @@ def test_their_firewall_goes_once_our_addresses_are_up() -> None:
     with_rules = dataclasses.replace(NEUTRON, foreign_tables=("2:mangle",), foreign_ovs=(),
                                      inner=dataclasses.replace(GOOD.inner,
                                                                addresses=frozenset()),
-                                     outer=True, outer_up=True, ovs_iface_id="md1")
+                                     outer_exists=True, outer_up=True, ovs_iface_id="md1")
     steps = plan.plan_network(SPEC, with_rules, netdev=True)
     assert kinds(steps)[-1] == "DeleteFirewall" and steps[-1].tables == ("2:mangle",)
     assert kinds(steps).index("DeleteFirewall") > kinds(steps).index("AddAddress")
@@ -184,7 +184,7 @@ def test_a_lingering_process_is_escalated_on_the_plans_clock_and_forgotten_once_
     # and a network no longer desired follows its process after the namespace is gone.
     assert signals(dataclasses.replace(served, served=False, inner=None),
                    100.0 + plan.SOFT_STOP_SECONDS) == [(7, signal.SIGTERM)]
-    gone_ns = ActualNetwork(network_id="n1", namespace=False, inner=None, outer=False,
+    gone_ns = ActualNetwork(network_id="n1", namespace=False, inner=None, outer_exists=False,
                             outer_up=False, ovs_iface_id=None, foreign_procs=(soft,))
     assert plan.plan_network(None, gone_ns, True, 100.0 + plan.SOFT_STOP_SECONDS) == [
         plan.SignalProcess("n1", soft, signal.SIGTERM)]
