@@ -153,6 +153,7 @@ class Agent:
         if manager.settings.direct:
             self.maps = MapSync(manager.maps_dir, manager.stats_socket(),
                                 conf.metadata_proxy_shared_secret, stats_command)
+            self.nova_watch = NovaWatch(manager.stats_socket(), stats_command)
         self.reconciler = Reconciler(self.sb, self.ovs, chassis, manager,
                                      resync_interval=conf.metadata.reconcile_interval,
                                      cidrs_key=conf.metadata.cidrs_key, maps=self.maps)
@@ -195,7 +196,6 @@ class Agent:
                    control.serve(control_app, control_sock, stopped), self._watch(stopped)]
         hap = self.reconciler.haproxy
         if hap.settings.direct:
-            self.nova_watch = NovaWatch(hap.stats_socket(), stats_command)
             ready = self._ready_server()
             # Anyone may connect (haproxy may run as another user): it tells only yes or no.
             ready_sock = listener.bind_socket(hap.settings.direct.ready_socket, 0o666,
@@ -248,7 +248,7 @@ class Agent:
 
     def direct_state(self) -> dict | None:
         """The direct path, for metrics and `ovnmeta status`; None when it is off."""
-        if not self.maps:
+        if not self.maps or not self.nova_watch:
             return None
         return {"ready": self.maps.ready, "entries": self.maps.entries(),
                 "requests": self.nova_watch.requests, "errors": dict(self.nova_watch.errors)}

@@ -146,7 +146,10 @@ class Reconciler:
         """Reconcile until stopped; on_pass runs after every pass, even one that waited for
         the SB (the systemd watchdog: a loop that hangs stops calling it)."""
         while not stop.is_set():
-            on_pass()
+            try:
+                on_pass()
+            except Exception:  # the metrics or a notification: never the reconciler's end
+                LOG.exception("after-pass hook failed")
             with self._cond:
                 if not (self._dirty or self._all_dirty):
                     self._cond.wait(timeout=self._next_wakeup())
