@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 
 import pytest
 
@@ -305,3 +306,21 @@ def test_another_agents_port_for_a_served_network_is_replaced_and_a_vms_is_not(w
     rec.reconcile_once()
     assert ovs.replaced == [neutron_outer] and "tap-vm" in ovs.foreign
     assert ovs.ports[naming.outer_device("n1")] == "md-n1"
+
+
+def test_an_after_pass_hook_that_raises_does_not_end_the_loop(world, caplog) -> None:
+    rec, sb, ovs, haproxy, host = world
+    stop = threading.Event()
+    calls = []
+
+    def hook() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise AttributeError("a metric read too early")
+        stop.set()
+    rec.mark_all()
+    worker = threading.Thread(target=rec.run, args=(stop, hook))
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive() and len(calls) == 2 and rec.passes >= 1
+    assert "after-pass hook failed" in caplog.text
