@@ -28,6 +28,7 @@ from ovnmeta.haproxy.runtime import stats_command
 from ovnmeta.haproxy.settings import MAPS_DIR, map_path, shared_stats_socket
 from ovnmeta.proxy.nova import NovaClient, NovaTimeout, NovaUnavailable
 from ovnmeta.ovsdb.ovs import LocalOvs
+from ovnmeta.ovsdb.sbquery import SbQuery
 from ovnmeta.core.signing import sign_instance_id
 
 METADATA_IP = "169.254.169.254"
@@ -65,50 +66,20 @@ class Broken(Exception):
         self.evidence, self.fix, self.detail = evidence, fix, detail
 
 
-# -- reading the SB with ovn-sbctl (the operator's own tool, same connection options) -------
+# -- ovn-trace, the operator's own tool, with the agent's connection options -------------
 
-def _datum(value):
-    """An OVSDB JSON value as Python: sets to lists, maps to dicts, uuids to strings."""
-    if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
-        kind, inner = value
-        if kind == "set":
-            return [_datum(v) for v in inner]
-        if kind == "map":
-            return {_datum(k): _datum(v) for k, v in inner}
-        if kind in ("uuid", "named-uuid"):
-            return inner
-    return value
-
-
-class SbClient:
+class OvnTrace:
     def __init__(self, remote: str, key: str = "", cert: str = "", ca: str = "") -> None:
         self.remote = remote
         self.ssl = [a for flag, v in (("-p", key), ("-c", cert), ("-C", ca)) if v
                     for a in (flag, v)]
 
-    def find(self, table: str, *conditions: str) -> list[dict]:
-        out = self._run("ovn-sbctl", f"--db={self.remote}", *self.ssl, "--format=json",
-                        "find", table, *conditions)
-        data = json.loads(out)
-        return [{h: _datum(v) for h, v in zip(data["headings"], row)} for row in data["data"]]
-
-    def get(self, table: str, uuid: str) -> dict | None:
-        out = self._run("ovn-sbctl", f"--db={self.remote}", *self.ssl, "--format=json",
-                        "--if-exists", "list", table, uuid)
-        data = json.loads(out)
-        rows = [{h: _datum(v) for h, v in zip(data["headings"], row)} for row in data["data"]]
-        return rows[0] if rows else None
-
-    def trace(self, datapath: str, flow: str) -> str:
-        return self._run("ovn-trace", f"--db={self.remote}", *self.ssl, "--minimal",
-                         "--no-friendly-names",
-                         datapath, flow)
-
-    @staticmethod
-    def _run(*argv: str) -> str:
+    def __call__(self, datapath: str, flow: str) -> str:
+        argv = ["ovn-trace", f"--db={self.remote}", *self.ssl, "--minimal",
+                "--no-friendly-names", datapath, flow]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
         if proc.returncode != 0:
-            raise Broken(f"{argv[0]} failed: {proc.stderr.strip()}",
+            raise Broken(f"ovn-trace failed: {proc.stderr.strip()}",
                          "check [ovn] ovn_sb_connection and that the SB is reachable")
         return proc.stdout
 
@@ -126,8 +97,10 @@ class VmRef:
 class Tracer:
     def __init__(self, conf) -> None:
         self.conf = conf
-        self.sb = SbClient(",".join(conf.ovn.ovn_sb_connection), conf.ovn.ovn_sb_private_key,
-                           conf.ovn.ovn_sb_certificate, conf.ovn.ovn_sb_ca_cert)
+        self.sb = SbQuery(conf)
+        self.ovn_trace = OvnTrace(",".join(conf.ovn.ovn_sb_connection),
+                                  conf.ovn.ovn_sb_private_key, conf.ovn.ovn_sb_certificate,
+                                  conf.ovn.ovn_sb_ca_cert)
         self.state_dir = Path(conf.state_path)
         # filled in as hops pass
         self.vm: dict = {}
@@ -161,12 +134,18 @@ class Tracer:
                     hop.evidence, hop.fix, hop.detail = exc.evidence, exc.fix, exc.detail
                     break
         finally:
+            self.sb.stop()
             if self._ovs:
                 self._ovs.stop()
         return result
 
     # 1
     def hop_port(self, ref: VmRef) -> str:
+        try:
+            self.sb.start()
+        except Exception as exc:
+            raise Broken(f"cannot read the SB: {exc}",
+                         "check [ovn] ovn_sb_connection and its SSL options") from None
         rows = self._find_vm(ref)
         if not rows:
             raise Broken(f"no Port_Binding matches {ref.name or ref.ip}",
@@ -177,7 +156,7 @@ class Tracer:
                          "name the VM by logical port name, or give --network")
         self.vm = rows[0]
         chassis = self._chassis()
-        bound = _as_list(self.vm["chassis"])
+        bound = self.vm["chassis"]
         if not bound or (chassis and bound[0] != chassis["_uuid"]):
             row = self.sb.get("Chassis", bound[0]) if bound else None
             where = row["name"] if row else None
@@ -190,7 +169,7 @@ class Tracer:
                          if self.vm["type"] == "external" else
                          "the VM's interface is not plugged: check nova/os-vif and "
                          "ovn-controller on the VM's host")
-        mac, ips = parse_mac_column(tuple(_as_list(self.vm["mac"])))
+        mac, ips = parse_mac_column(tuple(self.vm["mac"]))
         if not mac or not ips:
             raise Broken(f"port {self.vm['logical_port']} has no MAC/IP in its mac column "
                          f"{self.vm['mac']}", "give the neutron port a fixed IP")
@@ -207,10 +186,10 @@ class Tracer:
     def hop_localport(self) -> str:
         """The localport and namespace addresses the agent itself would choose, from the
         same code (core/desired.py) fed with this network's Port_Binding rows."""
-        rows = self.sb.find("Port_Binding", f"datapath={self.vm['datapath']}")
+        rows = self.sb.find("Port_Binding", datapath=self.vm["datapath"])
         ports = tuple(PortRecord(
             logical_port=r["logical_port"], type=r["type"], network_id=self.network_id,
-            mac=tuple(_as_list(r["mac"])), external_ids=tuple(sorted(r["external_ids"].items())),
+            mac=tuple(r["mac"]), external_ids=tuple(sorted(r["external_ids"].items())),
             bound_here=r["logical_port"] == self.vm["logical_port"]) for r in rows)
         specs, problems = desired_networks(
             SbSnapshot(chassis=self._system_id(), ports=ports),
@@ -239,7 +218,7 @@ class Tracer:
         lp = self.spec.iface_id
         traced = []
         for family, flow in self.flows():
-            out = self.sb.trace(switch, flow)
+            out = self.ovn_trace(switch, flow)
             if f'output("{lp}")' not in out:
                 raise Broken(
                     f"the {family} packet does not reach {lp}: port security, ACLs or "
@@ -442,7 +421,7 @@ class Tracer:
         return self._sysid
 
     def _chassis(self) -> dict | None:
-        rows = self.sb.find("Chassis", f"name={self._system_id()}")
+        rows = self.sb.find("Chassis", name=self._system_id())
         return rows[0] if rows else None
 
     def _find_vm(self, ref: VmRef) -> list[dict]:
@@ -453,25 +432,17 @@ class Tracer:
                    if naming.network_id(d["external_ids"]) == ref.network]
             rows = []
             for dp in dps:
-                for row in self.sb.find("Port_Binding", f"datapath={dp['_uuid']}"):
+                for row in self.sb.find("Port_Binding", datapath=dp["_uuid"]):
                     if row["type"] in VM_PORT_TYPES and \
-                            ref.ip in parse_mac_column(tuple(_as_list(row["mac"])))[1]:
+                            ref.ip in parse_mac_column(tuple(row["mac"]))[1]:
                         rows.append(row)
             return rows
-        rows = self.sb.find("Port_Binding", f"logical_port={json.dumps(ref.name)}")
+        rows = self.sb.find("Port_Binding", logical_port=ref.name)
         if rows:
             return rows
         key = self.conf.metadata.instance_id_key
-        return [r for r in self.sb.find("Port_Binding",
-                                        f'external_ids:"{key}"={json.dumps(ref.name)}')
-                if r["type"] in VM_PORT_TYPES]
-
-
-def _as_list(value) -> list:
-    """A set column: OVSDB JSON writes a one-element set as the bare element."""
-    if isinstance(value, list):
-        return value
-    return [] if value in (None, "") else [value]
+        return self.sb.find("Port_Binding", where=lambda r: r["type"] in VM_PORT_TYPES
+                            and r["external_ids"].get(key) == ref.name)
 
 
 def render(result: TraceResult) -> str:
