@@ -19,6 +19,8 @@ from ovnmeta.host import foreign
 from ovnmeta.host.system import LinuxHost
 from ovnmeta.core.desired import Problem, desired_networks
 from ovnmeta.haproxy.manager import HaproxyManager
+from ovnmeta.agent.passstatus import (HaproxyStatus, NetworkStatus, ProblemStatus,
+                                      ReconcileStatus)
 from ovnmeta.haproxy.maps import MapSync
 from ovnmeta.haproxy.settings import Frontend
 from ovnmeta.core.model import METADATA_V4, ActualNetwork, NetworkSpec
@@ -52,41 +54,6 @@ class _OvsBatch:
     then: dict[str, tuple[plan.Step, ...]] = field(default_factory=dict)  # after the commit
     unplug: list[str] = field(default_factory=list)
     changed: int = 0
-
-
-@dataclass(frozen=True)
-class NetworkStatus:
-    namespace: str
-    localport: str
-    mac: str
-    addresses: list[str]
-    vm_ports: int
-    ready: bool            # converged and served
-    error: str             # the last failed step, while it backs off
-    haproxy_error: str
-
-
-@dataclass(frozen=True)
-class ProblemStatus:
-    network: str
-    reason: str            # why a network the SB names is not served
-
-
-@dataclass(frozen=True)
-class HaproxyStatus:
-    mode: str = ""
-    pids: dict[str, int | None] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class ReconcileStatus:
-    """What the last pass saw and did, for `ovnmeta status` and the metrics."""
-    time: float = 0.0
-    duration: float = 0.0
-    networks: dict[str, NetworkStatus] = field(default_factory=dict)
-    problems: list[ProblemStatus] = field(default_factory=list)
-    haproxy: HaproxyStatus = HaproxyStatus()
 
 
 class Reconciler:
@@ -300,11 +267,11 @@ class Reconciler:
                 if spec is not None and any(isinstance(s, plan.DelAddress) for s in steps):
                     self._verify(net, spec)
         except Exception as exc:
-            self._fail(net, _describe(step) if step else "inspect", exc)
+            self._fail(net, plan.describe(step) if step else "inspect", exc)
             return
         if steps:
             batch.changed += 1
-            LOG.info("network %s: %s", net, ", ".join(_describe(s) for s in steps))
+            LOG.info("network %s: %s", net, ", ".join(plan.describe(s) for s in steps))
         if spec is None:
             self._ready.discard(net)
             self._backoff.pop(net, None)
@@ -331,7 +298,7 @@ class Reconciler:
         left = [s for s in plan.plan_network(spec, actual, self.chassis.netdev)
                 if not isinstance(s, (plan.SignalProcess, plan.ForgetProcess))]
         if left:
-            raise RuntimeError(f"not converged: {_describe(left[0])} still needed")
+            raise RuntimeError(f"not converged: {plan.describe(left[0])} still needed")
 
     def _inspect(self, net: str, spec: NetworkSpec | None, ns_present: bool,
                  host: plan.HostView) -> ActualNetwork:
@@ -432,9 +399,9 @@ class Reconciler:
                     for step in steps:
                         self._apply(step, {}, batch)
             except Exception as exc:
-                self._fail(net, _describe(step), exc)
+                self._fail(net, plan.describe(step), exc)
                 continue
-            LOG.info("network %s: %s", net, ", ".join(_describe(s) for s in steps))
+            LOG.info("network %s: %s", net, ", ".join(plan.describe(s) for s in steps))
 
     # -- status ---------------------------------------------------------------
     def _record(self, desired: dict[str, NetworkSpec], problems: list[Problem],
@@ -454,25 +421,3 @@ class Reconciler:
                 ready=net in self._ready, error=b.error if b else "",
                 haproxy_error=errors.get(net) or errors.get("*", ""))
         self.status = status  # served by the control socket (ovnmeta status)
-
-
-def _describe(step: plan.Step) -> str:
-    match step:
-        case plan.AddAddress(_, address) | plan.DelAddress(_, address):
-            return f"{type(step).__name__} {address}"
-        case plan.PlugOvs(spec, replaces):
-            return f"PlugOvs iface-id={spec.iface_id}" + (
-                f" replacing {','.join(replaces)}" if replaces else "")
-        case plan.DeleteNeighbours(_, ips):
-            return f"DeleteNeighbours {','.join(ips)}"
-        case plan.AddNeighbours(_, entries):
-            return f"AddNeighbours {','.join(ip for ip, _ in entries)}"
-        case plan.DeleteLinks(_, links):
-            return f"DeleteLinks {','.join(links)}"
-        case plan.DeleteFirewall(_, tables):
-            return f"DeleteFirewall {','.join(tables)}"
-        case plan.SignalProcess(_, process, sig):
-            return f"SignalProcess {process.name} {process.pid} {signal.Signals(sig).name}"
-        case plan.ForgetProcess(_, process):
-            return f"ForgetProcess {process.name} {process.pid}"
-    return type(step).__name__

@@ -270,3 +270,26 @@ class HostView:
         if not is_vm and (spec is None or iface_id in ("", spec.iface_id)):
             found.add(neutron_outer)
         return tuple(sorted(found))
+
+
+def describe(step: Step) -> str:
+    """A step as the log says it: its kind, and what it names."""
+    match step:
+        case AddAddress(_, address) | DelAddress(_, address):
+            return f"{type(step).__name__} {address}"
+        case PlugOvs(spec, replaces):
+            return f"PlugOvs iface-id={spec.iface_id}" + (
+                f" replacing {','.join(replaces)}" if replaces else "")
+        case DeleteNeighbours(_, ips):
+            return f"DeleteNeighbours {','.join(ips)}"
+        case AddNeighbours(_, entries):
+            return f"AddNeighbours {','.join(ip for ip, _ in entries)}"
+        case DeleteLinks(_, links):
+            return f"DeleteLinks {','.join(links)}"
+        case DeleteFirewall(_, tables):
+            return f"DeleteFirewall {','.join(tables)}"
+        case SignalProcess(_, process, sig):
+            return f"SignalProcess {process.name} {process.pid} {signal.Signals(sig).name}"
+        case ForgetProcess(_, process):
+            return f"ForgetProcess {process.name} {process.pid}"
+    return type(step).__name__
