@@ -3,9 +3,11 @@ killed under load, and the whole SB down for 60 s."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -142,3 +144,26 @@ def test_whole_sb_down_for_60s_serves_on_and_catches_up(cluster, cloud) -> None:
     assert seen["served"] - seen["bound in SB"] <= 5.0
     assert seen["namespace gone"] - seen["gone from SB"] <= 5.0
     assert "Traceback" not in cloud.agent.log()
+
+
+def test_trace_reads_the_cluster_over_ssl_and_names_a_wrong_ca(cluster, cloud) -> None:
+    """trace connects as the agent does: the same remotes, SSL files and diagnosis."""
+    cloud.agent.start()
+    vm = cloud.vm(cloud.network())
+
+    def trace() -> dict:
+        proc = subprocess.run([str(Path(sys.executable).parent / "ovnmeta"), "--config-file",
+                               str(cloud.agent.config), "trace", vm.port.name, "--json"],
+                              capture_output=True, text=True, timeout=120)
+        return json.loads(proc.stdout)
+    result = trace()
+    assert result["ok"], result
+    ca = cloud.agent.state_dir / "other-ca.pem"
+    other = cloud.agent.state_dir / "pki"
+    cluster.run("ovs-pki", f"--dir={other}", "init")
+    shutil.copy(other / "switchca" / "cacert.pem", ca)
+    cloud.agent.config.write_text(cloud.agent.config.read_text().replace(
+        f"ovn_sb_ca_cert = {cluster.pki['ca_cert']}", f"ovn_sb_ca_cert = {ca}"))
+    result = trace()
+    first = next(h for h in result["hops"] if not h["ok"])
+    assert first["number"] == 1 and "ovn_sb_ca_cert" in first["evidence"], first
