@@ -63,13 +63,19 @@ def test_ssl_end_to_end_and_leader_killed_under_load(cluster, cloud) -> None:
     assert "Traceback" not in cloud.agent.log()
 
 
-def test_wrong_ca_is_one_clear_error_then_retried(cluster, cloud) -> None:
+def wrong_ca(cluster, cloud) -> Path:
+    """The agent's config names the CA of another PKI: the SB's certificate fails it."""
     ca = cloud.agent.state_dir / "ca.pem"
     other = cloud.agent.state_dir / "pki"
     cluster.run("ovs-pki", f"--dir={other}", "init")
     shutil.copy(other / "switchca" / "cacert.pem", ca)
     cloud.agent.config.write_text(cloud.agent.config.read_text().replace(
         f"ovn_sb_ca_cert = {cluster.pki['ca_cert']}", f"ovn_sb_ca_cert = {ca}"))
+    return ca
+
+
+def test_wrong_ca_is_one_clear_error_then_retried(cluster, cloud) -> None:
+    ca = wrong_ca(cluster, cloud)
     cloud.agent.start()
     wait_until(lambda: "ovn_sb_ca_cert" in cloud.agent.log(), timeout=20,
                what="an error naming ovn_sb_ca_cert")
@@ -158,12 +164,7 @@ def test_trace_reads_the_cluster_over_ssl_and_names_a_wrong_ca(cluster, cloud) -
         return json.loads(proc.stdout)
     result = trace()
     assert result["ok"], result
-    ca = cloud.agent.state_dir / "other-ca.pem"
-    other = cloud.agent.state_dir / "pki"
-    cluster.run("ovs-pki", f"--dir={other}", "init")
-    shutil.copy(other / "switchca" / "cacert.pem", ca)
-    cloud.agent.config.write_text(cloud.agent.config.read_text().replace(
-        f"ovn_sb_ca_cert = {cluster.pki['ca_cert']}", f"ovn_sb_ca_cert = {ca}"))
+    wrong_ca(cluster, cloud)
     result = trace()
     first = next(h for h in result["hops"] if not h["ok"])
     assert first["number"] == 1 and "ovn_sb_ca_cert" in first["evidence"], first
