@@ -128,9 +128,11 @@ Step = (CreateNamespace | CreateVeth | ConfigureInner | AddAddress | DelAddress 
 
 
 def _exists(actual: ActualNetwork | None) -> bool:
-    return actual is not None and (actual.namespace or actual.outer_exists
-                                   or actual.ovs_iface_id is not None or bool(actual.foreign_links
-                                   or actual.foreign_ovs or actual.foreign_tables))
+    """Anything of the network on the host to delete. Another agent's processes alone are
+    not: they are signalled, and followed by PID wherever their namespace went."""
+    return actual is not None and bool(
+        actual.namespace or actual.outer_exists or actual.ovs_iface_id is not None
+        or actual.foreign_links or actual.foreign_ovs or actual.foreign_tables)
 
 
 def replaceable(actual: ActualNetwork) -> bool:

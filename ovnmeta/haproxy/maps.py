@@ -149,22 +149,31 @@ class MapSync:
     def prepare(self, networks: Collection[str]) -> None:
         """Before haproxy loads a config naming these networks' maps: their files exist
         (haproxy refuses a config naming a missing map), with the content known so far."""
+        # Only the reconciler's thread deletes files (served()): what exists now stays, so a
+        # pass with nothing missing never waits for a sync holding the lock.
+        missing = [n for n in networks if not Path(map_path(self.dir, n)).exists()]
+        if not missing:
+            return
         with self._lock:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            for network in networks:
-                if not Path(map_path(self.dir, network)).exists():
-                    self._write(network, self._want.get(network, {}))
+            for network in missing:
+                self._write(network, self._want.get(network, {}))
 
     def served(self, networks: Collection[str], reloaded: bool) -> None:
         """After a sync of haproxy: these networks' frontends are loaded (a reload means a
         new worker, which gets every map again), and no other network's map file is kept."""
+        served = frozenset(networks)
+        stale = [p for p in self.dir.glob("*.map") if p.stem not in served]
+        # _configured is written only here, in the reconciler's thread: read without the
+        # lock, so an unchanged pass never waits for a sync reading haproxy's maps back.
+        changed = served != self._configured
+        if not (changed or stale or reloaded):
+            return
         with self._lock:
-            changed = frozenset(networks) != self._configured
-            self._configured = frozenset(networks)
-            for path in self.dir.glob("*.map"):
-                if path.stem not in self._configured:
-                    path.unlink(missing_ok=True)
-                    self._written.pop(path.stem, None)
+            self._configured = served
+            for path in stale:
+                path.unlink(missing_ok=True)
+                self._written.pop(path.stem, None)
             if reloaded:
                 self._watch_until = time.monotonic() + RELOAD_WATCH
                 self._watch_from = self._pid

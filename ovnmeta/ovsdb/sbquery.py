@@ -6,6 +6,7 @@ chassis: the VM being traced may be bound anywhere."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from uuid import UUID
 
 import ovs.db.idl
 from ovsdbapp.backend.ovs_idl import connection
@@ -56,14 +57,19 @@ class SbQuery:
              **equals) -> list[dict]:
         """Rows whose columns equal `equals` and for which `where` holds."""
         assert self._conn is not None, "start() first"
-        out = []
-        for uuid, row in list(self._conn.idl.tables[table].rows.items()):
-            item = {"_uuid": str(uuid)}
-            item.update({c: _value(getattr(row, c)) for c in COLUMNS[table]})
-            if all(item.get(k) == v for k, v in equals.items()) and where(item):
-                out.append(item)
-        return out
+        items = (_item(table, row) for row in list(self._conn.idl.tables[table].rows.values()))
+        return [item for item in items
+                if all(item.get(k) == v for k, v in equals.items()) and where(item)]
 
     def get(self, table: str, uuid: str) -> dict | None:
-        rows = self.find(table, _uuid=uuid)
-        return rows[0] if rows else None
+        """One row by its uuid, looked up, not searched for."""
+        assert self._conn is not None, "start() first"
+        try:
+            row = self._conn.idl.tables[table].rows.get(UUID(uuid))
+        except ValueError:   # not a uuid at all
+            return None
+        return _item(table, row) if row is not None else None
+
+
+def _item(table: str, row: ovs.db.idl.Row) -> dict:
+    return {"_uuid": str(row.uuid), **{c: _value(getattr(row, c)) for c in COLUMNS[table]}}
