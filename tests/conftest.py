@@ -32,6 +32,17 @@ def _namespaces() -> set[str]:
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
+@pytest.fixture(autouse=True)
+def no_agent_left_running() -> Iterator[None]:
+    """A test (or a fixture whose setup failed) that leaves its agent running fails here, and
+    the agent is removed: otherwise it would hold the host lock and fail every later test."""
+    yield
+    left = AgentProcess.leftovers()
+    for agent in left:
+        agent.cleanup()
+    assert not left, f"an agent was left running: {[a.log_path for a in left]}"
+
+
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:
     if os.geteuid() != 0:

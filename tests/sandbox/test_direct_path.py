@@ -36,13 +36,16 @@ def direct(sandbox, tmp_path):
     cloud = Cloud(sandbox, tmp_path)
     cloud.agent.config.write_text(cloud.agent.config.read_text().replace(
         "[metrics]\nlisten =\n", f"[metrics]\nlisten = 127.0.0.1:{port}\n"))
-    cloud.agent.start()
-    net = cloud.network()
-    vm = cloud.vm(net, probe=False)
-    wait_until(lambda: fetch(vm, 1) == [200], timeout=30, what="VM served")
-    wait_until(lambda: goes_direct(port, vm, net), timeout=10, what="the direct path")
-    yield {"cloud": cloud, "port": port, "net": net, "vm": vm}
-    print(cloud.close())
+    try:
+        cloud.agent.start()
+        net = cloud.network()
+        vm = cloud.vm(net, probe=False)
+        wait_until(lambda: fetch(vm, 1) == [200], timeout=30, what="VM served")
+        wait_until(lambda: goes_direct(port, vm, net), timeout=10, what="the direct path")
+        yield {"cloud": cloud, "port": port, "net": net, "vm": vm}
+    finally:
+        # Also when the setup failed: a leaked agent holds the host lock for every later test.
+        print(cloud.close())
 
 
 def test_gets_go_straight_to_nova_and_posts_through_the_agent(direct) -> None:

@@ -34,6 +34,10 @@ def write_config(box: Sandbox, state_dir: Path, mode: str = "shared", extra: str
 class AgentProcess:
     """One agent process; `stop()` ends it, `cleanup()` also removes what it built."""
 
+    # Every agent started and not yet stopped: one a test forgot would hold the host lock
+    # and fail every later test, so the test suite ends and reports these (`leftovers`).
+    started: "set[AgentProcess]" = set()
+
     def __init__(self, box: Sandbox, mode: str = "shared", state_dir: Path | None = None,
                  extra: str = "") -> None:
         # Short paths: haproxy's sockets live here and AF_UNIX paths stop at 107 bytes.
@@ -52,7 +56,14 @@ class AgentProcess:
         # oslo.log writes to stdout when no log_file is set.
         self.proc = subprocess.Popen([str(exe), "--config-file", str(self.config)],
                                      stdout=log, stderr=log)
+        AgentProcess.started.add(self)
         return self
+
+    @classmethod
+    def leftovers(cls) -> "list[AgentProcess]":
+        """Agents still running that no one stopped."""
+        cls.started = {agent for agent in cls.started if agent.running()}
+        return sorted(cls.started, key=lambda agent: agent.proc.pid)
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
