@@ -38,11 +38,13 @@ Prints JSON (also to `--json`) and a table; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
 import random
 import select
+import shutil
 import subprocess
 import sys
 import threading
@@ -169,7 +171,8 @@ def worker(spec_path: str) -> int:
             cfg.CONF.set_override("ovn_sb_connection", a["remote"], "ovn")
         agents.append(cls(a["chassis"], a["remote"], a["plugged"]))
     base = _mem()
-    _say(event="ready", **base)
+    import ovs.json
+    _say(event="ready", json_parser=ovs.json.PARSER, **base)
     sys.stdin.readline()   # go
     done: dict[int, float] = {}
 
@@ -223,12 +226,42 @@ def worker(spec_path: str) -> int:
 # ---------------------------------------------------------------------------------------
 # The driver
 # ---------------------------------------------------------------------------------------
+DEBIAN_OVS = Path("/usr/lib/python3/dist-packages/ovs")
+
+
+def c_json_overlay(python: str, workdir: Path) -> str | None:
+    """A copy of `python`'s python-ovs with the C JSON parser of Debian's
+    python3-openvswitch added (self-contained, libopenvswitch linked in), for PYTHONPATH.
+
+    python-ovs from PyPI builds its C parser only where libopenvswitch's headers are (not
+    packaged in Debian 12), and falls back to a parser in pure Python that is many times
+    slower: 25 neutron agents loading 22,000 Port_Binding rows with it each took longer than
+    the SB's 60 s inactivity probe, were cut off and started over. Distributions ship the C
+    parser, so both kinds run with it here."""
+    so = sorted(DEBIAN_OVS.glob("_json*.so"))
+    if not so:
+        return None
+    src = subprocess.run([python, "-c", "import os, ovs; print(os.path.dirname(ovs.__file__))"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    overlay = workdir / ("ovs-c-json-" + hashlib.sha1(python.encode()).hexdigest()[:8])
+    if not (overlay / "ovs" / so[0].name).exists():
+        shutil.rmtree(overlay, ignore_errors=True)
+        shutil.copytree(src, overlay / "ovs")
+        shutil.copy2(so[0], overlay / "ovs" / so[0].name)
+    return str(overlay)
+
+
 class Workers:
     """K agents of one kind in ceil(K / per_process) worker processes."""
+
+    overlay = True   # main() turns it off with --python-json
 
     def __init__(self, kind: str, python: str, specs: list[list[dict]], workdir: Path) -> None:
         self.procs: list[subprocess.Popen] = []
         env = dict(os.environ)
+        path = c_json_overlay(python, workdir) if Workers.overlay else None
+        if path:
+            env["PYTHONPATH"] = path
         for n, agents in enumerate(specs):
             path = workdir / f"worker-{kind}-{n}.json"
             path.write_text(json.dumps({"kind": kind, "agents": agents}))
@@ -438,6 +471,7 @@ def run_kind(cloud, kind: str, python: str, k: int, args, work: Path) -> dict:
                                           / len(loaded))
         load["rows_held"] = loaded[0]["rows"]
         load["processes"] = len(loaded)
+        result["json_parser"] = workers.ready[0]["json_parser"]
         result["load"] = load
         time.sleep(2)
         writer = Writer(cloud)
@@ -581,11 +615,15 @@ def main() -> int:
     parser.add_argument("--neutron-venv", default="/tmp/nvenv")
     parser.add_argument("--neutron-max-agents", type=int, default=200,
                         help="skip neutron's runs above this K")
+    parser.add_argument("--python-json", action="store_true",
+                        help="agents use python-ovs's pure-Python JSON parser, as installed "
+                             "from PyPI (default: the C parser, as distributions ship it)")
     parser.add_argument("--root", default=str(ROOT))
     parser.add_argument("--json", default="")
     args = parser.parse_args()
 
     from ovnmeta_testing.sbcloud import Layout, SbCloud
+    Workers.overlay = not args.python_json
     pythons = {"ovnmeta": sys.executable,
                "neutron": str(Path(args.neutron_venv) / "bin" / "python")}
     kinds = args.kinds.split(",")
