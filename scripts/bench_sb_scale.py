@@ -475,16 +475,12 @@ def run_kind(cloud, kind: str, python: str, k: int, args, work: Path) -> dict:
         result["load"] = load
         time.sleep(2)
         writer = Writer(cloud)
-        meter = Meter(cloud, workers)
-        n = writer.churn(args.churn_rate, args.churn_seconds,
-                         list(range(len(cloud.names["ports"]))), rng)
-        time.sleep(1)
-        churn = meter.done()
-        churn["changes"] = n
-        for key in ("sb_cpu_s", "leader_cpu_s", "relays_cpu_s", "agents_cpu_s"):
-            churn[key.replace("_s", "_per_s")] = round(churn[key] / churn["seconds"], 3)
-        churn["bytes_per_s"] = round(churn["bytes_to_agents"] / churn["seconds"])
-        result["churn"] = churn
+        result["churn"] = churn_phase(cloud, writer, args,
+                                      list(range(len(cloud.names["ports"]))), True, workers, rng)
+        # Churn elsewhere: flaps of ports in networks none of the K agents hosts.
+        result["churn_elsewhere"] = churn_phase(cloud, writer, args,
+                                                ports_by_hosting(cloud, k).get(0, []), False,
+                                                workers, random.Random(13))
         chassis = [a["chassis"] for spec in specs_for(cloud, k, 1) for a in spec]
         rounds = []
         for _ in range(2):
@@ -513,9 +509,43 @@ def run_kind(cloud, kind: str, python: str, k: int, args, work: Path) -> dict:
     return result
 
 
-def hosting_series(cloud, k: int, args, python: str, work: Path) -> list[dict]:
-    """Cost of one binding flap by how many of the K agents host the port's network: ports on
-    chassis no agent plays, flapped (unbind, bind back) 2 × `--series-changes` times."""
+def restart_alone(cloud, ks: list[int]) -> list[dict]:
+    """The reconnect phase's restart with no agent connected: what the servers spend on
+    themselves (a standalone SB reloads its file, a relay fetches the whole SB from the
+    cluster), to be told apart from what the agents' reconnection costs."""
+    out = []
+    for relays in sorted({math.ceil(k / 50) for k in ks}) if cloud.relays else [0]:
+        if cloud.relays:
+            cloud.use_relays(relays)
+        targets = cloud.relay_names[:cloud.active_relays] or ["sb"]
+        time.sleep(1)
+        meter = Meter(cloud)
+        cloud.restart(targets)
+        # Ready again: the restarted servers answer a transaction.
+        from ovnmeta_testing.sbcloud import Rpc
+
+        def answers(name: str) -> bool:
+            try:
+                rpc = Rpc(f"unix:{cloud.root}/{name}.sock", timeout=5)
+                rpc.transact("OVN_Southbound", {"op": "select", "table": "SB_Global",
+                                                "where": [], "columns": ["nb_cfg"]})
+                rpc.close()
+                return True
+            except Exception:
+                return False
+        from ovnmeta_testing.sandbox import wait_until
+        wait_until(lambda: all(answers(n) for n in targets), timeout=300, interval=0.1,
+                   what="restarted servers answering")
+        time.sleep(3)   # a relay keeps syncing after it first answers
+        m = meter.done(restarted=tuple(targets))
+        out.append({"layout": "relay" if cloud.relays else "direct", "restarted": targets,
+                    **{k: m[k] for k in ("sb_cpu_s", "leader_cpu_s", "relays_cpu_s")}})
+    return out
+
+
+def ports_by_hosting(cloud, k: int) -> dict[int, list[int]]:
+    """Ports on chassis no agent plays, by how many of the K agents host their network
+    (6 and more counted as 6)."""
     names = cloud.names
     hosts: dict[int, set[int]] = {}
     for i, ch in enumerate(names["port_chassis"]):
@@ -526,6 +556,43 @@ def hosting_series(cloud, k: int, args, python: str, work: Path) -> list[dict]:
         if ch >= k:
             h = len(hosts.get(names["port_network"][i], ()))
             by_h.setdefault(min(h, 6), []).append(i)
+    return by_h
+
+
+def churn_phase(cloud, writer: Writer, args, ports: list[int], anywhere: bool,
+                workers: Workers | None, rng: random.Random) -> dict:
+    """`--churn-rate` changes a second for `--churn-seconds` over `ports`, metered."""
+    meter = Meter(cloud, workers)
+    n = writer.churn(args.churn_rate, args.churn_seconds, ports, rng, anywhere=anywhere)
+    time.sleep(1)
+    m = meter.done()
+    m["changes"] = n
+    for key in ("sb_cpu_s", "leader_cpu_s", "relays_cpu_s", "agents_cpu_s"):
+        if key in m:
+            m[key.replace("_s", "_per_s")] = round(m[key] / m["seconds"], 3)
+    m["bytes_per_s"] = round(m["bytes_to_agents"] / m["seconds"])
+    return m
+
+
+def alone(cloud, k: int, args) -> dict:
+    """Both churns with no agent connected: the servers' own cost of the writes."""
+    writer = Writer(cloud)
+    try:
+        return {"agents": k,
+                "churn": churn_phase(cloud, writer, args,
+                                     list(range(len(cloud.names["ports"]))), True, None,
+                                     random.Random(11)),
+                "churn_elsewhere": churn_phase(cloud, writer, args,
+                                               ports_by_hosting(cloud, k).get(0, []), False,
+                                               None, random.Random(13))}
+    finally:
+        writer.rpc.close()
+
+
+def hosting_series(cloud, k: int, args, python: str, work: Path) -> list[dict]:
+    """Cost of one binding flap by how many of the K agents host the port's network: ports on
+    chassis no agent plays, flapped (unbind, bind back) 2 × `--series-changes` times."""
+    by_h = ports_by_hosting(cloud, k)
     out = []
     workers = Workers("ovnmeta", python, specs_for(cloud, k, args.per_process), work)
     try:
@@ -550,10 +617,58 @@ def hosting_series(cloud, k: int, args, python: str, work: Path) -> list[dict]:
     return out
 
 
+METRICS = (("load", "sb_cpu_s"), ("load", "bytes_to_agents"), ("churn", "sb_cpu_per_s"),
+           ("churn", "bytes_per_s"), ("reconnect", "sb_cpu_s"))
+
+
+def _fit(points: list[tuple[float, float]]) -> dict:
+    """Least squares y = a + b·K, and the exponent of y ~ K^e (log-log slope): e ≈ 1 is
+    linear, e < 1 grows slower, e > 1 faster."""
+    n = len(points)
+    mx = sum(k for k, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((k - mx) ** 2 for k, _ in points)
+    b = sum((k - mx) * (y - my) for k, y in points) / sxx if sxx else 0.0
+    a = my - b * mx
+    logs = [(math.log(k), math.log(y)) for k, y in points if y > 0]
+    e = None
+    if len(logs) >= 2:
+        lx = sum(x for x, _ in logs) / len(logs)
+        ly = sum(y for _, y in logs) / len(logs)
+        den = sum((x - lx) ** 2 for x, _ in logs)
+        e = sum((x - lx) * (y - ly) for x, y in logs) / den if den else None
+    return {"a": a, "b": b, "exponent": round(e, 2) if e is not None else None}
+
+
+def projection(results: dict, to: tuple[int, ...] = (1000, 5000)) -> list[dict]:
+    """Each SB cost fitted over the measured K and projected to `to` agents. Churn is the
+    cloud's own rate (`--churn-rate`); how it scales with the cloud is the README's part."""
+    out = []
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in results.get("runs", []):
+        groups.setdefault((r["layout"], r["kind"]), []).append(r)
+    for (layout, kind), runs in groups.items():
+        if len({r["agents"] for r in runs}) < 2:
+            continue
+        for phase, metric in METRICS:
+            key = metric if layout == "direct" or "bytes" in metric else \
+                metric.replace("sb_", "leader_")
+            pts = [(r["agents"], float(r[phase][key])) for r in runs]
+            fit = _fit(pts)
+            row = {"layout": layout, "kind": kind, "metric": f"{phase}.{key}",
+                   "per_agent": round(fit["b"], 6), "exponent": fit["exponent"],
+                   "measured": {k: y for k, y in pts}}
+            for k in to:
+                row[f"at_{k}"] = round(fit["a"] + fit["b"] * k, 2)
+            out.append(row)
+    return out
+
+
 def table(results: dict) -> str:
     lines = []
     head = ("layout", "kind", "K", "load s", "load SB cpu", "load MB", "agent MiB",
-            "churn SB cpu/s", "churn kB/s", "agents cpu/s", "live s (1st/2nd)", "live SB cpu",
+            "churn SB cpu/s", "churn kB/s", "agents cpu/s", "elsewhere SB cpu/s",
+            "elsewhere kB/s", "live s (1st/2nd)", "live SB cpu",
             "reconn s", "reconn SB cpu", "busy")
     lines.append(" | ".join(head))
     lines.append(" | ".join("---" for _ in head))
@@ -565,14 +680,31 @@ def table(results: dict) -> str:
             if relay:
                 return f"{m['leader_cpu_s']} L + {m['relays_cpu_s']} R"
             return str(m["sb_cpu_s"])
-        churn_cpu = (f"{ch['leader_cpu_per_s']} L + {ch['relays_cpu_per_s']} R" if relay
-                     else str(ch["sb_cpu_per_s"]))
+        def per_s(m: dict) -> str:
+            if not m:
+                return "—"
+            if relay:
+                return f"{m['leader_cpu_per_s']} L + {m['relays_cpu_per_s']} R"
+            return str(m["sb_cpu_per_s"])
+        el = r.get("churn_elsewhere", {})
         lines.append(" | ".join(str(x) for x in (
             r["layout"], r["kind"], r["agents"], ld["all_loaded_s"], cpu(ld),
             round(ld["bytes_to_agents"] / 1e6, 1), round(ld["per_agent_pss_kib"] / 1024, 1),
-            churn_cpu, round(ch["bytes_per_s"] / 1e3, 1), ch["agents_cpu_per_s"],
+            per_s(ch), round(ch["bytes_per_s"] / 1e3, 1), ch["agents_cpu_per_s"], per_s(el),
+            round(el["bytes_per_s"] / 1e3, 1) if el else "—",
             f"{lv[0]['seconds']}/{lv[1]['seconds']}", cpu(lv[0]),
             rc["all_back_s"], cpu(rc), f"{ld['machine_busy']}/{ch['machine_busy']}")))
+    if results.get("alone") or results.get("restart_alone"):
+        lines.append("")
+        lines.append("no agents: layout | K's churn SB cpu/s | elsewhere SB cpu/s | restart SB cpu")
+        lines.append("--- | --- | --- | ---")
+        for a in results.get("alone", []):
+            lines.append(f"{a['layout']} | {a['agents']}: {a['churn']['sb_cpu_per_s']} "
+                         f"(leader {a['churn']['leader_cpu_per_s']}) | "
+                         f"{a['churn_elsewhere']['sb_cpu_per_s']} | —")
+        for a in results.get("restart_alone", []):
+            lines.append(f"{a['layout']} | — | — | {'+'.join(a['restarted'])}: "
+                         f"{a['sb_cpu_s']} SB, {a['relays_cpu_s']} relays")
     if results.get("series"):
         lines.append("")
         lines.append("hosting agents | changes | bytes/change | SB cpu ms/change | agents cpu ms/change")
@@ -581,6 +713,13 @@ def table(results: dict) -> str:
             lines.append(" | ".join(str(s[k]) for k in (
                 "hosting_agents", "changes", "bytes_per_change", "sb_cpu_ms_per_change",
                 "agents_cpu_ms_per_change")))
+    if results.get("projection"):
+        lines.append("")
+        lines.append("layout | kind | metric | per agent | exponent | at 1,000 | at 5,000")
+        lines.append("--- | --- | --- | --- | --- | --- | ---")
+        for p in results["projection"]:
+            lines.append(" | ".join(str(p[k]) for k in (
+                "layout", "kind", "metric", "per_agent", "exponent", "at_1000", "at_5000")))
     if results.get("memory"):
         lines.append("")
         lines.append("P | kind | one agent RSS MiB | PSS MiB | rows held")
@@ -620,7 +759,16 @@ def main() -> int:
                              "from PyPI (default: the C parser, as distributions ship it)")
     parser.add_argument("--root", default=str(ROOT))
     parser.add_argument("--json", default="")
+    parser.add_argument("--alone", action="store_true",
+                        help="also meter both churns with no agent connected, for each K")
+    parser.add_argument("--report", default="",
+                        help="print the table (and projection) of a saved --json, run nothing")
     args = parser.parse_args()
+    if args.report:
+        saved = json.loads(Path(args.report).read_text())
+        saved["projection"] = projection(saved)
+        print(table(saved))
+        return 0
 
     from ovnmeta_testing.sbcloud import Layout, SbCloud
     Workers.overlay = not args.python_json
@@ -633,7 +781,7 @@ def main() -> int:
     work = Path(args.root + "-work")
     work.mkdir(parents=True, exist_ok=True)
     results: dict = {"cloud": {"chassis": args.chassis, "networks": args.networks,
-                               "ports": args.ports}, "runs": [], "series": [], "memory": []}
+                               "ports": args.ports}, "runs": [], "series": [], "memory": [], "restart_alone": [], "alone": []}
     for layout in [x for x in args.layouts.split(",") if x]:
         # One cloud per layout; with relays, ceil(K / 50) of them run for each K.
         cloud = SbCloud(Path(args.root), relays=math.ceil(max(ks) / 50) if layout == "relay"
@@ -642,8 +790,11 @@ def main() -> int:
             print(f"== {layout}: building the cloud", file=sys.stderr)
             cloud.build(Layout(args.chassis, args.networks, args.ports, max(ks)),
                         on_step=lambda s: print("   " + s, file=sys.stderr))
+            results["restart_alone"] += restart_alone(cloud, ks)
             for k in ks:
                 relays = cloud.use_relays(math.ceil(k / 50)) if layout == "relay" else 0
+                if args.alone:
+                    results["alone"].append({"layout": layout, **alone(cloud, k, args)})
                 for kind in kinds:
                     if kind == "neutron" and k > args.neutron_max_agents:
                         continue
@@ -676,6 +827,7 @@ def main() -> int:
                     "pss_mib": round(m["per_agent_pss_kib"] / 1024, 2)})
         finally:
             cloud.down()
+    results["projection"] = projection(results)
     print(json.dumps(results, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

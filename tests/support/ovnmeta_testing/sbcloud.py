@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ovnmeta.host import procs
-from ovnmeta_testing.sandbox import NB_SCHEMA, SB_SCHEMA, SandboxError, _free_port, wait_until
+from ovnmeta_testing.sandbox import (NB_SCHEMA, OVS_SCHEMA, SB_SCHEMA, SandboxError, _free_port,
+                                     wait_until)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BATCH = 25000   # rows per NB/SB transaction while building: each NB one is a northd pass
@@ -244,26 +245,28 @@ class SbCloud:
             shutil.rmtree(self.root)
 
     def _start_server(self, name: str, db: str, tcp: bool = True) -> None:
-        """An SB's TCP remote comes from a Connection row with a 60 s inactivity probe, as
-        deployments configure it (`ovn-sbctl set-connection`, `inactivity_probe=60000`):
-        the command line's 5 s would disconnect clients busy parsing a large dump."""
+        """Its TCP remote has no inactivity probe. With the default 5 s, or 60 s, the SB cut
+        off neutron agents still parsing a 22,000-row dump on this shared 2-core machine,
+        and they started over, endlessly; an agent with a node of its own would not be.
+        The remote comes from a Manager row of a small Open_vSwitch database served beside
+        the SB's: a per-server probe that no SB Connection row (which every cluster member
+        and relay would share) can give."""
         self.ports.setdefault(name, _free_port())
         remotes = [f"--remote=punix:{self.root}/{name}.sock"]
-        if tcp and name == "sb":
-            remotes.append("--remote=db:OVN_Southbound,SB_Global,connections")
-        elif tcp:
-            # Relays, and the Raft members whose clients are the relays: no Connection row
-            # can be told apart per member, so these keep the command line's remote.
-            remotes.append(f"--remote=ptcp:{self.ports[name]}:127.0.0.1")
-        self.run("ovsdb-server", db, *remotes, *self._args(name))
-
-    def _connections(self, sb: "Rpc") -> None:
-        """The standalone SB's TCP remote, as a Connection row with a 60 s probe."""
-        sb.transact("OVN_Southbound", {
-            "op": "insert", "table": "Connection", "uuid-name": "conn", "row": {
-                "target": f"ptcp:{self.ports['sb']}:127.0.0.1", "inactivity_probe": 60000}}, {
-            "op": "update", "table": "SB_Global", "where": [],
-            "row": {"connections": ["named-uuid", "conn"]}})
+        dbs = [db]
+        if tcp:
+            conf = self.root / f"{name}-remote.db"
+            if not conf.exists():
+                self.run("ovsdb-tool", "create", str(conf), OVS_SCHEMA)
+                self.run("ovsdb-tool", "transact", str(conf), json.dumps([
+                    "Open_vSwitch",
+                    {"op": "insert", "table": "Manager", "uuid-name": "m", "row": {
+                        "target": f"ptcp:{self.ports[name]}:127.0.0.1", "inactivity_probe": 0}},
+                    {"op": "insert", "table": "Open_vSwitch", "row": {
+                        "manager_options": ["named-uuid", "m"]}}]))
+            dbs.append(str(conf))
+            remotes.append("--remote=db:Open_vSwitch,Open_vSwitch,manager_options")
+        self.run("ovsdb-server", *dbs, *remotes, *self._args(name))
 
     def start_relay(self, name: str) -> None:
         members = ",".join(f"tcp:127.0.0.1:{self.ports[m]}" for m in self.members)
@@ -309,7 +312,6 @@ class SbCloud:
         on_step(f"NB written: {len(nets)} networks, {len(ports)} VM ports "
                 f"({time.monotonic() - t0:.1f} s)")
         sb = Rpc(f"unix:{self.root}/sb.sock")
-        self._connections(sb)
         want = layout.ports + layout.networks
 
         def counted() -> bool:
@@ -467,16 +469,6 @@ def cpu_seconds(pid: int | None) -> float:
     except FileNotFoundError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def rss_kib(pid: int | None) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except (FileNotFoundError, TypeError):
-        pass
-    return 0
 
 
 _ACKED = re.compile(r"bytes_acked:(\d+)")
