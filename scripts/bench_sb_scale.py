@@ -664,6 +664,15 @@ def projection(results: dict, to: tuple[int, ...] = (1000, 5000)) -> list[dict]:
     return out
 
 
+def _section(rows: list[dict] | None, columns: dict[str, str]) -> list[str]:
+    """A markdown table of `rows`, headed by the keys of `columns`, showing their values."""
+    if not rows:
+        return []
+    out = ["", " | ".join(columns), " | ".join("---" for _ in columns)]
+    out += [" | ".join(str(r[k]) for k in columns.values()) for r in rows]
+    return out
+
+
 def table(results: dict) -> str:
     lines = []
     head = ("layout", "kind", "K", "load s", "load SB cpu", "load MB", "agent MiB",
@@ -705,21 +714,13 @@ def table(results: dict) -> str:
         for a in results.get("restart_alone", []):
             lines.append(f"{a['layout']} | — | — | {'+'.join(a['restarted'])}: "
                          f"{a['sb_cpu_s']} SB, {a['relays_cpu_s']} relays")
-    if results.get("series"):
-        lines.append("")
-        lines.append("hosting agents | changes | bytes/change | SB cpu ms/change | agents cpu ms/change")
-        lines.append("--- | --- | --- | --- | ---")
-        for s in results["series"]:
-            lines.append(" | ".join(str(s[k]) for k in (
-                "hosting_agents", "changes", "bytes_per_change", "sb_cpu_ms_per_change",
-                "agents_cpu_ms_per_change")))
-    if results.get("projection"):
-        lines.append("")
-        lines.append("layout | kind | metric | per agent | exponent | at 1,000 | at 5,000")
-        lines.append("--- | --- | --- | --- | --- | --- | ---")
-        for p in results["projection"]:
-            lines.append(" | ".join(str(p[k]) for k in (
-                "layout", "kind", "metric", "per_agent", "exponent", "at_1000", "at_5000")))
+    lines += _section(results.get("series"), {
+        "hosting agents": "hosting_agents", "changes": "changes",
+        "bytes/change": "bytes_per_change", "SB cpu ms/change": "sb_cpu_ms_per_change",
+        "agents cpu ms/change": "agents_cpu_ms_per_change"})
+    lines += _section(results.get("projection"), {
+        "layout": "layout", "kind": "kind", "metric": "metric", "per agent": "per_agent",
+        "exponent": "exponent", "at 1,000": "at_1000", "at 5,000": "at_5000"})
     if results.get("memory"):
         lines.append("")
         lines.append("P | kind | one agent RSS MiB | PSS MiB | rows held")
