@@ -106,14 +106,19 @@ def index_miss(network: str) -> None:
 
 PER_NETWORK = (REQUESTS, INDEX_MISSES)
 KEPT_LABELS = frozenset({"unknown", "none"})
+# The networks whose series a scrape shows; None until the first pass says which.
+_retained: frozenset[str] | None = None
 
 
 def retain_networks(networks: Collection[str]) -> int:
     """Drop the per-network series of networks no longer here, so a cloud that creates and
     deletes networks for months does not grow the agent's memory and every scrape with
-    them. Returns how many series went. (In multiprocess mode, with workers, the values
-    stay in the files, which prometheus_client cannot shrink, until the agent restarts.)"""
+    them. Returns how many series went from this process. With workers the values stay in
+    the files, which prometheus_client cannot shrink: `RetainedNetworks` leaves them out
+    of the scrape instead."""
+    global _retained
     keep = KEPT_LABELS | set(networks)
+    _retained = frozenset(keep)
     dropped = 0
     for key in list(_CHILDREN):
         metric, network, *rest = key
@@ -125,6 +130,25 @@ def retain_networks(networks: Collection[str]) -> int:
                 pass
             dropped += 1
     return dropped
+
+
+class RetainedNetworks(Collector):
+    """Every process's request metrics (prometheus_client's multiprocess files) without the
+    series of networks no longer here. The files cannot forget a series; the scrape reads
+    them through the agent's view, as `retain_networks` was last told it."""
+
+    _NAMES = frozenset(m._name for m in PER_NETWORK)
+
+    def __init__(self, path: str) -> None:
+        self._files = multiprocess.MultiProcessCollector(None, path)
+
+    def collect(self) -> Iterable[Metric]:
+        keep = _retained
+        for family in self._files.collect():
+            if keep is not None and family.name in self._NAMES:
+                family.samples = [s for s in family.samples
+                                  if s.labels.get("network") in keep]
+            yield family
 
 
 class StateCollector(Collector):
@@ -183,7 +207,7 @@ def registry(state: StateCollector | None) -> CollectorRegistry:
     """What the endpoint exposes: every process's request metrics, plus the state."""
     reg = CollectorRegistry()
     if os.environ.get(MULTIPROC_ENV):
-        multiprocess.MultiProcessCollector(reg)
+        reg.register(RetainedNetworks(os.environ[MULTIPROC_ENV]))
     else:
         for metric in (REQUESTS, REQUEST_SECONDS, NOVA_SECONDS, NOVA_ERRORS, INDEX_MISSES):
             reg.register(metric)

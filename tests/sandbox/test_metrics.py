@@ -1,6 +1,6 @@
 """Prometheus endpoint and systemd notify on a real agent (two worker processes): counts per
 network match the requests VMs sent, haproxy's 429s show per network, READY comes once the
-VMs are served."""
+VMs are served, a network gone takes its series with it."""
 
 from __future__ import annotations
 
@@ -95,6 +95,15 @@ def test_scrape_counts_what_vms_sent_and_systemd_hears_ready(sandbox, tmp_path,
                               str(cloud.agent.config), "status"], capture_output=True,
                              text=True).stdout
         assert "req/s" in out and "nova latency" in out and "last SB update" in out, out
+
+        # The busy network's last VM leaves: its series go from the scrape, though both
+        # processes' files still hold them; the quiet network's stay.
+        cloud.remove_vm(vm_busy)
+        wait_until(lambda: not any(dict(key[1]).get("network") == busy.id
+                                   for key in scrape(port)),
+                   timeout=60, what="the busy network's series gone from the scrape")
+        assert scrape(port)[("ovnmeta_requests_total",
+                             (("network", quiet.id), ("status", "200")))] >= 6
     finally:
         cloud.close()
         notify.close()

@@ -201,3 +201,31 @@ def test_direct_path_is_exposed_when_on() -> None:
     headline = metrics.Headline(metrics.registry(None), direct=lambda: 500)
     headline.sample()
     assert headline.summary()["requests_total"] >= 500
+
+
+MULTIPROCESS_SCRAPE = """
+import sys
+from prometheus_client import generate_latest
+from ovnmeta.proxy import metrics
+metrics.observe_request("gone-net", 200, 0.001)
+metrics.index_miss("gone-net")
+metrics.observe_request("kept-net", 200, 0.001)
+reg = metrics.registry(None)
+before = generate_latest(reg).decode()
+metrics.retain_networks({"kept-net"})
+after = generate_latest(reg).decode()
+metrics.retain_networks({"kept-net", "gone-net"})
+back = generate_latest(reg).decode()
+print(before.count('network="gone-net"'), after.count('network="gone-net"'),
+      after.count('network="kept-net"'), back.count('network="gone-net"'))
+"""
+
+
+def test_with_workers_a_scrape_drops_the_series_of_a_network_gone(tmp_path) -> None:
+    """In multiprocess mode the values live in files every process writes; a network gone
+    leaves the scrape all the same, and comes back with its count if it returns."""
+    env = {**os.environ, metrics.MULTIPROC_ENV: str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", MULTIPROCESS_SCRAPE], env=env, check=True,
+                         capture_output=True, text=True).stdout.split()
+    assert [int(n) for n in out] == [2, 0, 1, 2]
+    assert list(tmp_path.glob("*.db"))   # the values did go through the files
