@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(openvswitch-switch ovn-central ovn-host haproxy iproute2 ethtool iptables iputils-ping curl wrk openssl procps prometheus systemd
+# nginx is the benchmarks' constant backend (scripts/bench_proxy.py); its own service is not used.
+PKGS=(openvswitch-switch ovn-central ovn-host haproxy iproute2 ethtool iptables iputils-ping curl wrk openssl procps prometheus systemd nginx
       python3 python3-venv)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -26,9 +26,10 @@ from ovnmeta.ovsdb import sbview
 from ovnmeta.proxy import eventloop, handler, httpserver, metrics
 from ovnmeta.haproxy.manager import HaproxyManager
 from ovnmeta.haproxy.runtime import stats_command
-from ovnmeta.haproxy.settings import READY_SOCKET, Direct, RateLimit, Settings, Timeouts
+from ovnmeta.haproxy.settings import (CLIENT_PEM, READY_SOCKET, Direct, RateLimit, Settings,
+                                      Timeouts, direct_tls_refusal)
 from ovnmeta.core.model import NovaEndpoint
-from ovnmeta.proxy.nova import NovaClient
+from ovnmeta.proxy.nova import NovaClient, TlsSettingsError, ssl_context
 from ovnmeta.ovsdb.ovs import ChassisConfig, LocalOvs
 from ovnmeta.proxy.peers import PeerPolicy
 from ovnmeta.core.desired import VM_PORT_TYPES
@@ -81,11 +82,17 @@ def direct(conf: cfg.ConfigOpts, ready_socket: str) -> Direct | None:
     """The direct path's settings, or None (and why, once) when it cannot be used."""
     if not conf.haproxy.direct_path:
         return None
-    if conf.nova_metadata_protocol != "http":
-        LOG.info("[haproxy] direct_path: nova is reached over %s, which only the agent "
-                 "does; every request goes through the agent", conf.nova_metadata_protocol)
+    nova = NovaEndpoint.from_conf(conf)
+    refusal = direct_tls_refusal(nova)
+    try:   # the files haproxy would load: a broken one must not keep haproxy from loading
+        ssl_context(nova)
+    except TlsSettingsError as exc:
+        refusal = str(exc)
+    if refusal:
+        LOG.error("[haproxy] direct_path is off: %s; every request goes through the agent",
+                  refusal)
         return None
-    return Direct.for_nova(ready_socket, NovaEndpoint.from_conf(conf))
+    return Direct.for_nova(ready_socket, nova, str(Path(ready_socket).parent / CLIENT_PEM))
 
 
 def config_args(conf: cfg.ConfigOpts) -> list[str]:

@@ -16,8 +16,9 @@ from ovnmeta.haproxy import maps
 from ovnmeta.haproxy.process import HaproxyError, Process, ReloadRejected
 from ovnmeta.haproxy.render import frontends_only, render, renderer, templates_dir
 from ovnmeta.haproxy.runtime import parse_frontend_stats, stats_command
-from ovnmeta.haproxy.settings import (ERROR_FILES, MAPS_DIR, READY_SOCKET, Frontend, Settings,
-                                      error_file, error_file_text, shared_stats_socket)
+from ovnmeta.haproxy.settings import (CLIENT_PEM, ERROR_FILES, MAPS_DIR, READY_SOCKET, Frontend,
+                                      Settings, error_file, error_file_text,
+                                      shared_stats_socket)
 from ovnmeta.host import netns
 
 LOG = logging.getLogger(__name__)
@@ -45,6 +46,9 @@ class HaproxyManager:
                 text = error_file_text(status, reason, body)
                 if not path.exists() or path.read_text() != text:
                     path.write_text(text)
+            tls = settings.direct.tls
+            if tls and tls.client_pem:
+                write_client_pem(Path(tls.client_pem), tls.client_cert, tls.client_key)
         self._last_errors: dict[str, str] = {}
         self._rejected = ""        # a config the master rejected: validated first now
         self._unloaded: set[str] = set()   # processes whose last reload did not complete
@@ -229,3 +233,18 @@ class HaproxyManager:
         (self.dir / READY_SOCKET).unlink(missing_ok=True)
         for code in ERROR_FILES:
             error_file(self.dir, code).unlink(missing_ok=True)
+        (self.dir / CLIENT_PEM).unlink(missing_ok=True)
+
+
+def write_client_pem(path: Path, cert: str, key: str) -> None:
+    """nova_client_cert and nova_client_priv_key as one file, haproxy's `crt`; readable by
+    root alone, as the key is (haproxy reads it before it drops its privileges)."""
+    text = Path(cert).read_text()
+    if key and key != cert:
+        text = text.rstrip("\n") + "\n" + Path(key).read_text()
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_suffix(".new")
+        tmp.touch(mode=0o600)
+        tmp.chmod(0o600)
+        tmp.write_text(text)
+        tmp.replace(path)

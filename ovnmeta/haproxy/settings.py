@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from ovnmeta.core.model import NetworkSpec, NovaEndpoint
 
 MAPS_DIR = "maps"
 READY_SOCKET = "ready.sock"   # the agent's readiness socket, checked by the shared haproxy
+CLIENT_PEM = "nova-client.pem"   # nova_client_cert and its key in one file, for haproxy
 
 
 @dataclass(frozen=True)
@@ -55,20 +57,72 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class NovaTls:
+    """haproxy's TLS to an https nova, with neutron's meanings: nova_metadata_insecure,
+    auth_ca_cert (empty: the system's CA store), nova_client_cert and nova_client_priv_key
+    (haproxy wants both in one file, `client_pem`, which the manager writes)."""
+    insecure: bool = False
+    ca_file: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+    client_pem: str = ""
+
+    def server_options(self, host: str) -> str:
+        """The options of the server line for `host`. haproxy checks a certificate's DNS
+        names (SNI + verifyhost), not its IP addresses: for an IP the chain alone is
+        checked, against auth_ca_cert (`direct_tls_refusal` keeps the system store out)."""
+        opts = ["ssl"]
+        if self.insecure:
+            opts += ["verify none"]
+        else:
+            opts += ["verify required", f"ca-file {self.ca_file or '@system-ca'}"]
+            if not is_ip(host):
+                opts += [f"sni str({host})", f"verifyhost {host}"]
+        if self.client_pem:
+            opts += [f"crt {self.client_pem}"]
+        return " " + " ".join(opts)
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def direct_tls_refusal(nova: NovaEndpoint) -> str:
+    """Why haproxy must not speak to this https nova itself (empty: it may)."""
+    if nova.protocol == "https" and not nova.insecure and not nova.ca_cert and any(
+            is_ip(h) for h in nova.hosts):
+        return ("nova_metadata_host is an IP address and auth_ca_cert is not set: haproxy "
+                "cannot check an IP against the certificate, and any certificate the "
+                "system trusts would pass")
+    return ""
+
+
+@dataclass(frozen=True)
 class Direct:
     """The direct path to nova (ovnmeta.haproxy.maps): where haproxy finds the maps, the
     agent's readiness check, and nova."""
     ready_socket: str
-    servers: tuple[str, ...]     # haproxy server addresses of nova's hosts
+    servers: tuple[str, ...]     # haproxy server addresses of nova's hosts, TLS options after
     host_header: str
     timeout_ms: int
+    tls: NovaTls | None = None
 
     @classmethod
-    def for_nova(cls, ready_socket: str, nova: NovaEndpoint) -> Direct:
-        def address(host: str) -> str:
-            return f"ipv6@{host}:{nova.port}" if ":" in host else f"{host}:{nova.port}"
-        return cls(ready_socket, tuple(address(h) for h in nova.hosts),
-                   nova.authority(nova.hosts[0]), max(1, int(nova.timeout * 1000)))
+    def for_nova(cls, ready_socket: str, nova: NovaEndpoint, client_pem: str = "") -> Direct:
+        tls = None
+        if nova.protocol == "https":
+            tls = NovaTls(nova.insecure, nova.ca_cert or "", nova.client_cert,
+                          nova.client_key, client_pem if nova.client_cert else "")
+
+        def server(host: str) -> str:
+            address = f"ipv6@{host}:{nova.port}" if ":" in host else f"{host}:{nova.port}"
+            return address + (tls.server_options(host) if tls else "")
+        return cls(ready_socket, tuple(server(h) for h in nova.hosts),
+                   nova.authority(nova.hosts[0]), max(1, int(nova.timeout * 1000)), tls)
 
 
 # haproxy's own answers on the direct path, in the words the agent uses for the same cases.

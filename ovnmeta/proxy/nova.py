@@ -69,17 +69,42 @@ class NovaResponse:
     body: bytes
 
 
+class TlsSettingsError(Exception):
+    """A TLS file named by the agent's options cannot be used; the text names the option."""
+
+
 def ssl_context(endpoint: NovaEndpoint) -> ssl.SSLContext | bool:
     """The TLS context for an https nova; False for http."""
     if endpoint.protocol != "https":
         return False
-    ctx = ssl.create_default_context(cafile=endpoint.ca_cert or None)
+    try:
+        ctx = ssl.create_default_context(cafile=endpoint.ca_cert or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsSettingsError(f"[DEFAULT] auth_ca_cert = {endpoint.ca_cert}: {exc}") from None
     if endpoint.insecure:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     if endpoint.client_cert:
-        ctx.load_cert_chain(endpoint.client_cert, endpoint.client_key or None)
+        try:
+            ctx.load_cert_chain(endpoint.client_cert, endpoint.client_key or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsSettingsError(
+                f"[DEFAULT] nova_client_cert = {endpoint.client_cert}, nova_client_priv_key = "
+                f"{endpoint.client_key}: {exc}") from None
     return ctx
+
+
+def tls_hint(exc: BaseException, endpoint: NovaEndpoint) -> str:
+    """Which option to look at when a TLS handshake with nova failed, or empty."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        trusted = (f"[DEFAULT] auth_ca_cert = {endpoint.ca_cert}" if endpoint.ca_cert
+                   else "the system's CA store ([DEFAULT] auth_ca_cert is not set)")
+        return (f"nova's certificate does not verify against {trusted}: "
+                f"{exc.verify_message}")
+    if isinstance(exc, ssl.SSLError) and "alert" in str(exc):
+        return (f"nova refused the handshake ({exc.reason}): check [DEFAULT] "
+                f"nova_client_cert = {endpoint.client_cert or '(not set)'}")
+    return ""
 
 
 # Per RFC 9110 §7.6.1 these describe one connection, not the message.
@@ -207,7 +232,12 @@ class NovaClient:
         self.endpoint = endpoint
         self._idle: dict[str, list[_Exchange]] = {h: [] for h in endpoint.hosts}
         self._slots = asyncio.Semaphore(pool_size)
-        self._ssl = ssl_context(endpoint)
+        try:
+            self._ssl = ssl_context(endpoint)
+            self._broken = ""
+        except TlsSettingsError as exc:   # said once at start; every request answers 502
+            self._ssl, self._broken = False, str(exc)
+            LOG.error("nova metadata API over https: %s", exc)
         self._preferred = 0  # index of the last host that answered
 
     async def close(self) -> None:
@@ -230,6 +260,8 @@ class NovaClient:
                       body: bytes) -> NovaResponse:
         """Send to the preferred host; on a connection failure, to the next ones."""
         hosts = self.endpoint.hosts
+        if self._broken:
+            raise NovaUnavailable(self._broken)
         errors = []
         async with self._slots:
             attempt = 0
@@ -264,8 +296,13 @@ class NovaClient:
                     kind = failure_kind(exc)
                     metrics.nova_error(host, kind)
                     errors.append(f"{host}: {kind}: {exc}")
-                    THROTTLE.log(LOG, logging.WARNING, f"{host} {kind}",
-                                 "nova metadata host %s: %s (%s)", host, kind, exc)
+                    hint = tls_hint(exc, self.endpoint)
+                    if hint:   # the operator's settings, not nova's health
+                        THROTTLE.log(LOG, logging.ERROR, f"{host} {kind}",
+                                     "nova metadata host %s: %s", host, hint)
+                    else:
+                        THROTTLE.log(LOG, logging.WARNING, f"{host} {kind}",
+                                     "nova metadata host %s: %s (%s)", host, kind, exc)
                     attempt += 1
                     continue
                 if conn.reusable:

@@ -1,6 +1,6 @@
 from ovnmeta.core.model import NovaEndpoint
 from ovnmeta.haproxy.render import BUNDLED_TEMPLATES, render, renderer
-from ovnmeta.haproxy.settings import Direct, Frontend, RateLimit, Settings
+from ovnmeta.haproxy.settings import Direct, Frontend, RateLimit, Settings, direct_tls_refusal
 
 TEMPLATE = renderer(BUNDLED_TEMPLATES)
 SETTINGS = Settings(socket="/run/ovnmeta/metadata_proxy")
@@ -80,3 +80,40 @@ def test_direct_path_is_gated_and_replaces_identity() -> None:
     assert "timeout server 2500ms" in nova and "Host 10.1.0.1:8775" in nova
     assert "server agent /r.sock check inter 500ms" in text
     assert "ovnmeta_nova" not in render(TEMPLATE, frontends("a"), SETTINGS)
+
+
+def test_https_nova_with_neutrons_tls_options() -> None:
+    """haproxy speaks TLS to nova: auth_ca_cert as ca-file (the system store without one),
+    the host name as SNI and the name checked, the client certificate in one file,
+    nova_metadata_insecure as `verify none`."""
+    def nova_line(**kwargs) -> str:
+        endpoint = NovaEndpoint(hosts=kwargs.pop("hosts", ("nova.example",)), port=8775,
+                                protocol="https", **kwargs)
+        text = render(TEMPLATE, frontends("a"), Settings(socket="/s", direct=Direct.for_nova(
+            "/r.sock", endpoint, "/st/nova-client.pem")), state_dir="/st")
+        return text.split("server nova0 ")[1].split("\n")[0]
+
+    assert nova_line(ca_cert="/ca.pem").startswith(
+        "nova.example:8775 ssl verify required ca-file /ca.pem sni str(nova.example) "
+        "verifyhost nova.example check ")
+    assert "ca-file @system-ca sni" in nova_line()
+    assert nova_line(ca_cert="/ca.pem", client_cert="/c.pem", client_key="/c.key").startswith(
+        "nova.example:8775 ssl verify required ca-file /ca.pem sni str(nova.example) "
+        "verifyhost nova.example crt /st/nova-client.pem check ")
+    assert nova_line(insecure=True).startswith("nova.example:8775 ssl verify none check ")
+    # haproxy matches DNS names only: an IP is checked by its chain, against auth_ca_cert.
+    assert nova_line(hosts=("10.0.0.5",), ca_cert="/ca.pem").startswith(
+        "10.0.0.5:8775 ssl verify required ca-file /ca.pem check ")
+    plain = render(TEMPLATE, frontends("a"), Settings(socket="/s", direct=(
+        Direct.for_nova("/r.sock", NovaEndpoint(hosts=("n",), port=1)))), state_dir="/st")
+    assert "server nova0 n:1 check " in plain
+
+
+def test_the_direct_path_refuses_an_ip_nova_trusted_through_the_system_store() -> None:
+    def refusal(**kwargs) -> str:
+        return direct_tls_refusal(NovaEndpoint(port=8775, protocol="https", **kwargs))
+    assert "auth_ca_cert is not set" in refusal(hosts=("10.0.0.5",))
+    assert refusal(hosts=("10.0.0.5",), ca_cert="/ca.pem") == ""
+    assert refusal(hosts=("nova.example",)) == ""
+    assert refusal(hosts=("10.0.0.5",), insecure=True) == ""
+    assert direct_tls_refusal(NovaEndpoint(hosts=("10.0.0.5",), port=80)) == ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import ssl
 import stat
@@ -15,7 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from ovnmeta.agent import listener
 from ovnmeta.core.model import NovaEndpoint
-from ovnmeta.proxy.nova import NovaClient, NovaUnavailable
+from ovnmeta.proxy.nova import NovaClient, NovaUnavailable, TlsSettingsError, ssl_context
 
 
 def test_socket_mode_follows_neutron_semantics() -> None:
@@ -89,10 +90,29 @@ def test_https_with_ca_and_client_certificate(certs) -> None:
     assert resp.status == 200 and resp.body == b"ok"
 
 
-def test_https_rejects_an_unknown_ca_unless_insecure(certs) -> None:
+def test_https_rejects_an_unknown_ca_unless_insecure(certs, caplog) -> None:
     with pytest.raises(NovaUnavailable):
         _fetch(certs, {})
+    # The log says which option to look at, not only that TLS failed.
+    assert "does not verify against the system's CA store ([DEFAULT] auth_ca_cert is " \
+           "not set)" in caplog.text
     assert _fetch(certs, {"insecure": True}).status == 200
+
+
+def test_a_tls_file_that_cannot_be_used_is_named_and_every_request_answers_502(
+        certs, tmp_path, caplog) -> None:
+    (tmp_path / "garbage.pem").write_text("not a certificate\n")
+    cases = [({"ca_cert": str(tmp_path / "missing.pem")}, "[DEFAULT] auth_ca_cert = "),
+             ({"ca_cert": str(tmp_path / "garbage.pem")}, "[DEFAULT] auth_ca_cert = "),
+             ({"ca_cert": str(certs / "ca.pem"), "client_cert": str(certs / "client.pem"),
+               "client_key": str(certs / "server.key")}, "[DEFAULT] nova_client_cert = ")]
+    for kwargs, option in cases:
+        with pytest.raises(TlsSettingsError, match=re.escape(option)):
+            ssl_context(NovaEndpoint(hosts=("h",), port=1, protocol="https", **kwargs))
+        caplog.clear()
+        with pytest.raises(NovaUnavailable, match=re.escape(option)):
+            _fetch(certs, kwargs)
+        assert option in caplog.text   # said at start, by the client
 
 
 def test_peer_policy_admits_root_the_agent_and_haproxys_user_and_group() -> None:

@@ -15,8 +15,9 @@ from ovnmeta_testing.sandbox import _free_port
 
 class NovaProcess:
     def __init__(self, instances: dict[str, dict], secret: str, workdir: Path,
-                 port: int | None = None) -> None:
+                 port: int | None = None, tls: list[str] = ()) -> None:
         self.secret = secret
+        self.tls = list(tls)   # novaserver's --tls-* arguments: https, on localhost
         self.port = port or _free_port()
         self.instances = dict(instances)
         self.instances_file = Path(workdir) / "instances.yaml"
@@ -28,7 +29,9 @@ class NovaProcess:
         exe = Path(sys.executable).parent / "ovnmeta-nova-metadata"
         self.proc = subprocess.Popen(
             [str(exe), "--instances", str(self.instances_file), "--secret", self.secret,
-             "--port", str(self.port)], stdout=subprocess.DEVNULL,
+             "--port", str(self.port),
+             *(["--host", "localhost", *self.tls] if self.tls else [])],
+            stdout=subprocess.DEVNULL,
             stderr=open(self.log_path, "a"))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import ssl
 import sys
 from pathlib import Path
 
@@ -225,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--secret", default="", help="metadata_proxy_shared_secret")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8775)
+    parser.add_argument("--tls-cert", help="serve https with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="its private key")
+    parser.add_argument("--tls-client-ca", help="require a client certificate signed by it")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s nova-metadata %(message)s")
     try:
@@ -233,7 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, yaml.YAMLError) as exc:
         print(f"ovnmeta-nova-metadata: {exc}", file=sys.stderr)
         return 2
-    web.run_app(make_app(nova), host=args.host, port=args.port, access_log=None,
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.tls_client_ca:
+            tls.verify_mode = ssl.CERT_REQUIRED
+            tls.load_verify_locations(args.tls_client_ca)
+    web.run_app(make_app(nova), host=args.host, port=args.port, access_log=None, ssl_context=tls,
                 print=lambda *_: LOG.info("listening on %s:%d", args.host, args.port))
     return 0
 

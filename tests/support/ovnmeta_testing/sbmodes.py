@@ -44,9 +44,10 @@ def served(vm: FakeVM) -> bool:
 class Cloud:
     """One agent serving VMs on a sandbox, every VM probed; `close()` removes it all."""
 
-    def __init__(self, box: Sandbox, workdir: Path, interval: float = 0.05) -> None:
+    def __init__(self, box: Sandbox, workdir: Path, interval: float = 0.05,
+                 nova_tls: list[str] = ()) -> None:
         self.box = box
-        self.nova = NovaProcess({}, SECRET, workdir).start()
+        self.nova = NovaProcess({}, SECRET, workdir, tls=nova_tls).start()
         self.agent = AgentProcess(box, extra=f"metadata_proxy_shared_secret = {SECRET}\n"
                                              f"nova_metadata_port = {self.nova.port}")
         self.prober = Prober(interval=interval)
