@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 
 from ovnmeta.haproxy.runtime import stat_rows
-from ovnmeta.haproxy.settings import map_path
+from ovnmeta.haproxy.settings import map_name, map_path
 from ovnmeta.core.portindex import PortIndex
 from ovnmeta.core.signing import sign_instance_id
 
@@ -151,7 +151,11 @@ class MapSync:
         (haproxy refuses a config naming a missing map), with the content known so far."""
         # Only the reconciler's thread deletes files (served()): what exists now stays, so a
         # pass with nothing missing never waits for a sync holding the lock.
-        missing = [n for n in networks if not Path(map_path(self.dir, n)).exists()]
+        try:
+            present = set(os.listdir(self.dir))
+        except FileNotFoundError:
+            present = set()
+        missing = [n for n in networks if map_name(n) not in present]
         if not missing:
             return
         with self._lock:

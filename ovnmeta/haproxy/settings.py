@@ -154,9 +154,13 @@ class Settings:
     direct: Direct | None = None
 
 
+def map_name(network_id: str) -> str:
+    return f"{network_id}.map"
+
+
 def map_path(directory: Path | str, network_id: str) -> str:
     """A network's map file (ovnmeta.haproxy.maps keeps its content)."""
-    return f"{directory}/{network_id}.map"
+    return f"{directory}/{map_name(network_id)}"
 
 
 def shared_stats_socket(directory: Path | str) -> str:
