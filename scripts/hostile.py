@@ -26,6 +26,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--flood-seconds", type=int, default=10)
     parser.add_argument("--agent-log", default="/tmp/ovnmeta-hostile-agent.log")
+    parser.add_argument("--haproxy-option", action="append", default=[],
+                        metavar="KEY=VALUE", help="an [haproxy] option of the agent, e.g. "
+                                                  "nova_maxconn=4 (repeatable)")
     args = parser.parse_args()
     box = Sandbox(root=SANDBOX_DIR)
     box.down()
@@ -33,7 +36,9 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="omt-") as work:
             r = hostile.run(box, Path(work), args.requests, flood_seconds=args.flood_seconds,
-                            agent_log=Path(args.agent_log))
+                            agent_log=Path(args.agent_log),
+                            haproxy_options="".join(f"{o.replace('=', ' = ', 1)}\n"
+                                                    for o in args.haproxy_option))
     finally:
         box.down()
     print(json.dumps(r, indent=1))

@@ -120,8 +120,14 @@ HAPROXY_OPTS = [
                 help="haproxy sends a known VM's GET and HEAD straight to nova, signed from "
                      "per-network maps the agent keeps current, while the agent and nova "
                      "pass haproxy's checks. Misses, POSTs and anything else go through the "
-                     "agent. Needs mode = shared and nova over http; otherwise every "
-                     "request goes through the agent."),
+                     "agent. Needs mode = shared (otherwise every request goes through the "
+                     "agent); https nova uses the [DEFAULT] TLS options as the agent does."),
+    cfg.IntOpt("nova_maxconn", default=16, min=1,
+               help="Direct path: requests haproxy has at nova at once. Past it they wait "
+                    "in haproxy (up to nova_metadata_timeout), a VM with fewer requests "
+                    "in flight ahead of one with more, so a VM flooding nova delays its "
+                    "own requests, not its neighbours'. Not used with "
+                    "[metadata_rate_limiting], which caps each VM itself."),
 ]
 
 HAPROXY_TIMEOUT_OPTS = [  # neutron's [metadata_haproxy], names and defaults

@@ -92,7 +92,8 @@ def direct(conf: cfg.ConfigOpts, ready_socket: str) -> Direct | None:
         LOG.error("[haproxy] direct_path is off: %s; every request goes through the agent",
                   refusal)
         return None
-    return Direct.for_nova(ready_socket, nova, str(Path(ready_socket).parent / CLIENT_PEM))
+    return Direct.for_nova(ready_socket, nova, str(Path(ready_socket).parent / CLIENT_PEM),
+                           maxconn=conf.haproxy.nova_maxconn)
 
 
 def config_args(conf: cfg.ConfigOpts) -> list[str]:

@@ -110,9 +110,11 @@ class Direct:
     host_header: str
     timeout_ms: int
     tls: NovaTls | None = None
+    maxconn: int = 16            # requests at nova at once; the rest queue, fairest first
 
     @classmethod
-    def for_nova(cls, ready_socket: str, nova: NovaEndpoint, client_pem: str = "") -> Direct:
+    def for_nova(cls, ready_socket: str, nova: NovaEndpoint, client_pem: str = "",
+                 maxconn: int = 16) -> Direct:
         tls = None
         if nova.protocol == "https":
             tls = NovaTls(nova.insecure, nova.ca_cert or "", nova.client_cert,
@@ -122,7 +124,8 @@ class Direct:
             address = f"ipv6@{host}:{nova.port}" if ":" in host else f"{host}:{nova.port}"
             return address + (tls.server_options(host) if tls else "")
         return cls(ready_socket, tuple(server(h) for h in nova.hosts),
-                   nova.authority(nova.hosts[0]), max(1, int(nova.timeout * 1000)), tls)
+                   nova.authority(nova.hosts[0]), max(1, int(nova.timeout * 1000)), tls,
+                   maxconn)
 
 
 # haproxy's own answers on the direct path, in the words the agent uses for the same cases.

@@ -75,8 +75,8 @@ def test_direct_path_is_gated_and_replaces_identity() -> None:
                    "X-Metadata-Provider", "X-Metadata-Provider-Signature"):
         assert f"http-request del-header {header}\n" in nova
         assert nova.index(f"del-header {header}\n") < nova.index("set-header X-Instance-ID ")
-    assert "server nova0 10.1.0.1:8775 check" in nova
-    assert "server nova1 ipv6@fd00::1:8775 check" in nova
+    assert "server nova0 10.1.0.1:8775 maxconn 16 check" in nova
+    assert "server nova1 ipv6@fd00::1:8775 maxconn 16 check" in nova
     assert "timeout server 2500ms" in nova and "Host 10.1.0.1:8775" in nova
     assert "server agent /r.sock check inter 500ms" in text
     assert "ovnmeta_nova" not in render(TEMPLATE, frontends("a"), SETTINGS)
@@ -95,18 +95,18 @@ def test_https_nova_with_neutrons_tls_options() -> None:
 
     assert nova_line(ca_cert="/ca.pem").startswith(
         "nova.example:8775 ssl verify required ca-file /ca.pem sni str(nova.example) "
-        "verifyhost nova.example check ")
+        "verifyhost nova.example maxconn 16 check ")
     assert "ca-file @system-ca sni" in nova_line()
     assert nova_line(ca_cert="/ca.pem", client_cert="/c.pem", client_key="/c.key").startswith(
         "nova.example:8775 ssl verify required ca-file /ca.pem sni str(nova.example) "
-        "verifyhost nova.example crt /st/nova-client.pem check ")
-    assert nova_line(insecure=True).startswith("nova.example:8775 ssl verify none check ")
+        "verifyhost nova.example crt /st/nova-client.pem maxconn 16 check ")
+    assert nova_line(insecure=True).startswith("nova.example:8775 ssl verify none maxconn 16 check ")
     # haproxy matches DNS names only: an IP is checked by its chain, against auth_ca_cert.
     assert nova_line(hosts=("10.0.0.5",), ca_cert="/ca.pem").startswith(
-        "10.0.0.5:8775 ssl verify required ca-file /ca.pem check ")
+        "10.0.0.5:8775 ssl verify required ca-file /ca.pem maxconn 16 check ")
     plain = render(TEMPLATE, frontends("a"), Settings(socket="/s", direct=(
         Direct.for_nova("/r.sock", NovaEndpoint(hosts=("n",), port=1)))), state_dir="/st")
-    assert "server nova0 n:1 check " in plain
+    assert "server nova0 n:1 maxconn 16 check " in plain
 
 
 def test_the_direct_path_refuses_an_ip_nova_trusted_through_the_system_store() -> None:
@@ -117,3 +117,21 @@ def test_the_direct_path_refuses_an_ip_nova_trusted_through_the_system_store() -
     assert refusal(hosts=("nova.example",)) == ""
     assert refusal(hosts=("10.0.0.5",), insecure=True) == ""
     assert direct_tls_refusal(NovaEndpoint(hosts=("10.0.0.5",), port=80)) == ""
+
+
+def test_the_direct_path_queues_for_nova_fewest_in_flight_first() -> None:
+    direct = Direct.for_nova("/r.sock", NovaEndpoint(hosts=("n",), port=1, timeout=3),
+                             maxconn=7)
+    text = render(TEMPLATE, frontends("a", "b"), Settings(socket="/s", direct=direct),
+                  state_dir="/st")
+    assert text.count("http-request track-sc0 var(txn.ovnmeta_vm),field(1,|) table "
+                      "ovnmeta_vms if { var(txn.ovnmeta_vm) -m found }") == 2
+    assert text.count("http-request set-priority-class sc0_conn_cur if") == 2
+    assert "stick-table type string len 64 size 100k expire 60s store conn_cur" in text
+    nova = text.split("backend ovnmeta_nova\n")[1]
+    assert "timeout queue 3000ms" in nova and "server nova0 n:1 maxconn 7 check" in nova
+    # neutron's rate limiting caps each VM itself, and owns sc0: no second policy then.
+    limited = render(TEMPLATE, frontends("a"), Settings(socket="/s", direct=direct,
+                                                        rate_limit=RateLimit()),
+                     state_dir="/st")
+    assert "ovnmeta_vms" not in limited and "set-priority-class" not in limited

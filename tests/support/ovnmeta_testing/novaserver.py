@@ -12,11 +12,13 @@ EC2 trees cloud-init reads, for the instances described in a JSON or YAML file:
         user_data: "#cloud-config\\n..."
         network_data: {...}          # optional
         vendor_data: {...}           # optional
+        delay: 0.5                   # optional: seconds every answer for it takes
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import ssl
@@ -151,6 +153,8 @@ class NovaMetadata:
         if parts == ["openstack"]:
             return _plain("\n".join(OPENSTACK_VERSIONS))
         iid, inst = self._identify(request)
+        if inst.get("delay"):   # a slow answer for this instance: nova under load
+            await asyncio.sleep(float(inst["delay"]))
         if parts[0] == "openstack":
             return await self._openstack(request, iid, inst, parts[1:])
         if parts[0] in EC2_VERSIONS:

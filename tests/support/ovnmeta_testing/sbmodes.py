@@ -60,11 +60,12 @@ class Cloud:
         self.nets.append(net)
         return net
 
-    def vm(self, net: neutron.Network, probe: bool = True) -> FakeVM:
-        """A VM bound here, known to nova; probed once it is first served."""
+    def vm(self, net: neutron.Network, probe: bool = True, **nova_data) -> FakeVM:
+        """A VM bound here, known to nova (with `nova_data` too); probed once it is first
+        served."""
         port = neutron.create_vm_port(self.box, net)
         self.nova.add_instance(port.device_id, {"project_id": port.project_id,
-                                                "hostname": port.name})
+                                                "hostname": port.name, **nova_data})
         vm = FakeVM(self.box, net, port).start()
         self.vms.append(vm)
         if probe:
