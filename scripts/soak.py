@@ -23,12 +23,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--sample-every", type=float, default=60,
+                        help="seconds between RSS/fd samples of the agent")
+    parser.add_argument("--trace", action="store_true",
+                        help="run the agent under tracemalloc (PYTHONTRACEMALLOC=1) and "
+                             "report the allocation lines that grew")
     args = parser.parse_args()
     box = Sandbox(root=SOAK_DIR)
     box.down()
     box.up()
     try:
-        result = soak.run(box, args.minutes, seed=args.seed)
+        result = soak.run(box, args.minutes, seed=args.seed, sample_every=args.sample_every,
+                          trace=args.trace)
     finally:
         box.down()
     print(json.dumps(result, indent=1))
@@ -41,6 +47,15 @@ def main() -> int:
           f"{result['wrong']} | {result['rss_kib_start'] / 1024:.1f} → "
           f"{result['rss_kib_end'] / 1024:.1f} MiB | {result['fds_start']} → "
           f"{result['fds_end']} | {left} |")
+    print("\n| minute | networks | agent RSS MiB | fds |\n|---|---|---|---|")
+    for sample in result["samples"]:
+        print(f"| {sample['minute']:g} | {sample['networks']} | "
+              f"{sample['rss_kib'] / 1024:.1f} | {sample['fds']} |")
+    if args.trace:
+        print(f"\ntraced Python memory: {result['traced_kib_start']} → "
+              f"{result['traced_kib_end']} KiB; lines that grew:")
+        for row in result["traced_grown"]:
+            print(f"  {row['kib_start']:>8} → {row['kib_end']:>8} KiB  {row['where']}")
     return 0
 
 

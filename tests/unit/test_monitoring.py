@@ -229,3 +229,20 @@ def test_with_workers_a_scrape_drops_the_series_of_a_network_gone(tmp_path) -> N
                          capture_output=True, text=True).stdout.split()
     assert [int(n) for n in out] == [2, 0, 1, 2]
     assert list(tmp_path.glob("*.db"))   # the values did go through the files
+
+
+def test_memory_endpoint_says_how_to_trace_and_lists_lines_when_tracing() -> None:
+    import tracemalloc
+
+    from ovnmeta.agent import control
+    assert control.allocations() == {
+        "tracing": False,
+        "hint": "start ovnmeta-agent with PYTHONTRACEMALLOC=1 to trace allocations"}
+    tracemalloc.start()
+    try:
+        kept = [bytearray(1000) for _ in range(1000)]
+        out = control.allocations(top=5)
+    finally:
+        tracemalloc.stop()
+    assert out["tracing"] and out["traced_kib"] >= 900 and 1 <= len(out["top"]) <= 5
+    assert "test_monitoring.py" in out["top"][0]["where"] and kept

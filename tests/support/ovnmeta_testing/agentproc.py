@@ -45,6 +45,7 @@ class AgentProcess:
         self.config = write_config(box, self.state_dir, mode, extra)
         self.log_path = self.state_dir / "agent.log"
         self.proc: subprocess.Popen | None = None
+        self.env: dict[str, str] = {}   # added to the agent's environment
 
     @property
     def socket(self) -> str:
@@ -55,7 +56,7 @@ class AgentProcess:
         log = open(self.log_path, "a")
         # oslo.log writes to stdout when no log_file is set.
         self.proc = subprocess.Popen([str(exe), "--config-file", str(self.config)],
-                                     stdout=log, stderr=log)
+                                     stdout=log, stderr=log, env={**os.environ, **self.env})
         AgentProcess.started.add(self)
         return self
 

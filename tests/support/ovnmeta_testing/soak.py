@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ovnmeta.agent import control
 from ovnmeta.core import naming
 from ovnmeta_testing import neutron
 from ovnmeta_testing.agentproc import AgentProcess, namespaces
@@ -133,9 +134,33 @@ def leftovers(box: Sandbox, agent: AgentProcess) -> dict[str, list[str]]:
     }
 
 
-def run(box: Sandbox, minutes: float, seed: int = 1, warmup: float = 20.0) -> dict:
+def memory(agent: AgentProcess, top: int = 30) -> dict:
+    """The agent's /memory answer (tracemalloc's top lines), or why there is none."""
+    try:
+        return control.request(str(agent.state_dir / control.CONTROL_SOCKET),
+                               f"/memory?top={top}", timeout=30)[1]
+    except (OSError, ValueError) as exc:
+        return {"error": str(exc)}
+
+
+def grown(start: dict, end: dict) -> list[dict]:
+    """Lines whose traced memory grew between two /memory answers, most first."""
+    before = {t["where"]: t["kib"] for t in start.get("top", [])}
+    rows = [{"where": t["where"], "kib_start": before.get(t["where"], 0.0),
+             "kib_end": t["kib"], "count_end": t["count"]} for t in end.get("top", [])]
+    return sorted((r for r in rows if r["kib_end"] > r["kib_start"]),
+                  key=lambda r: r["kib_start"] - r["kib_end"])
+
+
+def run(box: Sandbox, minutes: float, seed: int = 1, warmup: float = 20.0,
+        sample_every: float = 60.0, trace: bool = False) -> dict:
+    """`sample_every` seconds the agent's RSS and fds go into `samples` (a leak grows for
+    good, a high-water mark levels off); with `trace` the agent runs under tracemalloc and
+    its top allocation lines at the start and the end are compared."""
     rng = random.Random(seed)
     agent = AgentProcess(box)
+    if trace:
+        agent.env["PYTHONTRACEMALLOC"] = "1"
     nova = NovaProcess({}, SECRET, agent.state_dir).start()
     agent.config.write_text(agent.config.read_text().replace(
         "[DEFAULT]\n", f"[DEFAULT]\nmetadata_proxy_shared_secret = {SECRET}\n"
@@ -149,11 +174,20 @@ def run(box: Sandbox, minutes: float, seed: int = 1, warmup: float = 20.0) -> di
         end = time.monotonic() + minutes * 60
         warm_until = time.monotonic() + min(warmup, minutes * 60 / 4)
         start_rss = start_fds = start_kinds = None
+        began, samples, next_sample, traced_start = time.monotonic(), [], 0.0, {}
         while time.monotonic() < end:
             cloud.step(rng)
-            if start_rss is None and time.monotonic() >= warm_until:
+            now = time.monotonic()
+            if start_rss is None and now >= warm_until:
                 start_rss, start_fds = rss_kib(agent.proc.pid), fds(agent.proc.pid)
                 start_kinds = fd_kinds(agent.proc.pid)
+                traced_start = memory(agent) if trace else {}
+            if now >= next_sample:
+                samples.append({"minute": round((now - began) / 60, 2),
+                                "rss_kib": rss_kib(agent.proc.pid),
+                                "fds": fds(agent.proc.pid), "networks": len(cloud.nets)})
+                next_sample = now + sample_every
+        traced_end = memory(agent) if trace else {}
         for net_id in sorted(cloud.nets):
             cloud.delete_network(net_id)
         prober.stop()
@@ -175,6 +209,10 @@ def run(box: Sandbox, minutes: float, seed: int = 1, warmup: float = 20.0) -> di
             "fds_start": start_fds, "fds_end": fds(agent.proc.pid),
             "fd_kinds_start": start_kinds, "fd_kinds_end": fd_kinds(agent.proc.pid),
             "left": leftovers(box, agent),
+            "samples": samples,
+            **({"traced_kib_start": traced_start.get("traced_kib"),
+                "traced_kib_end": traced_end.get("traced_kib"),
+                "traced_grown": grown(traced_start, traced_end)[:15]} if trace else {}),
             "agent_running": agent.running(),
             "tracebacks": agent.log().count("Traceback"),
         })
