@@ -88,7 +88,9 @@ METADATA_OPTS = [
     cfg.FloatOpt("nova_metadata_timeout", default=10.0, min=0.1,
                  help="Seconds to wait for nova before answering 504."),
     cfg.FloatOpt("reconcile_interval", default=60.0, min=1.0,
-                 help="Seconds between full reconciliations even without events."),
+                 help="Seconds within which every network is looked at again even "
+                      "without events: a few networks at every pass (each second), not "
+                      "all at once."),
     cfg.StrOpt("register_as", default="auto", choices=list(registration.MODES),
                help="How neutron-server lists this host's metadata service. "
                     "'metadata-agent': as neutron-ovn-metadata-agent (removes "

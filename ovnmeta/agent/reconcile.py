@@ -73,7 +73,7 @@ class Reconciler:
         self._ready: set[str] = set()
         self._recreated: set[str] = set()
         self._problems: set[Problem] = set()
-        self._last_full = 0.0
+        self._checked_at: dict[str, float] = {}   # network → when a pass last looked at it
         self._last_host_check = 0.0
         self._signals = foreign.Signals()   # what we sent other agents' processes
         self._taking_over: set[str] = set()
@@ -132,7 +132,7 @@ class Reconciler:
 
     def _next_wakeup(self) -> float:
         now = time.monotonic()
-        deadlines = [self._last_host_check + HOST_CHECK, self._last_full + self.resync_interval]
+        deadlines = [self._last_host_check + HOST_CHECK]   # the rolling resync's cadence too
         if self.waiting_for:
             deadlines.append(self._last_host_check + AGENT_POLL)
         if self._signals.pending or (self._taking_over and self._takeover_since is not None
@@ -152,7 +152,7 @@ class Reconciler:
             self._last_host_check = started
             return
         with self._cond:
-            full = self._all_dirty or started - self._last_full >= self.resync_interval
+            full = self._all_dirty
             dirty, self._dirty, self._all_dirty = self._dirty, set(), False
         snapshot = self.sb.snapshot()
         iface_ids = self.ovs.iface_ids()
@@ -170,10 +170,12 @@ class Reconciler:
             backing_off=frozenset(n for n, b in self._backoff.items() if b.retry_at > started),
             watched=frozenset(self._taking_over | self._signals.networks()),
             moved_ports=frozenset(moved), ports=snapshot.ports, plugged=plugged,
-            may_delete=self.sb.connected())
+            may_delete=self.sb.connected(),
+            sweep=worklist.sweep(desired.keys() | present, self._checked_at, started,
+                                 self.resync_interval, HOST_CHECK))
         check = worklist.to_check(inputs)
-        if full:
-            self._last_full = started
+        self._checked_at = {n: started if n in check else self._checked_at.get(n, started)
+                            for n in desired.keys() | present}
         host = plan.HostView(plugged, self.ovs.others(), self.host.processes_in(
             {naming.namespace(n) for n in check & present}))
         # Another agent's port for a network we serve, wherever it shows up.

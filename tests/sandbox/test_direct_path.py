@@ -30,18 +30,30 @@ def goes_direct(port: int, vm, net) -> bool:
     return fetch(vm, 1) == [200] and agent_requests(scrape(port), net.id) == before
 
 
-@pytest.fixture
-def direct(sandbox, tmp_path):
+def metrics_port(cloud: Cloud) -> int:
+    """The agent's metrics endpoint (off in tests by default) on a free port."""
     port = _free_port()
-    cloud = Cloud(sandbox, tmp_path)
     cloud.agent.config.write_text(cloud.agent.config.read_text().replace(
         "[metrics]\nlisten =\n", f"[metrics]\nlisten = 127.0.0.1:{port}\n"))
+    return port
+
+
+def served_direct(cloud: Cloud, port: int, timeout: float = 10):
+    """The agent started, a network with one VM, served, and by the direct path."""
+    cloud.agent.start()
+    net = cloud.network()
+    vm = cloud.vm(net, probe=False)
+    wait_until(lambda: fetch(vm, 1) == [200], timeout=30, what="VM served")
+    wait_until(lambda: goes_direct(port, vm, net), timeout=timeout, what="the direct path")
+    return net, vm
+
+
+@pytest.fixture
+def direct(sandbox, tmp_path):
+    cloud = Cloud(sandbox, tmp_path)
+    port = metrics_port(cloud)
     try:
-        cloud.agent.start()
-        net = cloud.network()
-        vm = cloud.vm(net, probe=False)
-        wait_until(lambda: fetch(vm, 1) == [200], timeout=30, what="VM served")
-        wait_until(lambda: goes_direct(port, vm, net), timeout=10, what="the direct path")
+        net, vm = served_direct(cloud, port)
         yield {"cloud": cloud, "port": port, "net": net, "vm": vm}
     finally:
         # Also when the setup failed: a leaked agent holds the host lock for every later test.

@@ -10,10 +10,10 @@ import subprocess
 from pathlib import Path
 
 from ovnmeta.haproxy.settings import CLIENT_PEM
-from ovnmeta_testing.sandbox import _free_port, wait_until
+from ovnmeta_testing.sandbox import wait_until
 from ovnmeta_testing.sbmodes import Cloud
 
-from tests.sandbox.test_direct_path import agent_requests, goes_direct
+from tests.sandbox.test_direct_path import agent_requests, metrics_port, served_direct
 from tests.sandbox.test_metrics import fetch, scrape
 
 
@@ -38,24 +38,18 @@ def make_pki(d: Path) -> Path:
 
 def test_https_nova_is_reached_direct_and_a_wrong_ca_is_named_once(sandbox, tmp_path) -> None:
     pki = make_pki(tmp_path / "pki")
-    port = _free_port()
     cloud = Cloud(sandbox, tmp_path, nova_tls=[
         "--tls-cert", str(pki / "nova.pem"), "--tls-key", str(pki / "nova.key"),
         "--tls-client-ca", str(pki / "ca.pem")])
     tls = ("nova_metadata_host = localhost\nnova_metadata_protocol = https\n"
            f"auth_ca_cert = {pki / 'ca.pem'}\nnova_client_cert = {pki / 'client.pem'}\n"
            f"nova_client_priv_key = {pki / 'client.key'}\n")
-    cloud.agent.config.write_text(cloud.agent.config.read_text()
-                                  .replace("[DEFAULT]\n", "[DEFAULT]\n" + tls, 1)
-                                  .replace("[metrics]\nlisten =\n",
-                                           f"[metrics]\nlisten = 127.0.0.1:{port}\n"))
+    cloud.agent.config.write_text(cloud.agent.config.read_text().replace(
+        "[DEFAULT]\n", "[DEFAULT]\n" + tls, 1))
+    port = metrics_port(cloud)
     try:
-        cloud.agent.start()
-        net = cloud.network()
-        vm = cloud.vm(net, probe=False)
-        wait_until(lambda: fetch(vm, 1) == [200], timeout=30, what="VM served")
-        # haproxy itself verified nova and showed the client certificate nova demands.
-        wait_until(lambda: goes_direct(port, vm, net), timeout=15, what="the direct path")
+        # haproxy itself verifies nova and shows the client certificate nova demands.
+        net, vm = served_direct(cloud, port, timeout=15)
         before = scrape(port)
         assert fetch(vm, 10) == [200] * 10
         assert agent_requests(scrape(port), net.id) == agent_requests(before, net.id)

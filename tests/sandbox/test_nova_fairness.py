@@ -7,31 +7,25 @@ import time
 
 import subprocess
 
-from ovnmeta_testing.sandbox import _free_port, wait_until
+from ovnmeta_testing.sandbox import wait_until
 from ovnmeta_testing.sbmodes import URL, Cloud
 
-from tests.sandbox.test_direct_path import goes_direct
+from tests.sandbox.test_direct_path import goes_direct, metrics_port, served_direct
 from tests.sandbox.test_metrics import fetch
 
 
 def test_a_vm_flooding_nova_waits_behind_its_neighbour(sandbox, tmp_path) -> None:
-    port = _free_port()
     cloud = Cloud(sandbox, tmp_path)
-    cloud.agent.config.write_text(cloud.agent.config.read_text()
-                                  .replace("[haproxy]\n", "[haproxy]\nnova_maxconn = 2\n", 1)
-                                  .replace("[metrics]\nlisten =\n",
-                                           f"[metrics]\nlisten = 127.0.0.1:{port}\n"))
+    cloud.agent.config.write_text(cloud.agent.config.read_text().replace(
+        "[haproxy]\n", "[haproxy]\nnova_maxconn = 2\n", 1))
+    port = metrics_port(cloud)
     try:
-        cloud.agent.start()
-        net = cloud.network()
+        # The agent's own path has no such limit: this is haproxy's path to nova.
+        net, neighbour = served_direct(cloud, port, timeout=15)
         # nova takes 0.5 s for each of the flooder's requests: two hold both slots.
         flooder = cloud.vm(net, probe=False, delay=0.5)
-        neighbour = cloud.vm(net, probe=False)
-        wait_until(lambda: fetch(neighbour, 1) == [200] and fetch(flooder, 1) == [200],
-                   timeout=30, what="both VMs served")
-        # The agent has no such limit: this is about haproxy's path to nova.
-        wait_until(lambda: goes_direct(port, neighbour, net), timeout=15,
-                   what="the direct path")
+        wait_until(lambda: goes_direct(port, flooder, net), timeout=30,
+                   what="the flooder served by the direct path")
         flood = flooder.popen("sh", "-c", "for i in $(seq 8); do curl -s -o /dev/null -w "
                               f"'%{{http_code}} ' {URL} & done; wait",
                               stdout=subprocess.PIPE, text=True)

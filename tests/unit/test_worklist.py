@@ -62,3 +62,25 @@ def test_nothing_is_removed_while_the_sb_cannot_be_refreshed() -> None:
     offline = inputs(may_delete=False, present=frozenset({*DESIRED, "gone"}))
     assert to_converge(offline, {"a", "gone"}) == ["a"]
     assert to_converge(inputs(), {"a", "gone"}) == ["a", "gone"]
+
+
+def test_the_rolling_resync_looks_at_the_oldest_few_and_each_within_an_interval() -> None:
+    from ovnmeta.core.worklist import sweep
+    nets = [f"n{i:03}" for i in range(200)]
+    # All looked at together at t = 0 (the first, full pass): from t = 60 on, 4 a pass.
+    checked = {n: 0.0 for n in nets}
+    assert sweep(nets, checked, 59.9, 60, 1) == frozenset()
+    assert len(sweep(nets, checked, 60, 60, 1)) == 4
+    # A pass a second from then on looks at each network once in the next 50 passes.
+    seen, t = [], 60.0
+    while len(seen) < 200:
+        due = sweep(nets, checked, t, 60, 1)
+        assert due and not set(due) & set(seen)
+        seen += sorted(due)
+        checked.update({n: t for n in due})
+        t += 1
+    assert t - 60 <= 60
+    # The oldest go first; a network never looked at is the oldest of all.
+    checked["n007"] = -5.0
+    assert "n007" in sweep(nets, checked, t + 60, 60, 1)
+    assert "new" in sweep(["new", *nets], checked, t, 60, 1)
