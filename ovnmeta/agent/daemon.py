@@ -88,9 +88,9 @@ def direct(conf: cfg.ConfigOpts, ready_socket: str) -> Direct | None:
         ssl_context(nova)
     except TlsSettingsError as exc:
         refusal = str(exc)
-    if refusal:
-        LOG.error("[haproxy] direct_path is off: %s; every request goes through the agent",
-                  refusal)
+    if refusal:   # the agent's nova client names a broken file as an error itself
+        LOG.warning("[haproxy] direct_path is off: %s; every request goes through the agent",
+                    refusal)
         return None
     return Direct.for_nova(ready_socket, nova, str(Path(ready_socket).parent / CLIENT_PEM),
                            maxconn=conf.haproxy.nova_maxconn)

@@ -11,13 +11,11 @@ exits when told to (`ovnmeta cleanup`) or when no agent has been alive for KEEP_
 from __future__ import annotations
 
 import os
+import select
 import socket
 import struct
-import subprocess
 import sys
 import time
-
-from ovnmeta.host import procs
 
 KEEP_SECONDS = 60.0
 FETCH, PING, RELEASE = b"f", b"p", b"x"
@@ -63,6 +61,7 @@ def start(sock: socket.socket, socket_path: str, timeout: float = 5.0) -> bool:
     ctl = control_path(socket_path)
     if os.path.exists(ctl):
         os.unlink(ctl)
+    import subprocess   # here: the keeper itself imports as little as it can (its memory)
     fd = sock.fileno()
     subprocess.Popen([sys.executable, "-m", "ovnmeta.agent.handoff", str(fd), ctl,
                       str(os.getpid()), str(KEEP_SECONDS)], pass_fds=[fd],
@@ -81,10 +80,23 @@ def _peer_pid(conn: socket.socket) -> int:
     return struct.unpack("3i", creds)[0]
 
 
+def _pidfd(pid: int) -> int | None:
+    """A pidfd of the owner (readable once it has exited), or None when it is gone."""
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
+
+
+def _alive(pidfd: int | None) -> bool:
+    return pidfd is not None and not select.select([pidfd], [], [], 0)[0]
+
+
 def _keep(fd: int, ctl: str, owner: int, seconds: float) -> None:
     """Serve duplicates of fd to whoever asks; the last one to ask is the owner."""
     tmp = f"{ctl}.{os.getpid()}"
     orphaned_since: float | None = None
+    owner_fd = _pidfd(owner)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
         server.bind(tmp)
         os.chmod(tmp, 0o600)
@@ -93,7 +105,7 @@ def _keep(fd: int, ctl: str, owner: int, seconds: float) -> None:
         mine = os.stat(ctl).st_ino
         server.settimeout(1.0)
         while True:
-            if procs.running(owner):
+            if _alive(owner_fd):
                 orphaned_since = None
             elif orphaned_since is None:
                 orphaned_since = time.monotonic()
@@ -115,7 +127,9 @@ def _keep(fd: int, ctl: str, owner: int, seconds: float) -> None:
                             break
                         continue
                     socket.send_fds(conn, [b"s"], [fd])
-                    owner, orphaned_since = _peer_pid(conn), None
+                    if owner_fd is not None:
+                        os.close(owner_fd)
+                    owner_fd, orphaned_since = _pidfd(_peer_pid(conn)), None
                 except OSError:
                     continue
         try:
