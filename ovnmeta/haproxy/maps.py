@@ -24,6 +24,7 @@ from ovnmeta.haproxy.runtime import stat_rows
 from ovnmeta.haproxy.settings import map_name, map_path
 from ovnmeta.core.portindex import PortIndex
 from ovnmeta.core.signing import sign_instance_id
+from ovnmeta.core.throttle import Throttle
 
 LOG = logging.getLogger(__name__)
 
@@ -333,6 +334,7 @@ class NovaWatch:
         # Failures since this agent started, by the kinds the agent's own path counts.
         self.errors = {"refused": 0, "timeout or invalid HTTP": 0, "403 bad secret": 0,
                        "5xx": 0}
+        self._throttle = Throttle()
 
     def check(self) -> None:
         try:
@@ -358,13 +360,19 @@ class NovaWatch:
         self.errors["403 bad secret"] += delta.get(403, 0)
         self.errors["5xx"] += sum(v for k, v in delta.items() if isinstance(k, int) and k >= 500)
         if delta.get(403):
-            LOG.error("nova refused %d signed request(s) on the direct path (403): "
-                      "metadata_proxy_shared_secret in the agent's config does not match "
-                      "nova's [neutron] metadata_proxy_shared_secret", delta[403])
+            self._throttle.log(
+                LOG, logging.ERROR, "403",
+                "nova refused %d signed request(s) on the direct path (403): "
+                "metadata_proxy_shared_secret in the agent's config does not match "
+                "nova's [neutron] metadata_proxy_shared_secret", delta[403])
         for status in sorted(k for k in delta if isinstance(k, int) and k >= 500):
-            LOG.warning("nova answered %d to %d request(s) on the direct path", status,
-                        delta[status])
+            self._throttle.log(LOG, logging.WARNING, str(status),
+                               "nova answered %d to %d request(s) on the direct path", status,
+                               delta[status])
         if delta.get("econ") or delta.get("eresp"):
-            LOG.error("direct path: %d failed connection(s) to nova and %d failed or timed "
-                      "out answer(s); while haproxy's check finds nova down, VMs go through "
-                      "the agent", delta.get("econ", 0), delta.get("eresp", 0))
+            # haproxy's counters do not tell a reset from bytes that are not HTTP.
+            self._throttle.log(
+                LOG, logging.ERROR, "failed",
+                "direct path: %d failed connection(s) to nova and %d failed answer(s) (reset, "
+                "not HTTP or timed out); while haproxy's check finds nova down, VMs go through "
+                "the agent", delta.get("econ", 0), delta.get("eresp", 0))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import httptools
 
 from ovnmeta.core.model import NovaEndpoint
+from ovnmeta.core.throttle import Throttle
 from ovnmeta.proxy import metrics
 
 LOG = logging.getLogger(__name__)
@@ -39,27 +40,6 @@ def failure_kind(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError):
         return "TLS"
     return type(exc).__name__
-
-
-class Throttle:
-    """Log a recurring failure once, then once a minute with how often it recurred."""
-
-    def __init__(self, interval: float = 60.0) -> None:
-        self.interval = interval
-        self._last: dict[str, tuple[float, int]] = {}
-
-    def log(self, logger: logging.Logger, level: int, key: str, msg: str, *args) -> None:
-        now = time.monotonic()
-        last, count = self._last.get(key, (0.0, 0))
-        if last and now - last < self.interval:
-            self._last[key] = (last, count + 1)
-            logger.debug(msg, *args)
-            return
-        self._last[key] = (now, 0)
-        if count:
-            msg += " (%d more since last logged)"
-            args = (*args, count)
-        logger.log(level, msg, *args)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 on loopback."""
 
 import ipaddress
+import logging
 import shutil
 import stat
 import time
@@ -267,3 +268,11 @@ def test_nova_watch_logs_refusals_once_and_counts_a_new_worker_from_zero(caplog)
     watch.check()
     assert "nova answered 502 to 1 request(s)" in caplog.text
     assert watch.requests == 6
+    # The same failure again within the minute: counted, not logged again.
+    caplog.clear()
+    state["table"] = "0x1: key=502 use=0 exp=0 gpc0=3\n"
+    state["stat"] = "# pxname,svname,stot,econ,eresp\novnmeta_nova,BACKEND,9,0,4\n"
+    watch.check()
+    assert "failed answer(s)" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "502" in r.message]
+    assert watch.errors["5xx"] == 3 and watch.errors["timeout or invalid HTTP"] == 4

@@ -170,7 +170,8 @@ def test_nova_server_rejects_unsigned_and_missing_headers() -> None:
 def test_failure_kinds_and_throttled_logging(caplog) -> None:
     import errno
 
-    from ovnmeta.proxy.nova import InvalidHttp, Throttle, failure_kind
+    from ovnmeta.core.throttle import Throttle
+    from ovnmeta.proxy.nova import InvalidHttp, failure_kind
     assert failure_kind(ConnectionResetError()) == "reset"
     assert failure_kind(OSError(errno.ECONNRESET, "reset")) == "reset"
     assert failure_kind(ConnectionRefusedError()) == "refused"
