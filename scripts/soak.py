@@ -25,9 +25,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--sample-every", type=float, default=60,
                         help="seconds between RSS/fd samples of the agent")
-    parser.add_argument("--trace", action="store_true",
-                        help="run the agent under tracemalloc (PYTHONTRACEMALLOC=1) and "
-                             "report the allocation lines that grew")
+    parser.add_argument("--trace", type=int, nargs="?", const=1, default=0, metavar="FRAMES",
+                        help="run the agent under tracemalloc (PYTHONTRACEMALLOC=FRAMES, 1 "
+                             "when not given) and report the allocations that grew, by line "
+                             "or, with more frames, by stack")
     args = parser.parse_args()
     box = Sandbox(root=SOAK_DIR)
     box.down()

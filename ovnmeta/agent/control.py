@@ -56,10 +56,13 @@ def allocations(top: int = 30) -> dict:
     current, peak = tracemalloc.get_traced_memory()
     snapshot = tracemalloc.take_snapshot().filter_traces(
         [tracemalloc.Filter(False, tracemalloc.__file__)])
+    # PYTHONTRACEMALLOC=N > 1 keeps N frames: the lines are then whole stacks, most recent
+    # frame first, which tells who holds what a library line allocated.
+    by = "traceback" if tracemalloc.get_traceback_limit() > 1 else "lineno"
     return {"tracing": True, "traced_kib": current // 1024, "peak_kib": peak // 1024,
-            "top": [{"where": str(stat.traceback[0]), "kib": round(stat.size / 1024, 1),
-                     "count": stat.count}
-                    for stat in snapshot.statistics("lineno")[:top]]}
+            "top": [{"where": " < ".join(str(frame) for frame in reversed(stat.traceback)),
+                     "kib": round(stat.size / 1024, 1), "count": stat.count}
+                    for stat in snapshot.statistics(by)[:top]]}
 
 
 async def serve(app: web.Application, sock: socket.socket, stop: asyncio.Event) -> None:

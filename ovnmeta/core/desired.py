@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import re
 from collections import Counter
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 
 from ovnmeta.core import naming
 from ovnmeta.core.linklocal import link_local_of
+from ovnmeta.core.memo import generational
 from ovnmeta.core.model import METADATA_V4, METADATA_V6, NetworkSpec, PortRecord, SbSnapshot
 
 # What the agent serves, as neutron does: VIFs (nova plugs them into this host's OVS) and
@@ -33,8 +33,8 @@ class Problem:
 
 
 # Every pass reads every port of every network here: parsing is most of a pass's pure
-# work at 200 networks (10 ms), and the columns rarely change. Bounded caches.
-@functools.lru_cache(maxsize=16384)
+# work at 200 networks (10 ms), and the columns rarely change. Memoised while in use.
+@generational(limit=16384)
 def parse_mac_column(entries: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
     """The MAC and IPs of a Port_Binding `mac` column ("MAC IP IP ..." entries)."""
     for entry in entries:
@@ -53,7 +53,7 @@ def parse_mac_column(entries: tuple[str, ...]) -> tuple[str | None, tuple[str, .
     return None, ()
 
 
-@functools.lru_cache(maxsize=4096)
+@generational(limit=4096)
 def addresses_with_prefix(ips: tuple[str, ...], cidrs: str) -> frozenset[str]:
     """Each IP with the prefix neutron recorded for it, or a host prefix when none was."""
     prefixes: dict[str, int] = {}

@@ -6,13 +6,13 @@ IPv6 link-local clients are found by the MAC their EUI-64 address encodes.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 
 from ovnmeta.core.desired import VM_PORT_TYPES, answerable, parse_mac_column
 from ovnmeta.core.linklocal import link_local_of, mac_from_link_local
+from ovnmeta.core.memo import generational
 from ovnmeta.core.model import PortRecord
 
 
@@ -32,7 +32,7 @@ class BadAddress(ValueError):
     pass
 
 
-@functools.lru_cache(maxsize=4096)  # haproxy sends the same few client addresses
+@generational(limit=4096)  # haproxy sends the same few client addresses
 def normalize_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """The client address as haproxy sent it; a scope (%eth0) is dropped."""
     try:

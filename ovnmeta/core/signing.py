@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 
+from ovnmeta.core.memo import generational
 
-@functools.lru_cache(maxsize=4096)  # the same few instances ask again and again
+
+@generational(limit=4096)  # the same few instances ask again and again
 def sign_instance_id(secret: str, instance_id: str) -> str:
     return hmac.new(secret.encode(), instance_id.encode(), hashlib.sha256).hexdigest()
 

@@ -25,7 +25,9 @@ def _alive(pid: int, cfg: Path) -> bool:
     if not procs.running(pid):
         return False
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        # open(), not Path: every pass reads this, and pathlib interns each new pid's name
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().split(b"\0")
     except OSError:   # gone meanwhile (ENOENT, or ESRCH while being reaped)
         return False
     return str(cfg).encode() in cmdline

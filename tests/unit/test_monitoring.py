@@ -246,3 +246,18 @@ def test_memory_endpoint_says_how_to_trace_and_lists_lines_when_tracing() -> Non
         tracemalloc.stop()
     assert out["tracing"] and out["traced_kib"] >= 900 and 1 <= len(out["top"]) <= 5
     assert "test_monitoring.py" in out["top"][0]["where"] and kept
+    assert " < " not in out["top"][0]["where"]
+
+    def hold() -> list[bytearray]:
+        return [bytearray(1000) for _ in range(1000)]
+
+    tracemalloc.start(3)   # with frames, a line is a stack: who called what allocated
+    try:
+        kept = hold()
+        out = control.allocations(top=5)
+    finally:
+        tracemalloc.stop()
+    where = out["top"][0]["where"].split(" < ")
+    assert len(where) >= 2 and kept
+    assert where[0].endswith(f":{hold.__code__.co_firstlineno + 1}")
+    assert "test_monitoring.py" in where[1]

@@ -134,7 +134,7 @@ def leftovers(box: Sandbox, agent: AgentProcess) -> dict[str, list[str]]:
     }
 
 
-def memory(agent: AgentProcess, top: int = 30) -> dict:
+def memory(agent: AgentProcess, top: int = 300) -> dict:
     """The agent's /memory answer (tracemalloc's top lines), or why there is none."""
     try:
         return control.request(str(agent.state_dir / control.CONTROL_SOCKET),
@@ -144,7 +144,8 @@ def memory(agent: AgentProcess, top: int = 30) -> dict:
 
 
 def grown(start: dict, end: dict) -> list[dict]:
-    """Lines whose traced memory grew between two /memory answers, most first."""
+    """Lines whose traced memory grew between two /memory answers, most first (both list
+    the top 300, so a line missing at the start was small there, not absent)."""
     before = {t["where"]: t["kib"] for t in start.get("top", [])}
     rows = [{"where": t["where"], "kib_start": before.get(t["where"], 0.0),
              "kib_end": t["kib"], "count_end": t["count"]} for t in end.get("top", [])]
@@ -153,14 +154,16 @@ def grown(start: dict, end: dict) -> list[dict]:
 
 
 def run(box: Sandbox, minutes: float, seed: int = 1, warmup: float = 20.0,
-        sample_every: float = 60.0, trace: bool = False) -> dict:
+        sample_every: float = 60.0, trace: int = 0) -> dict:
     """`sample_every` seconds the agent's RSS and fds go into `samples` (a leak grows for
     good, a high-water mark levels off); with `trace` the agent runs under tracemalloc and
-    its top allocation lines at the start and the end are compared."""
+    its top allocation lines (stacks of `trace` frames) at the start and the end are
+    compared. A snapshot costs the agent tens of MiB it keeps as a high-water mark: RSS is
+    read before each one, and only an untraced run's RSS is the agent's own."""
     rng = random.Random(seed)
     agent = AgentProcess(box)
     if trace:
-        agent.env["PYTHONTRACEMALLOC"] = "1"
+        agent.env["PYTHONTRACEMALLOC"] = str(int(trace))
     nova = NovaProcess({}, SECRET, agent.state_dir).start()
     agent.config.write_text(agent.config.read_text().replace(
         "[DEFAULT]\n", f"[DEFAULT]\nmetadata_proxy_shared_secret = {SECRET}\n"
@@ -187,6 +190,7 @@ def run(box: Sandbox, minutes: float, seed: int = 1, warmup: float = 20.0,
                                 "rss_kib": rss_kib(agent.proc.pid),
                                 "fds": fds(agent.proc.pid), "networks": len(cloud.nets)})
                 next_sample = now + sample_every
+        end_rss = rss_kib(agent.proc.pid)
         traced_end = memory(agent) if trace else {}
         for net_id in sorted(cloud.nets):
             cloud.delete_network(net_id)
@@ -205,7 +209,7 @@ def run(box: Sandbox, minutes: float, seed: int = 1, warmup: float = 20.0,
             "wrong": sum(r["wrong"] for r in report.values()),
             "failures": {name: {"errors": r["errors"], "at": r["failed_at"]}
                          for name, r in report.items() if r["failed"] or r["wrong"]},
-            "rss_kib_start": start_rss, "rss_kib_end": rss_kib(agent.proc.pid),
+            "rss_kib_start": start_rss, "rss_kib_end": end_rss,
             "fds_start": start_fds, "fds_end": fds(agent.proc.pid),
             "fd_kinds_start": start_kinds, "fd_kinds_end": fd_kinds(agent.proc.pid),
             "left": leftovers(box, agent),
