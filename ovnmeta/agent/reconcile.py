@@ -193,7 +193,9 @@ class Reconciler:
                 LOG.info("removing orphan OVS port %s (iface-id %s)", device, plugged[device])
                 batch.unplug.append(device)
             self._sweep_outers(ours)
+        converged = time.monotonic()
         self._flush(batch)
+        flushed = time.monotonic()
 
         if not self._taking_over:
             self._takeover_since = None
@@ -218,9 +220,11 @@ class Reconciler:
         self._last_host_check = time.monotonic()
         self.passes += 1
         if batch.changed:
-            LOG.info("pass %d: %d network(s) changed, %d checked, %d served, in %.3fs",
-                     self.passes, batch.changed, len(check), len(self._ready),
-                     self._last_host_check - started)
+            LOG.info("pass %d: %d network(s) changed, %d checked, %d served, in %.3fs "
+                     "(host %.3f, OVS %.3f, haproxy %.3f)", self.passes, batch.changed,
+                     len(check), len(self._ready), self._last_host_check - started,
+                     converged - started, flushed - converged,
+                     self._last_host_check - flushed)
         self._record(desired, problems, errors, started)
 
     def _other_agent_runs(self) -> bool:
