@@ -249,6 +249,12 @@ def measure(vm: FakeVM, agent: AgentProcess, connections: int, seconds: int) -> 
          "private_mib": round((r.get("Private_Clean", 0) + r.get("Private_Dirty", 0))
                               / 1024, 1)}
         for pid in agent_pids for r in [rollup_kib(pid)]]
+    # What the machine would get back if the workers (and a zygote) exited: their private
+    # pages. PSS also moves shares of pages they map with processes outside the agent
+    # (the interpreter's files), which stay in memory either way.
+    through["workers_private_mib"] = round(sum(
+        p["private_mib"] for p in through["agent_processes"]
+        if p["pid"] != agent.proc.pid and "ovnmeta.agent.handoff" not in p["args"]), 1)
     ceiling = wrk(vm, f"http://169.254.169.254:{CEILING_PORT}{PATH}", connections, seconds)
     return {"agent": through, "ceiling": ceiling, "ratio": through["rps"] / ceiling["rps"],
             "p99_ratio": through["p99_ms"] / ceiling["p99_ms"]}
@@ -381,7 +387,8 @@ def table(results: dict) -> str:
              f"ceiling alternated, {results['rounds']} rounds",
              f"{'extra PBs':>9} {'round':>5} {'agent req/s':>11} {'p50 ms':>7} {'p99 ms':>7} "
              f"{'ceiling req/s':>13} {'p50 ms':>7} {'p99 ms':>7} {'share':>6} {'p99 x':>6} "
-             f"{'errors':>6} {'agent CPU µs/req':>16} {'PSS agent+haproxy MiB':>21}"]
+             f"{'errors':>6} {'agent CPU µs/req':>16} {'PSS agent+haproxy MiB':>21} "
+             f"{'workers private MiB':>19}"]
     for r in results["runs"]:
         for i, one in enumerate(r["rounds"], 1):
             a, c = one["agent"], one["ceiling"]
@@ -390,7 +397,8 @@ def table(results: dict) -> str:
                          f"{c['p50_ms']:>7.2f} {c['p99_ms']:>7.2f} {one['ratio']:>6.1%} "
                          f"{one['p99_ratio']:>6.2f} {a['non_2xx']:>6} "
                          f"{a['agent_cpu_us_per_request']:>16} "
-                         f"{a['pss_mib']['agent']:>9} + {a['pss_mib']['haproxy']:<9}")
+                         f"{a['pss_mib']['agent']:>9} + {a['pss_mib']['haproxy']:<9} "
+                         f"{a.get('workers_private_mib', 0):>19}")
         lines.append(f"{r['extra_port_bindings']:>9} {'all':>5} share of the ceiling "
                      f"{r['ratio']:.1%} (sums of req/s), p99 {r['p99_ratio']:.2f}× "
                      f"the ceiling's (means)")

@@ -3,10 +3,14 @@
 Each worker inherits the listening socket, so the kernel spreads connections among the
 processes. A worker holds no SB or OVS connection: the agent streams its one view to every
 worker (ovnmeta.agent.workerfeed), which keeps the SB's load independent of the worker count.
-Workers are forked by a zygote, a copy of the agent made before it starts any thread: a
-worker then shares the interpreter and the modules the agent loaded, copy-on-write, instead
-of loading its own (about 25 MiB a process), and no worker is forked from a process whose
-other threads may hold locks. The agent keeps the workers alive and stops them with itself.
+Workers come from a zygote, a copy of the agent made before it starts any thread: it forks
+the other workers, then serves as the last one itself. A worker then shares the interpreter
+and the modules the agent loaded, copy-on-write, instead of loading its own (about 25 MiB a
+process), and no worker is forked from a process whose other threads may hold locks. A
+zygote that went on waiting beside its workers would keep its own copy of every page both
+the agent and a worker write (6 MiB): it would cost as much as a worker and serve nothing.
+So a worker that dies is replaced by a new interpreter. The agent keeps the workers alive
+and stops them with itself.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class Zygote:
         self._drop_fds = drop_fds
         self._ctl: socket.socket | None = None
         self.pid = 0
+        self.serving = False    # it became a worker: it forks no more
 
     def start(self) -> None:
         """Fork now: call before the agent starts any thread."""
@@ -70,12 +75,24 @@ class Zygote:
 
     def fork_worker(self) -> tuple[int, socket.socket]:
         """A new worker's PID and the agent's end of its feed."""
-        if not self.alive():
-            raise OSError("the worker zygote is gone")
+        return self._ask(b"fork")
+
+    def serve(self) -> tuple[int, socket.socket]:
+        """Make the zygote the last worker; its PID and the agent's end of its feed."""
+        pid, ours = self._ask(b"serve")
+        self.serving = True
+        self._ctl.close()
+        self._ctl = None
+        return pid, ours
+
+    def _ask(self, command: bytes) -> tuple[int, socket.socket]:
+        if self.serving or not self.alive():
+            raise OSError("the worker zygote is serving" if self.serving
+                          else "the worker zygote is gone")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._ctl.settimeout(10)
-            socket.send_fds(self._ctl, [b"fork"], [theirs.fileno()])
+            socket.send_fds(self._ctl, [command], [theirs.fileno()])
             reply = self._ctl.recv(32)
         except OSError:
             ours.close()
@@ -102,19 +119,24 @@ def _zygote(conf, sock: socket.socket, ctl: socket.socket, agent: int,
     procs.die_with_parent(agent)
     for fd in drop_fds:
         os.close(fd)
-    # Reap workers as they exit: the agent watches them by PID.
+    # Reap workers as they exit, also once serving: the agent watches them by PID.
     signal.signal(signal.SIGCHLD, lambda *_: _reap())
-    me = os.getpid()
     while True:
         msg, fds, _flags, _addr = socket.recv_fds(ctl, 16, 1)
         if not msg:
             return                     # the agent closed its end: stopping or gone
         feed = socket.socket(fileno=fds[0])
+        if msg == b"serve":
+            ctl.send(str(os.getpid()).encode())
+            ctl.close()
+            _run_worker(conf, sock, feed)
+            return
 
         def worker() -> None:
+            # Not bound to the zygote's life (a worker itself now): the end of the agent's
+            # feed stops it, the agent's death included.
             ctl.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            procs.die_with_parent(me)
             _run_worker(conf, sock, feed)
         pid = _fork(worker, "a metadata worker")
         feed.close()
@@ -167,16 +189,18 @@ class WorkerPool:
         self.zygote = zygote
         self.workers: list[_Worker] = []
 
-    def _spawn(self) -> _Worker:
-        if self.zygote is not None:
+    def _spawn(self, last: bool = False) -> _Worker:
+        if self.zygote is not None and not self.zygote.serving:
             try:
-                pid, ours = self.zygote.fork_worker()
+                pid, ours = self.zygote.serve() if last else self.zygote.fork_worker()
                 ours.setblocking(False)
                 return _Worker(pid, ours)
             except (OSError, ValueError) as exc:
                 LOG.error("cannot fork a metadata worker from the zygote (%s); starting it "
                           "as a new interpreter", exc)
                 self.zygote = None
+        elif self.zygote is not None:
+            LOG.info("replacing a metadata worker with a new interpreter (the zygote serves)")
         return self._exec()
 
     def _exec(self) -> _Worker:
@@ -194,7 +218,7 @@ class WorkerPool:
         return _Worker(proc.pid, ours, proc)
 
     def start(self) -> None:
-        self.workers = [self._spawn() for _ in range(self.count)]
+        self.workers = [self._spawn(last=i == self.count - 1) for i in range(self.count)]
         LOG.info("started %d extra metadata worker(s): %s", self.count, self.pids())
 
     def check(self) -> None:

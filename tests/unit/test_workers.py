@@ -1,5 +1,6 @@
-"""Workers forked by the zygote serve from the agent's feed alone, are replaced when they die,
-and leave nothing behind: real processes, a real unix socket, real HTTP."""
+"""Workers forked by the zygote, and the zygote itself as the last one, serve from the agent's
+feed alone, are replaced when they die, and leave nothing behind: real processes, a real
+unix socket, real HTTP."""
 
 from __future__ import annotations
 
@@ -73,9 +74,10 @@ def _feed(pool: WorkerPool, version: int) -> None:
 def test_forked_workers_serve_the_view_they_are_fed(pool) -> None:
     pids = pool.pids()
     assert len(pids) == 2 and all(procs.running(p) for p in pids)
-    # Children of the zygote, not new interpreters.
-    assert {int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1])
-            for p in pids} == {pool.zygote.pid}
+    # The zygote serves as the last worker and forked the other: no new interpreter, no
+    # zygote left waiting beside them.
+    assert pids[1] == pool.zygote.pid and pool.zygote.serving
+    assert _parent(pids[0]) == pool.zygote.pid and _parent(pids[1]) == os.getpid()
     _feed(pool, 1)
     # Known VM: signed and sent to nova, which refuses: 502. Unknown address: 404. Several
     # connections, so that both workers answer.
@@ -84,13 +86,23 @@ def test_forked_workers_serve_the_view_they_are_fed(pool) -> None:
     assert {_ask(pool.path, "10.0.0.9") for _ in range(20)} == {404}
 
 
-def test_a_dead_worker_is_replaced_and_fed(pool) -> None:
+def _parent(pid: int) -> int:
+    return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.parametrize("which", ["forked", "zygote"])
+def test_a_dead_worker_is_replaced_and_fed(pool, which) -> None:
     _feed(pool, 1)
-    victim = pool.pids()[0]
+    victim, sibling = pool.pids() if which == "forked" else pool.pids()[::-1]
     os.kill(victim, signal.SIGKILL)
     _wait(lambda: not procs.running(victim), "the worker to die")
     pool.check()
     assert victim not in pool.pids() and len(pool.pids()) == 2
+    # Its sibling lives on, the zygote's child included when the zygote died; the
+    # replacement is a new interpreter, as the zygote forks no more once it serves.
+    assert sibling in pool.pids()
+    [replacement] = [w for w in pool.workers if w.pid != sibling]
+    assert replacement.proc is not None
     _feed(pool, 1)    # the same version: only the new worker gets it
     assert all(w.sent == 1 for w in pool.workers)
     assert {_ask(pool.path, "10.0.0.5") for _ in range(20)} == {502}
@@ -104,7 +116,17 @@ def test_without_a_zygote_workers_are_new_interpreters(pool) -> None:
 
 
 def test_stopping_ends_the_workers_and_the_zygote(pool) -> None:
-    everyone = [*pool.pids(), pool.zygote.pid]
-    assert len(everyone) == 3
+    everyone = pool.pids()
+    assert len(everyone) == 2 and pool.zygote.pid in everyone
     pool.stop()
     _wait(lambda: not any(procs.running(p) for p in everyone), "all to exit", timeout=12)
+
+
+def test_workers_stop_when_the_agents_feed_closes(pool) -> None:
+    """What an agent's death does to them: the zygote's child has no parent-death signal
+    on the agent, so the feed's end is what stops it."""
+    _feed(pool, 1)
+    everyone = pool.pids()
+    for worker in pool.workers:
+        worker.feed.close()
+    _wait(lambda: not any(procs.running(p) for p in everyone), "all to exit", timeout=10)
