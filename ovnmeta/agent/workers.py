@@ -108,7 +108,7 @@ class Zygote:
         if self._ctl is not None:
             self._ctl.close()    # the zygote exits on its end's EOF
             self._ctl = None
-        if self.pid:
+        if self.pid and not self.serving:   # once serving, the pool stops it as a worker
             procs.terminate(self.pid, timeout=5)
 
 
