@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 
 from pyroute2 import IPRoute, netns
-from pyroute2.ethtool import Ethtool
+from pyroute2.ethtool.ioctl import IoctlEthtool
 from pyroute2.nftables.main import NFTables
 from pyroute2.netlink.exceptions import NetlinkError
 
@@ -27,6 +27,8 @@ LOG = logging.getLogger(__name__)
 NETNS_DIR = "/run/netns"
 IFA_F_NODAD = 0x02
 TX_CSUM_FEATURE = "tx-checksum-ip-generic"
+TX_CSUM_FLAG = "tx-checksumming"   # the legacy ioctl's name: every TX checksum offload
+LOOPBACK_IFINDEX = 1   # the kernel gives lo index 1 in every new namespace
 NFPROTO_UNSPEC = 0
 # NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE: entries that name a MAC.
 RESOLVED = 0x02 | 0x04 | 0x08 | 0x10
@@ -64,29 +66,35 @@ _cache = threading.local()
 
 @contextlib.contextmanager
 def batch() -> Iterator[None]:
-    """Reuse one netlink socket per namespace for the calls inside (one network's steps).
+    """Reuse one netlink socket per namespace (the root one included) and the devices'
+    indexes for the calls inside (one network's steps): each pyroute2 call costs about a
+    millisecond, and a new network takes a dozen of them.
 
     Not kept longer: a socket pins its namespace, so a cached one would keep seeing a
     namespace that was deleted by hand.
     """
-    _cache.sockets = {}
+    _cache.sockets, _cache.indexes = {}, {}
     try:
         yield
     finally:
         for ipr in _cache.sockets.values():
             ipr.close()
-        _cache.sockets = None
+        _cache.sockets = _cache.indexes = None
 
 
 @contextlib.contextmanager
-def _ns_socket(ns: str) -> Iterator[IPRoute]:
+def _ns_socket(ns: str | None) -> Iterator[IPRoute]:
+    """A netlink socket in namespace `ns` (None: the root namespace)."""
     cached = getattr(_cache, "sockets", None)
     if cached is not None and ns in cached:
         yield cached[ns]
         return
-    # A netlink socket opened while this thread sits in the namespace stays bound to it.
-    with entered(ns):
+    if ns is None:
         ipr = IPRoute()
+    else:
+        # A netlink socket opened while this thread sits in the namespace stays bound to it.
+        with entered(ns):
+            ipr = IPRoute()
     if cached is not None:
         cached[ns] = ipr
         yield ipr
@@ -97,8 +105,27 @@ def _ns_socket(ns: str) -> Iterator[IPRoute]:
         ipr.close()
 
 
+def _index(ipr: IPRoute, ns: str | None, dev: str) -> int:
+    """The device's index, looked up once per batch; IndexError when it is missing."""
+    indexes = getattr(_cache, "indexes", None)
+    if indexes is not None and (ns, dev) in indexes:
+        return indexes[ns, dev]
+    idx = ipr.link_lookup(ifname=dev)[0]
+    if indexes is not None:
+        indexes[ns, dev] = idx
+    return idx
+
+
+def _forget_indexes(ns: str | None) -> None:
+    indexes = getattr(_cache, "indexes", None)
+    if indexes:
+        for key in [k for k in indexes if k[0] == ns]:
+            del indexes[key]
+
+
 def forget(ns: str) -> None:
     """Drop a cached socket of a namespace that is being deleted."""
+    _forget_indexes(ns)
     cached = getattr(_cache, "sockets", None)
     if cached and ns in cached:
         cached.pop(ns).close()
@@ -147,7 +174,7 @@ def _ignored(address: str) -> bool:
 
 def read_outer(dev: str) -> tuple[bool, bool]:
     """(exists, admin up) of the root-namespace end: one RTM_GETLINK, not a dump."""
-    with IPRoute() as ipr:
+    with _ns_socket(None) as ipr:
         try:
             link = ipr.link("get", ifname=dev)[0]
         except NetlinkError as exc:
@@ -189,7 +216,7 @@ def read_inner(ns: str, dev: str, with_csum: bool = True
 
 def delete_neighbours(spec: NetworkSpec, ips: tuple[str, ...]) -> None:
     with _ns_socket(spec.namespace) as ipr:
-        idx = ipr.link_lookup(ifname=spec.inner)[0]
+        idx = _index(ipr, spec.namespace, spec.inner)
         for ip in ips:
             try:
                 ipr.neigh("del", dst=ip, ifindex=idx)
@@ -201,7 +228,7 @@ def delete_neighbours(spec: NetworkSpec, ips: tuple[str, ...]) -> None:
 def add_neighbours(spec: NetworkSpec, entries: tuple[tuple[str, str], ...]) -> None:
     """Permanent (IP, MAC) entries; one the kernel already has, in any state, is replaced."""
     with _ns_socket(spec.namespace) as ipr:
-        idx = ipr.link_lookup(ifname=spec.inner)[0]
+        idx = _index(ipr, spec.namespace, spec.inner)
         for ip, mac in entries:
             ipr.neigh("replace", dst=ip, lladdr=mac, ifindex=idx, state=NUD_PERMANENT)
 
@@ -219,6 +246,7 @@ def _delete_link(ipr, name: str) -> None:
 
 def delete_links(ns: str, names: tuple[str, ...]) -> None:
     """Delete devices in a namespace by name; one already gone is fine."""
+    _forget_indexes(ns)
     with _ns_socket(ns) as ipr:
         for name in names:
             _delete_link(ipr, name)
@@ -294,14 +322,21 @@ def migrate_queued_connections(ns: str) -> None:
             LOG.debug("tcp_migrate_req not set in %s: %s", ns, exc)
 
 
-def _tx_csum(ns: str, dev: str) -> bool:
+def _ethtool(ns: str, dev: str) -> IoctlEthtool:
+    """ethtool's ioctl on a device in a namespace (its socket is opened there). The ioctl,
+    not ethtool's netlink family: opening pyroute2's netlink Ethtool costs 2 ms, and its
+    calls several more, where an ioctl costs microseconds."""
     with entered(ns):
-        eth = Ethtool()
-        try:
-            feature = eth.get_features(dev).features.get(TX_CSUM_FEATURE)
-            return bool(feature and feature.enable)
-        finally:
-            eth.close()
+        return IoctlEthtool(dev)
+
+
+def _tx_csum(ns: str, dev: str) -> bool:
+    eth = _ethtool(ns, dev)
+    try:
+        features = eth.get_features()
+        return TX_CSUM_FEATURE in features and bool(features[TX_CSUM_FEATURE])
+    finally:
+        eth.close()
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -339,13 +374,17 @@ def create_namespace(spec: NetworkSpec) -> None:
     remove_leftover(spec.namespace)
     _new_netns(os.path.join(NETNS_DIR, spec.namespace))
     with _ns_socket(spec.namespace) as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        ipr.link("set", index=LOOPBACK_IFINDEX, state="up")
 
 
 def create_veth(spec: NetworkSpec) -> None:
-    """A new pair; ends left under our names (in the root namespace or in the namespace)
-    are deleted first, so the step converges whatever an earlier failure left."""
-    with IPRoute() as ipr:
+    """A new pair, its inner end made with the localport's MAC and the MTU (one request:
+    ConfigureInner then finds little to do); ends left under our names (in the root
+    namespace or in the namespace) are deleted first, so the step converges whatever an
+    earlier failure left."""
+    _forget_indexes(None)
+    _forget_indexes(spec.namespace)
+    with _ns_socket(None) as ipr:
         stale = ipr.link_lookup(ifname=spec.outer)
         if stale:
             ipr.link("del", index=stale[0])
@@ -355,36 +394,37 @@ def create_veth(spec: NetworkSpec) -> None:
                 LOG.warning("network %s: deleting a stale %s in %s", spec.network_id,
                             spec.inner, spec.namespace)
                 inside.link("del", index=stale[0])
-        ipr.link("add", ifname=spec.outer, kind="veth",
-                 peer={"ifname": spec.inner, "net_ns_fd": spec.namespace})
+        peer: dict = {"ifname": spec.inner, "net_ns_fd": spec.namespace, "address": spec.mac}
+        if spec.mtu:
+            peer["mtu"] = spec.mtu
+        ipr.link("add", ifname=spec.outer, kind="veth", peer=peer)
 
 
 def configure_inner(spec: NetworkSpec, csum_off: bool) -> None:
     with _ns_socket(spec.namespace) as ipr:
-        idx = ipr.link_lookup(ifname=spec.inner)[0]
+        idx = _index(ipr, spec.namespace, spec.inner)
         link = ipr.get_links(index=idx)[0]
+        changes = {"mtu": spec.mtu} if spec.mtu and link.get("IFLA_MTU") != spec.mtu else {}
         if (link.get("IFLA_ADDRESS") or "").lower() != spec.mac:
             ipr.link("set", index=idx, state="down")
             ipr.link("set", index=idx, address=spec.mac)
-        if spec.mtu:
-            ipr.link("set", index=idx, mtu=spec.mtu)
-        ipr.link("set", index=idx, state="up")
+        elif link["flags"] & 1 and not changes:
+            changes = None   # up with the right MAC and MTU already (a pair just made)
+        if changes is not None:
+            ipr.link("set", index=idx, state="up", **changes)
     if csum_off:
         # The userspace datapath forwards partial checksums as they are; receivers drop them.
-        with entered(spec.namespace):
-            eth = Ethtool()
-            try:
-                feats = eth.get_features(spec.inner)
-                feats.features[TX_CSUM_FEATURE].enable = False
-                eth.set_features(spec.inner, feats)
-            finally:
-                eth.close()
+        eth = _ethtool(spec.namespace, spec.inner)
+        try:
+            eth.set_offload_flag(TX_CSUM_FLAG, 0)
+        finally:
+            eth.close()
 
 
 def add_address(spec: NetworkSpec, address: str) -> None:
     iface = ipaddress.ip_interface(address)
     with _ns_socket(spec.namespace) as ipr:
-        idx = ipr.link_lookup(ifname=spec.inner)[0]
+        idx = _index(ipr, spec.namespace, spec.inner)
         try:
             ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen,
                      flags=IFA_F_NODAD if iface.version == 6 else 0)
@@ -396,7 +436,7 @@ def add_address(spec: NetworkSpec, address: str) -> None:
 def del_address(spec: NetworkSpec, address: str) -> None:
     iface = ipaddress.ip_interface(address)
     with _ns_socket(spec.namespace) as ipr:
-        idx = ipr.link_lookup(ifname=spec.inner)[0]
+        idx = _index(ipr, spec.namespace, spec.inner)
         try:
             ipr.addr("del", index=idx, address=str(iface.ip),
                      prefixlen=iface.network.prefixlen)
@@ -406,8 +446,8 @@ def del_address(spec: NetworkSpec, address: str) -> None:
 
 
 def set_outer_up(spec: NetworkSpec) -> None:
-    with IPRoute() as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname=spec.outer)[0], state="up")
+    with _ns_socket(None) as ipr:
+        ipr.link("set", index=_index(ipr, None, spec.outer), state="up")
 
 
 def delete(net_id: str) -> None:
