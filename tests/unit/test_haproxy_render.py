@@ -135,3 +135,30 @@ def test_the_direct_path_queues_for_nova_fewest_in_flight_first() -> None:
                                                         rate_limit=RateLimit()),
                      state_dir="/st")
     assert "ovnmeta_vms" not in limited and "set-priority-class" not in limited
+
+
+def test_a_frontend_rendered_before_follows_new_settings_and_templates(tmp_path) -> None:
+    """Each frontend's text is kept between renders: a change of settings, state directory
+    or template renders it again, and the text equals the template's own include."""
+    plain = render(TEMPLATE, frontends("a"), SETTINGS)
+    limited = render(TEMPLATE, frontends("a"), Settings(socket="/run/ovnmeta/metadata_proxy",
+                                                        rate_limit=RateLimit()))
+    assert "track-sc0 src table rl-base-a" in limited and "rl-base-a" not in plain
+    assert render(TEMPLATE, frontends("a"), SETTINGS) == plain
+    direct = Settings(socket="/s", direct=Direct.for_nova("/r.sock", NovaEndpoint(
+        hosts=("127.0.0.1",), port=8775, timeout=2.5)))
+    assert "map_ip(/one/maps/a.map)" in render(TEMPLATE, frontends("a"), direct,
+                                               state_dir="/one")
+    assert "map_ip(/two/maps/a.map)" in render(TEMPLATE, frontends("a"), direct,
+                                               state_dir="/two")
+    # A template of [haproxy] templates_dir that includes the frontends itself.
+    (tmp_path / "frontend.cfg.j2").write_text((BUNDLED_TEMPLATES / "frontend.cfg.j2")
+                                              .read_text())
+    (tmp_path / "haproxy.cfg.j2").write_text(
+        (BUNDLED_TEMPLATES / "haproxy.cfg.j2").read_text().split("{#- each frontend")[0]
+        + '{% for f in frontends %}\n{% include "frontend.cfg.j2" %}\n{% endfor %}\n')
+    own = renderer(tmp_path)
+    for settings in (SETTINGS, direct):
+        fronts = frontends("b", "a", ipv6=True)
+        assert render(own, fronts, settings, state_dir="/s") \
+            == render(TEMPLATE, fronts, settings, state_dir="/s")
