@@ -11,7 +11,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from ovnmeta.core import naming, plan, worklist
@@ -154,6 +154,8 @@ class Reconciler:
         with self._cond:
             full = self._all_dirty
             dirty, self._dirty, self._all_dirty = self._dirty, set(), False
+        if dirty:
+            LOG.debug("pass %d: %d network(s) marked", self.passes + 1, len(dirty))
         snapshot = self.sb.snapshot()
         iface_ids = self.ovs.iface_ids()
         desired, problems = desired_networks(snapshot, cidrs_key=self.cidrs_key,
@@ -194,20 +196,47 @@ class Reconciler:
                 batch.unplug.append(device)
             self._sweep_outers(ours)
         converged = time.monotonic()
-        self._flush(batch)
-        flushed = time.monotonic()
-
         if not self._taking_over:
             self._takeover_since = None
         elif self._takeover_since is None:
             self._takeover_since = started
+        # New networks' frontends go to haproxy before their ports go to OVS: haproxy
+        # loads while vswitchd adds the ports, and a VM reaches the namespace only through
+        # its port anyway. A takeover keeps the order (its switch comes with the ports).
+        early = bool(batch.plug) and not (batch.replaces or batch.then)
+        if early:
+            errors = self._serve(desired, present, batch.plug.keys())
+            served = time.monotonic()
+            self._flush(batch)
+            flushed = time.monotonic()
+            ovs_time, haproxy_time = flushed - served, served - converged
+        else:
+            self._flush(batch)
+            flushed = time.monotonic()
+            errors = self._serve(desired, present)
+            ovs_time, haproxy_time = flushed - converged, time.monotonic() - flushed
+        self._last_host_check = time.monotonic()
+        self.passes += 1
+        if batch.changed:
+            LOG.info("pass %d: %d network(s) changed, %d checked, %d served, in %.3fs "
+                     "(host %.3f, OVS %.3f, haproxy %.3f%s)", self.passes, batch.changed,
+                     len(check), len(self._ready), self._last_host_check - started,
+                     converged - started, ovs_time, haproxy_time,
+                     ", haproxy first" if early else "")
+        self._record(desired, problems, errors, started)
+
+    def _serve(self, desired: dict[str, NetworkSpec], present: set[str],
+               plugging: Collection[str] = ()) -> dict[str, str]:
+        """haproxy serves the ready networks, and those whose OVS ports are about to be
+        added; returns its errors by network."""
         self._ready &= desired.keys()
         # A network whose change failed keeps the frontend haproxy already has for it: its
         # namespace still answers (one step failing, say at a restart, is no reason to stop
         # serving it, nor to stop a shared haproxy that serves nothing else).
         keep = {n for n in desired.keys() - self._ready
                 if n in self._backoff and n in present} & self.haproxy.configured_networks()
-        frontends = [Frontend.for_spec(desired[n]) for n in sorted(self._ready | keep)]
+        frontends = [Frontend.for_spec(desired[n])
+                     for n in sorted(self._ready | keep | set(plugging))]
         reloads = 0
         if self.maps:
             self.maps.prepare([f.network_id for f in frontends])
@@ -217,15 +246,7 @@ class Reconciler:
             self.maps.served(self.haproxy.configured_networks(),
                              reloaded=self.haproxy.reloads != reloads)
         self._recreated = set()
-        self._last_host_check = time.monotonic()
-        self.passes += 1
-        if batch.changed:
-            LOG.info("pass %d: %d network(s) changed, %d checked, %d served, in %.3fs "
-                     "(host %.3f, OVS %.3f, haproxy %.3f)", self.passes, batch.changed,
-                     len(check), len(self._ready), self._last_host_check - started,
-                     converged - started, flushed - converged,
-                     self._last_host_check - flushed)
-        self._record(desired, problems, errors, started)
+        return errors
 
     def _other_agent_runs(self) -> bool:
         """neutron's agent still serves this host: started before it stops (the swap

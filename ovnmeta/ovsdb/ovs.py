@@ -78,6 +78,7 @@ class _OvsIdl(connection.OvsdbIdl):
                       if not name.startswith(OUR_DEVICE_PREFIX)}
             self.iface_ids = frozenset(iface for iface, _ in others.values() if iface)
             if plugged != self.plugged or others != self.others:
+                LOG.debug("OVS: %d of our ports, %d others", len(plugged), len(others))
                 self.plugged, self.others = plugged, others
                 self._on_change()
         return changed

@@ -307,6 +307,7 @@ class SbView:
                 ports=tuple(p for ports in frozen.values() for p in ports))
         self._report_liveness(idl)
         if dirty:
+            LOG.debug("SB view: %d network(s) changed", len(dirty))
             self._on_change(dirty)
         if not self.settled and chassis_uuid is not None and not any(
                 idl.tables[t]._condition_state.new is not None
@@ -360,6 +361,8 @@ class SbView:
             # The rows of ports plugged here, before ovn-controller binds them (is_here).
             pb += [["logical_port", "==", lp] for lp in sorted(plugged)]
         dp_cond = [["_uuid", "==", ["uuid", dp]] for dp in sorted(datapaths)] or NOTHING
+        LOG.debug("SB conditions: %d datapaths, %d plugged ports", len(datapaths),
+                  len(plugged))
         # Called from run() in the IDL thread: wait() then wakes at once to send them.
         idl.cond_change("Port_Binding", pb)
         idl.cond_change("Datapath_Binding", dp_cond)
