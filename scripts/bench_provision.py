@@ -1,7 +1,7 @@
 """Provisioning benchmark: cold start, reaction time and memory, against the real sandbox.
 
 Cold start: from the agent's start until every VM got an HTTP 200 for its meta_data.json
-(probed one VM after another, through OVN, haproxy and a nova double), and until every VM's
+(every VM probed at once, through OVN, haproxy and a nova double), and until every VM's
 TCP connect succeeded. Reaction: from a VM's OVS port being added to its first TCP connect.
 
 Prints JSON and a table. Run as root: .venv/bin/python scripts/bench_provision.py [--sizes 50,200]
@@ -82,32 +82,56 @@ def make_vms(box: Sandbox, count: int, start: int, bind: bool) -> list[FakeVM]:
     return vms
 
 
+# The cold start: each VM's next try after a failed one, and its ARP retransmit time (the
+# kernel's 1 s would add up to a second to each VM; 10 ms, as in the reaction, would send
+# 200 VMs' 20,000 ARP requests a second through vswitchd while the agent works).
+COLD_PROBE_EVERY = 0.1
+COLD_ARP_MS = 100
+
+
 def cold_start(box: Sandbox, mode: str, vms: list[FakeVM], nova: NovaProcess,
                direct_path: bool = True) -> dict:
+    """Every VM probed at once, each by its own thread (a fresh try every 100 ms until a
+    GET is answered 200, the guests' ARP retried every 100 ms): when each VM was first
+    served, not when a sequential sweep came back to it."""
     agent = AgentProcess(box, mode=mode, extra=f"metadata_proxy_shared_secret = {SECRET}\n"
                                                f"nova_metadata_port = {nova.port}")
     if not direct_path:
         agent.config.write_text(agent.config.read_text().replace(
             "[haproxy]\n", "[haproxy]\ndirect_path = false\n"))
+    for vm in vms:
+        probe_arp_fast(vm, COLD_ARP_MS)
+    served: dict[str, float] = {}
+    connected: dict[str, float] = {}
+    stop = threading.Event()
+
+    def probe(vm: FakeVM) -> None:
+        while not stop.is_set():
+            if vm.netns not in connected and connects(vm, timeout=0.2):
+                connected[vm.netns] = time.monotonic()
+            if vm.netns in connected and answers_200(vm, timeout=0.5):
+                served[vm.netns] = time.monotonic()
+                return
+            stop.wait(COLD_PROBE_EVERY)
+
     t0 = time.monotonic()
     agent.start()
-    pending, connected_at = list(vms), None
-    unconnected = {vm.netns: vm for vm in vms}
-    while pending:
-        pending = [vm for vm in pending if not answers_200(vm)]
-        waiting = {vm.netns for vm in pending}
-        unconnected = {ns: vm for ns, vm in unconnected.items()
-                       if ns in waiting and not connects(vm)}
-        if connected_at is None and not unconnected:
-            connected_at = time.monotonic()
-        if time.monotonic() - t0 > 300:
-            raise RuntimeError(f"{len(pending)} VMs still unserved after 300 s")
-    elapsed = time.monotonic() - t0
+    threads = [threading.Thread(target=probe, args=(vm,), daemon=True) for vm in vms]
+    for t in threads:
+        t.start()
+    deadline = t0 + 300
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    stop.set()
+    if len(served) < len(vms):
+        raise RuntimeError(f"{len(vms) - len(served)} VMs still unserved after 300 s")
+    times = sorted(t - t0 for t in served.values())
     time.sleep(1.0)
     agent_pss = pss_kib([agent.proc.pid])
     haproxy_pss = pss_kib(haproxy_tree(agent))
-    return {"agent": agent, "seconds": elapsed,
-            "tcp_seconds": (connected_at or t0 + elapsed) - t0,
+    return {"agent": agent, "seconds": times[-1], "p50_seconds": statistics.median(times),
+            "first_seconds": times[0],
+            "tcp_seconds": max(connected.values()) - t0,
             "agent_pss_mib": agent_pss / 1024,
             "haproxy_pss_mib": haproxy_pss / 1024,
             "total_pss_mib": (agent_pss + haproxy_pss) / 1024,
@@ -168,11 +192,11 @@ PROBE_EVERY = 0.002   # milestone polls
 VM_CONNECT_TIMEOUT = 0.02
 
 
-def probe_arp_fast(vm: FakeVM) -> None:
+def probe_arp_fast(vm: FakeVM, ms: int = 10) -> None:
     """The probe starts before the metadata namespace exists. With the kernel's default
     1 s ARP retransmit, what we would time is the fake guest's ARP backoff, not the agent:
     probe ARP every 10 ms instead."""
-    vm.exec("sysctl", "-qw", "net.ipv4.neigh.eth0.retrans_time_ms=10")
+    vm.exec("sysctl", "-qw", f"net.ipv4.neigh.eth0.retrans_time_ms={ms}")
 
 
 def plug_until_connected(vm: FakeVM) -> tuple[float, float]:
@@ -306,10 +330,12 @@ def run(sizes: list[int], mode: str, reaction_vms: int, direct_path: bool = True
 
 def table(results: dict) -> str:
     lines = [f"mode: {results['mode']}, direct_path = {results['direct_path']}",
-             f"{'networks':>8} {'cold start: every VM 200 s':>26} {'every TCP connect s':>19} "
+             f"{'networks':>8} {'cold start: every VM 200 s':>26} {'half of them s':>14} "
+             f"{'every TCP connect s':>19} "
              f"{'agent MiB':>10} {'haproxy MiB':>12} {'total MiB':>10} {'haproxy procs':>13}"]
     for r in results["cold_start"]:
-        lines.append(f"{r['networks']:>8} {r['seconds']:>26.2f} {r['tcp_seconds']:>19.2f} "
+        lines.append(f"{r['networks']:>8} {r['seconds']:>26.2f} {r['p50_seconds']:>14.2f} "
+                     f"{r['tcp_seconds']:>19.2f} "
                      f"{r['agent_pss_mib']:>10.1f} "
                      f"{r['haproxy_pss_mib']:>12.1f} {r['total_pss_mib']:>10.1f} "
                      f"{r['haproxy_processes']:>13}")
