@@ -8,6 +8,7 @@ restart: the next agent adopts them by pidfile.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -77,21 +78,28 @@ class HaproxyManager:
         return {net for p in self.dir.glob(f"{naming.NAMESPACE_PREFIX}*.cfg")
                 if (net := naming.network_from_namespace(p.stem))}
 
-    def sync(self, frontends: list[Frontend], recreated: set[str] = frozenset()
-             ) -> dict[str, str]:
+    def sync(self, frontends: list[Frontend], recreated: set[str] = frozenset(),
+             meanwhile: Callable[[], None] | None = None) -> dict[str, str]:
         """Converge; returns errors by network id ('*' for the shared process).
 
         `recreated` names networks whose namespace is new: a listener bound in the old one
         (deleted by hand, say) must be rebound even though the config text is unchanged.
+        `meanwhile` runs once, while the shared haproxy loads a new config if it does,
+        else before returning (the reconciler adds OVS ports then).
         """
+        once = _Once(meanwhile)
         # Switching modes: the new processes listen beside the old ones (SO_REUSEPORT)
         # before those are soft-stopped, so the switch refuses no connection.
-        if self.mode == "shared":
-            errors = self._sync_shared(frontends, recreated)
-            old = [self._per_network(net) for net in sorted(self._per_network_ids())]
-        else:
-            errors = self._sync_per_network(frontends, recreated)
-            old = [self._shared()] if self._shared().cfg.exists() else []
+        try:
+            if self.mode == "shared":
+                errors = self._sync_shared(frontends, recreated, once)
+                old = [self._per_network(net) for net in sorted(self._per_network_ids())]
+            else:
+                once()
+                errors = self._sync_per_network(frontends, recreated)
+                old = [self._shared()] if self._shared().cfg.exists() else []
+        finally:
+            once()
         if old and not errors:
             LOG.info("haproxy mode %s: retiring %d process(es) of the other mode", self.mode,
                      len(old))
@@ -101,14 +109,15 @@ class HaproxyManager:
                 proc.stop(graceful=True)
         return errors
 
-    def _sync_shared(self, frontends: list[Frontend], recreated: set[str]) -> dict[str, str]:
+    def _sync_shared(self, frontends: list[Frontend], recreated: set[str],
+                     meanwhile: Callable[[], None]) -> dict[str, str]:
         proc = self._shared()
         if not frontends:
             if proc.pid() or proc.cfg.exists():
                 LOG.info("no metadata networks left: stopping the shared haproxy")
                 proc.stop()
             return {}
-        error = self._converge(proc, frontends, recreated, "shared haproxy", "*")
+        error = self._converge(proc, frontends, recreated, "shared haproxy", "*", meanwhile)
         return {"*": error} if error else {}
 
     def _sync_per_network(self, frontends: list[Frontend], recreated: set[str]
@@ -126,7 +135,7 @@ class HaproxyManager:
         return errors
 
     def _converge(self, proc: Process, frontends: list[Frontend], recreated: set[str],
-                  label: str, key: str) -> str:
+                  label: str, key: str, meanwhile: Callable[[], None] = lambda: None) -> str:
         """Make one process serve exactly these frontends; '' or the error."""
         try:
             served = proc.cfg.read_text()
@@ -161,7 +170,7 @@ class HaproxyManager:
                 self.reloads += 1
                 self._unloaded.add(key)     # until the master says it has loaded it
                 try:
-                    proc.reload()
+                    proc.reload(meanwhile)
                 except ReloadRejected as exc:
                     self._rejected = text
                     raise HaproxyError(f"{exc}: {self._restore(proc, served, key)}") from None
@@ -264,3 +273,15 @@ def write_client_pem(path: Path, cert: str, key: str) -> None:
         tmp.chmod(0o600)
         tmp.write_text(text)
         tmp.replace(path)
+
+
+class _Once:
+    """A callable that runs its function the first time only."""
+
+    def __init__(self, fn: Callable[[], None] | None) -> None:
+        self._fn = fn
+
+    def __call__(self) -> None:
+        fn, self._fn = self._fn, None
+        if fn is not None:
+            fn()

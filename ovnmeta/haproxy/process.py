@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ovnmeta.haproxy.runtime import stats_command
@@ -157,27 +158,33 @@ class Process:
                                    f"{self.master_cli}")
             time.sleep(0.005)
 
-    def reload(self) -> None:
+    def reload(self, meanwhile: Callable[[], None] = lambda: None) -> None:
         """Reload and return once the master has loaded the new file; a config the master
-        could not load (it keeps its workers then) raises ReloadRejected."""
+        could not load (it keeps its workers then) raises ReloadRejected. `meanwhile` runs
+        while the master loads it (right after the signal), or after a start."""
         pid = self.pid()
         if pid is None:
             self.start()
+            meanwhile()
         elif self.master_worker:
-            self._signal_reload(pid)
+            self._signal_reload(pid, meanwhile)
         else:
             self.start(replace=pid)
+            meanwhile()
 
-    def _signal_reload(self, pid: int) -> None:
+    def _signal_reload(self, pid: int, meanwhile: Callable[[], None] = lambda: None
+                       ) -> None:
         if not self.master_cli.exists():
             # Removed by hand: the master cannot be asked, only told (as before we asked).
             LOG.warning("haproxy master %d has no CLI socket at %s: reloading it without "
                         "checking that the reload took", pid, self.master_cli)
             os.kill(pid, signal.SIGUSR2)
+            meanwhile()
             return
         before, _ = self._master_state(MASTER_READY_TIMEOUT)
-        started = last_signal = time.monotonic()
         os.kill(pid, signal.SIGUSR2)  # the master re-reads the file, workers hand over
+        meanwhile()
+        started = last_signal = time.monotonic()
         while True:
             time.sleep(0.005)
             state = self._master_state_now()

@@ -96,7 +96,9 @@ def test_a_frontend_only_change_is_not_validated_first_and_a_bad_one_is_rolled_b
         assert validated                       # the first config is checked before it runs
         wait_until(lambda: _serves(ports[0], "a"), timeout=5, what="frontend a")
         validated.clear()
-        assert manager.sync([a, b]) == {}
+        meanwhile: list = []
+        assert manager.sync([a, b], meanwhile=lambda: meanwhile.append(manager.reloads)) == {}
+        assert len(meanwhile) == 1      # once, during the reload
         wait_until(lambda: _serves(ports[1], "b"), timeout=5, what="frontend b")
         # not `haproxy -c`: the master parses the new file itself
         assert validated == []

@@ -76,8 +76,10 @@ class FakeHaproxy:
     def __init__(self) -> None:
         self.frontends: list[str] = []
 
-    def sync(self, frontends, recreated=frozenset()) -> dict:
+    def sync(self, frontends, recreated=frozenset(), meanwhile=None) -> dict:
         self.frontends = [f.network_id for f in frontends]
+        if meanwhile:   # as a reload would: while haproxy loads the config
+            meanwhile()
         return {}
 
     def pids(self) -> dict:
@@ -283,9 +285,9 @@ def test_the_map_owner_is_told_before_haproxy_loads_a_map_and_after(world) -> No
     haproxy.configured_networks = lambda: set(haproxy.frontends)
     real_sync = haproxy.sync
 
-    def sync(frontends, recreated=frozenset()):
+    def sync(frontends, recreated=frozenset(), meanwhile=None):
         haproxy.reloads += 1
-        return real_sync(frontends, recreated)
+        return real_sync(frontends, recreated, meanwhile)
     haproxy.sync = sync
     rec.maps = RecordingMaps(haproxy, log)
     rec.reconcile_once()
@@ -324,3 +326,29 @@ def test_an_after_pass_hook_that_raises_does_not_end_the_loop(world, caplog) -> 
     worker.join(10)
     assert not worker.is_alive() and len(calls) == 2 and rec.passes >= 1
     assert "after-pass hook failed" in caplog.text
+
+
+def test_a_new_networks_port_goes_to_ovs_while_haproxy_loads_its_frontend(world) -> None:
+    rec, sb, ovs, haproxy, host = world
+    seen: list = []
+    real_sync = haproxy.sync
+
+    def sync(frontends, recreated=frozenset(), meanwhile=None):
+        seen.append(("config", [f.network_id for f in frontends], sorted(ovs.ports)))
+        return real_sync(frontends, recreated,
+                         lambda: (meanwhile(), seen.append(("plugged", sorted(ovs.ports)))))
+    haproxy.sync = sync
+    rec.reconcile_once()
+    outer = naming.outer_device("n1")
+    # the frontend is in the config before the port is added, and added during the load
+    assert seen == [("config", ["n1"], []), ("plugged", [outer])]
+    assert rec.status.networks["n1"].ready
+
+    # The plug fails: not ready, and retried; the frontend stays while the network is made.
+    sb.snap = snapshot("n1", "n2")
+    seen.clear()
+    ovs.plug = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("ovsdb down"))
+    rec.mark({"n2"})
+    rec.reconcile_once()
+    assert not rec.status.networks["n2"].ready and rec.status.networks["n2"].error
+    assert rec.status.networks["n1"].ready
