@@ -9,6 +9,8 @@ import stat
 import subprocess
 from pathlib import Path
 
+from ovnmeta.haproxy.process import parse_master_proc
+from ovnmeta.haproxy.runtime import stats_command
 from ovnmeta.haproxy.settings import CLIENT_PEM
 from ovnmeta_testing.sandbox import wait_until
 from ovnmeta_testing.sbmodes import Cloud
@@ -60,12 +62,16 @@ def test_https_nova_is_reached_direct_and_a_wrong_ca_is_named_once(sandbox, tmp_
 
         # A CA that did not sign nova's certificate: nothing reaches nova, the agent says
         # why once, naming the option, and every request still gets an answer.
+        reloads = master_reloads(haproxy_dir)
+        assert reloads >= 0
         cloud.agent.stop()
         cloud.agent.config.write_text(cloud.agent.config.read_text().replace(
             f"auth_ca_cert = {pki / 'ca.pem'}", f"auth_ca_cert = {pki / 'other-ca.pem'}"))
         cloud.agent.start()
-        # Until haproxy has reloaded, its old worker (the right CA) still answers.
-        wait_until(lambda: fetch(vm, 1) == [502], timeout=30, what="the new CA in use")
+        # Until haproxy has reloaded, its old worker (the right CA) still answers; a 502
+        # alone does not say it has: the new agent's own path (the new CA) answers 502 too.
+        wait_until(lambda: master_reloads(haproxy_dir) > reloads and fetch(vm, 1) == [502],
+                   timeout=30, what="the new CA in use")
         assert fetch(vm, 10) == [502] * 10
         named = [line for line in run_log(cloud).splitlines()
                  if " ERROR " in line and "auth_ca_cert" in line]
@@ -75,6 +81,17 @@ def test_https_nova_is_reached_direct_and_a_wrong_ca_is_named_once(sandbox, tmp_
         assert "Traceback" not in run_log(cloud)
     finally:
         print(cloud.close())
+
+
+def master_reloads(haproxy_dir: Path) -> int:
+    """How many times the shared haproxy's master has loaded a config (its CLI); -1 while
+    its CLI does not answer (it re-executes itself at a reload)."""
+    try:
+        state = parse_master_proc(stats_command(str(haproxy_dir / "shared.master"),
+                                                "show proc"))
+    except OSError:
+        return -1
+    return state[0] if state else -1
 
 
 def run_log(cloud: Cloud) -> str:
