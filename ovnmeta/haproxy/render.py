@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jinja2
@@ -54,19 +53,11 @@ def render(template: jinja2.Template, frontends: list[Frontend], settings: Setti
     maps = {f.network_id: map_path(maps_dir, f.network_id) for f in ordered}
     # Rendered only if the template asks (one in [haproxy] templates_dir may loop over
     # `frontends` itself).
-    texts = _Lazy(lambda: [_frontend(template, f, settings, maps[f.network_id])
-                           for f in ordered])
+    texts = (_frontend(template, f, settings, maps[f.network_id]) for f in ordered)
     errors = {code: str(error_file(state_dir, code)) for code in ERROR_FILES}
     return template.render(frontends=ordered, frontend_texts=texts, stats_socket=stats_socket,
                            maps=maps, error_files=errors, **values)
 
-
-class _Lazy:
-    def __init__(self, make: Callable[[], list[str]]) -> None:
-        self._make = make
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._make())
 
 
 def frontends_only(old: str, new: str) -> bool:
