@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -61,6 +62,10 @@ def main() -> int:
         print(f"| flood, {name.replace('_', ' ')}: attacker {a.get('req_per_s')} req/s, "
               f"{a['non_2xx']} non-2xx | {a.get('requests')} | {args.flood_seconds} | "
               f"{lat(v['victim_same_network'])} | {lat(v['victim_other_network'])} |")
+    for name, f in r["flood"].items():
+        cpu = f["attacker"].get("cpu_ms_per_s", {})
+        print(f"\nCPU in the flood, {name.replace('_', ' ')} (ms per s, of {1000 * (os.cpu_count() or 1):,} on {os.cpu_count()} cores): "
+              + ", ".join(f"{k} {v}" for k, v in cpu.items()))
     print(f"\nagent RSS {r['rss_kib_before'] / 1024:.1f} MiB before, "
           f"{r['rss_kib_after'] / 1024:.1f} MiB 5 s after the barrage; same process: "
           f"{r['agent_same_pid']}; tracebacks: {r['tracebacks']}; "

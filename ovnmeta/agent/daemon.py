@@ -93,7 +93,8 @@ def direct(conf: cfg.ConfigOpts, ready_socket: str) -> Direct | None:
                     refusal)
         return None
     return Direct.for_nova(ready_socket, nova, str(Path(ready_socket).parent / CLIENT_PEM),
-                           maxconn=conf.haproxy.nova_maxconn)
+                           maxconn=conf.haproxy.nova_maxconn,
+                           vm_maxconn=conf.haproxy.nova_vm_maxconn)
 
 
 def config_args(conf: cfg.ConfigOpts) -> list[str]:
@@ -151,7 +152,7 @@ class Agent:
         manager = HaproxyManager(
             conf.haproxy.mode, haproxy_dir,
             Settings(socket=conf.metadata_proxy_socket, maxconn=conf.haproxy.maxconn,
-                     global_maxconn=conf.haproxy.global_maxconn,
+                     global_maxconn=conf.haproxy.global_maxconn, threads=conf.haproxy.threads,
                      timeouts=Timeouts.from_conf(conf.metadata_haproxy),
                      user=conf.metadata_proxy_user, group=conf.metadata_proxy_group,
                      log_target=conf.haproxy.log_target, rate_limit=rate_limit(conf),

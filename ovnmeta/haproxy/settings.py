@@ -111,10 +111,11 @@ class Direct:
     timeout_ms: int
     tls: NovaTls | None = None
     maxconn: int = 16            # requests at nova at once; the rest queue, fairest first
+    vm_maxconn: int = 4          # one VM's share; past it, the busy lane's slots (0: none)
 
     @classmethod
     def for_nova(cls, ready_socket: str, nova: NovaEndpoint, client_pem: str = "",
-                 maxconn: int = 16) -> Direct:
+                 maxconn: int = 16, vm_maxconn: int = 4) -> Direct:
         tls = None
         if nova.protocol == "https":
             tls = NovaTls(nova.insecure, nova.ca_cert or "", nova.client_cert,
@@ -125,7 +126,7 @@ class Direct:
             return address + (tls.server_options(host) if tls else "")
         return cls(ready_socket, tuple(server(h) for h in nova.hosts),
                    nova.authority(nova.hosts[0]), max(1, int(nova.timeout * 1000)), tls,
-                   maxconn)
+                   maxconn, vm_maxconn)
 
 
 # haproxy's own answers on the direct path, in the words the agent uses for the same cases.
@@ -149,6 +150,7 @@ class Settings:
     socket: str
     maxconn: int = 1024          # per frontend
     global_maxconn: int = 8192   # per process: haproxy needs about twice this in fds
+    threads: int = 1             # nbthread; 0: haproxy's default, one per CPU
     timeouts: Timeouts = Timeouts()
     user: str = ""
     group: str = ""

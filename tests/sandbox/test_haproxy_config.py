@@ -32,6 +32,7 @@ def test_rendered_config_is_accepted_by_haproxy(tmp_path) -> None:
         for settings in (SETTINGS, Settings(socket="/s", log_target="127.0.0.1:514",
                                             user="nobody", group="nogroup",
                                             rate_limit=RateLimit(ip_versions=(4, 6))),
+                         Settings(socket="/s", direct=direct, threads=0),   # busy lane too
                          Settings(socket="/s", direct=direct,
                                   rate_limit=RateLimit(ip_versions=(4, 6)))):
             cfg.write_text(render(TEMPLATE, fronts, settings, state_dir=tmp_path))

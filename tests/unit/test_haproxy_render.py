@@ -135,6 +135,31 @@ def test_the_direct_path_queues_for_nova_fewest_in_flight_first() -> None:
                                                         rate_limit=RateLimit()),
                      state_dir="/st")
     assert "ovnmeta_vms" not in limited and "set-priority-class" not in limited
+    assert "ovnmeta_nova_busy" not in limited
+
+
+def test_a_vm_past_its_share_goes_to_the_busy_lane_which_tracks_nova_health() -> None:
+    direct = Direct.for_nova("/r.sock", NovaEndpoint(hosts=("n", "m"), port=1),
+                             maxconn=16, vm_maxconn=3)
+    text = render(TEMPLATE, frontends("a", "b"), Settings(socket="/s", direct=direct),
+                  state_dir="/st")
+    assert text.count("use_backend ovnmeta_nova_busy if { var(txn.ovnmeta_vm) -m found } "
+                      "{ sc0_conn_cur gt 3 }") == 2
+    # Before the main lane's rule, or no request would ever reach the busy lane.
+    frontend = text.split("frontend ")[1]
+    assert frontend.index("ovnmeta_nova_busy") < frontend.index("use_backend ovnmeta_nova ")
+    busy = text.split("backend ovnmeta_nova_busy\n")[1].split("\nbackend ")[0]
+    assert "server nova0 n:1 maxconn 3 track ovnmeta_nova/nova0 " in busy
+    assert "server nova1 m:1 maxconn 3 track ovnmeta_nova/nova1 " in busy
+    assert "http-request set-header X-Instance-ID-Signature" in busy and " check" not in busy
+    off = render(TEMPLATE, frontends("a"), Settings(socket="/s", direct=Direct.for_nova(
+        "/r.sock", NovaEndpoint(hosts=("n",), port=1), vm_maxconn=0)), state_dir="/st")
+    assert "ovnmeta_nova_busy" not in off and "set-priority-class" in off
+
+
+def test_haproxy_runs_one_thread_unless_told() -> None:
+    assert "\n    nbthread 1\n" in render(TEMPLATE, frontends("a"), Settings(socket="/s"))
+    assert "nbthread" not in render(TEMPLATE, frontends("a"), Settings(socket="/s", threads=0))
 
 
 def test_a_frontend_rendered_before_follows_new_settings_and_templates(tmp_path) -> None:

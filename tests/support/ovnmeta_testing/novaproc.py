@@ -51,6 +51,13 @@ class NovaProcess:
         tmp.write_text(yaml.safe_dump({"instances": self.instances}))
         tmp.replace(self.instances_file)
 
+    def peak_in_flight(self, instance_id: str) -> int:
+        """The most of this instance's requests the server has had at once (its log says)."""
+        marker = f"instance {instance_id}: "
+        peaks = [int(line.split(marker, 1)[1].split()[0])
+                 for line in self.log_path.read_text().splitlines() if marker in line]
+        return max(peaks, default=0)
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()

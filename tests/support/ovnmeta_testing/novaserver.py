@@ -122,6 +122,8 @@ class NovaMetadata:
         self.secret = secret
         self.passwords: dict[str, str] = {}
         self.requests = 0
+        self.in_flight: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
 
     def _identify(self, request: web.Request) -> tuple[str, dict]:
         iid = request.headers.get("X-Instance-ID")
@@ -153,13 +155,20 @@ class NovaMetadata:
         if parts == ["openstack"]:
             return _plain("\n".join(OPENSTACK_VERSIONS))
         iid, inst = self._identify(request)
-        if inst.get("delay"):   # a slow answer for this instance: nova under load
-            await asyncio.sleep(float(inst["delay"]))
-        if parts[0] == "openstack":
-            return await self._openstack(request, iid, inst, parts[1:])
-        if parts[0] in EC2_VERSIONS:
-            return self._ec2(request, iid, inst, parts[1:])
-        raise web.HTTPNotFound()
+        now = self.in_flight[iid] = self.in_flight.get(iid, 0) + 1
+        if now > self.peak.get(iid, 0):   # the tests read how many one VM had here at once
+            self.peak[iid] = now
+            LOG.info("instance %s: %d requests in flight at once, the most yet", iid, now)
+        try:
+            if inst.get("delay"):   # a slow answer for this instance: nova under load
+                await asyncio.sleep(float(inst["delay"]))
+            if parts[0] == "openstack":
+                return await self._openstack(request, iid, inst, parts[1:])
+            if parts[0] in EC2_VERSIONS:
+                return self._ec2(request, iid, inst, parts[1:])
+            raise web.HTTPNotFound()
+        finally:
+            self.in_flight[iid] -= 1
 
     async def _openstack(self, request: web.Request, iid: str, inst: dict,
                          parts: list[str]) -> web.Response:
