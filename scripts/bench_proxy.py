@@ -52,6 +52,7 @@ CEILING_PORT = 8080
 CEILING_CFG = """
 global
     maxconn 4096
+    {nbthread}
 defaults
     mode http
     option http-keep-alive
@@ -298,7 +299,7 @@ def start_haproxy(cfg: Path, text: str) -> int:
 
 
 def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
-        workers: int = 1, direct_path: bool = True, rounds: int = 2) -> dict:
+        workers: int = 1, direct_path: bool = True, rounds: int = 2, threads: int = 1) -> dict:
     box = Sandbox(root=BENCH_DIR)
     box.down()
     box.up()
@@ -315,9 +316,9 @@ def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
     agent = AgentProcess(box, extra=f"metadata_proxy_shared_secret = {SECRET}\n"
                                     f"nova_metadata_port = {nova.port}\ndebug = false\n"
                                     f"metadata_workers = {workers}")
-    if not direct_path:
-        agent.config.write_text(agent.config.read_text().replace(
-            "[haproxy]\n", "[haproxy]\ndirect_path = false\n"))
+    agent.config.write_text(agent.config.read_text().replace(
+        "[haproxy]\n", f"[haproxy]\nthreads = {threads}\n"
+                       + ("" if direct_path else "direct_path = false\n")))
     pids: list[int] = []
     try:
         agent.start()
@@ -338,11 +339,13 @@ def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
                    timeout=30, what="agent path to the constant backend")
         ns = naming.namespace(net.id)
         pids.append(start_haproxy(work / "ceiling.cfg", CEILING_CFG.format(
-            port=CEILING_PORT, namespace=ns, instance=port.device_id, project=port.project_id,
+            port=CEILING_PORT, nbthread=f"nbthread {threads}" if threads else "", namespace=ns,
+            instance=port.device_id, project=port.project_id,
             signature=sign_instance_id(SECRET, port.device_id), nova_port=constant_port)))
         wait_idle(box, limit=0.1, also=agent_processes(agent))
         results = {"connections": connections, "seconds": seconds, "networks": networks,
                    "metadata_workers": workers, "direct_path": direct_path,
+                   "haproxy_threads": threads or "one per CPU",
                    "backend": "nginx return 200 (C), "
                               f"{len(body.read_text())}-byte meta_data.json",
                    "ceiling": "haproxy in the root namespace, bind … namespace, TCP to nginx",
@@ -382,7 +385,8 @@ def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
 def table(results: dict) -> str:
     lines = [f"wrk -t1 -c{results['connections']} -d{results['seconds']}s, path {PATH}; "
              f"{results['networks']} networks, metadata_workers = "
-             f"{results['metadata_workers']}, direct_path = {results['direct_path']}; "
+             f"{results['metadata_workers']}, direct_path = {results['direct_path']}, "
+             f"haproxy threads (both) {results['haproxy_threads']}; "
              f"backend: {results['backend']}; ceiling: {results['ceiling']}; agent and "
              f"ceiling alternated, {results['rounds']} rounds",
              f"{'extra PBs':>9} {'round':>5} {'agent req/s':>11} {'p50 ms':>7} {'p99 ms':>7} "
@@ -424,6 +428,9 @@ def main() -> int:
                         help="[haproxy] direct_path = false: every request through the agent")
     parser.add_argument("--profile", help="py-spy (installed separately) collapsed stacks "
                                           "of the agent during the first run, to this file")
+    parser.add_argument("--haproxy-threads", type=int, default=1,
+                        help="nbthread of both the agent's haproxy ([haproxy] threads) and "
+                             "the ceiling's; 0: haproxy's default, one per CPU")
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2,
@@ -432,7 +439,8 @@ def main() -> int:
     global PROFILE
     PROFILE = Path(args.profile) if args.profile else None
     results = run(args.extra_ports, args.connections, args.duration, args.networks,
-                  args.workers, direct_path=not args.no_direct_path, rounds=args.rounds)
+                  args.workers, direct_path=not args.no_direct_path, rounds=args.rounds,
+                  threads=args.haproxy_threads)
     print(json.dumps(results, indent=1))
     print(table(results))
     return 0

@@ -21,6 +21,7 @@ from typing import TypeVar
 from oslo_config import cfg
 
 from ovnmeta.agent import control, handoff, listener, sdnotify, workerfeed
+from ovnmeta.host import heap
 from ovnmeta.haproxy.maps import MapSync, NovaWatch
 from ovnmeta.ovsdb import sbview
 from ovnmeta.proxy import eventloop, handler, httpserver, metrics
@@ -202,7 +203,8 @@ class Agent:
             self.workers.start()
         servers = [handler.serve(server, sock, stopped, before_close=self._before_close,
                                backlog=conf.metadata_backlog),
-                   control.serve(control_app, control_sock, stopped), self._watch(stopped)]
+                   control.serve(control_app, control_sock, stopped), self._watch(stopped),
+                   heap.keep_trimmed(stopped)]
         hap = self.reconciler.haproxy
         if hap.settings.direct:
             ready = self._ready_server()

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 
 from ovnmeta.agent import config, logs, workerfeed
-from ovnmeta.host import procs
+from ovnmeta.host import heap, procs
 from ovnmeta.proxy import eventloop, handler as proxy
 from ovnmeta.core.model import NovaEndpoint
 from ovnmeta.proxy.nova import NovaClient
@@ -298,6 +298,7 @@ async def _serve(conf, sock: socket.socket, feed: socket.socket,
     view = workerfeed.FedView()
     reader, _writer = await asyncio.open_unix_connection(sock=feed)
     follower = asyncio.create_task(_follow(view, reader, stopped))
+    trimmer = asyncio.create_task(heap.keep_trimmed(stopped))
     # Serve only with a view: a worker answering 404 for VMs it has not heard of yet
     # would fail requests the agent can answer.
     waiting = asyncio.create_task(view.settled.wait())
@@ -305,6 +306,7 @@ async def _serve(conf, sock: socket.socket, feed: socket.socket,
                        return_when=asyncio.FIRST_COMPLETED)
     if stopped.is_set():
         follower.cancel()
+        trimmer.cancel()
         return
     nova = NovaClient(endpoint)
     metadata = proxy.MetadataProxy.from_conf(conf, view.snapshot, nova, plugged=view.plugged)
@@ -315,6 +317,7 @@ async def _serve(conf, sock: socket.socket, feed: socket.socket,
                           backlog=conf.metadata_backlog)
     finally:
         follower.cancel()
+        trimmer.cancel()
         await nova.close()
 
 
