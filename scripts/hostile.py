@@ -62,10 +62,14 @@ def main() -> int:
         print(f"| flood, {name.replace('_', ' ')}: attacker {a.get('req_per_s')} req/s, "
               f"{a['non_2xx']} non-2xx | {a.get('requests')} | {args.flood_seconds} | "
               f"{lat(v['victim_same_network'])} | {lat(v['victim_other_network'])} |")
-    for name, f in r["flood"].items():
-        cpu = f["attacker"].get("cpu_ms_per_s", {})
-        print(f"\nCPU in the flood, {name.replace('_', ' ')} (ms per s, of {1000 * (os.cpu_count() or 1):,} on {os.cpu_count()} cores): "
-              + ", ".join(f"{k} {v}" for k, v in cpu.items()))
+    cpus = os.cpu_count() or 1
+    print(f"\nCPU, ms per second (of {1000 * cpus:,} on {cpus} cores; stolen: taken by the "
+          "hypervisor, not in the machine's figure):")
+    phases = [("baseline", r.get("baseline_cpu_ms_per_s", {}))] + [
+        (f"flood, {name.replace('_', ' ')}", f["attacker"].get("cpu_ms_per_s", {}))
+        for name, f in r["flood"].items()]
+    for name, cpu in phases:
+        print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in cpu.items()))
     print(f"\nagent RSS {r['rss_kib_before'] / 1024:.1f} MiB before, "
           f"{r['rss_kib_after'] / 1024:.1f} MiB 5 s after the barrage; same process: "
           f"{r['agent_same_pid']}; tracebacks: {r['tracebacks']}; "
