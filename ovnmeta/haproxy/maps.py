@@ -297,7 +297,7 @@ class MapSync:
 
 
 ANSWERS_TABLE = "ovnmeta_nova_answers"   # haproxy counts nova's 403 and 5xx here, by status
-NOVA_BACKEND = "ovnmeta_nova"
+NOVA_BACKENDS = ("ovnmeta_nova", "ovnmeta_nova_busy")   # the main lane and the busy lane
 
 
 def parse_answers(text: str) -> dict[int, int]:
@@ -313,12 +313,16 @@ def parse_answers(text: str) -> dict[int, int]:
     return out
 
 
-def parse_backend_errors(csv: str, backend: str = NOVA_BACKEND) -> dict[str, int]:
-    """`show stat` → the nova backend's connection and response error counts."""
+def parse_backend_errors(csv: str, backends: tuple[str, ...] = NOVA_BACKENDS
+                         ) -> dict[str, int]:
+    """`show stat` → the nova backends' requests and connection and response errors,
+    summed over both lanes."""
+    out: dict[str, int] = {}
     for values in stat_rows(csv):
-        if values.get("pxname") == backend and values.get("svname") == "BACKEND":
-            return {k: int(values.get(k) or 0) for k in ("econ", "eresp", "stot")}
-    return {}
+        if values.get("pxname") in backends and values.get("svname") == "BACKEND":
+            for k in ("econ", "eresp", "stot"):
+                out[k] = out.get(k, 0) + int(values.get(k) or 0)
+    return out
 
 
 class NovaWatch:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
-import os
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -20,9 +19,8 @@ LOG = logging.getLogger(__name__)
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.malloc_trim
+    try:   # the interpreter's own symbols, libc's among them (no ldconfig lookup)
+        fn = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):   # not glibc
         return None
     fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
@@ -30,8 +28,6 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 _TRIM = _malloc_trim()
-
-
 _PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 

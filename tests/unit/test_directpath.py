@@ -93,6 +93,9 @@ def test_parsers() -> None:
     csv = ("# pxname,svname,stot,econ,eresp,status\nx,BACKEND,9,9,9,UP\n"
            "ovnmeta_nova,nova0,1,1,1,UP\novnmeta_nova,BACKEND,8,3,4,UP\n")
     assert directpath.parse_backend_errors(csv) == {"econ": 3, "eresp": 4, "stot": 8}
+    busy = csv + "ovnmeta_nova_busy,nova0,5,1,0,UP\novnmeta_nova_busy,BACKEND,5,1,0,UP\n"
+    assert directpath.parse_backend_errors(busy) == {"econ": 4, "eresp": 4, "stot": 13}
+    assert directpath.parse_backend_errors("# pxname,svname,stot\n") == {}
 
 
 class Haproxy:
