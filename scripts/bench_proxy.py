@@ -35,9 +35,10 @@ from ovnmeta.agent import control
 from ovnmeta.core import naming
 from ovnmeta.host import procs
 from ovnmeta.haproxy.runtime import stat_rows, stats_command
+from ovnmeta.haproxy.maps import NOVA_BACKENDS
 from ovnmeta.haproxy.settings import shared_stats_socket
 from ovnmeta.core.signing import sign_instance_id
-from ovnmeta_testing import neutron
+from ovnmeta_testing import cpu, neutron
 from ovnmeta_testing.agentproc import AgentProcess, wait_until
 from ovnmeta_testing.memory import pss_kib, rollup_kib
 from ovnmeta_testing.novaproc import NovaProcess
@@ -229,12 +230,14 @@ def measure(vm: FakeVM, agent: AgentProcess, connections: int, seconds: int) -> 
         if PROFILE else None
     before = _agent_ticks(agent)
     direct_before = direct_counts(agent)
+    shares = cpu.CpuShares({})
     through = wrk(vm, f"http://169.254.169.254{PATH}", connections, seconds)
+    through["stolen_ms_per_s"] = shares.result()["stolen"]
     if spy:
         spy.wait(30)
-    cpu = (_agent_ticks(agent) - before) / hz
+    agent_cpu = (_agent_ticks(agent) - before) / hz
     through["agent_cpu_us_per_request"] = round(
-        cpu / max(1.0, through["rps"] * seconds) * 1e6, 1)
+        agent_cpu / max(1.0, through["rps"] * seconds) * 1e6, 1)
     # How many of the requests took the direct path, and how often haproxy's checks turned
     # it off (the ready check on the agent, or nova marked down): the rest went via the agent.
     direct_after = direct_counts(agent)
@@ -256,7 +259,9 @@ def measure(vm: FakeVM, agent: AgentProcess, connections: int, seconds: int) -> 
     through["workers_private_mib"] = round(sum(
         p["private_mib"] for p in through["agent_processes"]
         if p["pid"] != agent.proc.pid and "ovnmeta.agent.handoff" not in p["args"]), 1)
+    shares = cpu.CpuShares({})
     ceiling = wrk(vm, f"http://169.254.169.254:{CEILING_PORT}{PATH}", connections, seconds)
+    ceiling["stolen_ms_per_s"] = shares.result()["stolen"]
     return {"agent": through, "ceiling": ceiling, "ratio": through["rps"] / ceiling["rps"],
             "p99_ratio": through["p99_ms"] / ceiling["p99_ms"]}
 
@@ -283,8 +288,8 @@ def direct_counts(agent: AgentProcess) -> dict[str, int]:
         return {}
     out = {}
     for v in stat_rows(csv):
-        if v.get("pxname") == "ovnmeta_nova" and v.get("svname") == "BACKEND":
-            out["requests"] = int(v.get("stot") or 0)
+        if v.get("pxname") in NOVA_BACKENDS and v.get("svname") == "BACKEND":
+            out["requests"] = out.get("requests", 0) + int(v.get("stot") or 0)
         elif v.get("pxname") in ("ovnmeta_nova", "ovnmeta_ready") and v.get("svname") != "BACKEND":
             key = "ready_down" if v["pxname"] == "ovnmeta_ready" else "nova_down"
             out[key] = out.get(key, 0) + int(v.get("chkdown") or 0)
@@ -392,7 +397,7 @@ def table(results: dict) -> str:
              f"{'extra PBs':>9} {'round':>5} {'agent req/s':>11} {'p50 ms':>7} {'p99 ms':>7} "
              f"{'ceiling req/s':>13} {'p50 ms':>7} {'p99 ms':>7} {'share':>6} {'p99 x':>6} "
              f"{'errors':>6} {'agent CPU µs/req':>16} {'PSS agent+haproxy MiB':>21} "
-             f"{'workers private MiB':>19}"]
+             f"{'workers private MiB':>19} {'stolen ms/s':>11}"]
     for r in results["runs"]:
         for i, one in enumerate(r["rounds"], 1):
             a, c = one["agent"], one["ceiling"]
@@ -402,7 +407,8 @@ def table(results: dict) -> str:
                          f"{one['p99_ratio']:>6.2f} {a['non_2xx']:>6} "
                          f"{a['agent_cpu_us_per_request']:>16} "
                          f"{a['pss_mib']['agent']:>9} + {a['pss_mib']['haproxy']:<9} "
-                         f"{a.get('workers_private_mib', 0):>19}")
+                         f"{a.get('workers_private_mib', 0):>19} "
+                         f"{a.get('stolen_ms_per_s', '-')!s:>5} /{c.get('stolen_ms_per_s', '-')!s:>4}")
         lines.append(f"{r['extra_port_bindings']:>9} {'all':>5} share of the ceiling "
                      f"{r['ratio']:.1%} (sums of req/s), p99 {r['p99_ratio']:.2f}× "
                      f"the ceiling's (means)")

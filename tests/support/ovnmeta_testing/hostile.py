@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
-import os
 import random
 import socket
 import time
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ovnmeta.host.netns import entered
+from ovnmeta_testing import cpu
 
 PATH = "/openstack/latest/meta_data.json"
 
@@ -243,50 +243,6 @@ def rss_kib(pid: int) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
-def _ticks(pid: int, children: bool = False) -> int:
-    """utime + stime of one process (and its live children), in clock ticks (0 once gone)."""
-    total = 0
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-        if not children:
-            return total
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            kids = [int(c) for c in f.read().split()]
-    except (OSError, ValueError, IndexError):
-        return total
-    return total + sum(_ticks(c, True) for c in kids)
-
-
-def _machine_ticks() -> tuple[int, int]:
-    """(busy, stolen): all but idle and iowait; what the hypervisor gave to others."""
-    with open("/proc/stat") as f:
-        cpu = [int(v) for v in f.readline().split()[1:]]
-    return sum(cpu[:8]) - cpu[3] - cpu[4] - cpu[7], cpu[7]
-
-
-class CpuShares:
-    """Where the machine's CPU went while a phase ran: ms of CPU per second of wall time,
-    for the named processes and for the machine as a whole (the rest is wrk, the prober
-    and the kernel's share of traffic), and what the hypervisor gave to others (steal)."""
-
-    def __init__(self, pids: dict[str, list[int]]) -> None:
-        self.pids = pids
-        self.hz = os.sysconf("SC_CLK_TCK")
-        self.start = self._sample()
-
-    def _sample(self) -> tuple[float, tuple[int, int], dict[str, int]]:
-        return (time.monotonic(), _machine_ticks(),
-                {n: sum(_ticks(p, n == "haproxy") for p in ps) for n, ps in self.pids.items()})
-
-    def result(self) -> dict:
-        (t0, busy0, by0), (t1, busy1, by1) = self.start, self._sample()
-        per_s = lambda ticks: round(ticks * 1000 / self.hz / (t1 - t0))  # noqa: E731
-        return {"machine": per_s(busy1[0] - busy0[0]), "stolen": per_s(busy1[1] - busy0[1]),
-                **{n: per_s(by1[n] - by0[n]) for n in self.pids}}
-
-
 def _wrk(vm, seconds: int, connections: int) -> dict:
     # wrk never ends while a connection cannot be established: -k kills it then.
     proc = vm.exec("timeout", "-k", "5", "-s", "INT", str(seconds + 15), "wrk", "-t1", f"-c{connections}",
@@ -328,11 +284,12 @@ def apart(attack: Callable[[], Tally]) -> Tally:
         proc.join()
 
 
-def _cpu_shares(box, cloud) -> CpuShares:
-    return CpuShares({"agent": [cloud.agent.proc.pid], "haproxy": cloud.agent.haproxy_pids(),
-                      "nova": [cloud.nova.proc.pid],
-                      "ovs-vswitchd": [box.pid("ovs-vswitchd") or 0],
-                      "ovn-controller": [box.pid("ovn-controller") or 0]})
+def _cpu_shares(box, cloud) -> cpu.CpuShares:
+    return cpu.CpuShares({"agent": [cloud.agent.proc.pid],
+                          "haproxy": cloud.agent.haproxy_pids(),
+                          "nova": [cloud.nova.proc.pid],
+                          "ovs-vswitchd": [box.pid("ovs-vswitchd") or 0],
+                          "ovn-controller": [box.pid("ovn-controller") or 0]})
 
 
 def run(box, workdir, requests: int, flood_seconds: int = 10, baseline_seconds: float = 10,
@@ -354,9 +311,9 @@ def run(box, workdir, requests: int, flood_seconds: int = 10, baseline_seconds: 
                    "victim_other_network": cloud.targets[victim_other.netns]}
         ips = [ip.split("/")[0] for ip in victim_same.port.ips]
         cloud.prober.start()
-        cpu = _cpu_shares(box, cloud)
+        shares = _cpu_shares(box, cloud)
         time.sleep(baseline_seconds)
-        result["baseline_cpu_ms_per_s"] = cpu.result()
+        result["baseline_cpu_ms_per_s"] = shares.result()
         t_base = time.monotonic()
         result["baseline"] = {n: _latency(t, t_base - baseline_seconds, t_base)
                               for n, t in victims.items()}
@@ -409,11 +366,11 @@ def run(box, workdir, requests: int, flood_seconds: int = 10, baseline_seconds: 
                       "burst_window_duration = 1\nburst_query_rate_limit = 40\n")
                 cloud.agent.start()
                 time.sleep(3)
-            cpu = _cpu_shares(box, cloud)
+            shares = _cpu_shares(box, cloud)
             start = time.monotonic()
             flood = _wrk(attacker, flood_seconds, 20)
             end = time.monotonic()
-            flood["cpu_ms_per_s"] = cpu.result()
+            flood["cpu_ms_per_s"] = shares.result()
             if "requests" not in flood:  # wrk could not connect: what does a single curl get?
                 flood["curl_after"] = attacker.exec(
                     "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5",
