@@ -26,6 +26,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--flood-seconds", type=int, default=10)
+    parser.add_argument("--baseline-seconds", type=float, default=10,
+                        help="seconds of the victims' baseline: 20 probes a second each, "
+                             "so at 10 its p99 is the second slowest of 200")
     parser.add_argument("--agent-log", default="/tmp/ovnmeta-hostile-agent.log")
     parser.add_argument("--haproxy-option", action="append", default=[],
                         metavar="KEY=VALUE", help="an [haproxy] option of the agent, e.g. "
@@ -37,6 +40,7 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="omt-") as work:
             r = hostile.run(box, Path(work), args.requests, flood_seconds=args.flood_seconds,
+                            baseline_seconds=args.baseline_seconds,
                             agent_log=Path(args.agent_log),
                             haproxy_options="".join(f"{o.replace('=', ' = ', 1)}\n"
                                                     for o in args.haproxy_option))
