@@ -90,6 +90,9 @@ COLD_PROBE_EVERY = 0.5
 COLD_ARP_MS = 100
 
 
+HAPROXY_OPTIONS = ""   # --haproxy-option lines for the agent's [haproxy]
+
+
 def cold_start(box: Sandbox, mode: str, vms: list[FakeVM], nova: NovaProcess,
                direct_path: bool = True) -> dict:
     """Every VM probed at once, each by its own thread (a fresh try every 0.5 s until a
@@ -97,9 +100,9 @@ def cold_start(box: Sandbox, mode: str, vms: list[FakeVM], nova: NovaProcess,
     served, not when a sequential sweep came back to it."""
     agent = AgentProcess(box, mode=mode, extra=f"metadata_proxy_shared_secret = {SECRET}\n"
                                                f"nova_metadata_port = {nova.port}")
-    if not direct_path:
-        agent.config.write_text(agent.config.read_text().replace(
-            "[haproxy]\n", "[haproxy]\ndirect_path = false\n"))
+    options = HAPROXY_OPTIONS + ("" if direct_path else "direct_path = false\n")
+    agent.config.write_text(agent.config.read_text().replace(
+        "[haproxy]\n", f"[haproxy]\n{options}"))
     for vm in vms:
         probe_arp_fast(vm, COLD_ARP_MS)
     served: dict[str, float] = {}
@@ -366,11 +369,19 @@ def main() -> int:
     parser.add_argument("--reaction-vms", type=int, default=20)
     parser.add_argument("--no-direct-path", action="store_true",
                         help="[haproxy] direct_path = false")
+    parser.add_argument("--haproxy-option", action="append", default=[],
+                        metavar="KEY=VALUE", help="an [haproxy] option of the agent, e.g. "
+                                                  "threads=0 (repeatable)")
     args = parser.parse_args()
+    global HAPROXY_OPTIONS
+    HAPROXY_OPTIONS = "".join(f"{o.replace('=', ' = ', 1)}\n" for o in args.haproxy_option)
     results = run([int(s) for s in args.sizes.split(",")], args.mode, args.reaction_vms,
                   direct_path=not args.no_direct_path)
+    results["haproxy_options"] = args.haproxy_option
     print(json.dumps(results, indent=1))
     print(table(results))
+    if args.haproxy_option:
+        print("[haproxy] " + ", ".join(args.haproxy_option))
     return 0
 
 
