@@ -25,7 +25,7 @@ from pathlib import Path
 from ovnmeta.core import naming
 from ovnmeta.host import netns
 from ovnmeta_testing import neutron
-from ovnmeta_testing.agentproc import AgentProcess
+from ovnmeta_testing.agentproc import AgentProcess, ini_lines
 from ovnmeta_testing.memory import pss_kib
 from ovnmeta_testing.novaproc import NovaProcess
 from ovnmeta_testing.sandbox import Sandbox
@@ -374,7 +374,7 @@ def main() -> int:
                                                   "threads=0 (repeatable)")
     args = parser.parse_args()
     global HAPROXY_OPTIONS
-    HAPROXY_OPTIONS = "".join(f"{o.replace('=', ' = ', 1)}\n" for o in args.haproxy_option)
+    HAPROXY_OPTIONS = ini_lines(args.haproxy_option)
     results = run([int(s) for s in args.sizes.split(",")], args.mode, args.reaction_vms,
                   direct_path=not args.no_direct_path)
     results["haproxy_options"] = args.haproxy_option

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from ovnmeta_testing import hostile
+from ovnmeta_testing.agentproc import ini_lines
 from ovnmeta_testing.sandbox import Sandbox
 
 SANDBOX_DIR = Path("/tmp/ovnmeta-hostile-sandbox")
@@ -42,8 +43,7 @@ def main() -> int:
             r = hostile.run(box, Path(work), args.requests, flood_seconds=args.flood_seconds,
                             baseline_seconds=args.baseline_seconds,
                             agent_log=Path(args.agent_log),
-                            haproxy_options="".join(f"{o.replace('=', ' = ', 1)}\n"
-                                                    for o in args.haproxy_option))
+                            haproxy_options=ini_lines(args.haproxy_option))
     finally:
         box.down()
     print(json.dumps(r, indent=1))

@@ -110,3 +110,8 @@ def namespaces() -> set[str]:
         return set(os.listdir("/run/netns"))
     except FileNotFoundError:
         return set()
+
+
+def ini_lines(options: list[str]) -> str:
+    """Command-line KEY=VALUE options (a script's --haproxy-option) as ini lines."""
+    return "".join(f"{o.replace('=', ' = ', 1)}\n" for o in options)
