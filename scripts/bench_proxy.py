@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
@@ -166,28 +165,23 @@ def restart_under_load(vm: FakeVM, agent: AgentProcess, connections: int,
     return {**result, "restart_seconds": result_restart_s}
 
 
-def _cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
 def wait_idle(box: Sandbox, limit: float = 0.05, timeout: float = 120,
               also: list[int] = ()) -> None:
     """Until northd, ovn-controller and the DB servers (and `also`: the agent, just
     restarted, finishing its first passes) use under `limit` of a core."""
     pids = [p for p in box.status().values() if p] + list(also)
-    hz = os.sysconf("SC_CLK_TCK")
+    hz = cpu.HZ
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        before = sum(_cpu_ticks(p) for p in pids)
+        before = sum(cpu.stat_ticks(p) for p in pids)
         time.sleep(1.0)
-        if (sum(_cpu_ticks(p) for p in pids) - before) / hz < limit:
+        if (sum(cpu.stat_ticks(p) for p in pids) - before) / hz < limit:
             return
 
 
 def _agent_ticks(agent: AgentProcess) -> int:
     """CPU ticks of the agent and its workers."""
-    return sum(_cpu_ticks(p) for p in agent_processes(agent) if alive(p))
+    return sum(cpu.stat_ticks(p) for p in agent_processes(agent) if alive(p))
 
 
 def _args(pid: int) -> str:
@@ -223,7 +217,7 @@ PROFILE: Path | None = None  # --profile: py-spy's collapsed stacks of the agent
 
 
 def measure(vm: FakeVM, agent: AgentProcess, connections: int, seconds: int) -> dict:
-    hz = os.sysconf("SC_CLK_TCK")
+    hz = cpu.HZ
     spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-f", "raw",
                             "-o", str(PROFILE), "-d", str(seconds), "-p", str(agent.proc.pid),
                             "-s"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) \

@@ -310,7 +310,7 @@ class Workers:
         return [self._read(p, event, timeout) for p in self.procs]
 
     def cpu(self) -> float:
-        from ovnmeta_testing.sbcloud import cpu_seconds
+        from ovnmeta_testing.cpu import cpu_seconds
         return sum(cpu_seconds(p.pid) for p in self.procs)
 
     def close(self) -> None:
@@ -332,16 +332,16 @@ class Meter:
     """Server CPU, bytes sent to the agents, machine busy share, over one phase."""
 
     def __init__(self, cloud, workers: Workers | None = None) -> None:
-        from ovnmeta_testing import sbcloud
-        self.s, self.cloud, self.workers = sbcloud, cloud, workers
+        from ovnmeta_testing import cpu, sbcloud
+        self.s, self.cpu, self.cloud, self.workers = sbcloud, cpu, cloud, workers
         self.t0 = time.monotonic()
         self.cpu0 = self._cpu()
         self.bytes0 = self._bytes()
-        self.busy0 = sbcloud.machine_busy()
+        self.busy0 = cpu.machine_busy()
         self.wcpu0 = workers.cpu() if workers else 0.0
 
     def _cpu(self) -> dict[str, float]:
-        return {n: self.s.cpu_seconds(self.cloud.pid(n)) for n in self.cloud.servers}
+        return {n: self.cpu.cpu_seconds(self.cloud.pid(n)) for n in self.cloud.servers}
 
     def _bytes(self) -> dict[str, int]:
         return {n: self.s.bytes_sent([self.cloud.ports[n]]) for n in self.cloud.servers}
@@ -350,7 +350,7 @@ class Meter:
         """The phase's figures. Servers `restarted` during the phase are new processes with
         new sockets: their CPU and bytes count from zero. Every agent socket is new after a
         reconnect, so bytes count from zero for all servers then."""
-        cpu1, bytes1, busy1 = self._cpu(), self._bytes(), self.s.machine_busy()
+        cpu1, bytes1, busy1 = self._cpu(), self._bytes(), self.cpu.machine_busy()
         seconds = time.monotonic() - self.t0
         leader = self.cloud.leader() if self.cloud.relays else "sb"
         cpu = {n: cpu1[n] - (0 if n in restarted else self.cpu0[n]) for n in cpu1}

@@ -1,20 +1,33 @@
 """Where a benchmark's CPU went: per process from /proc/<pid>/stat, for the machine from
 /proc/stat, with the hypervisor's steal apart (a 2-core VM loses some to it, and a round
-that lost more is not comparable)."""
+that lost more is not comparable). The one reader of both files for scripts and tests."""
 
 from __future__ import annotations
 
 import os
 import time
 
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def stat_ticks(pid: int) -> int:
+    """utime + stime of one process, all its threads, in clock ticks. Raises OSError when
+    the process is gone: for callers to whom that is news (a sandbox daemon that died)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()   # the name may hold spaces and ")"
+    return int(fields[11]) + int(fields[12])
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """stat_ticks in seconds; 0 for no process or one gone (a server restarted counts anew)."""
+    return process_ticks(pid) / HZ if pid else 0.0
+
 
 def process_ticks(pid: int, children: bool = False) -> int:
     """utime + stime of one process (and its live children), in clock ticks (0 once gone)."""
     total = 0
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
+        total += stat_ticks(pid)
         if not children:
             return total
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -24,11 +37,23 @@ def process_ticks(pid: int, children: bool = False) -> int:
     return total + sum(process_ticks(c, True) for c in kids)
 
 
-def machine_ticks() -> tuple[int, int]:
-    """(busy, stolen): all but idle and iowait; what the hypervisor gave to others."""
+def _machine() -> list[int]:
+    """/proc/stat's first line: user nice system idle iowait irq softirq steal guest ..."""
     with open("/proc/stat") as f:
-        cpu = [int(v) for v in f.readline().split()[1:]]
+        return [int(v) for v in f.readline().split()[1:]]
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, stolen): all but idle, iowait and steal; what the hypervisor gave to others."""
+    cpu = _machine()
     return sum(cpu[:8]) - cpu[3] - cpu[4] - cpu[7], cpu[7]
+
+
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) ticks of the whole machine: busy counts steal, as time not idle.
+    Guest time is already inside user and nice, so it is left out of the total."""
+    cpu = _machine()
+    return sum(cpu[:8]) - cpu[3] - cpu[4], sum(cpu[:8])
 
 
 class CpuShares:
@@ -38,7 +63,7 @@ class CpuShares:
 
     def __init__(self, pids: dict[str, list[int]]) -> None:
         self.pids = pids
-        self.hz = os.sysconf("SC_CLK_TCK")
+        self.hz = HZ
         self.start = self._sample()
 
     def _sample(self) -> tuple[float, tuple[int, int], dict[str, int]]:

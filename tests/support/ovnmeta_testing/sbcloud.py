@@ -31,7 +31,6 @@ from ovnmeta.host import procs
 from ovnmeta_testing.sandbox import (NB_SCHEMA, OVS_SCHEMA, SB_SCHEMA, SandboxError, _free_port,
                                      wait_until)
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 BATCH = 25000   # rows per NB/SB transaction while building: each NB one is a northd pass
 
 
@@ -460,17 +459,6 @@ class SbCloud:
 
 
 # -- measuring the servers ------------------------------------------------------
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU of a process, all its threads."""
-    if not pid:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 _ACKED = re.compile(r"bytes_acked:(\d+)")
 
 
@@ -483,10 +471,3 @@ def bytes_sent(ports: list[int]) -> int:
     out = subprocess.run(["ss", "-tinH", "state", "established", f"( {flt} )"],
                          capture_output=True, text=True).stdout
     return sum(int(m) for m in _ACKED.findall(out))
-
-
-def machine_busy() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine, from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
