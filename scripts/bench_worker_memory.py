@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import collections
 import gc
+import importlib
 import json
 import os
 import socket
@@ -132,6 +133,11 @@ def by_kind(pages: set[int]) -> list[tuple[str, int]]:
     return kib.most_common()
 
 
+def _load_agent() -> None:
+    """What only the agent loads (ovsdbapp, pyroute2, jinja2, aiohttp)."""
+    importlib.import_module("ovnmeta.agent.daemon")
+
+
 def run(workers: int, requests: int, fork_after: str, top: int) -> dict:
     from ovnmeta.agent.workers import WorkerPool, Zygote
     work = Path(tempfile.mkdtemp(prefix="omt-wmem-"))
@@ -149,11 +155,11 @@ def run(workers: int, requests: int, fork_after: str, top: int) -> dict:
         sock.bind(str(work / "sock"))
         sock.listen(128)
         if fork_after == "imports":
-            import ovnmeta.agent.daemon  # noqa: F401
+            _load_agent()
         if workers:
             zygote = Zygote(conf, sock)
             zygote.start()
-        import ovnmeta.agent.daemon  # noqa: F401,F811  (the agent's modules, as launch loads them)
+        _load_agent()            # after the fork, as launch loads them (a no-op if loaded)
         answered = 0
         if workers:
             pool = WorkerPool(workers, [], sock, zygote)
