@@ -28,6 +28,7 @@ import gc
 import importlib
 import json
 import os
+import shutil
 import socket
 import struct
 import sys
@@ -182,6 +183,7 @@ def run(workers: int, requests: int, fork_after: str, top: int) -> dict:
         if pool is not None:
             pool.stop()
         nova.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def table(r: dict) -> str:
