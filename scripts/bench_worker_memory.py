@@ -135,7 +135,7 @@ def by_kind(pages: set[int]) -> list[tuple[str, int]]:
 
 
 def _load_agent() -> None:
-    """What only the agent loads (ovsdbapp, pyroute2, jinja2, aiohttp)."""
+    """What only the agent loads (ovsdbapp, pyroute2, jinja2)."""
     importlib.import_module("ovnmeta.agent.daemon")
 
 

@@ -1,50 +1,72 @@
 """The agent's control socket (root only): live status and index lookups for `ovnmeta`.
 
-Separate from the metadata socket so nothing a VM can reach exposes agent internals.
+Separate from the metadata socket so nothing a VM can reach exposes agent internals. It is
+served by the metadata socket's own HTTP server and read with the standard library's
+client: no web framework in the agent (aiohttp was 8 MiB of the agent's memory, measured
+with scripts/bench_worker_memory.py --workers 0, and more pages unshared from its workers).
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import socket
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-
-import aiohttp
-from aiohttp import web
+from urllib.parse import parse_qs, urlsplit
 
 from ovnmeta.core.portindex import BadAddress, PortIndex
+from ovnmeta.proxy.httpserver import Request, Response, Server
 
 CONTROL_SOCKET = "control.sock"
 
 
-def make_app(status: Callable[[], dict], index: Callable[[], PortIndex]) -> web.Application:
-    async def get_status(request: web.Request) -> web.Response:
-        return web.json_response(status(), dumps=lambda o: json.dumps(o, default=str))
+def json_response(body: object, status: int = 200) -> Response:
+    return Response(status, [("Content-Type", "application/json; charset=utf-8")],
+                    json.dumps(body, default=str).encode())
 
-    async def lookup(request: web.Request) -> web.Response:
-        network, ip = request.query.get("network", ""), request.query.get("ip", "")
+
+Route = Callable[[dict[str, str]], Awaitable[Response]]
+
+
+def make_app(status: Callable[[], dict], index: Callable[[], PortIndex]
+             ) -> Callable[[Request], Awaitable[Response]]:
+    """The control socket's handler: GET /status, /lookup?network=&ip=, /memory?top=."""
+    async def get_status(query: dict[str, str]) -> Response:
+        return json_response(status())
+
+    async def lookup(query: dict[str, str]) -> Response:
+        network, ip = query.get("network", ""), query.get("ip", "")
         try:
             inst = index().lookup(network, ip)
         except BadAddress as exc:
-            return web.json_response({"error": str(exc)}, status=400)
+            return json_response({"error": str(exc)}, 400)
         if inst is None:
-            return web.json_response({"error": f"no VM port bound here with IP {ip} on "
-                                               f"network {network}"}, status=404)
-        return web.json_response(asdict(inst))
+            return json_response({"error": f"no VM port bound here with IP {ip} on "
+                                           f"network {network}"}, 404)
+        return json_response(asdict(inst))
 
-    async def memory(request: web.Request) -> web.Response:
-        top = int(request.query.get("top", "30"))
-        return web.json_response(await asyncio.get_running_loop().run_in_executor(
+    async def memory(query: dict[str, str]) -> Response:
+        try:
+            top = int(query.get("top", "30"))
+        except ValueError:
+            return json_response({"error": "top must be a number"}, 400)
+        return json_response(await asyncio.get_running_loop().run_in_executor(
             None, allocations, top))
 
-    app = web.Application()
-    app.router.add_get("/status", get_status)
-    app.router.add_get("/lookup", lookup)
-    app.router.add_get("/memory", memory)
-    return app
+    routes: dict[str, Route] = {"/status": get_status, "/lookup": lookup, "/memory": memory}
+
+    async def handle(request: Request) -> Response:
+        route = routes.get(request.path)
+        if route is None:
+            return json_response({"error": f"no such path: {request.path}"}, 404)
+        if request.method not in ("GET", "HEAD"):
+            return Response(405, [("Allow", "GET, HEAD")], b"")
+        query = {k: v[-1] for k, v in parse_qs(urlsplit(request.path_qs).query).items()}
+        return await route(query)
+    return handle
 
 
 def allocations(top: int = 30) -> dict:
@@ -65,22 +87,33 @@ def allocations(top: int = 30) -> dict:
                     for stat in snapshot.statistics(by)[:top]]}
 
 
-async def serve(app: web.Application, sock: socket.socket, stop: asyncio.Event) -> None:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    await web.SockSite(runner, sock).start()
+async def serve(app: Callable[[Request], Awaitable[Response]], sock: socket.socket,
+                stop: asyncio.Event) -> None:
+    server = Server(app, keepalive=30)
+    await server.start(sock, backlog=16)
     try:
         await stop.wait()
     finally:
-        await runner.cleanup()
+        await server.close(grace=2)
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("ovnmeta", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
 
 
 def request(path: str, url_path: str, timeout: float = 5.0) -> tuple[int, dict]:
     """A blocking client for the CLI: (HTTP status, JSON body)."""
-    async def get() -> tuple[int, dict]:
-        connector = aiohttp.UnixConnector(path=path)
-        async with aiohttp.ClientSession(connector=connector,
-                                         timeout=aiohttp.ClientTimeout(total=timeout)) as http:
-            async with http.get(f"http://ovnmeta{url_path}") as resp:
-                return resp.status, await resp.json()
-    return asyncio.run(get())
+    conn = _UnixConnection(path, timeout)
+    try:
+        conn.request("GET", url_path)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"{}")
+    finally:
+        conn.close()

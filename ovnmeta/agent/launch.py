@@ -1,6 +1,6 @@
 """`ovnmeta-agent`'s entry point: config, lock and metadata socket first, the rest after.
 
-Loading the whole agent (aiohttp, ovsdbapp, pyroute2) takes about 0.4 s; the socket is
+Loading the whole agent (ovsdbapp, pyroute2, jinja2) takes some tenths of a second; the socket is
 listening before that, so requests haproxy sends meanwhile wait in its backlog.
 """
 
@@ -56,7 +56,7 @@ def _multiprocess_metrics(directory: Path) -> None:
 
 def _zygote(conf: cfg.ConfigOpts, sock, lock: AgentLock):
     """The workers' zygote, forked before the agent loads what only it needs (ovsdbapp,
-    pyroute2, jinja2, aiohttp) and before any thread: workers share what the zygote loaded,
+    pyroute2, jinja2) and before any thread: workers share what the zygote loaded,
     and the agent's later work does not unshare pages of a heap that big."""
     from ovnmeta.agent.workers import Zygote
     zygote = Zygote(conf, sock, drop_fds=(lock.fd,) if lock.fd is not None else ())

@@ -12,7 +12,7 @@ from oslo_log import _options, log
 
 PROJECT = "ovnmeta"
 # Libraries whose INFO lines say nothing an operator acts on (ovsdbapp logs every reconnect).
-QUIET = ["ovsdbapp=WARN", "ovs=WARN", "pyroute2=WARN", "asyncio=WARN", "aiohttp=WARN"]
+QUIET = ["ovsdbapp=WARN", "ovs=WARN", "pyroute2=WARN", "asyncio=WARN"]
 
 
 def register(conf: cfg.ConfigOpts) -> None:

@@ -247,6 +247,12 @@ class Server:
         else:
             self._server = await loop.create_server(factory, sock=sock, backlog=backlog)
 
+    async def listen_tcp(self, host: str, port: int, backlog: int = 100) -> None:
+        """Bind and serve `host:port` (every address it resolves to; empty: all)."""
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _Connection(self), host or None, port, reuse_address=True,
+            backlog=backlog)
+
     async def close(self, grace: float = 10.0) -> None:
         """Stop accepting; idle connections close now, busy ones after their answer."""
         self.closing = True

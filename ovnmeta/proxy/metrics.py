@@ -20,6 +20,8 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ovnmeta.proxy.httpserver import Request, Response, Server, text
+
 try:
     __version__ = version("ovnmeta")
 except PackageNotFoundError:  # running from a source tree
@@ -225,22 +227,18 @@ def parse_listen(listen: str) -> tuple[str, int]:
 async def serve(reg: CollectorRegistry, listen: str, stop: asyncio.Event) -> None:
     """GET /metrics on `listen` until stopped; scrapes run in a thread, off the data path's
     event loop (haproxy's stats sockets are read then)."""
-    from aiohttp import web  # imported here: workers never serve this, and save its memory
-
-    async def scrape(request: web.Request) -> web.Response:
+    async def scrape(request: Request) -> Response:
+        if request.path != "/metrics":
+            return text(404, "Not found: metrics are at /metrics")
         body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, reg)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return Response(200, [("Content-Type", CONTENT_TYPE_LATEST)], body)
 
-    app = web.Application()
-    app.router.add_get("/metrics", scrape)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    host, port = parse_listen(listen)
-    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    server = Server(scrape)
+    await server.listen_tcp(*parse_listen(listen))
     try:
         await stop.wait()
     finally:
-        await runner.cleanup()
+        await server.close(grace=2)
 
 
 def exported_names() -> set[str]:

@@ -261,3 +261,36 @@ def test_memory_endpoint_says_how_to_trace_and_lists_lines_when_tracing() -> Non
     assert len(where) >= 2 and kept
     assert where[0].endswith(f":{hold.__code__.co_firstlineno + 1}")
     assert "test_monitoring.py" in where[1]
+
+
+def test_the_endpoint_serves_metrics_over_real_tcp_and_says_where_they_are() -> None:
+    import asyncio
+    import urllib.error
+    import urllib.request
+
+    from ovnmeta_testing.sandbox import _free_port
+    port = _free_port()
+    reg = metrics.registry(metrics.StateCollector(lambda: STATE, lambda: metrics_parse(STATS)))
+
+    def fetch(path: str) -> tuple[int, str, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                return r.status, r.headers["Content-Type"], r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers["Content-Type"], exc.read().decode()
+
+    async def run() -> list[tuple[int, str, str]]:
+        stop = asyncio.Event()
+        served = asyncio.create_task(metrics.serve(reg, f"127.0.0.1:{port}", stop))
+        await asyncio.sleep(0.2)
+        loop = asyncio.get_running_loop()
+        got = [await loop.run_in_executor(None, fetch, p) for p in ("/metrics", "/other")]
+        with pytest.raises(OSError):    # a port in use: the agent logs it and goes on
+            await metrics.serve(reg, f"127.0.0.1:{port}", stop)
+        stop.set()
+        await served
+        return got
+    (code, kind, body), (missing, _kind, why) = asyncio.run(run())
+    assert code == 200 and kind == metrics.CONTENT_TYPE_LATEST
+    assert "ovnmeta_networks_served 2.0" in body
+    assert missing == 404 and "/metrics" in why
