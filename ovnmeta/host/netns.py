@@ -15,13 +15,16 @@ import socket
 import threading
 from collections.abc import Iterator
 
-from pyroute2 import IPRoute, netns
-from pyroute2.ethtool.ioctl import IoctlEthtool
-from pyroute2.nftables.main import NFTables
-from pyroute2.netlink.exceptions import NetlinkError
-
 from ovnmeta.core import naming
 from ovnmeta.core.model import METADATA_V6, LinkState, NetworkSpec
+from ovnmeta.host import pyroute2_lean
+
+pyroute2_lean.register()   # before the first pyroute2 import: only what follows is loaded
+import pyroute2.netns as netns  # noqa: E402
+from pyroute2.ethtool.ioctl import IoctlEthtool  # noqa: E402
+from pyroute2.iproute.linux import IPRoute  # noqa: E402
+from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
+from pyroute2.nftables.main import NFTables  # noqa: E402
 
 LOG = logging.getLogger(__name__)
 NETNS_DIR = "/run/netns"
