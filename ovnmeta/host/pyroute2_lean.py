@@ -48,6 +48,9 @@ def register() -> bool:
 
         package.__getattr__ = __getattr__
         sys.modules[PACKAGE] = package
+        # The first thing its __init__ does, and what a library should: a NullHandler on
+        # the "pyroute2" logger (no stray warnings on stderr where logging is not set up).
+        importlib.import_module(f"{PACKAGE}.config.log")
         return True
 
 
