@@ -52,6 +52,12 @@ def main() -> int:
     for sample in result["samples"]:
         print(f"| {sample['minute']:g} | {sample['networks']} | "
               f"{sample['rss_kib'] / 1024:.1f} | {sample['fds']} |")
+    if result["settled"]:
+        st = result["settled"]
+        print(f"\nafter minute {st['after_minute']:g} ({st['samples']} samples): RSS "
+              f"{st['rss_mib_min']}–{st['rss_mib_max']} MiB, fds {st['fds_min']}–"
+              f"{st['fds_max']}, fewest fds in each {st['window_minutes']:g} minutes: "
+              f"{', '.join(map(str, st['fds_fewest_per_window']))}")
     if args.trace:
         print(f"\ntraced Python memory: {result['traced_kib_start']} → "
               f"{result['traced_kib_end']} KiB; lines that grew:")

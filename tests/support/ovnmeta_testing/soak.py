@@ -153,6 +153,25 @@ def grown(start: dict, end: dict) -> list[dict]:
                   key=lambda r: r["kib_start"] - r["kib_end"])
 
 
+def settled(samples: list[dict], after: float = 10.0, window: float = 10.0) -> dict:
+    """RSS and fds once the first `after` minutes are over: their ranges, and the fewest
+    fds in each `window` minutes. A sample can catch connections in flight (a probe's, a
+    haproxy check's); a leak raises the fewest as well, so that is the count to watch."""
+    late = [s for s in samples if s["minute"] >= after]
+    if not late:
+        return {}
+    floors: dict[int, int] = {}
+    for s in late:
+        slot = int((s["minute"] - after) // window)
+        floors[slot] = min(floors.get(slot, s["fds"]), s["fds"])
+    rss = [s["rss_kib"] / 1024 for s in late]
+    return {"after_minute": after, "samples": len(late),
+            "rss_mib_min": round(min(rss), 1), "rss_mib_max": round(max(rss), 1),
+            "fds_min": min(s["fds"] for s in late), "fds_max": max(s["fds"] for s in late),
+            "fds_fewest_per_window": [floors[k] for k in sorted(floors)],
+            "window_minutes": window}
+
+
 def run(box: Sandbox, minutes: float, seed: int = 1, warmup: float = 20.0,
         sample_every: float = 60.0, trace: int = 0) -> dict:
     """`sample_every` seconds the agent's RSS and fds go into `samples` (a leak grows for
@@ -214,6 +233,7 @@ def run(box: Sandbox, minutes: float, seed: int = 1, warmup: float = 20.0,
             "fd_kinds_start": start_kinds, "fd_kinds_end": fd_kinds(agent.proc.pid),
             "left": leftovers(box, agent),
             "samples": samples,
+            "settled": settled(samples),
             **({"traced_kib_start": traced_start.get("traced_kib"),
                 "traced_kib_end": traced_end.get("traced_kib"),
                 "traced_grown": grown(traced_start, traced_end)[:15]} if trace else {}),
