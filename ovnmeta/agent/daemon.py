@@ -158,7 +158,8 @@ class Agent:
                      user=conf.metadata_proxy_user, group=conf.metadata_proxy_group,
                      log_target=conf.haproxy.log_target, rate_limit=rate_limit(conf),
                      direct=direct(conf, str(haproxy_dir / READY_SOCKET))),
-            binary=conf.haproxy.haproxy_path, template_dir=conf.haproxy.templates_dir)
+            binary=conf.haproxy.haproxy_path, template_dir=conf.haproxy.templates_dir,
+            bridges=conf.haproxy.bridges)
         self.chassis = chassis
         if manager.settings.direct:
             self.maps = MapSync(manager.maps_dir, manager.stats_socket(),

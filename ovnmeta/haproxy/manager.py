@@ -3,11 +3,19 @@
 `shared` runs one master-worker haproxy whose frontends bind inside every namespace and
 reloads it seamlessly; `per-network` runs one process per network. Both survive an agent
 restart: the next agent adopts them by pidfile.
+
+In shared mode a network new to the shared haproxy can be served first by a bridge: a
+haproxy of its own with that network's frontend alone (no direct path: every request goes
+through the agent), which listens 10-20 ms after it is started, where the shared one's
+reload takes 50-150 ms at 200 networks. Once the shared haproxy has loaded the network the
+bridge soft-stops, its queued connections handed over by the kernel (tcp_migrate_req).
 """
 
 from __future__ import annotations
 
 import logging
+import signal
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -23,14 +31,18 @@ from ovnmeta.haproxy.settings import (CLIENT_PEM, ERROR_FILES, MAPS_DIR, READY_S
 from ovnmeta.host import netns
 
 LOG = logging.getLogger(__name__)
+BRIDGE_PREFIX = "bridge-"
+BRIDGE_GRACE = 30.0   # seconds a soft-stopped bridge may take to finish its requests
 
 
 class HaproxyManager:
     """Keeps the haproxy processes matching a set of frontends, in either mode."""
 
     def __init__(self, mode: str, state_dir: Path, settings: Settings, binary: str = "haproxy",
-                 template_dir: str = "") -> None:
+                 template_dir: str = "", bridges: int = 0) -> None:
         self.mode = mode
+        self.bridges = bridges if mode == "shared" else 0   # most bridges a pass starts
+        self._stopping: dict[str, tuple[int, float]] = {}    # bridge: its pid, since when
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.settings = settings
@@ -78,6 +90,56 @@ class HaproxyManager:
         return {net for p in self.dir.glob(f"{naming.NAMESPACE_PREFIX}*.cfg")
                 if (net := naming.network_from_namespace(p.stem))}
 
+    def _bridge(self, net_id: str) -> Process:
+        name = BRIDGE_PREFIX + naming.namespace(net_id)
+        return Process(self.binary, self.dir / f"{name}.cfg", self.dir / f"{name}.pid", False)
+
+    def _bridge_ids(self) -> set[str]:
+        return {net for p in self.dir.glob(f"{BRIDGE_PREFIX}{naming.NAMESPACE_PREFIX}*.cfg")
+                if (net := naming.network_from_namespace(p.stem[len(BRIDGE_PREFIX):]))}
+
+    def _start_bridges(self, frontends: list[Frontend], served: str) -> None:
+        """A bridge for each network the running shared haproxy does not serve yet, when a
+        pass brings no more than `bridges` of them (a cold start just loads them all)."""
+        new = [f for f in frontends if f"frontend {naming.frontend(f.network_id)}\n" not in served
+               and f.network_id not in self._bridge_ids()]
+        if not new or len(new) > self.bridges:
+            return
+        settings = replace(self.settings, direct=None)
+        for f in new:
+            proc = self._bridge(f.network_id)
+            try:
+                proc.write(render(self.template, [f], settings, state_dir=self.dir),
+                           validate=False)   # the shared config's own frontend template
+                netns.migrate_queued_connections(f.namespace)   # for when it stops
+                proc.start()
+                LOG.info("network %s: a bridge haproxy (pid %s) serves it while the shared "
+                         "one loads it", f.network_id, proc.pid())
+            except (HaproxyError, OSError) as exc:
+                LOG.warning("network %s: no bridge haproxy (%s); it is served once the "
+                            "shared haproxy has loaded it", f.network_id, exc)
+                proc.stop()
+
+    def _retire_bridges(self, keep: set[str] = frozenset()) -> None:
+        """Soft-stop the bridges of networks not in `keep`, without waiting for them (they
+        finish the requests they hold); SIGTERM after BRIDGE_GRACE, the files once gone."""
+        now = time.monotonic()
+        for net in self._bridge_ids() - keep:
+            proc = self._bridge(net)
+            pid = proc.pid()
+            stopping = self._stopping.get(net)
+            if pid is None:
+                proc.stop()                 # gone: its files
+                self._stopping.pop(net, None)
+            elif stopping is None or stopping[0] != pid:
+                LOG.info("network %s: the shared haproxy serves it; stopping its bridge", net)
+                proc.signal(signal.SIGUSR1)   # soft stop: closes its listener at once
+                self._stopping[net] = (pid, now)
+            elif now - stopping[1] > BRIDGE_GRACE:
+                LOG.warning("network %s: its bridge haproxy %d still runs %g s after its "
+                            "soft stop; terminating it", net, pid, BRIDGE_GRACE)
+                proc.signal(signal.SIGTERM)
+
     def sync(self, frontends: list[Frontend], recreated: set[str] = frozenset(),
              meanwhile: Callable[[], None] | None = None) -> dict[str, str]:
         """Converge; returns errors by network id ('*' for the shared process).
@@ -113,11 +175,21 @@ class HaproxyManager:
                      meanwhile: Callable[[], None]) -> dict[str, str]:
         proc = self._shared()
         if not frontends:
+            self._retire_bridges()
             if proc.pid() or proc.cfg.exists():
                 LOG.info("no metadata networks left: stopping the shared haproxy")
                 proc.stop()
             return {}
+        if self.bridges and proc.pid() is not None:
+            try:
+                served = proc.cfg.read_text()
+            except FileNotFoundError:
+                served = ""
+            self._start_bridges(frontends, served)
         error = self._converge(proc, frontends, recreated, "shared haproxy", "*", meanwhile)
+        # A bridge stays while the shared haproxy has not loaded its network.
+        self._retire_bridges(keep={f.network_id for f in frontends} - self.configured_networks()
+                             if error else set())
         return {"*": error} if error else {}
 
     def _sync_per_network(self, frontends: list[Frontend], recreated: set[str]
@@ -251,6 +323,8 @@ class HaproxyManager:
         return shared_stats_socket(self.dir)
 
     def stop_all(self) -> None:
+        for net in self._bridge_ids():
+            self._bridge(net).stop()
         self._shared().stop()
         for net in self._per_network_ids():
             self._per_network(net).stop()

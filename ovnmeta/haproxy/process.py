@@ -212,6 +212,15 @@ class Process:
             # (its command line empties while it exits, before it is really gone).
             procs.terminate(pid, timeout, sig=signal.SIGUSR1 if graceful else signal.SIGTERM)
 
+    def signal(self, sig: int) -> None:
+        """Send `sig` to the process, if it runs (SIGUSR1: soft stop, without waiting)."""
+        pid = self.pid()
+        if pid:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
     def restart(self) -> None:
         self.kill()
         self.start()
