@@ -311,3 +311,31 @@ def test_only_haproxy_may_use_the_metadata_socket(cloud) -> None:
     assert as_root.stdout.split()[1:2] == ["200"] and vm.port.device_id in as_root.stdout
     assert get(vm, "/openstack/latest/meta_data.json")[0] == 200
     assert "refused a metadata request" in agent.log()
+
+
+def test_a_network_added_to_a_running_agent_is_bridged_then_served_by_the_shared_haproxy(
+        make_network, make_vm, start_agent, tmp_path) -> None:
+    """[haproxy] bridges: the new network's own haproxy serves it while the shared one
+    reloads; its VM gets its data; the bridge is gone once the shared haproxy has it."""
+    first = make_vm(make_network())
+    nova = NovaProcess({first.port.device_id: instance_data(first)}, SECRET, tmp_path).start()
+    try:
+        agent = start_agent(extra=f"metadata_proxy_shared_secret = {SECRET}\n"
+                                  f"nova_metadata_port = {nova.port}\n[haproxy]\nbridges = 2")
+        wait_until(lambda: get(first, "/openstack/latest/meta_data.json")[0] == 200,
+                   timeout=20, what="the first VM served")
+        assert "bridge haproxy" not in agent.log()     # a start loads the shared one only
+        vm = make_vm(make_network())
+        nova.add_instance(vm.port.device_id, instance_data(vm))
+        wait_until(lambda: get(vm, "/openstack/latest/meta_data.json")[0] == 200,
+                   timeout=20, what="the new network's VM served")
+        code, body = get(vm, "/openstack/latest/meta_data.json")
+        assert code == 200 and json.loads(body)["uuid"] == vm.port.device_id
+        assert f"network {vm.network.id}: a bridge haproxy" in agent.log()
+        haproxy_dir = agent.state_dir / "haproxy"
+        wait_until(lambda: not list(haproxy_dir.glob("bridge-*")), timeout=30,
+                   what="the bridge stopped and its files removed")
+        assert get(vm, "/openstack/latest/meta_data.json")[0] == 200
+        assert agent.log().count("Traceback") == 0
+    finally:
+        nova.stop()
