@@ -98,13 +98,14 @@ class HaproxyManager:
         return {net for p in self.dir.glob(f"{BRIDGE_PREFIX}{naming.NAMESPACE_PREFIX}*.cfg")
                 if (net := naming.network_from_namespace(p.stem[len(BRIDGE_PREFIX):]))}
 
-    def _start_bridges(self, frontends: list[Frontend], served: str) -> None:
-        """A bridge for each network the running shared haproxy does not serve yet, when a
-        pass brings no more than `bridges` of them (a cold start just loads them all)."""
+    def _to_bridge(self, frontends: list[Frontend], served: str) -> list[Frontend]:
+        """The networks the running shared haproxy does not serve yet, when a pass brings
+        no more than `bridges` of them (a cold start just loads them all)."""
         new = [f for f in frontends if f"frontend {naming.frontend(f.network_id)}\n" not in served
                and f.network_id not in self._bridge_ids()]
-        if not new or len(new) > self.bridges:
-            return
+        return new if len(new) <= self.bridges else []
+
+    def _start_bridges(self, new: list[Frontend]) -> None:
         settings = replace(self.settings, direct=None)
         for f in new:
             proc = self._bridge(f.network_id)
@@ -160,6 +161,7 @@ class HaproxyManager:
                 once()
                 errors = self._sync_per_network(frontends, recreated)
                 old = [self._shared()] if self._shared().cfg.exists() else []
+                self._retire_bridges()      # a shared mode's, before a switch of modes
         finally:
             once()
         if old and not errors:
@@ -185,7 +187,11 @@ class HaproxyManager:
                 served = proc.cfg.read_text()
             except FileNotFoundError:
                 served = ""
-            self._start_bridges(frontends, served)
+            if new := self._to_bridge(frontends, served):
+                # The OVS ports first (OVN binds them in 150-350 ms), then the bridges
+                # (10-20 ms each), then the shared haproxy's reload.
+                meanwhile()
+                self._start_bridges(new)
         error = self._converge(proc, frontends, recreated, "shared haproxy", "*", meanwhile)
         # A bridge stays while the shared haproxy has not loaded its network.
         self._retire_bridges(keep={f.network_id for f in frontends} - self.configured_networks()

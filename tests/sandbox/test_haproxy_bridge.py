@@ -50,16 +50,20 @@ def test_a_new_network_is_served_by_a_bridge_until_the_shared_haproxy_has_it(
     try:
         assert manager.sync(_frontends(a)) == {}
         assert not _bridges(tmp_path)           # nothing runs yet: no bridge for a start
-        seen: dict[str, object] = {}
+        order: list[tuple] = []
+        reload_shared = manager._converge
 
-        def meanwhile() -> None:                # right after the shared haproxy's SIGUSR2
-            seen["bridges"] = [p.name for p in _bridges(tmp_path)]
-            seen["accepts"] = _accepts(b)
-            seen["bridge_pid"] = manager._bridge(b).pid()
-        assert manager.sync(_frontends(a, b), meanwhile=meanwhile) == {}
-        assert seen["bridges"] == [f"{BRIDGE_PREFIX}{naming.namespace(b)}.cfg"]
-        assert seen["accepts"]
-        bridge = seen["bridge_pid"]
+        def converge(*args, **kwargs):          # the shared haproxy's reload, watched
+            order.append(("reload", [p.name for p in _bridges(tmp_path)], _accepts(b),
+                          manager._bridge(b).pid()))
+            return reload_shared(*args, **kwargs)
+        manager._converge = converge
+        assert manager.sync(_frontends(a, b), meanwhile=lambda: order.append(
+            ("ovs ports", [p.name for p in _bridges(tmp_path)]))) == {}
+        # The OVS ports first, then the bridge, listening before the shared haproxy reloads.
+        assert order[0] == ("ovs ports", [])
+        assert order[1][:3] == ("reload", [f"{BRIDGE_PREFIX}{naming.namespace(b)}.cfg"], True)
+        bridge = order[1][3]
         assert bridge and bridge not in manager.pids().values()
         # Soft-stopped once the shared haproxy has the network; files gone the pass after.
         deadline = time.monotonic() + 10
@@ -70,10 +74,9 @@ def test_a_new_network_is_served_by_a_bridge_until_the_shared_haproxy_has_it(
         manager.sync(_frontends(a, b))
         assert not _bridges(tmp_path)
         # More new networks in a pass than `bridges` (a cold start, say): no bridge.
-        started: list[str] = []
-        manager.sync(_frontends(a, b, c, d, e),
-                     meanwhile=lambda: started.extend(p.name for p in _bridges(tmp_path)))
-        assert started == [] and all(_accepts(n) for n in namespaces)
+        manager.sync(_frontends(a, b, c, d, e))
+        assert order[-1][1] == [] and all(_accepts(n) for n in namespaces)
+        assert len(order) == 4                  # every step watched above
     finally:
         manager.stop_all()
     assert not list(tmp_path.glob("*.cfg")) and not any(_accepts(n) for n in namespaces)
