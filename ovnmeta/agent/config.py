@@ -109,7 +109,7 @@ HAPROXY_OPTS = [
                help="'shared': one haproxy binding in every namespace; 'per-network': one "
                     "haproxy process per network (neutron's layout)."),
     cfg.StrOpt("haproxy_path", default="haproxy", help="The haproxy binary."),
-    cfg.IntOpt("bridges", default=0, min=0,
+    cfg.IntOpt("bridges", default=4, min=0,
                help="Shared mode: a network new to the shared haproxy is served first by a "
                     "haproxy of its own with that network alone (a bridge: it listens "
                     "10-20 ms after it starts, where the shared haproxy's reload takes "
