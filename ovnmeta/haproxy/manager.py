@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ovnmeta.core import naming
+from ovnmeta.core.model import METADATA_V4
 from ovnmeta.haproxy import maps
 from ovnmeta.haproxy.process import HaproxyError, Process, ReloadRejected
 from ovnmeta.haproxy.render import frontends_only, render, renderer, templates_dir
@@ -29,10 +30,12 @@ from ovnmeta.haproxy.settings import (CLIENT_PEM, ERROR_FILES, MAPS_DIR, READY_S
                                       Settings, error_file, error_file_text,
                                       shared_stats_socket)
 from ovnmeta.host import netns
+from ovnmeta.host.system import LinuxHost
 
 LOG = logging.getLogger(__name__)
 BRIDGE_PREFIX = "bridge-"
 BRIDGE_GRACE = 30.0   # seconds a soft-stopped bridge may take to finish its requests
+BRIDGE_ADDRESS = METADATA_V4.split("/")[0]
 
 
 class HaproxyManager:
@@ -121,10 +124,15 @@ class HaproxyManager:
                             "shared haproxy has loaded it", f.network_id, exc)
                 proc.stop()
 
-    def _retire_bridges(self, keep: set[str] = frozenset()) -> None:
+    def _retire_bridges(self, keep: set[str] = frozenset(),
+                        handover: dict[str, str] | None = None) -> None:
         """Soft-stop the bridges of networks not in `keep`, without waiting for them (they
-        finish the requests they hold); SIGTERM after BRIDGE_GRACE, the files once gone."""
+        finish the requests they hold); SIGTERM after BRIDGE_GRACE, the files once gone.
+        A network in `handover` (id: namespace) is still served: its bridge stops only once
+        the shared haproxy listens there too (its new worker binds after the reload
+        returns), else at a later pass."""
         now = time.monotonic()
+        shared = [p for p in (self._shared().pid(),) if p]
         for net in self._bridge_ids() - keep:
             proc = self._bridge(net)
             pid = proc.pid()
@@ -132,6 +140,10 @@ class HaproxyManager:
             if pid is None:
                 proc.stop()                 # gone: its files
                 self._stopping.pop(net, None)
+            elif handover and net in handover and (stopping is None or stopping[0] != pid) \
+                    and not LinuxHost.listens(handover[net], BRIDGE_ADDRESS, 80, shared):
+                LOG.debug("network %s: the shared haproxy does not listen there yet; its "
+                          "bridge stays", net)
             elif stopping is None or stopping[0] != pid:
                 LOG.info("network %s: the shared haproxy serves it; stopping its bridge", net)
                 proc.signal(signal.SIGUSR1)   # soft stop: closes its listener at once
@@ -195,7 +207,8 @@ class HaproxyManager:
         error = self._converge(proc, frontends, recreated, "shared haproxy", "*", meanwhile)
         # A bridge stays while the shared haproxy has not loaded its network.
         self._retire_bridges(keep={f.network_id for f in frontends} - self.configured_networks()
-                             if error else set())
+                             if error else set(),
+                             handover={f.network_id: f.namespace for f in frontends})
         return {"*": error} if error else {}
 
     def _sync_per_network(self, frontends: list[Frontend], recreated: set[str]
