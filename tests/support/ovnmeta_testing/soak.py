@@ -131,6 +131,9 @@ def leftovers(box: Sandbox, agent: AgentProcess) -> dict[str, list[str]]:
         "veths": sorted(d for d in os.listdir("/sys/class/net") if d.startswith("omt")),
         "ovs_ports": sorted(n for n in ovs if n.startswith("omt")),
         "haproxy_frontends": frontends,
+        # Bridges ([haproxy] bridges) still there: their config files, gone with them.
+        "haproxy_bridges": sorted(p.name for p in (agent.state_dir / "haproxy").glob(
+            "bridge-*.cfg")),
     }
 
 
