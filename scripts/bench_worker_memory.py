@@ -11,7 +11,7 @@ or before it with --fork-after imports) but runs no reconciler: `scripts/bench_p
 --workers N` measures a real agent. Run as root (page frame numbers need it):
 
     .venv/bin/python scripts/bench_worker_memory.py [--workers 1] [--requests 600]
-        [--fork-after launch|imports]
+        [--fork-after launch|imports] [--agent-modules MOD,MOD]
 
 What a worker costs is the total PSS with it less the total with `--workers 0` (the agent
 process alone, which then serves nothing and is sent no request).
@@ -134,12 +134,16 @@ def by_kind(pages: set[int]) -> list[tuple[str, int]]:
     return kib.most_common()
 
 
-def _load_agent() -> None:
-    """What only the agent loads (ovsdbapp, pyroute2, jinja2)."""
-    importlib.import_module("ovnmeta.agent.daemon")
+AGENT_MODULES = "ovnmeta.agent.daemon"   # what only the agent loads (ovsdbapp, pyroute2, ...)
 
 
-def run(workers: int, requests: int, fork_after: str, top: int) -> dict:
+def _load(modules: str) -> None:
+    for name in filter(None, modules.split(",")):
+        importlib.import_module(name.strip())
+
+
+def run(workers: int, requests: int, fork_after: str, top: int,
+        agent_modules: str = AGENT_MODULES) -> dict:
     from ovnmeta.agent.workers import WorkerPool, Zygote
     work = Path(tempfile.mkdtemp(prefix="omt-wmem-"))
     nova = NovaProcess({INSTANCE: {"hostname": "vm", "project_id": "p"}}, SECRET,
@@ -156,11 +160,11 @@ def run(workers: int, requests: int, fork_after: str, top: int) -> dict:
         sock.bind(str(work / "sock"))
         sock.listen(128)
         if fork_after == "imports":
-            _load_agent()
+            _load(agent_modules)
         if workers:
             zygote = Zygote(conf, sock)
             zygote.start()
-        _load_agent()            # after the fork, as launch loads them (a no-op if loaded)
+        _load(agent_modules)     # after the fork, as launch loads them (a no-op if loaded)
         answered = 0
         if workers:
             pool = WorkerPool(workers, [], sock, zygote)
@@ -169,7 +173,7 @@ def run(workers: int, requests: int, fork_after: str, top: int) -> dict:
             answered = sum(_get(str(work / "sock")) for _ in range(requests))
         time.sleep(6)           # past the workers' first heap trim (5 s)
         pids = pool.pids() if pool else []
-        result = {"workers": workers, "fork_after": fork_after,
+        result = {"workers": workers, "fork_after": fork_after, "agent_modules": agent_modules,
                   "requests": requests if workers else 0,
                   "answered": answered, "agent": _memory(os.getpid()),
                   "worker_processes": [_memory(p) for p in pids]}
@@ -187,7 +191,8 @@ def run(workers: int, requests: int, fork_after: str, top: int) -> dict:
 
 
 def table(r: dict) -> str:
-    lines = [f"\n{r['workers']} worker(s), zygote forked after {r['fork_after']}; "
+    lines = [f"\n{r['workers']} worker(s), zygote forked after {r['fork_after']}, the agent "
+             f"importing {r['agent_modules'] or 'nothing more'}; "
              f"{r['answered']} of {r['requests']} requests answered 200",
              f"{'process':<10} {'pid':>7} {'PSS MiB':>8} {'private MiB':>12}",
              f"{'agent':<10} {r['agent']['pid']:>7} {r['agent']['pss_mib']:>8} "
@@ -212,11 +217,15 @@ def main() -> int:
     parser.add_argument("--fork-after", choices=["launch", "imports"], default="launch",
                         help="launch: as the agent does, before its own modules load; "
                              "imports: after them")
+    parser.add_argument("--agent-modules", default=AGENT_MODULES,
+                        help="what the agent process imports besides what the zygote has, "
+                             "comma-separated (empty: nothing): what importing one module "
+                             "after the fork costs the first worker")
     parser.add_argument("--top", type=int, default=12, help="kinds of object listed")
     args = parser.parse_args()
     if args.workers < 0:
         parser.error("--workers must be 0 or more")
-    result = run(args.workers, args.requests, args.fork_after, args.top)
+    result = run(args.workers, args.requests, args.fork_after, args.top, args.agent_modules)
     print(json.dumps(result, indent=1))
     print(table(result))
     return 0 if result["answered"] == result["requests"] else 1
