@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -200,10 +201,13 @@ class HaproxyManager:
             except FileNotFoundError:
                 served = ""
             if new := self._to_bridge(frontends, served):
-                # The OVS ports first (OVN binds them in 150-350 ms), then the bridges
-                # (10-20 ms each), then the shared haproxy's reload.
-                meanwhile()
-                self._start_bridges(new)
+                # The OVS ports (OVN binds them in 150-350 ms; their transaction takes
+                # 20-30 ms) while the bridges start (10-20 ms each), then the shared reload.
+                plugging = _Background(meanwhile)
+                try:
+                    self._start_bridges(new)
+                finally:
+                    plugging.join()
         error = self._converge(proc, frontends, recreated, "shared haproxy", "*", meanwhile)
         # A bridge stays while the shared haproxy has not loaded its network.
         self._retire_bridges(keep={f.network_id for f in frontends} - self.configured_networks()
@@ -366,6 +370,27 @@ def write_client_pem(path: Path, cert: str, key: str) -> None:
         tmp.chmod(0o600)
         tmp.write_text(text)
         tmp.replace(path)
+
+
+class _Background:
+    """Runs a function in a thread of its own; join() waits and raises what it raised."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True,
+                                        name="ovnmeta-meanwhile")
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # handed to join()
+            self._error = exc
+
+    def join(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 class _Once:

@@ -170,3 +170,19 @@ def test_a_master_whose_cli_socket_was_removed_is_still_reloaded(tmp_path) -> No
         wait_until(lambda: _serves(port, ""), timeout=5, what="the reloaded frontend")
     finally:
         proc.stop()
+
+
+def test_work_run_beside_the_bridges_hands_its_error_to_join() -> None:
+    import threading
+
+    import pytest
+
+    from ovnmeta.haproxy.manager import _Background
+    ran: list[str] = []
+    _Background(lambda: ran.append(threading.current_thread().name)).join()
+    assert ran == ["ovnmeta-meanwhile"]
+
+    def fail() -> None:
+        raise RuntimeError("OVS said no")
+    with pytest.raises(RuntimeError, match="OVS said no"):
+        _Background(fail).join()
