@@ -193,6 +193,7 @@ class _ListenWatch:
 
 
 PROBE_EVERY = 0.002   # milestone polls
+AGENT_SETTLE = 1.0    # seconds between a VM's connect and the next VM's plug
 VM_CONNECT_TIMEOUT = 0.02
 
 
@@ -207,7 +208,10 @@ def plug_until_connected(vm: FakeVM) -> tuple[float, float]:
     """Plug the VM's port; (monotonic time of the plug, of its first successful connect).
     A lost SYN is retried by the kernel only after 1 s: a fresh connect every
     VM_CONNECT_TIMEOUT instead."""
-    time.sleep(0.2)   # the agent idle again after the previous VM
+    # The agent idle again after the previous VM: its pass goes on after the VM connects
+    # (haproxy's reload, the maps), 150-400 ms at 200 networks, longer with a bridge,
+    # which serves the VM before the reload. A VM plugged meanwhile would time that wait.
+    time.sleep(AGENT_SETTLE)
     t0 = time.monotonic()
     vm.plug()
     while not connects(vm, timeout=VM_CONNECT_TIMEOUT):
