@@ -102,11 +102,11 @@ class HaproxyManager:
         return {net for p in self.dir.glob(f"{BRIDGE_PREFIX}{naming.NAMESPACE_PREFIX}*.cfg")
                 if (net := naming.network_from_namespace(p.stem[len(BRIDGE_PREFIX):]))}
 
-    def _to_bridge(self, frontends: list[Frontend], served: str) -> list[Frontend]:
+    def _to_bridge(self, frontends: list[Frontend]) -> list[Frontend]:
         """The networks the running shared haproxy does not serve yet, when a pass brings
         no more than `bridges` of them (a cold start just loads them all)."""
-        new = [f for f in frontends if f"frontend {naming.frontend(f.network_id)}\n" not in served
-               and f.network_id not in self._bridge_ids()]
+        have = self.configured_networks() | self._bridge_ids()
+        new = [f for f in frontends if f.network_id not in have]
         return new if len(new) <= self.bridges else []
 
     def _start_bridges(self, new: list[Frontend]) -> None:
@@ -132,9 +132,15 @@ class HaproxyManager:
         A network in `handover` (id: namespace) is still served: its bridge stops only once
         the shared haproxy listens there too (its new worker binds after the reload
         returns), else at a later pass."""
+        bridges = self._bridge_ids()
+        for net in self._stopping.keys() - bridges:   # their files went with stop_all
+            del self._stopping[net]
+        retiring = bridges - keep
+        if not retiring:
+            return
         now = time.monotonic()
         shared = [p for p in (self._shared().pid(),) if p]
-        for net in self._bridge_ids() - keep:
+        for net in retiring:
             proc = self._bridge(net)
             pid = proc.pid()
             stopping = self._stopping.get(net)
@@ -196,11 +202,7 @@ class HaproxyManager:
                 proc.stop()
             return {}
         if self.bridges and proc.pid() is not None:
-            try:
-                served = proc.cfg.read_text()
-            except FileNotFoundError:
-                served = ""
-            if new := self._to_bridge(frontends, served):
+            if new := self._to_bridge(frontends):
                 # The OVS ports (OVN binds them in 150-350 ms; their transaction takes
                 # 20-30 ms) while the bridges start (10-20 ms each), then the shared reload.
                 plugging = _Background(meanwhile)
