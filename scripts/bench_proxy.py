@@ -251,12 +251,19 @@ def _measure_ceiling(vm: FakeVM, connections: int, seconds: int) -> dict:
     return ceiling
 
 
+PROFILED: list[str] = []     # the profiles written, one per agent round, in order
+
+
 def _measure_agent(vm: FakeVM, agent: AgentProcess, connections: int, seconds: int) -> dict:
     hz = cpu.HZ
-    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-f", "raw",
-                            "-o", str(PROFILE), "-d", str(seconds), "-p", str(agent.proc.pid),
-                            "-s"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) \
-        if PROFILE else None
+    spy = None
+    if PROFILE:
+        out = f"{PROFILE}.{len(PROFILED) + 1}"
+        PROFILED.append(out)
+        spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-f",
+                                "raw", "-o", out, "-d", str(seconds), "-p",
+                                str(agent.proc.pid), "-s"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     before = _agent_ticks(agent)
     haproxy = agent.haproxy_pids()
     haproxy_before = _haproxy_ticks(haproxy)
@@ -408,6 +415,8 @@ def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
             res["extra_port_bindings"] = extra_ports
             results["runs"].append(res)
         results["restart"] = restart_under_load(vm, agent, connections, seconds)
+        if PROFILED:
+            results["profiles"] = list(PROFILED)
         code, status = control.request(str(agent.state_dir / control.CONTROL_SOCKET),
                                        "/status")
         results["agent_sb_rows"] = status["sb_rows"]
@@ -478,7 +487,8 @@ def main() -> int:
     parser.add_argument("--no-direct-path", action="store_true",
                         help="[haproxy] direct_path = false: every request through the agent")
     parser.add_argument("--profile", help="py-spy (installed separately) collapsed stacks "
-                                          "of the agent during the first run, to this file")
+                                          "of the agent during each of its rounds, to "
+                                          "FILE.1, FILE.2, … in the order they ran")
     parser.add_argument("--haproxy-threads", type=int, default=1,
                         help="nbthread of both the agent's haproxy ([haproxy] threads) and "
                              "the ceiling's; 0: haproxy's default, one per CPU")
