@@ -56,8 +56,10 @@ def make(s: NetworkSpec, timings: dict[str, list[float]] | None = None) -> None:
     if timings is not None:
         timings.setdefault("all steps", []).append((time.perf_counter() - started) * 1000)
         t = time.perf_counter()
-        with netns.batch():
+        with netns.batch():   # what a pass's inspection of one network reads
             netns.read_inner(s.namespace, s.inner, True)
+            netns.read_outer(s.outer)
+            netns.read_firewall(s.namespace)
         timings.setdefault("read back", []).append((time.perf_counter() - t) * 1000)
 
 

@@ -1,6 +1,7 @@
 """Netlink plumbing with pyroute2: namespaces, the veth pair, addresses, TX checksum.
 
-The only module that talks netlink. Reads give model records; writes execute plan steps.
+With rtnl_read (its bare-socket reads), the only module that talks netlink. Reads give
+model records; writes execute plan steps.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from pyroute2.iproute.linux import IPRoute  # noqa: E402
 from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
 from pyroute2.nftables.main import NFTables  # noqa: E402
 
+from ovnmeta.host import rtnl_read  # noqa: E402  (pyroute2's message classes, lean too)
+
 LOG = logging.getLogger(__name__)
 NETNS_DIR = "/run/netns"
 IFA_F_NODAD = 0x02
-TX_CSUM_FEATURE = "tx-checksum-ip-generic"
 TX_CSUM_FLAG = "tx-checksumming"   # the legacy ioctl's name: every TX checksum offload
 LOOPBACK_IFINDEX = 1   # the kernel gives lo index 1 in every new namespace
 NFPROTO_UNSPEC = 0
@@ -175,16 +177,25 @@ def _ignored(address: str) -> bool:
     return iface.version == 6 and iface.ip.is_link_local and address != METADATA_V6
 
 
+@contextlib.contextmanager
+def _read_socket(ns: str | None) -> Iterator[socket.socket]:
+    """A bare netlink socket for reads (rtnl_read), opened in `ns` (None: here)."""
+    if ns is None:
+        sock = rtnl_read.open_socket()
+    else:
+        with entered(ns):
+            sock = rtnl_read.open_socket()
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
 def read_outer(dev: str) -> tuple[bool, bool]:
     """(exists, admin up) of the root-namespace end: one RTM_GETLINK, not a dump."""
-    with _ns_socket(None) as ipr:
-        try:
-            link = ipr.link("get", ifname=dev)[0]
-        except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
-                return False, False
-            raise
-        return True, bool(link["flags"] & 1)
+    with _read_socket(None) as sock:
+        link = rtnl_read.link(sock, dev)
+    return (False, False) if link is None else (True, bool(link.flags & 1))
 
 
 def read_inner(ns: str, dev: str, with_csum: bool = True
@@ -192,14 +203,14 @@ def read_inner(ns: str, dev: str, with_csum: bool = True
     """The namespace end of our pair (None when it or the namespace is missing), and the
     names of the other devices in the namespace besides lo: another agent's."""
     try:
-        with _ns_socket(ns) as ipr:
-            links = {link.get("IFLA_IFNAME"): link for link in ipr.get_links()}
+        with _read_socket(ns) as sock:
+            links = {link.name: link for link in rtnl_read.links(sock)}
             link = links.get(dev)
             addrs = frozenset(
                 f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
-                for a in ipr.get_addr(index=link["index"])) if link else frozenset()
+                for a in rtnl_read.addresses(sock, link.index)) if link else frozenset()
             entries = [(n["state"], n.get("NDA_DST"), (n.get("NDA_LLADDR") or "").lower())
-                       for n in ipr.get_neighbours(ifindex=link["index"])
+                       for n in rtnl_read.neighbours(sock, link.index)
                        if n.get("NDA_LLADDR")] if link else []
     except OSError as exc:  # the namespace went away under us
         if exc.errno in (errno.ENOENT, errno.EINVAL):
@@ -209,8 +220,8 @@ def read_inner(ns: str, dev: str, with_csum: bool = True
     if link is None:
         return None, foreign
     return LinkState(
-        mac=(link.get("IFLA_ADDRESS") or "").lower(), mtu=link.get("IFLA_MTU") or 0,
-        up=bool(link["flags"] & 1), addresses=frozenset(a for a in addrs if not _ignored(a)),
+        mac=link.address, mtu=link.mtu,
+        up=bool(link.flags & 1), addresses=frozenset(a for a in addrs if not _ignored(a)),
         tx_csum=_tx_csum(ns, dev) if with_csum else False,
         neighbours=frozenset((ip, mac) for state, ip, mac in entries if state & RESOLVED),
         permanent=frozenset((ip, mac) for state, ip, mac in entries
@@ -289,14 +300,18 @@ def read_firewall(ns: str) -> tuple[str, ...]:
     """nftables tables in a namespace, as "family:name" (iptables-nft makes them): ovnmeta
     makes none, so any is another agent's (neutron's CHECKSUM rule on a netdev bridge)."""
     try:
-        nft = _nftables(ns)
+        with entered(ns):
+            sock = rtnl_read.open_socket(rtnl_read.NETLINK_NETFILTER)
     except OSError:
         return ()
     try:
-        return tuple(sorted(f"{t['nfgen_family']}:{t.get_attr('NFTA_TABLE_NAME')}"
-                            for t in nft.get_tables()))
+        return tuple(sorted(rtnl_read.nftables_tables(sock)))
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT):
+            return ()   # a kernel without nf_tables: no table can be there
+        raise
     finally:
-        nft.close()
+        sock.close()
 
 
 def delete_firewall(ns: str, tables: tuple[str, ...]) -> None:
@@ -334,12 +349,13 @@ def _ethtool(ns: str, dev: str) -> IoctlEthtool:
 
 
 def _tx_csum(ns: str, dev: str) -> bool:
-    eth = _ethtool(ns, dev)
+    """Any TX checksum offload on: what configure_inner turns off (TX_CSUM_FLAG)."""
+    with entered(ns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        features = eth.get_features()
-        return TX_CSUM_FEATURE in features and bool(features[TX_CSUM_FEATURE])
+        return rtnl_read.tx_checksumming(sock, dev)
     finally:
-        eth.close()
+        sock.close()
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
