@@ -212,6 +212,7 @@ def read_inner(ns: str, dev: str, with_csum: bool = True
             entries = [(n["state"], n.get("NDA_DST"), (n.get("NDA_LLADDR") or "").lower())
                        for n in rtnl_read.neighbours(sock, link.index)
                        if n.get("NDA_LLADDR")] if link else []
+            tx_csum = bool(link and with_csum and rtnl_read.tx_checksumming(sock, dev))
     except OSError as exc:  # the namespace went away under us
         if exc.errno in (errno.ENOENT, errno.EINVAL):
             return None, ()
@@ -222,7 +223,7 @@ def read_inner(ns: str, dev: str, with_csum: bool = True
     return LinkState(
         mac=link.address, mtu=link.mtu,
         up=bool(link.flags & 1), addresses=frozenset(a for a in addrs if not _ignored(a)),
-        tx_csum=_tx_csum(ns, dev) if with_csum else False,
+        tx_csum=tx_csum,
         neighbours=frozenset((ip, mac) for state, ip, mac in entries if state & RESOLVED),
         permanent=frozenset((ip, mac) for state, ip, mac in entries
                             if state & NUD_PERMANENT)), foreign
@@ -346,16 +347,6 @@ def _ethtool(ns: str, dev: str) -> IoctlEthtool:
     calls several more, where an ioctl costs microseconds."""
     with entered(ns):
         return IoctlEthtool(dev)
-
-
-def _tx_csum(ns: str, dev: str) -> bool:
-    """Any TX checksum offload on: what configure_inner turns off (TX_CSUM_FLAG)."""
-    with entered(ns):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        return rtnl_read.tx_checksumming(sock, dev)
-    finally:
-        sock.close()
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

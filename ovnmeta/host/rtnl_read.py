@@ -177,7 +177,8 @@ def neighbours(sock: socket.socket, index: int) -> Iterator:
 def tx_checksumming(sock: socket.socket, dev: str) -> bool:
     """Whether any TX checksum offload is on (ethtool's legacy ETHTOOL_GTXCSUM, what
     `ethtool -k` shows as tx-checksumming), by one ioctl on a socket of the device's
-    namespace: pyroute2's IoctlEthtool reads every feature's name and state first."""
+    namespace (the netlink one serves: the kernel passes socket ioctls a family does not
+    handle to the device layer); pyroute2's IoctlEthtool reads every feature first."""
     value = ctypes.create_string_buffer(struct.pack("=II", ETHTOOL_GTXCSUM, 0))
     ifreq = struct.pack("16sP", dev.encode(), ctypes.addressof(value))
     fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq.ljust(IFREQ_SIZE, b"\0"))

@@ -124,7 +124,8 @@ def test_tx_checksumming_follows_ethtool(namespace) -> None:
     for setting, expected in (("on", True), ("off", False), ("on", True)):
         subprocess.run(["ip", "netns", "exec", namespace, "ethtool", "-K", INNER, "tx",
                         setting], check=True, capture_output=True)
-        assert netns._tx_csum(namespace, INNER) is expected
+        assert netns.read_inner(namespace, INNER)[0].tx_csum is expected
+        assert netns.read_inner(namespace, INNER, with_csum=False)[0].tx_csum is False
         assert pyroute2_says() is expected
 
 
