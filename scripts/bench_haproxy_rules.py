@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ovnmeta.core.signing import sign_instance_id
+from ovnmeta.host import procs
 from ovnmeta.haproxy import render as rendering
 from ovnmeta.haproxy.settings import (ERROR_FILES, MAPS_DIR, Direct, Frontend, Settings,
                                       error_file, error_file_text, map_path)
@@ -118,13 +119,6 @@ def start_haproxy(cfg: Path, text: str) -> int:
     return bench_proxy.start_haproxy(cfg, text)
 
 
-def stop(pid: int) -> None:
-    subprocess.run(["kill", str(pid)], check=False)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-        time.sleep(0.05)
-
-
 class Client:
     """wrk in the first namespace, as bench_proxy's VM runs it."""
     def __init__(self, ns: str) -> None:
@@ -176,7 +170,7 @@ def run(frontends_count: int, connections: int, seconds: int, rounds: int,
                         _wait_direct(client, url)
                     results[name].append(measure(client, pid, url, connections, seconds))
                 finally:
-                    stop(pid)
+                    procs.terminate(pid)
         return {"frontends": frontends_count, "connections": connections, "seconds": seconds,
                 "rounds": rounds, "haproxy_threads": threads,
                 "haproxy_version": subprocess.run(["haproxy", "-v"], capture_output=True,
@@ -185,7 +179,7 @@ def run(frontends_count: int, connections: int, seconds: int, rounds: int,
                              for name, r in results.items()}}
     finally:
         if nginx:
-            stop(nginx)
+            procs.terminate(nginx)
         delete_namespaces()
         subprocess.run(["rm", "-rf", str(work)], check=False)
 
