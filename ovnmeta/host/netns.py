@@ -267,29 +267,17 @@ def delete_links(ns: str, names: tuple[str, ...]) -> None:
             _delete_link(ipr, name)
 
 
-def _proc_net_key(address: str, port: int) -> str:
-    """An address:port as /proc/net/tcp{,6} spells it (32-bit words in host order)."""
-    packed = ipaddress.ip_address(address).packed
-    words = [packed[i:i + 4][::-1].hex().upper() for i in range(0, len(packed), 4)]
-    return f"{''.join(words)}:{port:04X}"
-
-
 def listening_inodes(ns: str, address: str, port: int) -> set[int]:
     """Socket inodes listening on address:port inside a namespace (empty when it is gone)."""
-    table = "tcp6" if ":" in address else "tcp"
-    key = _proc_net_key(address, port)
     try:
         with entered(ns):
-            with open(f"/proc/thread-self/net/{table}") as f:
-                lines = f.read().splitlines()[1:]
+            sock = rtnl_read.open_socket(rtnl_read.NETLINK_SOCK_DIAG)
     except OSError:
         return set()
-    out = set()
-    for line in lines:
-        fields = line.split()
-        if len(fields) > 9 and fields[1] == key and fields[3] == "0A":  # LISTEN
-            out.add(int(fields[9]))
-    return out
+    try:
+        return rtnl_read.tcp_listeners(sock, address, port)
+    finally:
+        sock.close()
 
 
 def _nftables(ns: str) -> NFTables:

@@ -1,10 +1,12 @@
 """The bare-socket reads (ovnmeta.host.rtnl_read) against pyroute2's own API and iproute2,
 on a real namespace with a veth pair, addresses, a permanent neighbour, an nftables table
-(iptables-nft) and enough links that a dump spans several reads (veth pairs: this kernel has no dummy)."""
+(iptables-nft), listening sockets, and enough links that a dump spans several reads (veth
+pairs: this kernel has no dummy)."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 
 import pytest
@@ -38,6 +40,8 @@ def namespace():
             "up")
         _ip("-n", NS, "addr", "add", "10.77.0.2/24", "dev", INNER)
         _ip("-n", NS, "addr", "add", "169.254.169.254/32", "dev", INNER)
+        _ip("-n", NS, "addr", "add", "fd00:77::2/64", "dev", INNER, "nodad")
+        _ip("-n", NS, "link", "set", "lo", "up")
         _ip("-n", NS, "neigh", "add", "10.77.0.10", "lladdr", "fa:16:3e:00:00:0a", "dev",
             INNER, "nud", "permanent")
         with open(f"/tmp/{NS}.batch", "w") as f:
@@ -142,3 +146,51 @@ def test_nftables_tables_match_pyroute2(namespace) -> None:
         sock.close()
     assert ours == theirs and "2:mangle" in ours
     assert netns.read_firewall(namespace) == tuple(ours)
+
+
+def _listener(ns: str | None, address: str, port: int, listen: bool = True) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    if ns is None:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    else:
+        with netns.entered(ns):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((address, port))
+    if listen:
+        sock.listen()
+    return sock
+
+
+def test_tcp_listeners_are_the_namespaces_own_on_that_address_and_port(namespace) -> None:
+    inode = lambda s: os.fstat(s.fileno()).st_ino   # noqa: E731
+    socks = {
+        "v4": _listener(namespace, "169.254.169.254", 80),
+        "v6": _listener(namespace, "fd00:77::2", 80),
+        "other address": _listener(namespace, "10.77.0.2", 80),
+        "other port": _listener(namespace, "169.254.169.254", 8080),
+        "bound, not listening": _listener(namespace, "169.254.169.254", 81, listen=False),
+        "loopback here": _listener(namespace, "127.0.0.1", 18080),
+        "loopback in the root namespace": _listener(None, "127.0.0.1", 18080),
+    }
+    try:
+        assert netns.listening_inodes(namespace, "169.254.169.254", 80) == {inode(socks["v4"])}
+        assert netns.listening_inodes(namespace, "fd00:77::2", 80) == {inode(socks["v6"])}
+        assert netns.listening_inodes(namespace, "169.254.169.254", 81) == set()
+        assert netns.listening_inodes(namespace, "127.0.0.1", 18080) == {
+            inode(socks["loopback here"])}
+        assert netns.listening_inodes("omtest-no-such-ns", "169.254.169.254", 80) == set()
+        # The same answer as the kernel's text table, read in the namespace.
+        with netns.entered(namespace):
+            with open("/proc/thread-self/net/tcp") as f:
+                text = f.read()
+        assert f" {inode(socks['other port'])} " in text
+        sock = _in(namespace, rtnl_read.NETLINK_SOCK_DIAG)
+        try:
+            assert rtnl_read.tcp_listeners(sock, "169.254.169.254", 8080) == {
+                inode(socks["other port"])}
+        finally:
+            sock.close()
+    finally:
+        for s in socks.values():
+            s.close()
