@@ -40,7 +40,7 @@ from ovnmeta.agent.workers import WorkerPool, Zygote
 LOG = logging.getLogger("ovnmeta.agent.daemon")
 RETRY_REMINDER = 60.0  # seconds between repeats of an unchanged startup failure
 KEEPER_CHECK = 5  # seconds between checks that the socket keeper is alive
-FEED_INTERVAL = 0.02  # seconds between looks for a changed view (workers, haproxy's maps)
+FEED_INTERVAL = 0.02  # seconds between syncs of haproxy's maps while they are not current
 MAPS_RECHECK = 1.0    # seconds between checks that haproxy's worker still holds our maps
 T = TypeVar("T")
 
@@ -124,10 +124,21 @@ class Agent:
             direct=lambda: self.nova_watch.requests if self.nova_watch else 0)
         self.notifier = sdnotify.Notifier.from_environment()
         self.threads: list[threading.Thread] = []
+        self._follower_wake: Callable[[], None] | None = None
 
     def _mark(self, networks: set[str] | None) -> None:
         if self.reconciler:
             self.reconciler.mark(networks)
+        self._poke_follower()
+
+    def _poke_follower(self) -> None:
+        """Wake the view follower (from any thread): the view changed, or a pass ended."""
+        poke = self._follower_wake
+        if poke is not None:
+            try:
+                poke()
+            except RuntimeError:   # the event loop has closed: the agent is stopping
+                pass
 
     def _ovs_changed(self) -> None:
         """An interface came or went on this host (OVS IDL thread): the SB view follows the
@@ -178,7 +189,8 @@ class Agent:
         loop = asyncio.get_running_loop()
         stopped = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda: (self.stop.set(), stopped.set()))
+            loop.add_signal_handler(sig, lambda: (self.stop.set(), stopped.set(),
+                                                  self._poke_follower()))
         while not self.sb.settled:
             if self.stop.is_set():
                 return  # the keeper holds the socket: what waits goes to the next agent
@@ -228,6 +240,7 @@ class Agent:
 
     def _after_pass(self) -> None:
         self.notifier.pet()
+        self._poke_follower()   # the pass may have told the maps of networks served
         metrics.retain_networks({p.network_id for p in self.sb.snapshot().ports})
         if self.reconciler.passes or self.reconciler.waiting_for:
             state = self.metrics_state()
@@ -281,13 +294,17 @@ class Agent:
     async def _follow_view(self, metadata: handler.MetadataProxy,
                            stopped: asyncio.Event) -> None:
         """When the SB view or the plugged ports change: stream them to the workers (and to
-        a respawned worker), and bring haproxy's maps up to date. A poll keeps the IDL's
-        thread out of the event loop."""
+        a respawned worker), and bring haproxy's maps up to date. The views' threads and
+        the reconciler only wake it (_poke_follower), and it runs in the event loop; an
+        idle agent wakes it once a MAPS_RECHECK, not every FEED_INTERVAL."""
         loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        self._follower_wake = lambda: loop.call_soon_threadsafe(wake.set)
         last: tuple | None = None
         frame, version = b"", 0
         recheck = 0.0
         while not stopped.is_set():
+            wake.clear()
             snap, plugged = self.sb.snapshot(), self.ovs.iface_ids()
             changed = last is None or snap is not last[0] or plugged != last[1]
             last = (snap, plugged)
@@ -295,6 +312,7 @@ class Agent:
                 if changed:
                     frame, version = workerfeed.encode(snap, plugged), version + 1
                 await self.workers.publish(frame, version)
+            timeout = MAPS_RECHECK
             if self.maps:
                 now = time.monotonic()
                 due = now >= recheck
@@ -305,18 +323,23 @@ class Agent:
                         or not self.maps.ready:
                     await loop.run_in_executor(None, self.maps.sync, metadata.index(),
                                                plugged)
-            try:
-                await asyncio.wait_for(stopped.wait(), FEED_INTERVAL)
-            except asyncio.TimeoutError:
-                pass
+                # Not current, or a reload's new worker awaited: look again soon.
+                busy = self.maps.due or self.maps.watching or not self.maps.ready
+                timeout = FEED_INTERVAL if busy else max(0.0, recheck - time.monotonic())
+            if not wake.is_set():
+                try:
+                    await asyncio.wait_for(wake.wait(), timeout)
+                except asyncio.TimeoutError:
+                    pass
+        self._follower_wake = None
 
     async def _watch(self, stopped: asyncio.Event) -> None:
         """Respawn dead workers, and the socket keeper should it have died."""
         path = self.conf.metadata_proxy_socket
         ticks = 0
         while not stopped.is_set():
-            if self.workers:
-                self.workers.check()
+            if self.workers and self.workers.check():
+                self._poke_follower()    # a new worker: the follower sends it the view
             self.headline.sample()
             if ticks % KEEPER_CHECK == 0 and not handoff.alive(path):
                 LOG.warning("the socket keeper is gone; starting another")

@@ -221,13 +221,17 @@ class WorkerPool:
         self.workers = [self._spawn(last=i == self.count - 1) for i in range(self.count)]
         LOG.info("started %d extra metadata worker(s): %s", self.count, self.pids())
 
-    def check(self) -> None:
-        """Respawn workers that died; a fresh one gets the current feed on the next publish."""
+    def check(self) -> bool:
+        """Respawn workers that died (True if any); a fresh one gets the current feed on the
+        next publish."""
+        respawned = False
         for i, worker in enumerate(self.workers):
             if not worker.alive():
                 LOG.error("metadata worker %d exited; respawning", worker.pid)
                 worker.feed.close()
                 self.workers[i] = self._spawn()
+                respawned = True
+        return respawned
 
     async def publish(self, frame: bytes, version: int) -> None:
         """Send `frame` to every live worker that has not had this version yet."""
