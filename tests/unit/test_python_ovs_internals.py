@@ -11,6 +11,7 @@ import pytest
 from ovnmeta.ovsdb import rowcache, sbview
 
 SB_SCHEMA = "/usr/share/ovn/ovn-sb.ovsschema"   # from the ovn-common package
+OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"   # openvswitch-common
 
 
 @pytest.fixture
@@ -49,3 +50,25 @@ def test_a_rows_raw_data_and_table_are_reached(idl) -> None:
     cache = rowcache.RowCache("Port_Binding", lambda r: r.uuid)
     cache.notify(ovs.db.idl.ROW_CREATE, row)
     assert cache._values == {row.uuid: row.uuid}
+
+
+def test_the_ovs_view_parses_an_update_without_yielding_at_each_row(monkeypatch) -> None:
+    # python-ovs calls Idl.cooperative_yield() before each row of an update; ovsdbapp's
+    # OvsdbIdl sleeps there, which in a thread waits for the GIL at every row.
+    from ovsdbapp.backend.ovs_idl import connection
+    from ovnmeta.ovsdb import ovs as ovsview
+
+    sleeps = []
+    monkeypatch.setattr(connection.time, "sleep", sleeps.append)
+    rows = {str(uuid.uuid4()): {"insert": {"name": f"tap{i}", "external_ids": [
+        "map", [["iface-id", f"port-{i}"]]]}} for i in range(300)}
+    for cls, yields in ((connection.OvsdbIdl, 300), (ovsview._OvsIdl, 0)):
+        helper = ovs.db.idl.SchemaHelper(OVS_SCHEMA)   # an Idl takes its helper's schema
+        helper.register_columns("Interface", list(ovsview.INTERFACE_COLUMNS))
+        made = cls("unix:/nonexistent/db.sock", helper) if cls is connection.OvsdbIdl \
+            else cls("unix:/nonexistent/db.sock", helper, on_change=lambda: None)
+        sleeps.clear()
+        made._Idl__parse_update({"Interface": rows}, ovs.db.idl.OVSDB_UPDATE2)
+        assert len(made.tables["Interface"].rows) == 300
+        assert len(sleeps) == yields, cls
+        made.close()
