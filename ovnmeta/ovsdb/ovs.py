@@ -110,6 +110,8 @@ class LocalOvs:
         helper.register_columns("Interface", list(INTERFACE_COLUMNS))
         conn = connection.Connection(_OvsIdl(self.remote, helper, self._on_change), self._timeout)
         self.api = impl_idl.OvsdbIdl(conn, start=True)
+        if conn.thread is not None:
+            conn.thread.name = "ovs-idl"   # for py-spy and the idle benchmark
 
     def stop(self) -> None:
         if self.api:

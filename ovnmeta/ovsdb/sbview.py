@@ -234,6 +234,8 @@ class SbView:
         except Exception:
             idl.close()  # the caller retries with a fresh IDL; this one's socket must go
             raise
+        if self._conn.thread is not None:
+            self._conn.thread.name = "sb-idl"   # for py-spy and the idle benchmark
 
     def stop(self) -> None:
         if self._conn:
