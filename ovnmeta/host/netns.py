@@ -1,7 +1,8 @@
-"""Netlink plumbing with pyroute2: namespaces, the veth pair, addresses, TX checksum.
+"""Netlink plumbing: namespaces, the veth pair, addresses, neighbours, TX checksum.
 
-With rtnl_read (its bare-socket reads), the only module that talks netlink. Reads give
-model records; writes execute plan steps.
+With rtnl_read and rtnl_write (bare-socket requests) the only module that talks netlink;
+pyroute2 remains for entering and removing namespaces and for nftables. Reads give model
+records; writes execute plan steps.
 """
 
 from __future__ import annotations
@@ -22,17 +23,14 @@ from ovnmeta.host import pyroute2_lean
 
 pyroute2_lean.register()   # before the first pyroute2 import: only what follows is loaded
 import pyroute2.netns as netns  # noqa: E402
-from pyroute2.ethtool.ioctl import IoctlEthtool  # noqa: E402
-from pyroute2.iproute.linux import IPRoute  # noqa: E402
 from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
 from pyroute2.nftables.main import NFTables  # noqa: E402
 
-from ovnmeta.host import rtnl_read  # noqa: E402  (pyroute2's message classes, lean too)
+from ovnmeta.host import rtnl_read, rtnl_write  # noqa: E402  (pyroute2's messages, lean too)
 
 LOG = logging.getLogger(__name__)
 NETNS_DIR = "/run/netns"
 IFA_F_NODAD = 0x02
-TX_CSUM_FLAG = "tx-checksumming"   # the legacy ioctl's name: every TX checksum offload
 LOOPBACK_IFINDEX = 1   # the kernel gives lo index 1 in every new namespace
 NFPROTO_UNSPEC = 0
 # NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE: entries that name a MAC.
@@ -72,8 +70,8 @@ _cache = threading.local()
 @contextlib.contextmanager
 def batch() -> Iterator[None]:
     """Reuse one netlink socket per namespace (the root one included) and the devices'
-    indexes for the calls inside (one network's steps): each pyroute2 call costs about a
-    millisecond, and a new network takes a dozen of them.
+    indexes for the calls inside (one network's reads and steps): entering a namespace and
+    opening a socket cost more than most requests, and a new network makes a dozen.
 
     Not kept longer: a socket pins its namespace, so a cached one would keep seeing a
     namespace that was deleted by hand.
@@ -82,43 +80,46 @@ def batch() -> Iterator[None]:
     try:
         yield
     finally:
-        for ipr in _cache.sockets.values():
-            ipr.close()
+        for sock in _cache.sockets.values():
+            sock.close()
         _cache.sockets = _cache.indexes = None
 
 
 @contextlib.contextmanager
-def _ns_socket(ns: str | None) -> Iterator[IPRoute]:
-    """A netlink socket in namespace `ns` (None: the root namespace)."""
+def _ns_socket(ns: str | None) -> Iterator[socket.socket]:
+    """A bare netlink socket (rtnl_read, rtnl_write) in namespace `ns` (None: the root
+    namespace); the batch's, inside one."""
     cached = getattr(_cache, "sockets", None)
     if cached is not None and ns in cached:
         yield cached[ns]
         return
     if ns is None:
-        ipr = IPRoute()
+        sock = rtnl_read.open_socket()
     else:
         # A netlink socket opened while this thread sits in the namespace stays bound to it.
         with entered(ns):
-            ipr = IPRoute()
+            sock = rtnl_read.open_socket()
     if cached is not None:
-        cached[ns] = ipr
-        yield ipr
+        cached[ns] = sock
+        yield sock
         return
     try:
-        yield ipr
+        yield sock
     finally:
-        ipr.close()
+        sock.close()
 
 
-def _index(ipr: IPRoute, ns: str | None, dev: str) -> int:
+def _index(sock: socket.socket, ns: str | None, dev: str) -> int:
     """The device's index, looked up once per batch; IndexError when it is missing."""
     indexes = getattr(_cache, "indexes", None)
     if indexes is not None and (ns, dev) in indexes:
         return indexes[ns, dev]
-    idx = ipr.link_lookup(ifname=dev)[0]
+    link = rtnl_read.link(sock, dev)
+    if link is None:
+        raise IndexError(f"no device {dev} in {ns or 'the root namespace'}")
     if indexes is not None:
-        indexes[ns, dev] = idx
-    return idx
+        indexes[ns, dev] = link.index
+    return link.index
 
 
 def _forget_indexes(ns: str | None) -> None:
@@ -177,23 +178,9 @@ def _ignored(address: str) -> bool:
     return iface.version == 6 and iface.ip.is_link_local and address != METADATA_V6
 
 
-@contextlib.contextmanager
-def _read_socket(ns: str | None) -> Iterator[socket.socket]:
-    """A bare netlink socket for reads (rtnl_read), opened in `ns` (None: here)."""
-    if ns is None:
-        sock = rtnl_read.open_socket()
-    else:
-        with entered(ns):
-            sock = rtnl_read.open_socket()
-    try:
-        yield sock
-    finally:
-        sock.close()
-
-
 def read_outer(dev: str) -> tuple[bool, bool]:
     """(exists, admin up) of the root-namespace end: one RTM_GETLINK, not a dump."""
-    with _read_socket(None) as sock:
+    with _ns_socket(None) as sock:
         link = rtnl_read.link(sock, dev)
     return (False, False) if link is None else (True, bool(link.flags & 1))
 
@@ -203,7 +190,7 @@ def read_inner(ns: str, dev: str, with_csum: bool = True
     """The namespace end of our pair (None when it or the namespace is missing), and the
     names of the other devices in the namespace besides lo: another agent's."""
     try:
-        with _read_socket(ns) as sock:
+        with _ns_socket(ns) as sock:
             links = {link.name: link for link in rtnl_read.links(sock)}
             link = links.get(dev)
             addrs = frozenset(
@@ -230,41 +217,41 @@ def read_inner(ns: str, dev: str, with_csum: bool = True
 
 
 def delete_neighbours(spec: NetworkSpec, ips: tuple[str, ...]) -> None:
-    with _ns_socket(spec.namespace) as ipr:
-        idx = _index(ipr, spec.namespace, spec.inner)
+    with _ns_socket(spec.namespace) as sock:
+        idx = _index(sock, spec.namespace, spec.inner)
         for ip in ips:
             try:
-                ipr.neigh("del", dst=ip, ifindex=idx)
-            except NetlinkError as exc:
-                if exc.code != errno.ENOENT:
+                rtnl_write.delete_neighbour(sock, idx, ip)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
                     raise
 
 
 def add_neighbours(spec: NetworkSpec, entries: tuple[tuple[str, str], ...]) -> None:
     """Permanent (IP, MAC) entries; one the kernel already has, in any state, is replaced."""
-    with _ns_socket(spec.namespace) as ipr:
-        idx = _index(ipr, spec.namespace, spec.inner)
+    with _ns_socket(spec.namespace) as sock:
+        idx = _index(sock, spec.namespace, spec.inner)
         for ip, mac in entries:
-            ipr.neigh("replace", dst=ip, lladdr=mac, ifindex=idx, state=NUD_PERMANENT)
+            rtnl_write.replace_neighbour(sock, idx, ip, mac, NUD_PERMANENT)
 
 
-def _delete_link(ipr, name: str) -> None:
+def _delete_link(sock: socket.socket, name: str) -> None:
     """Delete a device by name; one already gone is fine."""
-    idx = ipr.link_lookup(ifname=name)
-    if idx:
+    link = rtnl_read.link(sock, name)
+    if link:
         try:
-            ipr.link("del", index=idx[0])
-        except NetlinkError as exc:
-            if exc.code != errno.ENODEV:
+            rtnl_write.delete_link(sock, link.index)
+        except OSError as exc:
+            if exc.errno != errno.ENODEV:
                 raise
 
 
 def delete_links(ns: str, names: tuple[str, ...]) -> None:
     """Delete devices in a namespace by name; one already gone is fine."""
     _forget_indexes(ns)
-    with _ns_socket(ns) as ipr:
+    with _ns_socket(ns) as sock:
         for name in names:
-            _delete_link(ipr, name)
+            _delete_link(sock, name)
 
 
 def listening_inodes(ns: str, address: str, port: int) -> set[int]:
@@ -329,14 +316,6 @@ def migrate_queued_connections(ns: str) -> None:
             LOG.debug("tcp_migrate_req not set in %s: %s", ns, exc)
 
 
-def _ethtool(ns: str, dev: str) -> IoctlEthtool:
-    """ethtool's ioctl on a device in a namespace (its socket is opened there). The ioctl,
-    not ethtool's netlink family: opening pyroute2's netlink Ethtool costs 2 ms, and its
-    calls several more, where an ioctl costs microseconds."""
-    with entered(ns):
-        return IoctlEthtool(dev)
-
-
 _libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNET = 0x40000000
 MS_BIND = 4096
@@ -371,8 +350,8 @@ def create_namespace(spec: NetworkSpec) -> None:
     os.makedirs(NETNS_DIR, exist_ok=True)
     remove_leftover(spec.namespace)
     _new_netns(os.path.join(NETNS_DIR, spec.namespace))
-    with _ns_socket(spec.namespace) as ipr:
-        ipr.link("set", index=LOOPBACK_IFINDEX, state="up")
+    with _ns_socket(spec.namespace) as sock:
+        rtnl_write.set_link(sock, LOOPBACK_IFINDEX, up=True)
 
 
 def create_veth(spec: NetworkSpec) -> None:
@@ -382,70 +361,66 @@ def create_veth(spec: NetworkSpec) -> None:
     earlier failure left."""
     _forget_indexes(None)
     _forget_indexes(spec.namespace)
-    with _ns_socket(None) as ipr:
-        stale = ipr.link_lookup(ifname=spec.outer)
-        if stale:
-            ipr.link("del", index=stale[0])
+    with _ns_socket(None) as root:
+        _delete_link(root, spec.outer)
         with _ns_socket(spec.namespace) as inside:
-            stale = inside.link_lookup(ifname=spec.inner)
-            if stale:
+            if rtnl_read.link(inside, spec.inner):
                 LOG.warning("network %s: deleting a stale %s in %s", spec.network_id,
                             spec.inner, spec.namespace)
-                inside.link("del", index=stale[0])
-        peer: dict = {"ifname": spec.inner, "net_ns_fd": spec.namespace, "address": spec.mac}
-        if spec.mtu:
-            peer["mtu"] = spec.mtu
-        ipr.link("add", ifname=spec.outer, kind="veth", peer=peer)
+                _delete_link(inside, spec.inner)
+        fd = os.open(os.path.join(NETNS_DIR, spec.namespace), os.O_RDONLY)
+        try:
+            rtnl_write.add_veth(root, spec.outer, spec.inner, fd, spec.mac, spec.mtu or 0)
+        finally:
+            os.close(fd)
 
 
 def configure_inner(spec: NetworkSpec, csum_off: bool) -> None:
-    with _ns_socket(spec.namespace) as ipr:
-        idx = _index(ipr, spec.namespace, spec.inner)
-        link = ipr.get_links(index=idx)[0]
-        changes = {"mtu": spec.mtu} if spec.mtu and link.get("IFLA_MTU") != spec.mtu else {}
-        if (link.get("IFLA_ADDRESS") or "").lower() != spec.mac:
-            ipr.link("set", index=idx, state="down")
-            ipr.link("set", index=idx, address=spec.mac)
-        elif link["flags"] & 1 and not changes:
-            changes = None   # up with the right MAC and MTU already (a pair just made)
-        if changes is not None:
-            ipr.link("set", index=idx, state="up", **changes)
-    if csum_off:
-        # The userspace datapath forwards partial checksums as they are; receivers drop them.
-        eth = _ethtool(spec.namespace, spec.inner)
-        try:
-            eth.set_offload_flag(TX_CSUM_FLAG, 0)
-        finally:
-            eth.close()
+    with _ns_socket(spec.namespace) as sock:
+        idx = _index(sock, spec.namespace, spec.inner)
+        link = rtnl_read.link_at(sock, idx)
+        if link is None:
+            raise IndexError(f"no device {spec.inner} in {spec.namespace}")
+        mtu = spec.mtu if spec.mtu and link.mtu != spec.mtu else 0
+        if link.address != spec.mac.lower():
+            rtnl_write.set_link(sock, idx, up=False)
+            rtnl_write.set_link(sock, idx, mac=spec.mac)
+            rtnl_write.set_link(sock, idx, up=True, mtu=mtu)
+        elif not (link.flags & rtnl_write.IFF_UP and not mtu):
+            rtnl_write.set_link(sock, idx, up=True, mtu=mtu)
+        # (else up with the right MAC and MTU already: a pair just made)
+        if csum_off:
+            # The userspace datapath forwards partial checksums as they are; receivers drop
+            # them.
+            rtnl_write.set_tx_checksumming(sock, spec.inner, False)
 
 
 def add_address(spec: NetworkSpec, address: str) -> None:
     iface = ipaddress.ip_interface(address)
-    with _ns_socket(spec.namespace) as ipr:
-        idx = _index(ipr, spec.namespace, spec.inner)
+    with _ns_socket(spec.namespace) as sock:
+        idx = _index(sock, spec.namespace, spec.inner)
         try:
-            ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen,
-                     flags=IFA_F_NODAD if iface.version == 6 else 0)
-        except NetlinkError as exc:
-            if exc.code != errno.EEXIST:
+            rtnl_write.add_address(sock, idx, str(iface.ip), iface.network.prefixlen,
+                                   flags=IFA_F_NODAD if iface.version == 6 else 0)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
                 raise
 
 
 def del_address(spec: NetworkSpec, address: str) -> None:
     iface = ipaddress.ip_interface(address)
-    with _ns_socket(spec.namespace) as ipr:
-        idx = _index(ipr, spec.namespace, spec.inner)
+    with _ns_socket(spec.namespace) as sock:
+        idx = _index(sock, spec.namespace, spec.inner)
         try:
-            ipr.addr("del", index=idx, address=str(iface.ip),
-                     prefixlen=iface.network.prefixlen)
-        except NetlinkError as exc:
-            if exc.code != errno.EADDRNOTAVAIL:
+            rtnl_write.delete_address(sock, idx, str(iface.ip), iface.network.prefixlen)
+        except OSError as exc:
+            if exc.errno != errno.EADDRNOTAVAIL:
                 raise
 
 
 def set_outer_up(spec: NetworkSpec) -> None:
-    with _ns_socket(None) as ipr:
-        ipr.link("set", index=_index(ipr, None, spec.outer), state="up")
+    with _ns_socket(None) as sock:
+        rtnl_write.set_link(sock, _index(sock, None, spec.outer), up=True)
 
 
 def delete(net_id: str) -> None:
@@ -461,10 +436,8 @@ def delete(net_id: str) -> None:
         netns.remove(ns)
         return
     remove_leftover(ns)
-    with IPRoute() as ipr:
-        idx = ipr.link_lookup(ifname=naming.outer_device(net_id))
-        if idx:
-            ipr.link("del", index=idx[0])
+    with _ns_socket(None) as sock:
+        _delete_link(sock, naming.outer_device(net_id))
 
 
 def outer_devices() -> set[str]:
@@ -474,5 +447,5 @@ def outer_devices() -> set[str]:
 
 def delete_outer(dev: str) -> None:
     """Delete an outer end (and so its peer); already gone is fine."""
-    with IPRoute() as ipr:
-        _delete_link(ipr, dev)
+    with _ns_socket(None) as sock:
+        _delete_link(sock, dev)

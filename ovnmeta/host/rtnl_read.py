@@ -7,7 +7,8 @@ each network it converges. pyroute2's synchronous API runs an asyncio loop for e
 reading one network back took 9.8 ms (scripts/bench_netns.py), most of it pyroute2's own.
 Here a plain socket sends each request; links and tables are decoded here (the few
 attributes needed), addresses and neighbours by pyroute2's message classes, so callers read
-them as they read IPRoute's. Writes stay with pyroute2.
+them as they read IPRoute's. The writes (rtnl_write) send their requests through `_request`
+too.
 """
 
 from __future__ import annotations
@@ -157,6 +158,17 @@ def _attrs(data: bytes, at: int, end: int) -> Iterator[tuple[int, bytes]]:
 def links(sock: socket.socket) -> list[Link]:
     """Every link of the socket's namespace."""
     return _request(sock, RTM_GETLINK, NLM_F_DUMP, _IFINFOMSG.pack(0, 0, 0, 0, 0), _links)
+
+
+def link_at(sock: socket.socket, index: int) -> Link | None:
+    """The link with this index, or None."""
+    try:
+        found = _request(sock, RTM_GETLINK, 0, _IFINFOMSG.pack(0, 0, index, 0, 0), _links)
+    except OSError as exc:
+        if exc.errno == errno.ENODEV:
+            return None
+        raise
+    return found[0] if found else None
 
 
 def link(sock: socket.socket, name: str) -> Link | None:
