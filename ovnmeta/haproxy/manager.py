@@ -145,7 +145,7 @@ class HaproxyManager:
             pid = proc.pid()
             stopping = self._stopping.get(net)
             if pid is None:
-                proc.stop()                 # gone: its files
+                proc.remove_files()         # gone: its files
                 self._stopping.pop(net, None)
             elif handover and net in handover and (stopping is None or stopping[0] != pid) \
                     and not LinuxHost.listens(handover[net], BRIDGE_ADDRESS, 80, shared):

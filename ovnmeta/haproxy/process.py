@@ -228,6 +228,11 @@ class Process:
     def stop(self, graceful: bool = False) -> None:
         """Kill the process and remove its files."""
         self.kill(timeout=10.0 if graceful else 5.0, graceful=graceful)
+        self.remove_files()
+
+    def remove_files(self) -> None:
+        """Its files, for a process known to be gone (stop() would look for it again: a
+        scan of /proc when the pidfile names a process that has ended)."""
         for path in (self.cfg, self.pidfile, self.cfg.with_suffix(".master"),
                      self.cfg.with_suffix(".stats")):
             path.unlink(missing_ok=True)
