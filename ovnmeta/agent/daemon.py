@@ -40,6 +40,8 @@ from ovnmeta.agent.workers import WorkerPool, Zygote
 LOG = logging.getLogger("ovnmeta.agent.daemon")
 RETRY_REMINDER = 60.0  # seconds between repeats of an unchanged startup failure
 KEEPER_CHECK = 5  # seconds between checks that the socket keeper is alive
+HEADLINE_EVERY = 5   # seconds between samples of the counters `ovnmeta status` shows...
+HEADLINE_WINDOW = 2  # ...and its rates span this many intervals (10 s)
 FEED_INTERVAL = 0.02  # seconds between syncs of haproxy's maps while they are not current
 MAPS_RECHECK = 1.0    # seconds between checks that haproxy's worker still holds our maps
 T = TypeVar("T")
@@ -120,7 +122,7 @@ class Agent:
         self.maps: MapSync | None = None   # the direct path's maps in haproxy
         self.nova_watch: NovaWatch | None = None
         self.headline = metrics.Headline(
-            metrics.registry(None),
+            metrics.headline_registry(), window=HEADLINE_WINDOW,
             direct=lambda: self.nova_watch.requests if self.nova_watch else 0)
         self.notifier = sdnotify.Notifier.from_environment()
         self.threads: list[threading.Thread] = []
@@ -340,7 +342,8 @@ class Agent:
         while not stopped.is_set():
             if self.workers and self.workers.check():
                 self._poke_follower()    # a new worker: the follower sends it the view
-            self.headline.sample()
+            if ticks % HEADLINE_EVERY == 0:
+                self.headline.sample()
             if ticks % KEEPER_CHECK == 0 and not handoff.alive(path):
                 LOG.warning("the socket keeper is gone; starting another")
                 handoff.start(self.sock, path)

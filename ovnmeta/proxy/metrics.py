@@ -219,6 +219,19 @@ def registry(state: StateCollector | None) -> CollectorRegistry:
     return reg
 
 
+def headline_registry() -> CollectorRegistry:
+    """What Headline reads, and no more: collecting a labelled counter costs about 7 µs a
+    series (3 ms a second for the request counts of 200 networks), so the per-network
+    misses and the process's own figures stay out."""
+    reg = CollectorRegistry()
+    if os.environ.get(MULTIPROC_ENV):
+        reg.register(RetainedNetworks(os.environ[MULTIPROC_ENV]))
+    else:
+        for metric in (REQUESTS, REQUEST_SECONDS, NOVA_SECONDS):
+            reg.register(metric)
+    return reg
+
+
 def parse_listen(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     return host.strip("[]"), int(port)
