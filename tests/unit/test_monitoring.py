@@ -294,3 +294,19 @@ def test_the_endpoint_serves_metrics_over_real_tcp_and_says_where_they_are() -> 
     assert code == 200 and kind == metrics.CONTENT_TYPE_LATEST
     assert "ovnmeta_networks_served 2.0" in body
     assert missing == 404 and "/metrics" in why
+
+
+def test_the_headlines_own_registry_gives_the_same_figures() -> None:
+    full, lean = metrics.Headline(metrics.registry(None)), \
+        metrics.Headline(metrics.headline_registry())
+    for _ in range(3):
+        metrics.observe_request("n7", 200, 0.001)
+    metrics.observe_request("n7", 503, 0.001)
+    metrics.observe_nova("h", 0.002)
+    metrics.index_miss("n7")
+    full.sample()
+    lean.sample()
+    assert lean._samples[-1][1:] == full._samples[-1][1:]
+    assert lean._samples[-1][1] >= 4 and lean._samples[-1][2] >= 1
+    names = {f.name for f in metrics.headline_registry().collect()}
+    assert "ovnmeta_index_misses" not in names and "process_cpu_seconds" not in names
