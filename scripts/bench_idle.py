@@ -75,10 +75,14 @@ def haproxy_pids(agent: AgentProcess) -> list[int]:
     return found
 
 
-def measure(networks: int, seconds: float, settle: float = bench_proxy.RESYNC_SETTLE) -> dict:
-    box = Sandbox(root=BENCH_DIR)
-    box.down()
-    box.up()
+def measure(networks: int, seconds: float, settle: float = bench_proxy.RESYNC_SETTLE,
+            box: Sandbox | None = None) -> dict:
+    """One size; in a sandbox of its own unless handed one (which is left running)."""
+    own = box is None
+    if own:
+        box = Sandbox(root=BENCH_DIR)
+        box.down()
+        box.up()
     work = Path(tempfile.mkdtemp(prefix="ombench-idle-"))
     vms: list[FakeVM] = []
     nova = agent = None
@@ -133,7 +137,9 @@ def measure(networks: int, seconds: float, settle: float = bench_proxy.RESYNC_SE
             nova.stop()
         for v in vms:
             v.destroy()
-        box.down()
+            neutron.delete_network(box, v.network)
+        if own:
+            box.down()
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -147,16 +153,21 @@ def main() -> int:
     args = parser.parse_args()
     results = [measure(int(n), args.seconds, args.settle) for n in args.networks.split(",")]
     print(json.dumps(results, indent=1))
-    print("\n| networks | agent ms/s | by thread, ms/s | socket keeper etc. ms/s "
-          "| haproxy ms/s | machine busy ms/s | steal ms/s |")
-    print("|---|---|---|---|---|---|---|")
+    print(table(results))
+    return 0
+
+
+def table(results: list[dict]) -> str:
+    lines = ["", "| networks | agent ms/s | by thread, ms/s | socket keeper etc. ms/s "
+                 "| haproxy ms/s | machine busy ms/s | steal ms/s |",
+             "|---|---|---|---|---|---|---|"]
     for r in results:
         by_thread = ", ".join(f"{t['thread']} {t['ms_per_s']}" for t in r["threads"]
                               if t["ms_per_s"] > 0) or "–"
-        print(f"| {r['networks']} | {r['agent_ms_per_s']} | {by_thread} | "
-              f"{r['other_agent_processes_ms_per_s']} | {r['haproxy_ms_per_s']} | "
-              f"{r['machine_busy_ms_per_s']} | {r['steal_ms_per_s']} |")
-    return 0
+        lines.append(f"| {r['networks']} | {r['agent_ms_per_s']} | {by_thread} | "
+                     f"{r['other_agent_processes_ms_per_s']} | {r['haproxy_ms_per_s']} | "
+                     f"{r['machine_busy_ms_per_s']} | {r['steal_ms_per_s']} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
