@@ -7,6 +7,7 @@ Threads are named from `py-spy dump` when py-spy is installed (it is not a depen
 else by their thread id. Run as root:
 
     .venv/bin/python scripts/bench_idle.py [--networks 50,200] [--seconds 60] [--settle 65]
+                                           [--profile FILE]
 
 Prints JSON and a table; figures are measurements of this machine, not assertions.
 """
@@ -54,8 +55,8 @@ def thread_ticks(pid: int) -> dict[int, int]:
 
 def thread_names(pid: int) -> dict[int, str]:
     """Python thread names by thread id, from py-spy when it is installed."""
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not os.path.exists(spy):
+    spy = _py_spy()
+    if spy is None:
         return {}
     out = subprocess.run([spy, "dump", "-p", str(pid)], capture_output=True, text=True)
     return {int(m.group(1)): m.group(2)
@@ -75,8 +76,13 @@ def haproxy_pids(agent: AgentProcess) -> list[int]:
     return found
 
 
+def _py_spy() -> str | None:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    return spy if os.path.exists(spy) else None
+
+
 def measure(networks: int, seconds: float, settle: float = bench_proxy.RESYNC_SETTLE,
-            box: Sandbox | None = None) -> dict:
+            box: Sandbox | None = None, profile: str | None = None) -> dict:
     """One size; in a sandbox of its own unless handed one (which is left running)."""
     own = box is None
     if own:
@@ -111,11 +117,19 @@ def measure(networks: int, seconds: float, settle: float = bench_proxy.RESYNC_SE
         rest_before = sum(cpu.process_ticks(p) for p in others)
         hap_before = sum(cpu.process_ticks(p) for p in hap)
         machine_before = cpu.machine_ticks()
+        spying = None
+        if profile and _py_spy():
+            spying = subprocess.Popen([_py_spy(), "record", "-p", str(pid), "-d",
+                                       str(int(seconds)), "-r", "100", "-f", "raw",
+                                       "--nonblocking", "-o", profile],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(seconds)
         after = thread_ticks(pid)
         rest = sum(cpu.process_ticks(p) for p in others) - rest_before
         hap_ticks = sum(cpu.process_ticks(p) for p in hap) - hap_before
         busy, stolen = (a - b for a, b in zip(cpu.machine_ticks(), machine_before))
+        if spying:
+            spying.wait(timeout=30)
 
         def per_second(ticks: int) -> float:
             return round(ticks / cpu.HZ / seconds * 1000, 1)
@@ -129,6 +143,7 @@ def measure(networks: int, seconds: float, settle: float = bench_proxy.RESYNC_SE
                 "other_agent_processes_ms_per_s": per_second(rest),
                 "haproxy_ms_per_s": per_second(hap_ticks),
                 "machine_busy_ms_per_s": per_second(busy),
+                **({"profile": profile} if spying else {}),
                 "steal_ms_per_s": per_second(stolen)}
     finally:
         if agent:
@@ -150,8 +165,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--settle", type=float, default=bench_proxy.RESYNC_SETTLE,
                         help="seconds after the agent's start before measuring")
+    parser.add_argument("--profile", help="py-spy (installed separately) raw stacks of the "
+                        "agent while measured, to FILE.<networks>")
     args = parser.parse_args()
-    results = [measure(int(n), args.seconds, args.settle) for n in args.networks.split(",")]
+    results = [measure(int(n), args.seconds, args.settle,
+                       profile=f"{args.profile}.{n}" if args.profile else None)
+               for n in args.networks.split(",")]
     print(json.dumps(results, indent=1))
     print(table(results))
     return 0
