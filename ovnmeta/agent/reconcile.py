@@ -30,6 +30,7 @@ from ovnmeta.ovsdb.sbview import SbView
 LOG = logging.getLogger(__name__)
 DEBOUNCE = 0.005      # collect a burst of events into one pass
 HOST_CHECK = 1.0      # an idle pass this often finds hand-deleted namespaces, dead haproxy
+OUTER_SWEEP = 10.0    # seconds between looks for outer ends left without their namespace
 TAKEOVER_POLL = 0.05  # while another agent's leftovers are being replaced...
 TAKEOVER_FAST = 15.0  # ...for this long; one that takes longer is looked at every HOST_CHECK
 AGENT_POLL = 0.2      # while neutron's agent still runs: how often to look for it again
@@ -75,6 +76,8 @@ class Reconciler:
         self._problems: set[Problem] = set()
         self._checked_at: dict[str, float] = {}   # network → when a pass last looked at it
         self._last_host_check = 0.0
+        self._outers_swept_at = float("-inf")
+        self._recorded: tuple | None = None   # what the last status's networks came from
         self._signals = foreign.Signals()   # what we sent other agents' processes
         self._taking_over: set[str] = set()
         self._iface_ids: frozenset[str] = frozenset()
@@ -194,7 +197,11 @@ class Reconciler:
             for device in sorted(plugged.keys() - ours - set(batch.unplug)):
                 LOG.info("removing orphan OVS port %s (iface-id %s)", device, plugged[device])
                 batch.unplug.append(device)
-            self._sweep_outers(ours)
+            # A pass that changed something, and now and then: a held namespace lets go of
+            # its pair minutes after it was deleted, and the sysfs listing costs every pass.
+            if batch.changed or started - self._outers_swept_at >= OUTER_SWEEP:
+                self._outers_swept_at = started
+                self._sweep_outers(ours)
         converged = time.monotonic()
         if not self._taking_over:
             self._takeover_since = None
@@ -455,6 +462,17 @@ class Reconciler:
             time=time.time(), duration=time.monotonic() - started,
             problems=[ProblemStatus(p.network_id, p.reason) for p in problems],
             haproxy=HaproxyStatus(self.haproxy.mode, self.haproxy.pids(), errors))
+        # The networks' part again only when what it shows changed (an idle pass at 200
+        # networks spent 1-2 ms on it); `desired` is the same object while unchanged.
+        made_from = (desired, frozenset(self._ready),
+                     tuple(sorted((n, b.error) for n, b in self._backoff.items())),
+                     tuple(sorted(errors.items())))
+        last = self._recorded
+        if last is not None and last[0] is desired and last[1:] == made_from[1:]:
+            status.networks = self.status.networks
+            self.status = status
+            return
+        self._recorded = made_from
         for net, spec in desired.items():
             b = self._backoff.get(net)
             status.networks[net] = NetworkStatus(

@@ -24,7 +24,7 @@ from pathlib import Path
 from ovnmeta.core import naming
 from ovnmeta.core.model import METADATA_V4
 from ovnmeta.haproxy import maps
-from ovnmeta.haproxy.process import HaproxyError, Process, ReloadRejected
+from ovnmeta.haproxy.process import HaproxyError, Process, ReloadRejected, read_config
 from ovnmeta.haproxy.render import frontends_only, render, renderer, templates_dir
 from ovnmeta.haproxy.runtime import parse_frontend_stats, stats_command
 from ovnmeta.haproxy.settings import (CLIENT_PEM, ERROR_FILES, MAPS_DIR, READY_SOCKET, Frontend,
@@ -235,7 +235,7 @@ class HaproxyManager:
                   label: str, key: str, meanwhile: Callable[[], None] = lambda: None) -> str:
         """Make one process serve exactly these frontends; '' or the error."""
         try:
-            served = proc.cfg.read_text()
+            served = read_config(proc.cfg)
         except FileNotFoundError:
             served = ""
         # A reload hands the old listening sockets to the new worker, and those are still
@@ -314,10 +314,10 @@ class HaproxyManager:
         if self.mode != "shared":
             return self._per_network_ids()
         try:
-            text = self._shared().cfg.read_text()
+            text = read_config(self._shared().cfg)
         except FileNotFoundError:
             return set()
-        if text != self._parsed[0]:   # read at every pass, parsed when it changed
+        if text is not self._parsed[0]:   # asked at every pass, parsed when it changed
             self._parsed = (text, frozenset(
                 net for line in text.splitlines() if line.startswith("frontend ")
                 if (net := naming.network_from_frontend(line.split()[1]))))

@@ -168,7 +168,11 @@ class MapSync:
         """After a sync of haproxy: these networks' frontends are loaded (a reload means a
         new worker, which gets every map again), and no other network's map file is kept."""
         served = frozenset(networks)
-        stale = [p for p in self.dir.glob("*.map") if p.stem not in served]
+        try:
+            names = os.listdir(self.dir)   # not glob(): a Path for each of 200 files a pass
+        except FileNotFoundError:
+            names = []
+        stale = [self.dir / n for n in names if n.endswith(".map") and n[:-4] not in served]
         # _configured is written only here, in the reconciler's thread: read without the
         # lock, so an unchanged pass never waits for a sync reading haproxy's maps back.
         changed = served != self._configured

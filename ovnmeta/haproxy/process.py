@@ -71,6 +71,27 @@ def parse_master_proc(text: str) -> tuple[int, int] | None:
     return None
 
 
+_texts: dict[str, tuple[tuple[int, ...], str]] = {}
+
+
+def _stat_key(path: Path) -> tuple[int, ...]:
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def read_config(cfg: Path) -> str:
+    """A config file's text (FileNotFoundError when there is none), read again only once
+    the file changed: a pass looks at the shared config three or four times, 300 KB at 200
+    frontends. Every write replaces the file, so a new text comes with a new inode."""
+    key = _stat_key(cfg)
+    known = _texts.get(str(cfg))
+    if known and known[0] == key:
+        return known[1]
+    text = cfg.read_text()
+    _texts[str(cfg)] = (key, text)
+    return text
+
+
 class Process:
     """One haproxy process described by a config file and a pidfile."""
 
@@ -104,7 +125,7 @@ class Process:
         """Install a config, validated first unless told otherwise; False when it is
         unchanged."""
         try:
-            if self.cfg.read_text() == text:
+            if read_config(self.cfg) == text:
                 return False
         except FileNotFoundError:
             pass
@@ -117,6 +138,7 @@ class Process:
                 tmp.unlink()
                 raise
         tmp.replace(self.cfg)
+        _texts[str(self.cfg)] = (_stat_key(self.cfg), text)
         return True
 
     def start(self, replace: int | None = None) -> None:

@@ -186,3 +186,24 @@ def test_work_run_beside_the_bridges_hands_its_error_to_join() -> None:
         raise RuntimeError("OVS said no")
     with pytest.raises(RuntimeError, match="OVS said no"):
         _Background(fail).join()
+
+
+def test_a_config_is_read_again_only_once_it_changed(tmp_path) -> None:
+    from ovnmeta.haproxy.process import read_config
+    cfg = tmp_path / "x.cfg"
+    proc = Process("haproxy", cfg, tmp_path / "x.pid", True)
+    with pytest.raises(FileNotFoundError):
+        read_config(cfg)
+    assert proc.write("first\n", validate=False)
+    first = read_config(cfg)
+    assert first == "first\n" and read_config(cfg) is first     # not read again
+    assert not proc.write("first\n", validate=False)              # unchanged
+    other = tmp_path / "y"
+    other.write_text("by hand, same size\n"[:len("first\n")])
+    other.replace(cfg)                                            # replaced behind our back
+    assert read_config(cfg) == "by han"
+    cfg.write_text("edited in place, longer\n")                   # or edited in place
+    assert read_config(cfg) == "edited in place, longer\n"
+    cfg.unlink()
+    with pytest.raises(FileNotFoundError):
+        read_config(cfg)
