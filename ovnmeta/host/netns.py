@@ -193,12 +193,12 @@ def read_inner(ns: str, dev: str, with_csum: bool = True
         with _ns_socket(ns) as sock:
             links = {link.name: link for link in rtnl_read.links(sock)}
             link = links.get(dev)
-            addrs = frozenset(
-                f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
-                for a in rtnl_read.addresses(sock, link.index)) if link else frozenset()
-            entries = [(n["state"], n.get("NDA_DST"), (n.get("NDA_LLADDR") or "").lower())
+            addrs = frozenset(f"{a.address}/{a.prefixlen}"
+                              for a in rtnl_read.addresses(sock, link.index)) \
+                if link else frozenset()
+            entries = [(n.state, n.dst, n.lladdr)
                        for n in rtnl_read.neighbours(sock, link.index)
-                       if n.get("NDA_LLADDR")] if link else []
+                       if n.lladdr] if link else []
             tx_csum = bool(link and with_csum and rtnl_read.tx_checksumming(sock, dev))
     except OSError as exc:  # the namespace went away under us
         if exc.errno in (errno.ENOENT, errno.EINVAL):

@@ -5,10 +5,10 @@ The rolling resync reads every namespace back once a reconcile_interval, and a p
 each network it converges. pyroute2's synchronous API runs an asyncio loop for each call
 (about 1.3 ms a dump here, 0.6 ms to open an IPRoute) and decodes every attribute, so
 reading one network back took 9.8 ms (scripts/bench_netns.py), most of it pyroute2's own.
-Here a plain socket sends each request; links and tables are decoded here (the few
-attributes needed), addresses and neighbours by pyroute2's message classes, so callers read
-them as they read IPRoute's. The writes (rtnl_write) send their requests through `_request`
-too.
+Here a plain socket sends each request, and the answers are decoded here, only the few
+attributes needed (pyroute2's message classes decoded every attribute of an address or a
+neighbour: half of a read-back's time). The writes (rtnl_write) send their requests through
+`_request` too.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ import socket
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-
-from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 NETLINK_ROUTE = 0
 NETLINK_SOCK_DIAG = 4
@@ -40,6 +38,8 @@ RTM_NEWLINK = 16
 IFLA_ADDRESS = 1
 IFLA_IFNAME = 3
 IFLA_MTU = 4
+IFA_ADDRESS = 1
+NDA_DST, NDA_LLADDR = 1, 2
 RECV_BUFFER = 65536
 TIMEOUT = 10.0         # s: the kernel answers at once; a socket that does not is an error
 SIOCETHTOOL = 0x8946
@@ -77,6 +77,32 @@ class Link:
     mtu: int
 
 
+@dataclass(frozen=True)
+class Address:
+    index: int
+    prefixlen: int
+    address: str      # IFA_ADDRESS: the address (the peer's, on a point-to-point link)
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    index: int
+    state: int        # NUD_* bits
+    dst: str
+    lladdr: str       # lower-case MAC, '' when the entry has none (incomplete, failed)
+
+
+def _mac(value: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in value)
+
+
+def _ip(family: int, value: bytes) -> str:
+    try:
+        return socket.inet_ntop(family, value)
+    except (ValueError, OSError):   # not an address of that family
+        return ""
+
+
 def _link(data: bytes, offset: int, length: int) -> Link:
     _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(data, offset)
     name, address, mtu = "", "", 0
@@ -84,7 +110,7 @@ def _link(data: bytes, offset: int, length: int) -> Link:
         if kind == IFLA_IFNAME:
             name = _name(value)
         elif kind == IFLA_ADDRESS:
-            address = ":".join(f"{b:02x}" for b in value)
+            address = _mac(value)
         elif kind == IFLA_MTU and len(value) >= 4:
             (mtu,) = struct.unpack_from("=I", value)
     return Link(index, flags, name, address, mtu)
@@ -140,9 +166,25 @@ def _links(data: bytes, offset: int, length: int) -> list[Link]:
     return [_link(data, offset + _HEADER.size, length - _HEADER.size)]
 
 
-def _pyroute2(data: bytes, offset: int, length: int) -> list:
-    """pyroute2's own decoding: its messages, as IPRoute returns them."""
-    return list(MarshalRtnl().parse(data[offset:offset + length]))
+def _address(data: bytes, offset: int, length: int) -> list[Address]:
+    at = offset + _HEADER.size
+    family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(data, at)
+    for kind, value in _attrs(data, at + _IFADDRMSG.size, offset + length):
+        if kind == IFA_ADDRESS:
+            return [Address(index, prefixlen, _ip(family, value))]
+    return []
+
+
+def _neighbour(data: bytes, offset: int, length: int) -> list[Neighbour]:
+    at = offset + _HEADER.size
+    family, index, state, _flags, _type = _NDMSG.unpack_from(data, at)
+    dst = lladdr = ""
+    for kind, value in _attrs(data, at + _NDMSG.size, offset + length):
+        if kind == NDA_DST:
+            dst = _ip(family, value)
+        elif kind == NDA_LLADDR:
+            lladdr = _mac(value)
+    return [Neighbour(index, state, dst, lladdr)]
 
 
 def _attrs(data: bytes, at: int, end: int) -> Iterator[tuple[int, bytes]]:
@@ -183,18 +225,16 @@ def link(sock: socket.socket, name: str) -> Link | None:
     return found[0] if found else None
 
 
-def addresses(sock: socket.socket, index: int) -> Iterator:
-    """The addresses of link `index` (a dump, filtered here: RTM_NEWADDR messages)."""
-    return (a for a in _request(sock, RTM_GETADDR, NLM_F_DUMP,
-                                _IFADDRMSG.pack(0, 0, 0, 0, 0), _pyroute2)
-            if a["index"] == index)
+def addresses(sock: socket.socket, index: int) -> list[Address]:
+    """The addresses of link `index` (a dump of all, filtered here)."""
+    return [a for a in _request(sock, RTM_GETADDR, NLM_F_DUMP,
+                                _IFADDRMSG.pack(0, 0, 0, 0, 0), _address) if a.index == index]
 
 
-def neighbours(sock: socket.socket, index: int) -> Iterator:
-    """The neighbour entries of link `index` (RTM_NEWNEIGH messages)."""
-    return (n for n in _request(sock, RTM_GETNEIGH, NLM_F_DUMP, _NDMSG.pack(0, 0, 0, 0, 0),
-                                _pyroute2)
-            if n["ifindex"] == index)
+def neighbours(sock: socket.socket, index: int) -> list[Neighbour]:
+    """The neighbour entries of link `index`."""
+    return [n for n in _request(sock, RTM_GETNEIGH, NLM_F_DUMP, _NDMSG.pack(0, 0, 0, 0, 0),
+                                _neighbour) if n.index == index]
 
 
 def tx_checksumming(sock: socket.socket, dev: str) -> bool:

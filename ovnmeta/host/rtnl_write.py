@@ -17,7 +17,7 @@ import socket
 import struct
 
 from ovnmeta.host import rtnl_read
-from ovnmeta.host.rtnl_read import _IFINFOMSG, _attr, _request
+from ovnmeta.host.rtnl_read import _IFADDRMSG, _IFINFOMSG, _NDMSG, _attr, _request
 
 RTM_NEWLINK, RTM_DELLINK = 16, 17
 RTM_NEWADDR, RTM_DELADDR = 20, 21
@@ -31,9 +31,6 @@ VETH_INFO_PEER = 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 NDA_DST, NDA_LLADDR = 1, 2
 ETHTOOL_STXCSUM = 0x17
-
-_IFADDRMSG = struct.Struct("=BBBBI")    # family, prefixlen, flags, scope, index
-_NDMSG = struct.Struct("=BxxxiHBB")     # family, ifindex, state, flags, type
 
 
 def _ack(sock: socket.socket, kind: int, body: bytes, flags: int = 0) -> None:

@@ -44,6 +44,10 @@ def namespace():
         _ip("-n", NS, "link", "set", "lo", "up")
         _ip("-n", NS, "neigh", "add", "10.77.0.10", "lladdr", "fa:16:3e:00:00:0a", "dev",
             INNER, "nud", "permanent")
+        _ip("-n", NS, "neigh", "add", "10.77.0.12", "lladdr", "fa:16:3e:00:00:0c", "dev",
+            INNER, "nud", "stale")
+        _ip("-n", NS, "neigh", "add", "fd00:77::10", "lladdr", "fa:16:3e:00:00:0b", "dev",
+            INNER, "nud", "permanent")
         with open(f"/tmp/{NS}.batch", "w") as f:
             f.writelines(f"link add omt-a{i} type veth peer name omt-b{i}\n"
                          for i in range(PAIRS))
@@ -92,26 +96,36 @@ def test_one_link_by_name_and_a_missing_one(namespace) -> None:
     assert netns.read_outer("omtest-none") == (False, False)
 
 
-def test_addresses_and_neighbours_of_one_link(namespace) -> None:
+def test_addresses_and_neighbours_of_one_link_match_pyroute2(namespace) -> None:
     sock = _in(namespace)
+    with netns.entered(namespace):
+        ipr = IPRoute()
     try:
         index = rtnl_read.link(sock, INNER).index
-        addrs = {f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
-                 for a in rtnl_read.addresses(sock, index)}
-        neigh = {(n.get("NDA_DST"), n.get("NDA_LLADDR"), n["state"])
-                 for n in rtnl_read.neighbours(sock, index)}
-        assert list(rtnl_read.addresses(sock, 999999)) == []
+        addrs = {(a.address, a.prefixlen) for a in rtnl_read.addresses(sock, index)}
+        neigh = {(n.dst, n.lladdr, n.state) for n in rtnl_read.neighbours(sock, index)}
+        theirs_addrs = {(a.get("IFA_ADDRESS"), a["prefixlen"])
+                        for a in ipr.get_addr(index=index)}
+        theirs_neigh = {(n.get("NDA_DST"), (n.get("NDA_LLADDR") or "").lower(), n["state"])
+                        for n in ipr.get_neighbours(ifindex=index)}
+        assert rtnl_read.addresses(sock, 999999) == []
     finally:
+        ipr.close()
         sock.close()
-    assert {"10.77.0.2/24", "169.254.169.254/32"} <= addrs
-    assert ("10.77.0.10", "fa:16:3e:00:00:0a", 0x80) in neigh
+    assert addrs == theirs_addrs
+    assert neigh == theirs_neigh
+    assert {("10.77.0.2", 24), ("169.254.169.254", 32), ("fd00:77::2", 64)} <= addrs
+    assert {("10.77.0.10", "fa:16:3e:00:00:0a", 0x80), ("10.77.0.12", "fa:16:3e:00:00:0c", 0x04),
+            ("fd00:77::10", "fa:16:3e:00:00:0b", 0x80)} <= neigh
 
 
 def test_read_inner_gives_the_link_state_and_other_links(namespace) -> None:
     state, foreign = netns.read_inner(namespace, INNER)
     assert state.mac == "fa:16:3e:00:00:02" and state.mtu == 1442 and state.up
     assert {"10.77.0.2/24", "169.254.169.254/32"} <= state.addresses
-    assert state.permanent == {("10.77.0.10", "fa:16:3e:00:00:0a")}
+    assert state.permanent == {("10.77.0.10", "fa:16:3e:00:00:0a"),
+                               ("fd00:77::10", "fa:16:3e:00:00:0b")}
+    assert state.neighbours == {("10.77.0.12", "fa:16:3e:00:00:0c")}   # resolved, not permanent
     assert len(foreign) == EXTRA and "lo" not in foreign and INNER not in foreign
     assert netns.read_inner("omtest-rtnl-never-made", INNER) == (None, ())
 
