@@ -83,7 +83,11 @@ def read_config(cfg: Path) -> str:
     """A config file's text (FileNotFoundError when there is none), read again only once
     the file changed: a pass looks at the shared config three or four times, 300 KB at 200
     frontends. Every write replaces the file, so a new text comes with a new inode."""
-    key = _stat_key(cfg)
+    try:
+        key = _stat_key(cfg)
+    except FileNotFoundError:
+        _texts.pop(str(cfg), None)   # a bridge's or a network's config is gone for good
+        raise
     known = _texts.get(str(cfg))
     if known and known[0] == key:
         return known[1]
@@ -258,3 +262,4 @@ class Process:
         for path in (self.cfg, self.pidfile, self.cfg.with_suffix(".master"),
                      self.cfg.with_suffix(".stats")):
             path.unlink(missing_ok=True)
+        _texts.pop(str(self.cfg), None)

@@ -207,3 +207,10 @@ def test_a_config_is_read_again_only_once_it_changed(tmp_path) -> None:
     cfg.unlink()
     with pytest.raises(FileNotFoundError):
         read_config(cfg)
+    # What it remembers goes with the file: bridges' configs come and go for months.
+    from ovnmeta.haproxy import process
+    assert str(cfg) not in process._texts
+    proc.write("again\n", validate=False)
+    assert str(cfg) in process._texts
+    proc.remove_files()
+    assert str(cfg) not in process._texts and not cfg.exists()
