@@ -9,6 +9,7 @@ import time
 
 from ovnmeta.host import foreign
 from ovnmeta.core.model import ForeignProcess
+from ovnmeta.host.netns import _proc_net_key
 
 NET = "4649d6ed-5218-4d31-a646-0f830ed04392"
 
@@ -29,6 +30,11 @@ def test_haproxy_config_and_its_pidfile_are_read_from_the_command_line(tmp_path)
     assert foreign._haproxy_files(["haproxy", "-f", str(cfg)]) == (str(cfg), "/x/y.pid.haproxy")
     assert foreign._haproxy_files(["haproxy", "-f", str(tmp_path / "gone")]) == (
         str(tmp_path / "gone"), "")
+
+
+def test_proc_net_tcp_spelling_of_the_metadata_address() -> None:
+    assert _proc_net_key("169.254.169.254", 80) == "FEA9FEA9:0050"
+    assert _proc_net_key("127.0.0.1", 8080) == "0100007F:1F90"
 
 
 def test_signals_are_recorded_followed_by_pid_and_forgotten_once_the_process_ends(
