@@ -203,7 +203,11 @@ def plan_network(spec: NetworkSpec | None, actual: ActualNetwork | None,
         steps.append(ConfigureInner(spec, netdev))
     # Delete first: removing a primary address takes its subnet's secondaries with it.
     steps += [DelAddress(spec, a) for a in sorted(inner.addresses - spec.addresses)]
-    steps += [AddAddress(spec, a) for a in sorted(spec.addresses - inner.addresses)]
+    # A new MAC takes the link down, and the kernel drops its IPv6 addresses then
+    # (keep_addr_on_down is 0): those are added again, not left for the next look.
+    flushed = {a for a in inner.addresses if ":" in a} if inner.mac != spec.mac else set()
+    steps += [AddAddress(spec, a)
+              for a in sorted((spec.addresses - inner.addresses) | (spec.addresses & flushed))]
     if actual.foreign_tables:  # their CHECKSUM rule; ours turned TX checksum off instead
         steps.append(DeleteFirewall(spec, actual.foreign_tables))
     # Taking the link down (a new MAC) flushes its neighbour entries, permanent ones too.

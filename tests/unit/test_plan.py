@@ -57,6 +57,21 @@ def test_mac_mtu_and_checksum_drift_reconfigure() -> None:
         assert kinds(plan.plan_network(SPEC, actual, netdev=True)) == ["ConfigureInner"]
 
 
+def test_a_new_mac_adds_the_ipv6_addresses_its_link_down_drops() -> None:
+    v6 = {"fd00::2/64", "fe80::a9fe:a9fe/128"}
+    spec = dataclasses.replace(SPEC, addresses=SPEC.addresses | v6)
+    inner = LinkState(mac="fa:16:3e:ff:ff:ff", mtu=1442, up=True, addresses=spec.addresses)
+    steps = plan.plan_network(spec, ActualNetwork(**{**GOOD.__dict__, "inner": inner}),
+                              netdev=True)
+    assert steps == [plan.ConfigureInner(spec, True)] + [plan.AddAddress(spec, a)
+                                                         for a in sorted(v6)]
+    # Up with the right MAC (an MTU change, say): nothing is dropped, nothing added.
+    inner = dataclasses.replace(inner, mac=spec.mac, mtu=1500)
+    steps = plan.plan_network(spec, ActualNetwork(**{**GOOD.__dict__, "inner": inner}),
+                              netdev=True)
+    assert steps == [plan.ConfigureInner(spec, True)]
+
+
 def test_checksum_left_alone_on_system_datapath() -> None:
     inner = LinkState(mac=SPEC.mac, mtu=1442, up=True, addresses=SPEC.addresses, tx_csum=True)
     actual = ActualNetwork(**{**GOOD.__dict__, "inner": inner})
