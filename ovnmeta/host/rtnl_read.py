@@ -242,10 +242,16 @@ def tx_checksumming(sock: socket.socket, dev: str) -> bool:
     `ethtool -k` shows as tx-checksumming), by one ioctl on a socket of the device's
     namespace (the netlink one serves: the kernel passes socket ioctls a family does not
     handle to the device layer); pyroute2's IoctlEthtool reads every feature first."""
-    value = ctypes.create_string_buffer(struct.pack("=II", ETHTOOL_GTXCSUM, 0))
+    return bool(ethtool_value(sock, dev, ETHTOOL_GTXCSUM))
+
+
+def ethtool_value(sock: socket.socket, dev: str, command: int, data: int = 0) -> int:
+    """One legacy ethtool command on a `struct ethtool_value` (a get or a set of one
+    setting), by ioctl on a socket of the device's namespace; the value it leaves."""
+    value = ctypes.create_string_buffer(struct.pack("=II", command, data))
     ifreq = struct.pack("16sP", dev.encode(), ctypes.addressof(value))
     fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq.ljust(IFREQ_SIZE, b"\0"))
-    return bool(struct.unpack("=II", value.raw[:8])[1])
+    return struct.unpack("=II", value.raw[:8])[1]
 
 
 def _name(value: bytes) -> str:

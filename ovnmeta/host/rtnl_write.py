@@ -10,8 +10,6 @@ and answered by the kernel's acknowledgement or its errno (OSError).
 
 from __future__ import annotations
 
-import ctypes
-import fcntl
 import ipaddress
 import socket
 import struct
@@ -114,6 +112,4 @@ def set_tx_checksumming(sock: socket.socket, dev: str, on: bool) -> None:
     """Every TX checksum offload on or off (ethtool's legacy ETHTOOL_STXCSUM, what
     `ethtool -K dev tx off` sets), by one ioctl on a socket of the device's namespace; see
     rtnl_read.tx_checksumming."""
-    value = ctypes.create_string_buffer(struct.pack("=II", ETHTOOL_STXCSUM, int(on)))
-    ifreq = struct.pack("16sP", dev.encode(), ctypes.addressof(value))
-    fcntl.ioctl(sock.fileno(), rtnl_read.SIOCETHTOOL, ifreq.ljust(rtnl_read.IFREQ_SIZE, b"\0"))
+    rtnl_read.ethtool_value(sock, dev, ETHTOOL_STXCSUM, int(on))
