@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -90,57 +89,70 @@ def desired_networks(snapshot: SbSnapshot, cidrs_key: str = "neutron:cidrs",
                      plugged: frozenset[str] | None = None,
                      ) -> tuple[dict[str, NetworkSpec], list[Problem]]:
     """`plugged`: logical ports with an interface on this host (None: trust the SB); see
-    answerable() for what a port bound here without one gets."""
-    vm_count = Counter(p.network_id for p in snapshot.ports
-                       if p.bound_here and p.type in VM_PORT_TYPES)
-    neighbours: dict[str, set[tuple[str, str]]] = {}
-    link_locals: dict[str, set[tuple[str, str]]] = {}
-    vm_ips: dict[str, set[str]] = {}
+    answerable() for what a port bound here without one gets.
+
+    Each network's spec is memoised on its own ports: a pass after one network changed
+    computes that one (at 200 networks, 0.5 ms where all of them took 5-15)."""
+    vms: dict[str, list[PortRecord]] = {}
     for port in snapshot.ports:
-        if not port.bound_here or port.type not in VM_PORT_TYPES:
-            continue
-        vm_ips.setdefault(port.network_id, set()).update(
-            ip for entry in port.mac for ip in parse_mac_column((entry,))[1])
-        if not answerable(port.type, port.logical_port, plugged):
-            continue
-        for entry in port.mac:
-            mac, ips = parse_mac_column((entry,))
-            if mac:
-                neighbours.setdefault(port.network_id, set()).update((ip, mac) for ip in ips)
-                link_locals.setdefault(port.network_id, set()).add((link_local_of(mac), mac))
+        if port.bound_here and port.type in VM_PORT_TYPES:
+            vms.setdefault(port.network_id, []).append(port)
     localports: dict[str, list[PortRecord]] = {}
     for port in snapshot.ports:
-        if port.type == LOCALPORT and port.network_id in vm_count:
+        if port.type == LOCALPORT and port.network_id in vms:
             localports.setdefault(port.network_id, []).append(port)
-
     specs: dict[str, NetworkSpec] = {}
     problems: list[Problem] = []
-    for net_id, count in sorted(vm_count.items()):
-        if not USABLE_ID.match(net_id):
-            problems.append(Problem(net_id, "network id cannot name a namespace (letters, "
-                                            "digits and . _ : - only)"))
-            continue
-        if net_id not in localports:
-            problems.append(Problem(net_id, f"{count} VM port(s) bound here but the network "
-                                            "has no localport (metadata port)"))
-            continue
-        lp = _pick_localport(localports[net_id], owner_key)
-        mac, ips = parse_mac_column(lp.mac)
-        if mac is None:
-            problems.append(Problem(net_id, f"localport {lp.logical_port} has no MAC in its "
-                                            f"mac column {list(lp.mac)!r}"))
-            continue
-        addresses = set(addresses_with_prefix(ips, lp.ext(cidrs_key)))
-        addresses.add(METADATA_V4)
-        if any(":" in ip for ip in ips):
-            addresses.add(METADATA_V6)
-        mtu_text = lp.ext(mtu_key)
-        specs[net_id] = NetworkSpec(
-            network_id=net_id, namespace=naming.namespace(net_id),
-            outer=naming.outer_device(net_id), inner=naming.inner_device(net_id),
-            iface_id=lp.logical_port, mac=mac, addresses=frozenset(addresses),
-            mtu=int(mtu_text) if mtu_text.isdigit() else None, vm_ports=count,
-            neighbours=frozenset(neighbours.get(net_id, set()) | (
-                link_locals.get(net_id, set()) if METADATA_V6 in addresses else set())),
-            vm_ips=frozenset(vm_ips.get(net_id, ())))
+    for net_id in sorted(vms):
+        ports = vms[net_id]
+        unanswerable = frozenset(p.logical_port for p in ports
+                                 if not answerable(p.type, p.logical_port, plugged))
+        result = network_spec(net_id, frozenset(ports), frozenset(localports.get(net_id, ())),
+                              unanswerable, cidrs_key, owner_key, mtu_key)
+        if isinstance(result, Problem):
+            problems.append(result)
+        else:
+            specs[net_id] = result
     return specs, problems
+
+
+@generational(limit=16384)
+def network_spec(net_id: str, vms: frozenset[PortRecord], localports: frozenset[PortRecord],
+                 unanswerable: frozenset[str], cidrs_key: str, owner_key: str, mtu_key: str
+                 ) -> NetworkSpec | Problem:
+    """One network's spec from its VM ports bound here and its localports, or why it has
+    none. `unanswerable`: VM ports whose identity is not given out (their addresses are
+    still the network's VMs', not its neighbours)."""
+    if not USABLE_ID.match(net_id):
+        return Problem(net_id, "network id cannot name a namespace (letters, digits and "
+                               ". _ : - only)")
+    if not localports:
+        return Problem(net_id, f"{len(vms)} VM port(s) bound here but the network has no "
+                               "localport (metadata port)")
+    lp = _pick_localport(list(localports), owner_key)
+    mac, ips = parse_mac_column(lp.mac)
+    if mac is None:
+        return Problem(net_id, f"localport {lp.logical_port} has no MAC in its mac column "
+                               f"{list(lp.mac)!r}")
+    addresses = set(addresses_with_prefix(ips, lp.ext(cidrs_key)))
+    addresses.add(METADATA_V4)
+    ipv6 = any(":" in ip for ip in ips)
+    if ipv6:
+        addresses.add(METADATA_V6)
+    vm_ips: set[str] = set()
+    neighbours: set[tuple[str, str]] = set()
+    for port in vms:
+        for entry in port.mac:
+            vm_mac, vm_addrs = parse_mac_column((entry,))
+            vm_ips.update(vm_addrs)
+            if vm_mac and port.logical_port not in unanswerable:
+                neighbours.update((ip, vm_mac) for ip in vm_addrs)
+                if ipv6:
+                    neighbours.add((link_local_of(vm_mac), vm_mac))
+    mtu_text = lp.ext(mtu_key)
+    return NetworkSpec(
+        network_id=net_id, namespace=naming.namespace(net_id),
+        outer=naming.outer_device(net_id), inner=naming.inner_device(net_id),
+        iface_id=lp.logical_port, mac=mac, addresses=frozenset(addresses),
+        mtu=int(mtu_text) if mtu_text.isdigit() else None, vm_ports=len(vms),
+        neighbours=frozenset(neighbours), vm_ips=frozenset(vm_ips))

@@ -146,3 +146,22 @@ def test_garbage_in_neutron_cidrs_falls_back_to_host_prefixes(cidrs) -> None:
     assert problems == []
     assert got["n1"].addresses >= {METADATA_V4}
     assert any(a.startswith("10.0.0.2/") for a in got["n1"].addresses)
+
+
+def test_an_unchanged_network_keeps_its_spec_and_a_changed_one_gets_a_new_one() -> None:
+    """Memoised per network: a pass after one network changed computes only that one."""
+    before, _ = specs(port("vm1"), localport(), port("vm2", "n2"), localport("n2", name="md2"))
+    after, _ = specs(port("vm1"), localport(), localport("n2", name="md2"),
+                     port("vm2", "n2", mac=("fa:16:3e:00:00:11 10.0.0.11",)))
+    assert after["n1"] is before["n1"]
+    assert after["n2"] is not before["n2"]
+    assert after["n2"].vm_ips == {"10.0.0.11"}
+
+
+def test_a_port_losing_its_interface_changes_its_networks_neighbours() -> None:
+    ports = (port("vm1"), localport())
+    with_iface = desired_networks(SbSnapshot("c1", ports), plugged=frozenset({"vm1"}))[0]
+    without = desired_networks(SbSnapshot("c1", ports), plugged=frozenset())[0]
+    assert with_iface["n1"].neighbours == {("10.0.0.10", "fa:16:3e:00:00:10")}
+    assert without["n1"].neighbours == frozenset()
+    assert without["n1"].vm_ips == {"10.0.0.10"}
