@@ -31,7 +31,12 @@ class RowCache:
     def values(self, tables: dict) -> list:
         """Every row's value; everything is read again after a resync that notified
         nothing (the rows and the cache then disagree)."""
+        return list(self.items(tables).values())
+
+    def items(self, tables: dict) -> dict:
+        """Row uuid → value, as values(). A row's value is the same object until the row
+        changes, so a caller can tell the changed rows by identity. Do not modify."""
         rows = tables[self.table].rows
         if self._values.keys() != rows.keys():
             self._values = {uuid: self._read(row) for uuid, row in rows.items()}
-        return list(self._values.values())
+        return self._values

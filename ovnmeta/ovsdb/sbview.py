@@ -130,11 +130,14 @@ class _SbIdl(ovs.db.idl.Idl):
         self._seen = -1
         self._plugged_seen: frozenset[str] = frozenset()
         self.bindings = RowCache("Port_Binding", _binding)
+        self.datapaths = RowCache("Datapath_Binding",
+                                  lambda row: naming.network_id(dict(row.external_ids)))
         # Written by other threads (SbView.watch_plugged) to wake this one's poll.
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def notify(self, event, row, updates=None) -> None:
         self.bindings.notify(event, row)
+        self.datapaths.notify(event, row)
 
     def wake(self) -> None:
         try:
@@ -189,6 +192,9 @@ class SbView:
         self._plugged: frozenset[str] = frozenset()     # from the local OVS, any thread
         self._watched: frozenset[str] = frozenset()     # what the conditions ask for
         self._by_network: dict[str, frozenset[PortRecord]] = {}
+        # Port_Binding uuid → (its cached binding, here, network, record): a rebuild makes
+        # records and sets only for the rows and networks that changed.
+        self._records: dict = {}
         # True once this chassis's rows are fully loaded: before that an empty view means
         # "not known yet", not "nothing to serve".
         self.settled = False
@@ -277,12 +283,13 @@ class SbView:
         mine = [r for r in idl.tables["Chassis"].rows.values() if r.name == self.chassis]
         chassis_uuid = str(mine[0].uuid) if mine else None
         names = frozenset({self.chassis} | {getattr(r, "hostname", "") for r in mine}) - {""}
-        networks = {str(r.uuid): naming.network_id(dict(r.external_ids))
-                    for r in idl.tables["Datapath_Binding"].rows.values()}
+        networks = {str(uuid): net for uuid, net in idl.datapaths.items(idl.tables).items()}
         local_dps: set[str] = set()
-        by_network: dict[str, set[PortRecord]] = {}
-        for (dps, chassis, additional, type_, logical_port, mac, ext,
-             requested) in idl.bindings.values(idl.tables):
+        previous, records = self._records, {}
+        touched: set[str] = set()   # networks one of whose rows changed, came or went
+        by_network: dict[str, list[PortRecord]] = {}
+        for uuid, binding in idl.bindings.items(idl.tables).items():
+            (dps, chassis, additional, type_, logical_port, mac, ext, requested) = binding
             if not dps:
                 continue
             here = is_here(chassis_uuid, names, chassis, additional, type_, logical_port,
@@ -294,14 +301,25 @@ class SbView:
             net_id = networks.get(dps[0])
             if net_id is None:
                 continue  # its datapath row arrives with the next condition change
-            by_network.setdefault(net_id, set()).add(PortRecord(
-                logical_port=logical_port, type=type_, network_id=net_id, mac=mac,
-                external_ids=ext, bound_here=here))
+            old = previous.get(uuid)
+            if old is not None and old[0] is binding and old[1] == here and old[2] == net_id:
+                record = old[3]
+                records[uuid] = old
+            else:
+                record = PortRecord(logical_port=logical_port, type=type_, network_id=net_id,
+                                    mac=mac, external_ids=ext, bound_here=here)
+                records[uuid] = (binding, here, net_id, record)
+                touched.add(net_id)
+                if old is not None:
+                    touched.add(old[2])
+            by_network.setdefault(net_id, []).append(record)
+        touched |= {old[2] for uuid, old in previous.items() if uuid not in records}
+        self._records = records
 
         self._update_conditions(idl, chassis_uuid, frozenset(local_dps), plugged)
-        frozen = {n: frozenset(p) for n, p in by_network.items()}
-        dirty = {n for n in frozen.keys() | self._by_network.keys()
-                 if frozen.get(n) != self._by_network.get(n)}
+        frozen = {n: self._by_network[n] if n not in touched and n in self._by_network
+                  else frozenset(p) for n, p in by_network.items()}
+        dirty = {n for n in touched if frozen.get(n) != self._by_network.get(n)}
         self._by_network = frozen
         with self._lock:
             self._snapshot = SbSnapshot(
