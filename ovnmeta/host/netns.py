@@ -97,12 +97,7 @@ def _ns_socket(ns: str | None) -> Iterator[socket.socket]:
     if cached is not None and ns in cached:
         yield cached[ns]
         return
-    if ns is None:
-        sock = rtnl_read.open_socket()
-    else:
-        # A netlink socket opened while this thread sits in the namespace stays bound to it.
-        with entered(ns):
-            sock = rtnl_read.open_socket()
+    sock = _open_in(ns)
     if cached is not None:
         cached[ns] = sock
         yield sock
@@ -141,6 +136,29 @@ def forget(ns: str) -> None:
         cached.pop(ns).close()
 
 
+def _open_in(ns: str | None, protocol: int = rtnl_read.NETLINK_ROUTE) -> socket.socket:
+    """A netlink socket of `protocol` in namespace `ns` (None: the root namespace): a
+    socket opened while this thread sits in a namespace stays bound to it."""
+    if ns is None:
+        return rtnl_read.open_socket(protocol)
+    with entered(ns):
+        return rtnl_read.open_socket(protocol)
+
+
+@contextlib.contextmanager
+def _returning() -> Iterator[None]:
+    """Put the calling thread back in the network namespace it is in now, after the block
+    (which may move it: setns, unshare)."""
+    saved = os.open(THREAD_NETNS, os.O_RDONLY)
+    try:
+        try:
+            yield
+        finally:
+            _check(_libc.setns(saved, CLONE_NEWNET), "setns back to the thread's namespace")
+    finally:
+        os.close(saved)
+
+
 @contextlib.contextmanager
 def entered(ns: str) -> Iterator[None]:
     """The calling thread inside namespace `ns` for the block, then back where it was.
@@ -151,25 +169,20 @@ def entered(ns: str) -> Iterator[None]:
     the agent it started could not reach nova nor find its veths. This saves the calling
     thread's own namespace, and never creates one (pushns would). Nor does it list the
     namespaces first, as pyroute2's setns() does at every call (1-2 ms at 200 of them)."""
-    saved = os.open(THREAD_NETNS, os.O_RDONLY)
-    try:
+    with _returning():
         target = os.open(os.path.join(NETNS_DIR, ns), os.O_RDONLY)
         try:
-            _setns(target, ns)
+            _check(_libc.setns(target, CLONE_NEWNET), f"setns to network namespace {ns}")
         finally:
             os.close(target)
-        try:
-            yield
-        finally:
-            _setns(saved, "the thread's own")
-    finally:
-        os.close(saved)
+        yield
 
 
-def _setns(fd: int, what: str) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
+def _check(rc: int, what: str) -> None:
+    """Raise the errno of a libc call that returned non-zero, saying which call it was."""
+    if rc != 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"setns to {what} network namespace failed: {os.strerror(err)}")
+        raise OSError(err, f"{what} failed: {os.strerror(err)}")
 
 
 def tcp_connect(ns: str, address: str, port: int, timeout: float) -> OSError | None:
@@ -272,8 +285,7 @@ def delete_links(ns: str, names: tuple[str, ...]) -> None:
 def listening_inodes(ns: str, address: str, port: int) -> set[int]:
     """Socket inodes listening on address:port inside a namespace (empty when it is gone)."""
     try:
-        with entered(ns):
-            sock = rtnl_read.open_socket(rtnl_read.NETLINK_SOCK_DIAG)
+        sock = _open_in(ns, rtnl_read.NETLINK_SOCK_DIAG)
     except OSError:
         return set()
     try:
@@ -321,8 +333,7 @@ def read_firewall(ns: str) -> tuple[str, ...]:
     """nftables tables in a namespace, as "family:name" (iptables-nft makes them): ovnmeta
     makes none, so any is another agent's (neutron's CHECKSUM rule on a netdev bridge)."""
     try:
-        with entered(ns):
-            sock = rtnl_read.open_socket(rtnl_read.NETLINK_NETFILTER)
+        sock = _open_in(ns, rtnl_read.NETLINK_NETFILTER)
     except OSError:
         return ()
     try:
@@ -365,24 +376,21 @@ def _new_netns(path: str) -> None:
     """Create a network namespace pinned by a bind mount at path, without forking.
 
     unshare() moves only the calling thread, which then goes back where it was (a thread
-    made for it cost 5 ms to start while other threads held the GIL)."""
+    made for it cost 5 ms to start while other threads held the GIL). On failure the file
+    made for the mount is removed, so that a retry finds no leftover."""
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
     os.close(fd)
-    saved = os.open(THREAD_NETNS, os.O_RDONLY)
+    mounted = False
     try:
-        if _libc.unshare(CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
+        with _returning():
+            _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+            _check(_libc.mount(THREAD_NETNS.encode(), path.encode(), b"none", MS_BIND, None),
+                   f"bind mount on {path}")
+            mounted = True
+    except OSError:
+        if not mounted:
             os.unlink(path)
-            raise OSError(err, f"unshare(CLONE_NEWNET) failed: {os.strerror(err)}")
-        try:
-            if _libc.mount(THREAD_NETNS.encode(), path.encode(), b"none", MS_BIND, None) != 0:
-                err = ctypes.get_errno()
-                os.unlink(path)
-                raise OSError(err, f"bind mount on {path} failed: {os.strerror(err)}")
-        finally:
-            _setns(saved, "the thread's own")
-    finally:
-        os.close(saved)
+        raise
 
 
 def _remove_netns(path: str) -> None:
