@@ -38,6 +38,11 @@ AGENT_POLL = 0.2      # while neutron's agent still runs: how often to look for 
 # makes the last network wait for every other's switch after it (seconds at 200 networks);
 # one per network reconfigures vswitchd so often that the whole bridge's traffic stalls.
 SWAP_CHUNK = 10
+# A pass making many networks (a start, 200 of them) hands their ports to OVS this many at a
+# time as it goes, not all after the last: ovn-controller and vswitchd then set up the first
+# ones on the other core while the agent makes the rest (one transaction at the end left
+# them 1 s of the cold start to do alone, after the agent was done).
+PLUG_CHUNK = 40
 MAX_BACKOFF = 30.0
 
 
@@ -189,7 +194,8 @@ class Reconciler:
         batch = _OvsBatch()
         for net in worklist.to_converge(inputs, check):
             self._converge(net, desired.get(net), net in present, host, batch)
-            if len(batch.then) >= SWAP_CHUNK:
+            if len(batch.then) >= SWAP_CHUNK or (
+                    len(batch.plug) >= PLUG_CHUNK and not (batch.replaces or batch.then)):
                 self._flush(batch)
                 batch = _OvsBatch(changed=batch.changed)
         if inputs.may_delete:

@@ -352,3 +352,24 @@ def test_a_new_networks_port_goes_to_ovs_while_haproxy_loads_its_frontend(world)
     rec.reconcile_once()
     assert not rec.status.networks["n2"].ready and rec.status.networks["n2"].error
     assert rec.status.networks["n1"].ready
+
+
+def test_a_pass_making_many_networks_plugs_them_in_chunks_as_it_goes() -> None:
+    nets = [f"n{i:03d}" for i in range(reconcile.PLUG_CHUNK + 3)]
+    host, sb, haproxy = FakeHost(), FakeSb(snapshot(*nets)), FakeHaproxy()
+    commits: list[tuple[int, int]] = []   # (ports in the transaction, namespaces made by then)
+
+    class CountingOvs(FakeOvs):
+        def plug(self, bridge, ports, replaces=()) -> None:
+            commits.append((len(ports), len(host.namespaces)))
+            super().plug(bridge, ports, replaces)
+
+    ovs = CountingOvs()
+    rec = reconcile.Reconciler(sb, ovs, ChassisConfig("c1", "br-int", "system"), haproxy,
+                               host=host)
+    rec.reconcile_once()
+    # The first chunk went to OVS before the rest of the networks were made, the remainder
+    # with haproxy's load; every network is plugged and served.
+    assert commits == [(reconcile.PLUG_CHUNK, reconcile.PLUG_CHUNK), (3, len(nets))]
+    assert len(ovs.ports) == len(nets) and sorted(haproxy.frontends) == nets
+    assert all(rec.status.networks[n].ready for n in nets)
