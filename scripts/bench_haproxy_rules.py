@@ -84,6 +84,9 @@ VARIANTS: list[tuple[str, dict, Callable[[str], str]]] = [
     ("no http-buffer-request", {}, _drop(r"option http-buffer-request")),
     ("no answer tracking (http-response)", {}, _drop(r"^\s+http-response ")),
     ("no del-header (client's identity headers kept)", {}, _drop(r"del-header")),
+    # Retrying on an empty response makes haproxy keep a copy of every request.
+    ("no L7 retries (retry-on conn-failure only)", {},
+     lambda t: t.replace("retry-on conn-failure empty-response", "retry-on conn-failure")),
 ]
 
 
