@@ -40,7 +40,7 @@ from ovnmeta.haproxy.maps import NOVA_BACKENDS
 from ovnmeta.haproxy.settings import shared_stats_socket
 from ovnmeta.core.signing import sign_instance_id
 from ovnmeta_testing import cpu, neutron
-from ovnmeta_testing.agentproc import AgentProcess, wait_until
+from ovnmeta_testing.agentproc import AgentProcess, ini_lines, wait_until
 from ovnmeta_testing.memory import pss_kib, rollup_kib
 from ovnmeta_testing.novaproc import NovaProcess
 from ovnmeta_testing.sandbox import Sandbox, _free_port, alive
@@ -353,7 +353,8 @@ def start_haproxy(cfg: Path, text: str) -> int:
 
 
 def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
-        workers: int = 1, direct_path: bool = True, rounds: int = 2, threads: int = 1) -> dict:
+        workers: int = 1, direct_path: bool = True, rounds: int = 2, threads: int = 1,
+        haproxy_options: tuple[str, ...] = ()) -> dict:
     box = Sandbox(root=BENCH_DIR)
     box.down()
     box.up()
@@ -372,7 +373,8 @@ def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
                                     f"metadata_workers = {workers}")
     agent.config.write_text(agent.config.read_text().replace(
         "[haproxy]\n", f"[haproxy]\nthreads = {threads}\n"
-                       + ("" if direct_path else "direct_path = false\n")))
+                       + ("" if direct_path else "direct_path = false\n")
+                       + ini_lines(list(haproxy_options))))
     pids: list[int] = []
     try:
         agent.start()
@@ -409,6 +411,7 @@ def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
                    "backend": "nginx return 200 (C), "
                               f"{len(body.read_text())}-byte meta_data.json",
                    "ceiling": "haproxy in the root namespace, bind … namespace, TCP to nginx",
+                   "haproxy_options": list(haproxy_options),
                    "rounds": rounds, "warmup_seconds": WARMUP_SECONDS,
                    "measured_after_agent_start_s": RESYNC_SETTLE, "runs": []}
         res = measure_rounds(vm, agent, connections, seconds, rounds)
@@ -450,7 +453,8 @@ def table(results: dict) -> str:
              f"{results['networks']} networks, metadata_workers = "
              f"{results['metadata_workers']}, direct_path = {results['direct_path']}, "
              f"haproxy threads (both) {results['haproxy_threads']}; "
-             f"backend: {results['backend']}; ceiling: {results['ceiling']}; "
+             + "".join(f"[haproxy] {o}; " for o in results.get("haproxy_options", ()))
+             + f"backend: {results['backend']}; ceiling: {results['ceiling']}; "
              f"{results['rounds']} rounds after a {results.get('warmup_seconds', 0)} s "
              f"warm-up of each, the ceiling first in the even ones",
              f"{'extra PBs':>9} {'round':>5} {'agent req/s':>11} {'p50 ms':>7} {'p99 ms':>7} "
@@ -500,6 +504,10 @@ def main() -> int:
     parser.add_argument("--haproxy-threads", type=int, default=1,
                         help="nbthread of both the agent's haproxy ([haproxy] threads) and "
                              "the ceiling's; 0: haproxy's default, one per CPU")
+    parser.add_argument("--haproxy-option", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="an [haproxy] option of the agent, e.g. nova_vm_maxconn=0 "
+                             "(repeatable)")
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2,
@@ -510,7 +518,7 @@ def main() -> int:
     PROFILE = Path(args.profile) if args.profile else None
     results = run(args.extra_ports, args.connections, args.duration, args.networks,
                   args.workers, direct_path=not args.no_direct_path, rounds=args.rounds,
-                  threads=args.haproxy_threads)
+                  threads=args.haproxy_threads, haproxy_options=tuple(args.haproxy_option))
     print(json.dumps(results, indent=1))
     print(table(results))
     return 0
