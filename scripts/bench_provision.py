@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import socket
+import shutil
 import statistics
 import subprocess
 import sys
@@ -302,7 +303,8 @@ def run(sizes: list[int], mode: str, reaction_vms: int, direct_path: bool = True
     vms: list[FakeVM] = []
     spare: list[FakeVM] = []
     agent = None
-    nova = NovaProcess({}, SECRET, Path(tempfile.mkdtemp(prefix="ombench-"))).start()
+    nova_dir = Path(tempfile.mkdtemp(prefix="ombench-"))
+    nova = NovaProcess({}, SECRET, nova_dir).start()
     try:
         for size in sizes:
             vms += make_vms(box, size - len(vms), len(vms), bind=True)
@@ -332,6 +334,7 @@ def run(sizes: list[int], mode: str, reaction_vms: int, direct_path: bool = True
         for vm in vms + spare:
             vm.destroy()
         nova.stop()
+        shutil.rmtree(nova_dir, ignore_errors=True)
         box.down()
     return results
 
