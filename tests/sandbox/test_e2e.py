@@ -164,10 +164,7 @@ def test_agent_restart_loses_no_request(cloud) -> None:
     thread.start()
     try:
         time.sleep(0.5)
-        agent.stop()
-        agent.start()
-        wait_until(lambda: "serving metadata" in agent.log().split("ovnmeta-agent starting")[-1],
-                   timeout=20, what="restarted agent serving")
+        agent.restart(timeout=20)
         time.sleep(0.5)
     finally:
         stop.set()

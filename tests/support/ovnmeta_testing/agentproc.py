@@ -7,9 +7,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from ovnmeta_testing.sandbox import Sandbox, alive, wait_until  # noqa: F401 (re-exported)
+
+STARTING = "ovnmeta-agent starting"    # the agent's first line, and its line once serving
+SERVING = "serving metadata"
 
 
 def write_config(box: Sandbox, state_dir: Path, mode: str = "shared", extra: str = "") -> Path:
@@ -77,6 +81,21 @@ class AgentProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def restart(self, timeout: float = 30) -> float:
+        """Stop the agent, start it again and wait until the new process serves the
+        socket; the seconds that took. (The log holds both processes' lines: only the new
+        one's "serving metadata" counts.)"""
+        starts = self.log().count(STARTING)
+        began = time.monotonic()
+        self.stop()
+        self.start()
+
+        def serving() -> bool:
+            segments = self.log().split(STARTING)
+            return len(segments) > starts + 1 and SERVING in segments[-1]
+        wait_until(serving, timeout=timeout, what="restarted agent serving")
+        return time.monotonic() - began
 
     def log(self) -> str:
         try:
