@@ -42,8 +42,12 @@ RETRY_REMINDER = 60.0  # seconds between repeats of an unchanged startup failure
 KEEPER_CHECK = 5  # seconds between checks that the socket keeper is alive
 HEADLINE_EVERY = 5   # seconds between samples of the counters `ovnmeta status` shows...
 HEADLINE_WINDOW = 2  # ...and its rates span this many intervals (10 s)
+READY_BACKLOG = 16   # haproxy's check: one connection at a time per haproxy worker
 FEED_INTERVAL = 0.02  # seconds between syncs of haproxy's maps while they are not current
 MAPS_RECHECK = 1.0    # seconds between checks that haproxy's worker still holds our maps
+# How long a check left by the last agent waits for this one to vouch for the maps: haproxy
+# gives up on it after 2 s (`timeout check`) and turns the direct path off meanwhile.
+VOUCH_WAIT = 2.0
 T = TypeVar("T")
 
 
@@ -127,6 +131,7 @@ class Agent:
         self.notifier = sdnotify.Notifier.from_environment()
         self.threads: list[threading.Thread] = []
         self._follower_wake: Callable[[], None] | None = None
+        self._vouch_until = 0.0   # a check inherited from the last agent waits until then
 
     def _mark(self, networks: set[str] | None) -> None:
         if self.reconciler:
@@ -223,10 +228,10 @@ class Agent:
         hap = self.reconciler.haproxy
         if hap.settings.direct:
             ready = self._ready_server()
-            # Anyone may connect (haproxy may run as another user): it tells only yes or no.
-            ready_sock = listener.bind_socket(hap.settings.direct.ready_socket, 0o666,
-                                              backlog=16)   # haproxy's user connects
-            servers.append(handler.serve(ready, ready_sock, stopped, backlog=16))
+            ready_sock = self._ready_socket(hap.settings.direct.ready_socket)
+            servers.append(handler.serve(
+                ready, ready_sock, stopped, backlog=READY_BACKLOG,
+                before_close=lambda: self._leave_ready_check(ready_sock)))
             LOG.info("direct path on: haproxy sends known VMs' GETs straight to nova at %s",
                      ", ".join(hap.settings.direct.servers))
         if self.workers or self.maps:
@@ -285,13 +290,43 @@ class Agent:
             self.workers.stop()
 
     def _ready_server(self) -> httpserver.Server:
-        """haproxy's check of the maps: 200 only while they match this agent's view."""
+        """haproxy's check of the maps: 200 only while they match this agent's view. A check
+        the last agent left (see _ready_socket) waits for the first sync instead of turning
+        the direct path off for the length of a restart."""
         ok = httpserver.text(200, "maps current")
         stale = httpserver.text(503, "maps not current")
 
         async def ready(request: httpserver.Request) -> httpserver.Response:
+            while not (self.maps and self.maps.ready) \
+                    and time.monotonic() < self._vouch_until:
+                await asyncio.sleep(FEED_INTERVAL)
             return ok if self.maps and self.maps.ready else stale
         return httpserver.Server(ready, keepalive=5, max_body=1024)
+
+    def _ready_socket(self, path: str) -> socket.socket:
+        """The readiness socket the last agent left with the keeper (haproxy's check may be
+        waiting in it), else a new one."""
+        sock = handoff.take_held(self.conf.metadata_proxy_socket)
+        if sock is not None:
+            sock.setblocking(False)
+            self._vouch_until = time.monotonic() + VOUCH_WAIT
+            LOG.info("took haproxy's readiness check over from the last agent: the direct "
+                     "path stays on if this agent finds haproxy's maps current within %.0f s",
+                     VOUCH_WAIT)
+            return sock
+        # Anyone may connect (haproxy may run as another user): it tells only yes or no.
+        return listener.bind_socket(path, 0o666, backlog=READY_BACKLOG)
+
+    def _leave_ready_check(self, sock: socket.socket) -> None:
+        """A stop on request while the maps are current: the keeper holds the readiness
+        socket for the next agent (ovnmeta.agent.handoff). Anything else closes it, and
+        haproxy stops using the maps at its next check."""
+        if not (self.stop.is_set() and self.maps and self.maps.ready):
+            return
+        if handoff.hold(self.conf.metadata_proxy_socket, sock):
+            LOG.info("left haproxy's readiness check with the socket keeper: the maps stay "
+                     "in use for up to %.0f s unless the next agent vouches for them",
+                     handoff.HOLD_SECONDS)
 
     async def _follow_view(self, metadata: handler.MetadataProxy,
                            stopped: asyncio.Event) -> None:

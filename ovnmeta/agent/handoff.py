@@ -6,6 +6,13 @@ open and listening: haproxy's connections wait in its backlog, and requests the 
 had accepted are retried by haproxy (`retry-on empty-response`) into that backlog. The next
 agent collects the very same socket from the keeper. The keeper never reads a request; it
 exits when told to (`ovnmeta cleanup`) or when no agent has been alive for KEEP_SECONDS.
+
+An agent that stops on request also leaves haproxy's readiness check with the keeper (HOLD),
+for HOLD_SECONDS: the check's connection waits in that socket's backlog instead of being
+refused, so haproxy goes on using the maps the stopping agent vouched for, and the next
+agent answers the check once it has read back and corrected what haproxy holds. Nobody
+comes back in time: the keeper closes it, the check fails, and haproxy sends everything
+through the socket. A crash leaves nothing to hold, so the check fails at once.
 """
 
 from __future__ import annotations
@@ -18,14 +25,19 @@ import sys
 import time
 
 KEEP_SECONDS = 60.0
-FETCH, PING, RELEASE = b"f", b"p", b"x"
+# Longer than haproxy's check timeout (2 s): the check that connected last before it is
+# closed has failed by then anyway. Bounds how long stopped agent's maps stay in use.
+HOLD_SECONDS = 3.0
+FETCH, PING, RELEASE, HOLD, TAKE = b"f", b"p", b"x", b"h", b"r"
 
 
 def control_path(socket_path: str) -> str:
     return socket_path + ".handoff"
 
 
-def _ask(socket_path: str, command: bytes, timeout: float = 2.0) -> list[int] | None:
+def _ask(socket_path: str, command: bytes, timeout: float = 2.0,
+         give: socket.socket | None = None) -> list[int] | None:
+    """The fds the keeper answers `command` with; None when no keeper answers it."""
     ctl = control_path(socket_path)
     if not os.path.exists(ctl):
         return None
@@ -33,9 +45,14 @@ def _ask(socket_path: str, command: bytes, timeout: float = 2.0) -> list[int] | 
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(timeout)
             conn.connect(ctl)
-            conn.sendall(command)
-            _, fds, _, _ = socket.recv_fds(conn, 16, 1)
+            socket.send_fds(conn, [command], [give.fileno()] if give else [])
+            reply, fds, _, _ = socket.recv_fds(conn, 16, 1)
     except OSError:
+        return None
+    expected = b"s" if command == FETCH else command
+    if reply != expected:    # gone mid-answer, or a keeper too old to know the command
+        for fd in fds:
+            os.close(fd)
         return None
     return fds
 
@@ -51,6 +68,17 @@ def alive(socket_path: str) -> bool:
     return _ask(socket_path, PING) is not None
 
 
+def hold(socket_path: str, ready: socket.socket) -> bool:
+    """Leave the readiness check's listening socket with the keeper for HOLD_SECONDS."""
+    return _ask(socket_path, HOLD, give=ready) is not None
+
+
+def take_held(socket_path: str) -> socket.socket | None:
+    """The readiness socket a stopped agent left with the keeper, if it still holds it."""
+    fds = _ask(socket_path, TAKE)
+    return socket.socket(fileno=fds[0]) if fds else None
+
+
 def release(socket_path: str) -> bool:
     """Tell the keeper to close its copy and exit; True if one was there."""
     return _ask(socket_path, RELEASE) is not None
@@ -64,7 +92,7 @@ def start(sock: socket.socket, socket_path: str, timeout: float = 5.0) -> bool:
     import subprocess   # here: the keeper itself imports as little as it can (its memory)
     fd = sock.fileno()
     subprocess.Popen([sys.executable, "-m", "ovnmeta.agent.handoff", str(fd), ctl,
-                      str(os.getpid()), str(KEEP_SECONDS)], pass_fds=[fd],
+                      str(os.getpid()), str(KEEP_SECONDS), str(HOLD_SECONDS)], pass_fds=[fd],
                      start_new_session=True, stdin=subprocess.DEVNULL,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
@@ -92,19 +120,26 @@ def _alive(pidfd: int | None) -> bool:
     return pidfd is not None and not select.select([pidfd], [], [], 0)[0]
 
 
-def _keep(fd: int, ctl: str, owner: int, seconds: float) -> None:
+def _keep(fd: int, ctl: str, owner: int, seconds: float,
+          hold_seconds: float = HOLD_SECONDS) -> None:
     """Serve duplicates of fd to whoever asks; the last one to ask is the owner."""
     tmp = f"{ctl}.{os.getpid()}"
     orphaned_since: float | None = None
     owner_fd = _pidfd(owner)
+    held: int | None = None     # a readiness socket left by a stopping agent
+    held_until = 0.0
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
         server.bind(tmp)
         os.chmod(tmp, 0o600)
         server.listen(8)
         os.replace(tmp, ctl)
         mine = os.stat(ctl).st_ino
-        server.settimeout(1.0)
         while True:
+            now = time.monotonic()
+            if held is not None and now >= held_until:
+                os.close(held)      # nobody came for it: haproxy's check fails
+                held = None
+            server.settimeout(1.0 if held is None else max(0.01, min(1.0, held_until - now)))
             if _alive(owner_fd):
                 orphaned_since = None
             elif orphaned_since is None:
@@ -120,7 +155,21 @@ def _keep(fd: int, ctl: str, owner: int, seconds: float) -> None:
             with conn:
                 try:
                     conn.settimeout(2.0)
-                    command = conn.recv(1)
+                    command, fds, _, _ = socket.recv_fds(conn, 1, 1)
+                    if command == HOLD and fds:
+                        if held is not None:
+                            os.close(held)
+                        held, held_until = fds[0], time.monotonic() + hold_seconds
+                        socket.send_fds(conn, [command], [])
+                        continue
+                    for extra in fds:
+                        os.close(extra)
+                    if command == TAKE:
+                        socket.send_fds(conn, [command], [] if held is None else [held])
+                        if held is not None:
+                            os.close(held)
+                            held = None
+                        continue
                     if command in (RELEASE, PING):
                         socket.send_fds(conn, [command], [])
                         if command == RELEASE:
@@ -140,4 +189,5 @@ def _keep(fd: int, ctl: str, owner: int, seconds: float) -> None:
 
 
 if __name__ == "__main__":
-    _keep(int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+    _keep(int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4]),
+          *(float(a) for a in sys.argv[5:6]))

@@ -5,7 +5,8 @@ made from the same index the socket path answers from (bound here and plugged on
 haproxy uses the maps only while the agent's `ready` check passes (the maps match its view)
 and a nova server is up. A miss, a POST, or either check failing sends the request through
 the agent, which stays the authority. A stale hit is the thing to avoid, never a miss: so
-removals are pushed before additions, and a new haproxy worker gets every map again.
+removals are pushed before additions, and what a haproxy worker this agent has not pushed
+to yet holds (a reload's, or the last agent's) is read back and corrected, not trusted.
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ class MapSync:
         self._verify: set[str] = set()     # networks to read back at the next sync
         self.due = False                   # something changed that the next sync must push
         self.ready = False
+        self._told = False                 # the reconciler said what haproxy serves
 
     # -- told by the reconciler ------------------------------------------------
     def prepare(self, networks: Collection[str]) -> None:
@@ -175,7 +177,8 @@ class MapSync:
         stale = [self.dir / n for n in names if n.endswith(".map") and n[:-4] not in served]
         # _configured is written only here, in the reconciler's thread: read without the
         # lock, so an unchanged pass never waits for a sync reading haproxy's maps back.
-        changed = served != self._configured
+        changed = served != self._configured or not self._told
+        self._told = True
         if not (changed or stale or reloaded):
             return
         with self._lock:
@@ -207,7 +210,8 @@ class MapSync:
             want = self._want
             try:
                 self._write_files(want)
-                self.ready = self._push(want) and self._read_back(want)
+                # Before the first pass nothing says which maps haproxy uses: not current.
+                self.ready = self._told and self._push(want) and self._read_back(want)
             except OSError as exc:
                 if self.ready:
                     LOG.warning("direct path off until haproxy's maps can be updated: %s", exc)
@@ -244,14 +248,22 @@ class MapSync:
         if self.watching and pid != self._watch_from:
             self._watch_until = 0.0           # the new worker is there: pushed below
         if pid != self._pid:
-            # A new worker (started, reloaded, restarted): trust nothing it loaded.
-            cmds = [c for net in sorted(networks)
-                    for c in replacement(map_path(self.dir, net), want.get(net, {}))]
+            # A worker this agent has not pushed to (a reload's, or one the last agent
+            # filled): trust nothing it holds, read it. Only differences are pushed, so
+            # what is right stays in use meanwhile (a `clear map` would make misses).
             if self._pid is not None:
-                LOG.info("haproxy worker %d replaced %d: pushing all %d maps", pid,
+                LOG.info("haproxy worker %d replaced %d: reading back all %d maps", pid,
                          self._pid, len(networks))
+            cmds = []
+            for net in sorted(networks):
+                path = map_path(self.dir, net)
+                held = parse_show_map(self._command(self.stats_socket, f"show map {path}"))
+                step = changes(path, held or {},
+                               {_canonical(k): v for k, v in want.get(net, {}).items()})
+                if step:
+                    cmds += step
+                    self._verify.add(net)
             pushed: Maps = {}
-            self._verify |= networks
         else:
             cmds = []
             for net in sorted(networks):

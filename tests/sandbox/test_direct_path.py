@@ -1,17 +1,23 @@
 """The direct path on a real agent, haproxy and OVN: a known VM's GETs go haproxy → nova
 without the agent, POSTs through it; a new network (a haproxy reload) keeps every VM direct;
-a stopped agent takes every request back before its maps could go stale; nova's refusals
-are the agent's to log."""
+a killed agent takes every request back before its maps could go stale, while one restarted
+on request keeps the direct path (the next agent vouches for the maps) and one that does not
+come back loses it within seconds; nova's refusals are the agent's to log."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
 
+from ovnmeta.agent import handoff
+from ovnmeta.haproxy.runtime import stat_rows, stats_command
+from ovnmeta.haproxy.settings import shared_stats_socket
+from ovnmeta_testing.agentproc import STARTING
 from ovnmeta_testing.sandbox import _free_port, wait_until
 from ovnmeta_testing.sbmodes import URL, Cloud
 
@@ -79,8 +85,8 @@ def test_a_reload_for_a_new_network_keeps_every_vm_served_direct(direct) -> None
     other = cloud.network()
     vm2 = cloud.vm(other, probe=False)
     wait_until(lambda: fetch(vm2, 1) == [200], timeout=30, what="new network served")
-    # The reload's new worker got the maps again: both go direct.
-    wait_until(lambda: "pushing all" in cloud.agent.log(), timeout=10,
+    # The reload's new worker's maps were read back: both go direct.
+    wait_until(lambda: "reading back all" in cloud.agent.log(), timeout=10,
                what="maps pushed to the new haproxy worker")
     wait_until(lambda: goes_direct(port, vm2, other), timeout=10, what="the direct path")
     before = scrape(port)
@@ -88,6 +94,64 @@ def test_a_reload_for_a_new_network_keeps_every_vm_served_direct(direct) -> None
     after = scrape(port)
     for net in (direct["net"], other):
         assert agent_requests(after, net.id) - agent_requests(before, net.id) == 0
+
+
+def ready_check(cloud: Cloud) -> dict[str, str]:
+    """haproxy's row for its readiness check of the agent (status, chkdown: times down)."""
+    csv = stats_command(shared_stats_socket(cloud.agent.state_dir / "haproxy"), "show stat")
+    return next(r for r in stat_rows(csv)
+                if r["pxname"] == "ovnmeta_ready" and r["svname"] == "agent")
+
+
+def test_a_restart_on_request_keeps_the_direct_path(direct) -> None:
+    """The stopping agent leaves haproxy's check waiting with the socket keeper, and the
+    next agent answers it once it has read back haproxy's maps: the check never fails, so
+    the VMs' GETs stay on the direct path through the restart."""
+    cloud, vm, net, port = direct["cloud"], direct["vm"], direct["net"], direct["port"]
+    before = ready_check(cloud)
+    assert before["status"] == "UP", before
+    codes: list[int] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        while not done.is_set():
+            codes.extend(fetch(vm, 1))
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        cloud.agent.restart()
+        log = cloud.agent.log()
+        assert "left haproxy's readiness check with the socket keeper" in log
+        wait_until(lambda: "took haproxy's readiness check over" in
+                   cloud.agent.log().split(STARTING)[-1], timeout=10,
+                   what="the new agent took the check over")
+        time.sleep(1.0)   # past the next check or two
+    finally:
+        done.set()
+        prober.join()
+    after = ready_check(cloud)
+    assert after["status"] == "UP" and after["chkdown"] == before["chkdown"], after
+    assert codes and set(codes) == {200}, codes
+    assert goes_direct(port, vm, net)
+
+
+def test_a_stopped_agent_that_does_not_come_back_loses_the_direct_path(direct) -> None:
+    """What the keeper holds for the next agent it holds for HOLD_SECONDS only: then the
+    check fails and requests wait for an agent instead of using maps nobody keeps."""
+    cloud, vm = direct["cloud"], direct["vm"]
+    cloud.agent.stop()
+    assert "left haproxy's readiness check with the socket keeper" in cloud.agent.log()
+    # The hold, then the check that waited in it failing, then one more interval.
+    wait_until(lambda: ready_check(cloud)["status"].startswith("DOWN"),
+               timeout=handoff.HOLD_SECONDS + 3, interval=0.1, what="the check failing")
+    curl = subprocess.Popen(["ip", "netns", "exec", vm.netns, "curl", "-s", "-o", "/dev/null",
+                             "-m", "30", "-w", "%{http_code}", URL],
+                            stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    assert curl.poll() is None, "answered while no agent ran: the map was used"
+    cloud.agent.start()
+    code = curl.communicate(timeout=40)[0]
+    assert code.strip() == "200", code
 
 
 def test_a_stopped_agent_takes_every_request_back_at_once(direct) -> None:

@@ -180,12 +180,25 @@ def test_map_sync_writes_files_then_pushes_and_follows_a_new_worker(haproxy) -> 
     assert kinds == sorted(kinds, key=["del", "set", "add"].index) and "del" in kinds
     assert haproxy.held("n1")["10.0.0.10"].startswith("inst-b2|")
 
-    # A reload: the new worker read the files, and gets every map again all the same.
+    # A reload: the new worker read the files; what it holds is read back all the same,
+    # and only a difference is pushed (never a `clear map`: the rest stays in use).
     haproxy.sent.clear()
     assert converge(sync, haproxy, moved, ["n1", "n2"])
-    assert "clear map " + directpath.map_path(haproxy.maps, "n1") in haproxy.sent
+    for net in ("n1", "n2"):
+        assert "show map " + directpath.map_path(haproxy.maps, net) in haproxy.sent
+    assert not [c for c in haproxy.sent if not c.startswith("show")]
     assert not sync.watching
     assert haproxy.held("n1")["10.0.0.10"].startswith("inst-b2|")
+
+    # A worker that loaded something else (a file changed behind the agent's back).
+    path = haproxy.maps / "n1.map"
+    path.write_text(path.read_text().replace("inst-b2|", "inst-zz|") + "10.0.0.99 x|y|z\n")
+    sync._written.clear()     # what a new agent knows of the files: nothing
+    haproxy.sent.clear()
+    assert converge(sync, haproxy, moved, ["n1", "n2"])
+    pushed = [c for c in haproxy.sent if not c.startswith("show")]
+    assert not any(c.startswith("clear") for c in pushed) and pushed
+    assert haproxy.held("n1") == directpath.desired(moved, None, "s")["n1"]
 
 
 @needs_haproxy
@@ -233,12 +246,29 @@ def test_map_sync_is_not_ready_while_haproxy_is_unreachable_or_refuses(haproxy) 
         return haproxy.command(path, line) if line.startswith("show") else "Out of memory.\n"
     sync._command = refusing
     assert not sync.sync(PortIndex.build(PORTS[1:]), None)
-    # Refused once: everything is pushed again at the next try.
+    # Refused once: everything is read back and corrected at the next try.
     sync._command = haproxy.command
     haproxy.sent.clear()
     assert sync.sync(PortIndex.build(PORTS[1:]), None)
-    assert any(c.startswith("clear map") for c in haproxy.sent)
+    assert "show map " + directpath.map_path(haproxy.maps, "n1") in haproxy.sent
     assert haproxy.held("n1") == {}
+
+
+@needs_haproxy
+def test_maps_are_not_current_before_the_reconciler_says_what_haproxy_serves(
+        haproxy) -> None:
+    """A restarted agent must not vouch for maps the last agent left in haproxy before its
+    first pass says which of them haproxy uses."""
+    first = directpath.MapSync(haproxy.maps, haproxy.stats, "s", haproxy.command)
+    index = PortIndex.build(PORTS)
+    assert converge(first, haproxy, index, ["n1", "n2"])
+    after_restart = directpath.MapSync(haproxy.maps, haproxy.stats, "s", haproxy.command)
+    assert not after_restart.sync(index, None) and not after_restart.ready
+    after_restart.served(["n1", "n2"], reloaded=False)
+    haproxy.sent.clear()
+    assert after_restart.sync(index, None)
+    # It read what the running worker holds, found it current, and pushed nothing.
+    assert haproxy.sent and all(c.startswith("show") for c in haproxy.sent)
 
 
 def test_show_map_is_parsed_with_addresses_as_haproxy_prints_them() -> None:

@@ -3,10 +3,13 @@ KEEP_SECONDS only (here a fraction of a second)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
+
+import pytest
 
 from ovnmeta.agent import handoff
 
@@ -55,6 +58,65 @@ def test_a_keeper_whose_owner_is_gone_exits(tmp_path) -> None:
     try:
         assert keeper.wait(10) == 0
     finally:
+        if keeper.poll() is None:
+            keeper.kill()
+        sock.close()
+
+
+def test_the_keeper_holds_a_readiness_socket_for_the_next_agent_or_closes_it(tmp_path) -> None:
+    """A stopping agent leaves haproxy's check socket: the next agent takes that very
+    socket (what waits in its backlog with it); left alone, it is closed (refused)."""
+    path = str(tmp_path / "metadata_proxy")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    sock.listen(4)
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    keeper = subprocess.Popen([sys.executable, "-m", "ovnmeta.agent.handoff",
+                               str(sock.fileno()), handoff.control_path(path),
+                               str(owner.pid), "30", "0.5"], pass_fds=[sock.fileno()])
+    ready_path = str(tmp_path / "ready")
+    try:
+        deadline = time.monotonic() + 10
+        while not handoff.alive(path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert handoff.take_held(path) is None        # nothing held yet
+
+        def left_with_keeper() -> socket.socket:
+            ready = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            ready.bind(ready_path)
+            ready.listen(4)
+            assert handoff.hold(path, ready)
+            ready.close()                               # the stopping agent's copy
+            waiting = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            waiting.connect(ready_path)                 # haproxy's check, in the backlog
+            return waiting
+
+        check = left_with_keeper()
+        taken = handoff.take_held(path)
+        assert taken is not None and taken.getsockname() == ready_path
+        assert handoff.take_held(path) is None          # taken once
+        conn, _ = taken.accept()                        # the check that waited
+        conn.sendall(b"ok")
+        assert check.recv(2) == b"ok"
+        for s in (conn, taken, check):
+            s.close()
+
+        os.unlink(ready_path)
+        check = left_with_keeper()
+        time.sleep(1.5)                                 # past the hold: closed
+        assert handoff.take_held(path) is None
+        check.settimeout(5)
+        with pytest.raises(ConnectionResetError):       # its waiting check fails
+            check.recv(1)
+        check.close()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as late:
+            with pytest.raises(ConnectionRefusedError):
+                late.connect(ready_path)
+        assert handoff.alive(path)                      # the metadata socket stays kept
+    finally:
+        owner.kill()
+        owner.wait()
+        handoff.release(path)
         if keeper.poll() is None:
             keeper.kill()
         sock.close()
