@@ -155,11 +155,26 @@ def restart_under_load(vm: FakeVM, agent: AgentProcess, connections: int,
     result: dict = {}
     load = threading.Thread(target=lambda: result.update(
         wrk(vm, f"http://169.254.169.254{PATH}", connections, seconds)))
+    before = _ready_check(agent)
     load.start()
     time.sleep(seconds / 3)
     result_restart_s = agent.restart()
     load.join()
-    return {**result, "restart_seconds": result_restart_s}
+    after = _ready_check(agent)
+    return {**result, "restart_seconds": result_restart_s,
+            # haproxy's readiness check of the agent failing turns the direct path off
+            "direct_path_off_times": (int(after["chkdown"]) - int(before["chkdown"])
+                                      if before and after else None)}
+
+
+def _ready_check(agent: AgentProcess) -> dict[str, str] | None:
+    """haproxy's row for its readiness check of the agent (None without the direct path)."""
+    try:
+        csv = stats_command(shared_stats_socket(agent.state_dir / "haproxy"), "show stat")
+    except OSError:
+        return None
+    return next((r for r in stat_rows(csv)
+                 if r.get("pxname") == "ovnmeta_ready" and r.get("svname") == "agent"), None)
 
 
 def wait_idle(box: Sandbox, limit: float = 0.05, timeout: float = 120,
@@ -478,7 +493,8 @@ def table(results: dict) -> str:
         lines.append(f"agent restarted during wrk: {r['rps']:.0f} req/s over the run, "
                      f"p99 {r['p99_ms']:.1f} ms, non-2xx {r['non_2xx']}, socket errors "
                      f"{r['socket_errors'] or 'none'} (stop to serving again: "
-                     f"{r['restart_seconds']:.2f} s)")
+                     f"{r['restart_seconds']:.2f} s; direct path turned off "
+                     f"{r.get('direct_path_off_times', '-')} time(s))")
     if len(results["runs"]) == 2:
         base, big = (sum(one["agent"]["rps"] for one in r["rounds"])
                      for r in results["runs"])

@@ -300,7 +300,13 @@ class Agent:
             while not (self.maps and self.maps.ready) \
                     and time.monotonic() < self._vouch_until:
                 await asyncio.sleep(FEED_INTERVAL)
-            return ok if self.maps and self.maps.ready else stale
+            current = bool(self.maps and self.maps.ready)
+            if self._vouch_until:
+                took, self._vouch_until = self._vouch_until - VOUCH_WAIT, 0.0
+                LOG.info("haproxy's readiness check answered %.2f s after it was taken over: "
+                         "%s", time.monotonic() - took, "the maps are current" if current
+                         else "the maps are not current yet; direct path off until they are")
+            return ok if current else stale
         return httpserver.Server(ready, keepalive=5, max_body=1024)
 
     def _ready_socket(self, path: str) -> socket.socket:
