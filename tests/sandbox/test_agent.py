@@ -12,7 +12,7 @@ import pytest
 
 from ovnmeta.core import naming
 from ovnmeta_testing import neutron
-from ovnmeta_testing.agentproc import AgentProcess, namespaces, wait_until
+from ovnmeta_testing.agentproc import STARTING, AgentProcess, namespaces, wait_until
 from ovnmeta_testing.echo import EchoServer
 from ovnmeta_testing.vm import FakeVM
 
@@ -151,7 +151,7 @@ def test_restart_adopts_and_removes_stale(sandbox, make_network, make_vm, start_
     assert agent.haproxy_pids() == haproxy
     assert Path(f"/sys/class/net/{naming.outer_device(net.id)}/ifindex").read_text() \
         == ifindex
-    assert "CreateNamespace" not in agent.log().split("ovnmeta-agent starting")[-1]
+    assert "CreateNamespace" not in agent.log().split(STARTING)[-1]
 
 
 def test_killed_haproxy_is_respawned(make_network, make_vm, echo_agent) -> None:

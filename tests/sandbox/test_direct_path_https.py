@@ -12,6 +12,7 @@ from pathlib import Path
 from ovnmeta.haproxy.process import parse_master_proc
 from ovnmeta.haproxy.runtime import stats_command
 from ovnmeta.haproxy.settings import CLIENT_PEM
+from ovnmeta_testing.agentproc import STARTING
 from ovnmeta_testing.sandbox import wait_until
 from ovnmeta_testing.sbmodes import Cloud
 
@@ -95,4 +96,4 @@ def master_reloads(haproxy_dir: Path) -> int:
 
 
 def run_log(cloud: Cloud) -> str:
-    return cloud.agent.log().split("ovnmeta-agent starting")[-1]
+    return cloud.agent.log().split(STARTING)[-1]
