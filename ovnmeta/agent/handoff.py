@@ -29,6 +29,7 @@ KEEP_SECONDS = 60.0
 # closed has failed by then anyway. Bounds how long stopped agent's maps stay in use.
 HOLD_SECONDS = 3.0
 FETCH, PING, RELEASE, HOLD, TAKE = b"f", b"p", b"x", b"h", b"r"
+CAN_HOLD = b"v"   # a keeper from before HOLD answers it as a FETCH
 
 
 def control_path(socket_path: str) -> str:
@@ -77,6 +78,11 @@ def take_held(socket_path: str) -> socket.socket | None:
     """The readiness socket a stopped agent left with the keeper, if it still holds it."""
     fds = _ask(socket_path, TAKE)
     return socket.socket(fileno=fds[0]) if fds else None
+
+
+def can_hold(socket_path: str) -> bool:
+    """The keeper knows HOLD (one an earlier ovnmeta started does not: it outlives upgrades)."""
+    return _ask(socket_path, CAN_HOLD) is not None
 
 
 def release(socket_path: str) -> bool:
@@ -170,7 +176,7 @@ def _keep(fd: int, ctl: str, owner: int, seconds: float,
                             os.close(held)
                             held = None
                         continue
-                    if command in (RELEASE, PING):
+                    if command in (RELEASE, PING, CAN_HOLD):
                         socket.send_fds(conn, [command], [])
                         if command == RELEASE:
                             break

@@ -53,6 +53,12 @@ def listen(conf) -> socket.socket:
     if sock is not None:
         LOG.info("took over the listening socket from its keeper")
         sock.setblocking(False)
+        if not handoff.can_hold(path):
+            # Started by an earlier ovnmeta, it would let haproxy's readiness check fail at
+            # every restart. This process holds the socket meanwhile: nothing is refused.
+            handoff.release(path)
+            if handoff.start(sock, path):
+                LOG.info("replaced the socket keeper an earlier ovnmeta started")
         return sock
     mode = socket_mode(conf.metadata_proxy_socket_mode, conf.metadata_proxy_user,
                        conf.metadata_proxy_group)

@@ -7,11 +7,13 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
-from ovnmeta.agent import handoff
+from ovnmeta.agent import handoff, listener
 
 
 def test_the_keeper_hands_over_the_socket_and_outlives_its_owner_briefly(tmp_path) -> None:
@@ -120,3 +122,57 @@ def test_the_keeper_holds_a_readiness_socket_for_the_next_agent_or_closes_it(tmp
         if keeper.poll() is None:
             keeper.kill()
         sock.close()
+
+
+def _keeper_before_hold(ctl: str, fd: int, asked: list[bytes]) -> threading.Thread:
+    """A keeper as ovnmeta started it before HOLD existed (it outlives upgrades): every
+    command but ping and release is a fetch."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(ctl)
+    server.listen(8)
+
+    def run() -> None:
+        with server:
+            while True:
+                conn, _ = server.accept()
+                with conn:
+                    command = conn.recv(1)
+                    asked.append(command)
+                    if command in (handoff.PING, handoff.RELEASE):
+                        socket.send_fds(conn, [command], [])
+                        if command == handoff.RELEASE:
+                            os.unlink(ctl)
+                            return
+                        continue
+                    socket.send_fds(conn, [b"s"], [fd])
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_an_agent_replaces_a_keeper_an_earlier_ovnmeta_started(tmp_path) -> None:
+    path = str(tmp_path / "metadata_proxy")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    sock.listen(4)
+    asked: list[bytes] = []
+    old = _keeper_before_hold(handoff.control_path(path), sock.fileno(), asked)
+    ready = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    got = None
+    try:
+        # It cannot hold haproxy's check, and says so by answering as to a fetch.
+        assert not handoff.can_hold(path)
+        assert not handoff.hold(path, ready) and handoff.take_held(path) is None
+        got = listener.listen(SimpleNamespace(metadata_proxy_socket=path))
+        assert got.getsockname() == path
+        old.join(5)
+        assert not old.is_alive() and asked[-1] == handoff.RELEASE
+        assert handoff.can_hold(path)                 # a keeper of this version now...
+        again = handoff.collect(path)                 # ...holding the same socket
+        assert again is not None and again.getsockname() == path
+        again.close()
+    finally:
+        handoff.release(path)
+        for s in (sock, ready, got):
+            if s is not None:
+                s.close()
