@@ -103,6 +103,19 @@ def ready_check(cloud: Cloud) -> dict[str, str]:
                 if r["pxname"] == "ovnmeta_ready" and r["svname"] == "agent")
 
 
+def waits_for_the_next_agent(cloud: Cloud, vm) -> None:
+    """With no agent running, a GET is not answered from the maps: it waits in the
+    socket's backlog and the next agent answers it."""
+    curl = subprocess.Popen(["ip", "netns", "exec", vm.netns, "curl", "-s", "-o", "/dev/null",
+                             "-m", "30", "-w", "%{http_code}", URL],
+                            stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    assert curl.poll() is None, "answered while no agent ran: the map was used"
+    cloud.agent.start()
+    code = curl.communicate(timeout=40)[0]
+    assert code.strip() == "200", code
+
+
 def test_a_restart_on_request_keeps_the_direct_path(direct) -> None:
     """The stopping agent leaves haproxy's check waiting with the socket keeper, and the
     next agent answers it once it has read back haproxy's maps: the check never fails, so
@@ -144,14 +157,7 @@ def test_a_stopped_agent_that_does_not_come_back_loses_the_direct_path(direct) -
     # The hold, then the check that waited in it failing, then one more interval.
     wait_until(lambda: ready_check(cloud)["status"].startswith("DOWN"),
                timeout=handoff.HOLD_SECONDS + 3, interval=0.1, what="the check failing")
-    curl = subprocess.Popen(["ip", "netns", "exec", vm.netns, "curl", "-s", "-o", "/dev/null",
-                             "-m", "30", "-w", "%{http_code}", URL],
-                            stdout=subprocess.PIPE, text=True)
-    time.sleep(1.0)
-    assert curl.poll() is None, "answered while no agent ran: the map was used"
-    cloud.agent.start()
-    code = curl.communicate(timeout=40)[0]
-    assert code.strip() == "200", code
+    waits_for_the_next_agent(cloud, vm)
 
 
 def test_a_stopped_agent_takes_every_request_back_at_once(direct) -> None:
@@ -161,11 +167,4 @@ def test_a_stopped_agent_takes_every_request_back_at_once(direct) -> None:
     os.kill(cloud.agent.proc.pid, signal.SIGKILL)
     cloud.agent.proc.wait(10)
     time.sleep(1.0)
-    curl = subprocess.Popen(["ip", "netns", "exec", vm.netns, "curl", "-s", "-o", "/dev/null",
-                             "-m", "30", "-w", "%{http_code}", URL],
-                            stdout=subprocess.PIPE, text=True)
-    time.sleep(1.0)
-    assert curl.poll() is None, "answered while the agent was down: the map was used"
-    cloud.agent.start()
-    code = curl.communicate(timeout=40)[0]
-    assert code.strip() == "200", code
+    waits_for_the_next_agent(cloud, vm)
