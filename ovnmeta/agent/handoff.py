@@ -26,7 +26,7 @@ import time
 
 KEEP_SECONDS = 60.0
 # Longer than haproxy's check timeout (2 s): the check that connected last before it is
-# closed has failed by then anyway. Bounds how long stopped agent's maps stay in use.
+# closed has failed by then anyway. Bounds how long a stopped agent's maps stay in use.
 HOLD_SECONDS = 3.0
 FETCH, PING, RELEASE, HOLD, TAKE = b"f", b"p", b"x", b"h", b"r"
 CAN_HOLD = b"v"   # a keeper from before HOLD answers it as a FETCH
@@ -162,14 +162,17 @@ def _keep(fd: int, ctl: str, owner: int, seconds: float,
                 try:
                     conn.settimeout(2.0)
                     command, fds, _, _ = socket.recv_fds(conn, 1, 1)
-                    if command == HOLD and fds:
+                    if command == HOLD:
                         if held is not None:
                             os.close(held)
-                        held, held_until = fds[0], time.monotonic() + hold_seconds
-                        socket.send_fds(conn, [command], [])
-                        continue
+                            held = None
+                        if fds:
+                            held, held_until = fds.pop(0), time.monotonic() + hold_seconds
+                            socket.send_fds(conn, [command], [])
                     for extra in fds:
                         os.close(extra)
+                    if command == HOLD:
+                        continue
                     if command == TAKE:
                         socket.send_fds(conn, [command], [] if held is None else [held])
                         if held is not None:
