@@ -315,6 +315,11 @@ class Agent:
         sock = handoff.take_held(self.conf.metadata_proxy_socket)
         if sock is not None:
             sock.setblocking(False)
+            if self.maps and not self.maps.files_signed_here():
+                LOG.warning("haproxy's maps were signed with another "
+                            "metadata_proxy_shared_secret: the direct path is off until "
+                            "they are replaced")
+                return sock     # the waiting check is answered now: not current
             self._vouch_until = time.monotonic() + VOUCH_WAIT
             LOG.info("took haproxy's readiness check over from the last agent: the direct "
                      "path stays on if this agent finds haproxy's maps current within %.0f s",

@@ -24,7 +24,7 @@ from pathlib import Path
 from ovnmeta.haproxy.runtime import stat_rows
 from ovnmeta.haproxy.settings import map_name, map_path
 from ovnmeta.core.portindex import PortIndex
-from ovnmeta.core.signing import sign_instance_id
+from ovnmeta.core.signing import sign_instance_id, signature_valid
 from ovnmeta.core.throttle import Throttle
 
 LOG = logging.getLogger(__name__)
@@ -190,6 +190,25 @@ class MapSync:
                 self._watch_until = time.monotonic() + RELOAD_WATCH
                 self._watch_from = self._pid
             self.due = self.due or changed or reloaded
+
+    def files_signed_here(self) -> bool:
+        """Whether the map files, which the running haproxy loaded or was pushed to match,
+        carry this agent's signatures: a restart with another metadata_proxy_shared_secret
+        must not vouch for the last agent's maps while they are corrected."""
+        try:
+            names = sorted(n for n in os.listdir(self.dir) if n.endswith(".map"))
+        except FileNotFoundError:
+            return True
+        for name in names:
+            try:
+                text = (self.dir / name).read_text()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                fields = line.partition(" ")[2].split("|")
+                if len(fields) == 3:
+                    return signature_valid(self.secret, fields[0], fields[2])
+        return True
 
     @property
     def watching(self) -> bool:

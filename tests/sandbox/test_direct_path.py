@@ -16,10 +16,11 @@ import pytest
 
 from ovnmeta.agent import handoff
 from ovnmeta.haproxy.runtime import stat_rows, stats_command
-from ovnmeta.haproxy.settings import shared_stats_socket
+from ovnmeta.haproxy.settings import MAPS_DIR, map_path, shared_stats_socket
+from ovnmeta.core.signing import sign_instance_id
 from ovnmeta_testing.agentproc import STARTING
 from ovnmeta_testing.sandbox import _free_port, wait_until
-from ovnmeta_testing.sbmodes import URL, Cloud
+from ovnmeta_testing.sbmodes import SECRET, URL, Cloud
 
 from tests.sandbox.test_metrics import delta, fetch, scrape
 
@@ -146,6 +147,31 @@ def test_a_restart_on_request_keeps_the_direct_path(direct) -> None:
     assert after["status"] == "UP" and after["chkdown"] == before["chkdown"], after
     assert codes and set(codes) == {200}, codes
     assert goes_direct(port, vm, net)
+
+
+def test_a_restart_with_another_secret_does_not_vouch_for_the_old_signatures(direct) -> None:
+    """metadata_proxy_shared_secret changed across the restart: the maps the last agent
+    left carry signatures of the old secret, so the check it left is failed at once, and
+    the path comes back once the maps are signed with the new one."""
+    cloud, net = direct["cloud"], direct["net"]
+    before = ready_check(cloud)
+    config = cloud.agent.config.read_text()
+    assert f"metadata_proxy_shared_secret = {SECRET}\n" in config
+    cloud.agent.config.write_text(config.replace(
+        f"metadata_proxy_shared_secret = {SECRET}\n", "metadata_proxy_shared_secret = new\n"))
+    cloud.agent.restart()
+    wait_until(lambda: "signed with another metadata_proxy_shared_secret" in
+               cloud.agent.log().split(STARTING)[-1], timeout=10, what="the refusal")
+    wait_until(lambda: int(ready_check(cloud)["chkdown"]) > int(before["chkdown"]),
+               timeout=5, what="the check failing")
+    wait_until(lambda: ready_check(cloud)["status"] == "UP", timeout=10,
+               what="the maps signed anew")
+    haproxy_dir = cloud.agent.state_dir / "haproxy"
+    held = stats_command(shared_stats_socket(haproxy_dir),
+                         f"show map {map_path(haproxy_dir / MAPS_DIR, net.id)}")
+    signatures = [line.rsplit("|", 1)[1] for line in held.splitlines() if "|" in line]
+    assert signatures and all(s == sign_instance_id("new", direct["vm"].port.device_id)
+                              for s in signatures), held
 
 
 def test_a_stopped_agent_that_does_not_come_back_loses_the_direct_path(direct) -> None:

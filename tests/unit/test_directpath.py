@@ -309,3 +309,15 @@ def test_nova_watch_logs_refusals_once_and_counts_a_new_worker_from_zero(caplog)
     assert "failed answer(s)" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "502" in r.message]
     assert watch.errors["5xx"] == 3 and watch.errors["timeout or invalid HTTP"] == 4
+
+
+def test_map_files_tell_which_secret_signed_them(tmp_path) -> None:
+    maps = tmp_path / "maps"
+    old = directpath.MapSync(maps, "unused.stats", "old", lambda *_: "")
+    assert old.files_signed_here()                  # no files: nothing to doubt
+    maps.mkdir()
+    (maps / "n1.map").write_text("")                 # an empty network says nothing
+    (maps / "n2.map").write_text(directpath.file_text(
+        directpath.desired(PortIndex.build(PORTS), None, "old")["n2"]))
+    assert old.files_signed_here()
+    assert not directpath.MapSync(maps, "unused.stats", "new", lambda *_: "").files_signed_here()
