@@ -130,6 +130,7 @@ def _keeper_before_hold(ctl: str, fd: int, asked: list[bytes]) -> threading.Thre
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(ctl)
     server.listen(8)
+    mine = os.stat(ctl).st_ino
 
     def run() -> None:
         with server:
@@ -141,7 +142,11 @@ def _keeper_before_hold(ctl: str, fd: int, asked: list[bytes]) -> threading.Thre
                     if command in (handoff.PING, handoff.RELEASE):
                         socket.send_fds(conn, [command], [])
                         if command == handoff.RELEASE:
-                            os.unlink(ctl)
+                            try:     # not a newer keeper's (the agent starts one at once)
+                                if os.stat(ctl).st_ino == mine:
+                                    os.unlink(ctl)
+                            except FileNotFoundError:
+                                pass
                             return
                         continue
                     socket.send_fds(conn, [b"s"], [fd])
