@@ -275,9 +275,8 @@ class MapSync:
                          self._pid, len(networks))
             cmds = []
             for net in sorted(networks):
-                path = map_path(self.dir, net)
-                held = parse_show_map(self._command(self.stats_socket, f"show map {path}"))
-                step = changes(path, held or {},
+                held = self._held(net)
+                step = changes(map_path(self.dir, net), held or {},
                                {_canonical(k): v for k, v in want.get(net, {}).items()})
                 if step:
                     cmds += step
@@ -307,14 +306,18 @@ class MapSync:
         self._pid = pid
         return True
 
+    def _held(self, network: str) -> dict[str, str] | None:
+        """What the running haproxy holds in a network's map (None: no such map loaded)."""
+        return parse_show_map(self._command(self.stats_socket,
+                                            f"show map {map_path(self.dir, network)}"))
+
     def _read_back(self, want: Maps) -> bool:
         """What haproxy holds for the maps just changed, compared with what was pushed; a
         difference is replaced at once, and the path waits for the next sync if it stays."""
         verify, self._verify = self._verify & self._configured, set()
         wrong = []
         for net in sorted(verify):
-            held = parse_show_map(self._command(self.stats_socket,
-                                                f"show map {map_path(self.dir, net)}"))
+            held = self._held(net)
             expected = {_canonical(k): v for k, v in want.get(net, {}).items()}
             if held is not None and held != expected:
                 wrong.append(net)
