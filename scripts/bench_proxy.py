@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -226,11 +227,41 @@ def pss_mib(pids: list[int]) -> float:
 
 
 PROFILE: Path | None = None  # --profile: py-spy's collapsed stacks of the agent during wrk
+# --pin: CPU of both haproxys and CPU of ovs-vswitchd, set again before every round (a
+# reload makes new haproxy workers); the OVS pid once the sandbox is up.
+PIN: dict[str, int] = {}
+
+
+def _pin(pids: list[int], cpu_index: int) -> None:
+    """Every thread of these processes onto one CPU (affinity is per thread)."""
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                os.sched_setaffinity(int(tid), {cpu_index})
+            except OSError:
+                pass
+
+
+def _pin_round(agent: AgentProcess) -> None:
+    """The same placement for both paths: their haproxys share one CPU and ovs-vswitchd,
+    whose main thread forwards every packet of the userspace datapath, has the other.
+    Takes the scheduler's placement out of the comparison (it did not take out the two
+    latency modes the README describes: those are below haproxy)."""
+    if not PIN:
+        return
+    haproxys = agent.haproxy_pids() + CEILING_HAPROXY
+    _pin(haproxys + [c for p in haproxys for c in procs.children(p)], PIN["haproxy"])
+    _pin([PIN["ovs_pid"]], PIN["ovs"])
 
 
 def measure(vm: FakeVM, agent: AgentProcess, connections: int, seconds: int,
             ceiling_first: bool = False) -> dict:
     """One round: the agent's path and the ceiling, one after the other."""
+    _pin_round(agent)
     ceiling = _measure_ceiling(vm, connections, seconds) if ceiling_first else None
     through = _measure_agent(vm, agent, connections, seconds)
     if ceiling is None:
@@ -368,6 +399,8 @@ def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
     box = Sandbox(root=BENCH_DIR)
     box.down()
     box.up()
+    if PIN:
+        PIN["ovs_pid"] = box.pid("ovs-vswitchd") or 0
     work = Path(tempfile.mkdtemp(prefix="ombench-"))
     vms: list[FakeVM] = []
     for i in range(networks):
@@ -422,6 +455,7 @@ def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
                               f"{len(body.read_text())}-byte meta_data.json",
                    "ceiling": "haproxy in the root namespace, bind … namespace, TCP to nginx",
                    "haproxy_options": list(haproxy_options),
+                   "pinned": {k: v for k, v in PIN.items() if k != "ovs_pid"},
                    "rounds": rounds, "warmup_seconds": WARMUP_SECONDS,
                    "measured_after_agent_start_s": RESYNC_SETTLE, "runs": []}
         res = measure_rounds(vm, agent, connections, seconds, rounds)
@@ -466,7 +500,9 @@ def table(results: dict) -> str:
              + "".join(f"[haproxy] {o}; " for o in results.get("haproxy_options", ()))
              + f"backend: {results['backend']}; ceiling: {results['ceiling']}; "
              f"{results['rounds']} rounds after a {results.get('warmup_seconds', 0)} s "
-             f"warm-up of each, the ceiling first in the even ones",
+             f"warm-up of each, the ceiling first in the even ones"
+             + ("; pinned: both haproxys on CPU {haproxy}, ovs-vswitchd on CPU {ovs}".format(
+                 **results["pinned"]) if results.get("pinned") else ""),
              f"{'extra PBs':>9} {'round':>5} {'agent req/s':>11} {'p50 ms':>7} {'p99 ms':>7} "
              f"{'ceiling req/s':>13} {'p50 ms':>7} {'p99 ms':>7} {'share':>6} {'p99 x':>6} "
              f"{'errors':>6} {'agent CPU µs/req':>16} {'haproxy CPU µs/req, agent / ceiling':>35} "
@@ -524,9 +560,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2,
                         help="rounds of agent and ceiling, each reported; the even "
                              "ones measure the ceiling first")
+    parser.add_argument("--pin", action="store_true",
+                        help="both haproxys (agent's and ceiling's) on CPU 0 and "
+                             "ovs-vswitchd on CPU 1 before every round, so that both paths "
+                             "get the same placement")
     args = parser.parse_args()
     global PROFILE
     PROFILE = Path(args.profile) if args.profile else None
+    if args.pin:
+        if len(os.sched_getaffinity(0)) < 2:
+            parser.error("--pin needs 2 CPUs")
+        PIN.update(haproxy=0, ovs=1)
     results = run(args.extra_ports, args.connections, args.duration, args.networks,
                   args.workers, direct_path=not args.no_direct_path, rounds=args.rounds,
                   threads=args.haproxy_threads, haproxy_options=tuple(args.haproxy_option))
