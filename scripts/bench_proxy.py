@@ -228,7 +228,7 @@ def pss_mib(pids: list[int]) -> float:
 
 PROFILE: Path | None = None  # --profile: py-spy's collapsed stacks of the agent during wrk
 # --pin: CPU of both haproxys and CPU of ovs-vswitchd, set again before every round (a
-# reload makes new haproxy workers); the OVS pid once the sandbox is up.
+# reload makes new haproxy workers).
 PIN: dict[str, int] = {}
 
 
@@ -246,7 +246,7 @@ def _pin(pids: list[int], cpu_index: int) -> None:
                 pass
 
 
-def _pin_round(agent: AgentProcess) -> None:
+def _pin_round(vm: FakeVM, agent: AgentProcess) -> None:
     """The same placement for both paths: their haproxys share one CPU and ovs-vswitchd,
     whose main thread forwards every packet of the userspace datapath, has the other.
     Takes the scheduler's placement out of the comparison (it did not take out the two
@@ -255,13 +255,13 @@ def _pin_round(agent: AgentProcess) -> None:
         return
     haproxys = agent.haproxy_pids() + CEILING_HAPROXY
     _pin(haproxys + [c for p in haproxys for c in procs.children(p)], PIN["haproxy"])
-    _pin([PIN["ovs_pid"]], PIN["ovs"])
+    _pin([vm.box.pid("ovs-vswitchd") or 0], PIN["ovs"])
 
 
 def measure(vm: FakeVM, agent: AgentProcess, connections: int, seconds: int,
             ceiling_first: bool = False) -> dict:
     """One round: the agent's path and the ceiling, one after the other."""
-    _pin_round(agent)
+    _pin_round(vm, agent)
     ceiling = _measure_ceiling(vm, connections, seconds) if ceiling_first else None
     through = _measure_agent(vm, agent, connections, seconds)
     if ceiling is None:
@@ -399,8 +399,6 @@ def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
     box = Sandbox(root=BENCH_DIR)
     box.down()
     box.up()
-    if PIN:
-        PIN["ovs_pid"] = box.pid("ovs-vswitchd") or 0
     work = Path(tempfile.mkdtemp(prefix="ombench-"))
     vms: list[FakeVM] = []
     for i in range(networks):
@@ -455,7 +453,7 @@ def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
                               f"{len(body.read_text())}-byte meta_data.json",
                    "ceiling": "haproxy in the root namespace, bind … namespace, TCP to nginx",
                    "haproxy_options": list(haproxy_options),
-                   "pinned": {k: v for k, v in PIN.items() if k != "ovs_pid"},
+                   "pinned": dict(PIN),
                    "rounds": rounds, "warmup_seconds": WARMUP_SECONDS,
                    "measured_after_agent_start_s": RESYNC_SETTLE, "runs": []}
         res = measure_rounds(vm, agent, connections, seconds, rounds)
@@ -568,8 +566,8 @@ def main() -> int:
     global PROFILE
     PROFILE = Path(args.profile) if args.profile else None
     if args.pin:
-        if len(os.sched_getaffinity(0)) < 2:
-            parser.error("--pin needs 2 CPUs")
+        if not {0, 1} <= os.sched_getaffinity(0):
+            parser.error("--pin needs CPUs 0 and 1")
         PIN.update(haproxy=0, ovs=1)
     results = run(args.extra_ports, args.connections, args.duration, args.networks,
                   args.workers, direct_path=not args.no_direct_path, rounds=args.rounds,
