@@ -21,9 +21,9 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 stamp=.venv/.ovnmeta-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ tests/support/pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ tests/support/pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
     echo "install: python packages into .venv"
-    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' -e tests/support 2>&1 | grep -v '^WARNING: Location' || true
+    .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]' -e tests/support 2>&1 | grep -v '^WARNING: Location' || true
     .venv/bin/python -c 'import ovnmeta, ovnmeta_testing, ovsdbapp, pyroute2, aiohttp, httptools, uvloop'
     touch "$stamp"
 fi

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from oslo_config import cfg, types
 
+from ovnmeta import __version__
 from ovnmeta.agent import compat, logs
 from ovnmeta.core import registration
 
@@ -214,7 +215,7 @@ def register(conf: cfg.ConfigOpts) -> cfg.ConfigOpts:
 def load(argv: list[str], prog: str) -> cfg.ConfigOpts:
     """Parse the command line and config files into a fresh ConfigOpts."""
     conf = register(cfg.ConfigOpts())
-    conf(argv, project="ovnmeta", prog=prog)
+    conf(argv, project="ovnmeta", prog=prog, version=__version__)
     # oslo.config checks a value only when it is read: read them all now, so a broken
     # config stops the agent at start with the option's name, not later with a traceback.
     for group, opts in [*GROUPS.items(), *COMPAT.items()]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from oslo_config import cfg
 
 from ovnmeta.agent import config, listener, logs
+from ovnmeta.host import preflight
 from ovnmeta.host.lock import AgentLock, AlreadyRunning
 
 LOG = logging.getLogger("ovnmeta.agent.daemon")
@@ -27,7 +28,17 @@ def main(argv: list[str] | None = None) -> int:
     except cfg.Error as exc:
         print(f"ovnmeta-agent: configuration error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:   # a config file that is a directory, or unreadable
+        print(f"ovnmeta-agent: cannot read a config file: {exc.strerror}: {exc.filename}",
+              file=sys.stderr)
+        return 2
     logs.setup(conf)
+    problem = _preflight(conf)
+    if problem:
+        LOG.error("%s", problem)
+        if conf.log_file or conf.log_dir:   # else the log is on stdout already
+            print(f"ovnmeta-agent: {problem}", file=sys.stderr)
+        return 2
     lock = AgentLock(Path(conf.lock_path))
     try:
         lock.acquire()
@@ -44,6 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         return _run(conf, sock, zygote)
     finally:
         lock.release()
+
+
+def _preflight(conf: cfg.ConfigOpts) -> str | None:
+    try:
+        preflight.check(conf.metadata_proxy_socket, conf.state_path)
+    except preflight.PreflightError as exc:
+        return str(exc)
+    return None
 
 
 def _multiprocess_metrics(directory: Path) -> None:

@@ -17,6 +17,7 @@ from ovnmeta.core import plan
 from ovnmeta.core.model import SbSnapshot
 from ovnmeta.host import netns
 from ovnmeta.ops import status, trace
+from ovnmeta import __version__
 from ovnmeta.haproxy.manager import HaproxyManager
 from ovnmeta.haproxy.settings import Settings
 from ovnmeta.host.lock import AgentLock, AlreadyRunning
@@ -25,6 +26,7 @@ from ovnmeta.ovsdb.ovs import ChassisConfig, LocalOvs
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ovnmeta", description="Operate the ovnmeta agent.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--config-file", action="append", default=[],
                         help="Agent config file(s), as given to ovnmeta-agent.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -138,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         conf = _conf(args.config_file)
     except cfg.Error as exc:
         print(f"ovnmeta: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:   # a config file that is a directory, or unreadable
+        print(f"ovnmeta: cannot read a config file: {exc.strerror}: {exc.filename}",
+              file=sys.stderr)
         return 2
     if args.command == "cleanup":
         return cleanup(conf)

@@ -18,6 +18,8 @@ def name() -> str:
 
 
 def run(main: Coroutine[Any, Any, Any]) -> Any:
-    if uvloop is not None:
-        return uvloop.run(main)
-    return asyncio.run(main)
+    # asyncio.Runner with uvloop's factory, not uvloop.run(): that came in uvloop 0.18, and
+    # Debian 12 ships 0.17.
+    factory = uvloop.new_event_loop if uvloop is not None else None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)

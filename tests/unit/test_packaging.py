@@ -41,3 +41,53 @@ def test_the_wheel_has_the_two_commands_and_the_templates(wheel):
         "ovnmeta", "ovnmeta-agent"]
     assert any(n.endswith("share/ovnmeta/templates/haproxy.cfg.j2") for n in wheel.namelist())
     assert "ovnmeta/agent/neutron_options.json" in wheel.namelist()
+
+
+def _requirements() -> list:
+    import tomllib
+    from packaging.requirements import Requirement
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return [Requirement(r) for r in meta["dependencies"]]
+
+
+def _canon(name: str) -> str:
+    from packaging.utils import canonicalize_name
+    return canonicalize_name(name)
+
+
+# Debian 12's python3-* versions: the oldest end, on which scripts/test_oldest.sh runs the suite.
+DEBIAN_12 = {"ovsdbapp": "2.1.0", "ovs": "3.1.0", "pyroute2": "0.7.2", "jinja2": "3.1.2",
+             "oslo.config": "9.0.0", "oslo.log": "5.0.1", "httptools": "0.1.1",
+             "uvloop": "0.17.0", "prometheus_client": "0.16.0"}
+
+
+def _pins(path: Path, sep: str) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split(sep)
+            out[_canon(name)] = version.strip()
+    return out
+
+
+def test_every_dependency_is_a_range_holding_debian_12_openstack_and_the_tested_set():
+    reqs = _requirements()
+    assert {_canon(r.name) for r in reqs} == {_canon(n) for n in DEBIAN_12}
+    upper = _pins(ROOT / "tests" / "data" / "upper-constraints.excerpt.txt", "===")
+    tested = _pins(ROOT / "constraints.txt", "==")
+    for req in reqs:
+        name = _canon(req.name)
+        assert not any(s.operator in ("==", "===") for s in req.specifier), req
+        assert req.specifier.contains(DEBIAN_12[req.name]), (req, "Debian 12")
+        assert req.specifier.contains(tested[name]), (req, "constraints.txt")
+        if name in upper:
+            assert req.specifier.contains(upper[name]), (req, "upper-constraints")
+
+
+def test_the_version_is_set_once_and_the_debian_changelog_names_it(wheel):
+    from ovnmeta import __version__
+    assert f"ovnmeta-{__version__}.dist-info/METADATA" in wheel.namelist()
+    first = (ROOT / "debian" / "changelog").read_text().splitlines()[0]
+    assert first.startswith(f"ovnmeta ({__version__}")
+    assert "version =" not in (ROOT / "pyproject.toml").read_text().split("[project]")[1] \
+        .split("[")[0]
