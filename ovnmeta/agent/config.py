@@ -54,6 +54,14 @@ DEFAULT_OPTS = [
                     "each with its own SB view."),
     cfg.IntOpt("metadata_backlog", default=4096, min=1,
                help="Listen backlog of the metadata socket."),
+    cfg.BoolOpt("helpers_outlive_container", default=True,
+                help="In a container: start haproxy and the socket keeper in a cgroup of "
+                     "their own beside the container's (needs the host's cgroup namespace, "
+                     "--cgroupns host), so that they outlive a restart or an image update "
+                     "of the agent's container and no request is lost meanwhile. They are "
+                     "then outside the container's resource limits. False: they stop with "
+                     "the container. Not used outside a container (systemd: "
+                     "KillMode=process)."),
 ]
 
 OVN_OPTS = [

@@ -96,9 +96,12 @@ def start(sock: socket.socket, socket_path: str, timeout: float = 5.0) -> bool:
     if os.path.exists(ctl):
         os.unlink(ctl)
     import subprocess   # here: the keeper itself imports as little as it can (its memory)
+    from ovnmeta.host import outlive
     fd = sock.fileno()
-    subprocess.Popen([sys.executable, "-m", "ovnmeta.agent.handoff", str(fd), ctl,
-                      str(os.getpid()), str(KEEP_SECONDS), str(HOLD_SECONDS)], pass_fds=[fd],
+    argv, env = outlive.helper_argv(
+        [sys.executable, "-m", "ovnmeta.agent.handoff", str(fd), ctl, str(os.getpid()),
+         str(KEEP_SECONDS), str(HOLD_SECONDS)])
+    subprocess.Popen(argv, pass_fds=[fd], env=env,
                      start_new_session=True, stdin=subprocess.DEVNULL,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout

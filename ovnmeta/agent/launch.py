@@ -16,7 +16,7 @@ from pathlib import Path
 from oslo_config import cfg
 
 from ovnmeta.agent import config, listener, logs
-from ovnmeta.host import preflight
+from ovnmeta.host import outlive, preflight
 from ovnmeta.host.lock import AgentLock, AlreadyRunning
 
 LOG = logging.getLogger("ovnmeta.agent.daemon")
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         LOG.error("%s", exc)
         return 1
     LOG.info("ovnmeta-agent starting (pid lock %s)", lock.path)
+    _helpers_cgroup(conf)
     if conf.metadata_workers > 1:
         _multiprocess_metrics(Path(conf.state_path) / "metrics")
     try:
@@ -63,6 +64,19 @@ def _preflight(conf: cfg.ConfigOpts) -> str | None:
     except preflight.PreflightError as exc:
         return str(exc)
     return None
+
+
+def _helpers_cgroup(conf: cfg.ConfigOpts) -> None:
+    """In a container, haproxy and the keeper start outside its cgroup (ovnmeta.host.outlive)."""
+    if not conf.helpers_outlive_container or not preflight.in_container():
+        return
+    group, why = outlive.prepare()
+    if group is None:
+        LOG.warning("%s", why)
+        return
+    outlive.use(group)
+    LOG.info("in a container: haproxy and the socket keeper run in cgroup %s, outside it",
+             outlive.CGROUP_NAME)
 
 
 def _multiprocess_metrics(directory: Path) -> None:

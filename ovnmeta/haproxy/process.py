@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ovnmeta.haproxy.runtime import stats_command
-from ovnmeta.host import procs
+from ovnmeta.host import outlive, procs
 
 LOG = logging.getLogger(__name__)
 
@@ -151,7 +151,9 @@ class Process:
             argv[1:1] = ["-W", "-S", f"{self.master_cli},mode,600"]
         if replace:
             argv += ["-sf", str(replace)]
-        proc = subprocess.run(argv, capture_output=True, text=True, start_new_session=True)
+        argv, env = outlive.helper_argv(argv)
+        proc = subprocess.run(argv, capture_output=True, text=True, start_new_session=True,
+                              env=env)
         if proc.returncode != 0:
             raise HaproxyError(f"haproxy failed to start with {self.cfg}: "
                                f"{proc.stderr.strip()}")
