@@ -4,8 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# podman, runc and debootstrap: the container image test; dpkg-dev to python3-installer: the
+# Debian package test.
 # nginx is the benchmarks' constant backend (scripts/bench_proxy.py); its own service is not used.
 PKGS=(openvswitch-switch ovn-central ovn-host haproxy iproute2 ethtool iptables iputils-ping curl wrk openssl procps prometheus systemd nginx
+      podman runc debootstrap dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all
+      python3-setuptools python3-wheel python3-build python3-installer fakeroot
       python3 python3-venv)
 missing=()
 for p in "${PKGS[@]}"; do

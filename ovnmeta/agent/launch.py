@@ -32,7 +32,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ovnmeta-agent: cannot read a config file: {exc.strerror}: {exc.filename}",
               file=sys.stderr)
         return 2
-    logs.setup(conf)
+    try:
+        logs.setup(conf)
+    except OSError as exc:
+        print(f"ovnmeta-agent: cannot open the log: {exc.strerror}: {exc.filename}",
+              file=sys.stderr)
+        return 2
     problem = _preflight(conf)
     if problem:
         LOG.error("%s", problem)

@@ -6,6 +6,7 @@ log pipelines already parse."""
 from __future__ import annotations
 
 import logging
+import os
 
 from oslo_config import cfg
 from oslo_log import _options, log
@@ -27,6 +28,11 @@ def option_names() -> set[str]:
 
 
 def setup(conf: cfg.ConfigOpts) -> None:
+    """oslo.log's setup; log_dir is made if missing (kolla's start script makes it for
+    neutron's agent, an image without that script does not). OSError when the log file
+    cannot be opened: the caller says so in one line."""
+    if conf.log_dir:
+        os.makedirs(conf.log_dir, exist_ok=True)
     log.setup(conf, PROJECT)
 
 

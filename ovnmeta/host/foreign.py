@@ -160,13 +160,31 @@ def agent_extensions(files: Iterable[str]) -> tuple[str, ...] | None:
     return found
 
 
+# ovnmeta's image runs the agent as `neutron-ovn-metadata-agent` (container/), a script
+# naming this module: its command line alone looks like neutron's agent.
+OVNMETA_SHIM_MARK = b"ovnmeta.agent.launch"
+
+
+def is_ovnmeta_shim(pid: int, argv: list[str]) -> bool:
+    """The command line runs ovnmeta's `neutron-ovn-metadata-agent` script, read through the
+    process's own root (it may be another container's)."""
+    for arg in argv[:2]:
+        if os.path.basename(arg) == METADATA_AGENT and arg.startswith("/"):
+            try:
+                with open(f"/proc/{pid}/root{arg}", "rb") as f:
+                    return OVNMETA_SHIM_MARK in f.read(4096)
+            except OSError:
+                return False
+    return False
+
+
 def neutron_agents() -> list[NeutronAgent]:
     """neutron's metadata agents running on this host, one scan of /proc."""
     found = []
     for live in procs.live():
         argv = command_line(live.cmdline)
         name = agent_name(argv)
-        if name is None:
+        if name is None or is_ovnmeta_shim(live.pid, argv):
             continue
         files = config_files(argv) or config_files(    # a worker's: its master's
             command_line(procs.cmdline(live.parent)))

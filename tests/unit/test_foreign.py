@@ -10,6 +10,9 @@ import time
 from ovnmeta.host import foreign
 from ovnmeta.core.model import ForeignProcess
 from ovnmeta.host.netns import _proc_net_key
+from pathlib import Path
+
+ROOT_CONTAINER = Path(__file__).resolve().parents[2] / "container"
 
 NET = "4649d6ed-5218-4d31-a646-0f830ed04392"
 
@@ -61,3 +64,19 @@ def test_signals_are_recorded_followed_by_pid_and_forgotten_once_the_process_end
     finally:
         child.kill()
         child.wait()
+
+
+def test_ovnmetas_own_neutron_named_agent_is_not_taken_for_neutrons(tmp_path):
+    import os
+    from ovnmeta.host import foreign
+    ours = tmp_path / "neutron-ovn-metadata-agent"
+    ours.write_bytes((ROOT_CONTAINER / "neutron-ovn-metadata-agent").read_bytes())
+    theirs = tmp_path / "bin" / "neutron-ovn-metadata-agent"
+    theirs.parent.mkdir()
+    theirs.write_text("#!/usr/bin/python3\nfrom neutron.cmd.eventlet.agents.ovn_metadata "
+                      "import main\nmain()\n")
+    pid = os.getpid()
+    assert foreign.is_ovnmeta_shim(pid, ["/usr/bin/python3", str(ours), "--config-file", "x"])
+    assert not foreign.is_ovnmeta_shim(pid, ["/usr/bin/python3", str(theirs)])
+    assert not foreign.is_ovnmeta_shim(pid, ["/usr/bin/python3", "/nonexistent/"
+                                             "neutron-ovn-metadata-agent"])

@@ -112,3 +112,15 @@ def test_the_agent_refuses_to_run_without_its_capabilities(tmp_path):
     assert out.returncode == 2
     assert "lacks CAP_SYS_ADMIN and" not in out.stdout and "lacks CAP_SYS_ADMIN:" in out.stdout
     assert not (tmp_path / "metadata_proxy").exists()
+
+
+def test_the_agent_refuses_a_log_it_cannot_open_and_makes_a_missing_log_dir(tmp_path):
+    ini = tmp_path / "a.ini"
+    ini.write_text("[DEFAULT]\nlog_file = /proc/ovnmeta/agent.log\n")
+    out = _agent("--config-file", str(ini))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().startswith("ovnmeta-agent: cannot open the log: ")
+    ini.write_text(f"[DEFAULT]\nlog_dir = {tmp_path / 'logs' / 'neutron'}\n"
+                   "metadata_proxy_socket = /proc/ovnmeta/metadata_proxy\n")
+    assert _agent("--config-file", str(ini)).returncode == 2   # stopped by the socket dir
+    assert (tmp_path / "logs" / "neutron" / "ovnmeta-agent.log").exists()

@@ -1,0 +1,167 @@
+"""ovnmeta's image run the way kolla-ansible runs `neutron_ovn_metadata_agent` (podman, runc):
+VMs get their own metadata; kolla's health check passes, and fails when the agent is stopped
+or OVS is out of reach; OpenStack-Helm's probe gets an answer below 500; and neither a
+container restart nor an image update loses a request of VMs probed every 0.1 s."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from ovnmeta import __version__
+from ovnmeta_testing import neutron
+from ovnmeta_testing.agentproc import wait_until
+from ovnmeta_testing.container import (KollaContainer, build_image, kolla_configs, podman,
+                                       podman_env)
+from ovnmeta_testing.novaproc import NovaProcess
+from ovnmeta_testing.prober import Prober
+
+SECRET = "container-shared-secret"
+IMAGE = f"localhost/ovnmeta-test:{__version__}"
+NEXT = f"localhost/ovnmeta-test:{__version__}-next"
+OVS_TCP = "ptcp:6640:127.0.0.1"
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    if not shutil.which("podman"):
+        pytest.fail("podman is not installed: scripts/install.sh installs it")
+    size = build_image(IMAGE)
+    print(f"image {IMAGE}: {size / 1e6:.0f} MB")
+    yield IMAGE
+    podman("rmi", "-f", NEXT, IMAGE, check=False)
+
+
+@pytest.fixture
+def ovs_tcp(sandbox):
+    """The local OVS DB on TCP 6640 too, as kolla's [ovs] ovsdb_connection and health
+    check expect."""
+    ctl = str(sandbox.root / "ovsdb-server.ctl")
+    sandbox.run("ovs-appctl", "-t", ctl, "ovsdb-server/add-remote", OVS_TCP)
+    yield ctl
+    sandbox.run("ovs-appctl", "-t", ctl, "ovsdb-server/remove-remote", OVS_TCP, check=False)
+
+
+@pytest.fixture
+def kolla(request, sandbox, image, ovs_tcp, make_network, make_vm, tmp_path):
+    nets = [make_network(cidrs=("10.0.0.0/24",)) for _ in range(2)]
+    vms = [make_vm(net) for net in nets for _ in range(2)]
+    nova = NovaProcess({vm.port.device_id: {"hostname": vm.netns} for vm in vms}, SECRET,
+                       tmp_path).start()
+    extra = getattr(request, "param", "")
+    configs = kolla_configs(tmp_path / "etc-neutron", sandbox.sb_tcp_connection, nova.port,
+                            SECRET, default_extra=extra)
+    box = KollaContainer(image, configs, tmp_path / "log")
+    box.cleanup()   # a run that crashed may have left ours behind
+    box.run()
+    try:
+        box.wait_serving(1)
+        yield {"box": box, "vms": vms, "ovs_ctl": ovs_tcp,
+               "sandbox": sandbox}
+    finally:
+        print(f"--- agent log ---\n{box.agent_log()[-6000:]}")
+        box.cleanup()
+        nova.stop()
+
+
+def _prober(vms) -> Prober:
+    prober = Prober(interval=0.1)
+    for vm in vms:
+        prober.add(vm.netns, vm.port.device_id)
+    return prober
+
+
+def _all_answered(vms) -> bool:
+    """Every VM answered with its own instance for half a second."""
+    prober = _prober(vms).start()
+    time.sleep(0.5)
+    prober.stop()
+    return all(row["probes"] and not row["failed"] and not row["wrong"]
+               for row in prober.report().values())
+
+
+def test_vms_get_their_own_metadata_and_the_health_checks_pass(kolla):
+    box = kolla["box"]
+    wait_until(lambda: _all_answered(kolla["vms"]), timeout=30, what="every VM answered")
+    ok, said = box.health()
+    assert ok, said
+    assert box.helm_probe() < 500
+    # Under kolla's command line, with kolla's name on the process the health check looks for.
+    info = box.inspect()
+    assert info["Config"]["Cmd"][0] == "neutron-ovn-metadata-agent"
+
+
+def test_the_health_check_fails_and_says_why_without_ovs_or_agent(kolla):
+    box, sandbox = kolla["box"], kolla["sandbox"]
+    wait_until(lambda: box.health()[0], timeout=30, what="the health check passing")
+    sandbox.run("ovs-appctl", "-t", kolla["ovs_ctl"], "ovsdb-server/remove-remote", OVS_TCP)
+    try:
+        wait_until(lambda: not box.health()[0], timeout=20, what="the health check failing")
+        assert "holds no TCP connection to port(s) 6640" in box.health()[1]
+    finally:
+        sandbox.run("ovs-appctl", "-t", kolla["ovs_ctl"], "ovsdb-server/add-remote", OVS_TCP)
+    wait_until(lambda: box.health()[0], timeout=30, what="the health check passing again")
+    box.stop()
+    ok, said = box.health()
+    assert not ok, said
+
+
+@pytest.mark.parametrize("how", ["restart", "image-update"])
+def test_restart_and_image_update_lose_no_request(kolla, how):
+    box = kolla["box"]
+    wait_until(lambda: _all_answered(kolla["vms"]), timeout=30, what="every VM answered")
+    if how == "image-update":
+        # A new tag with a new image ID, as an update brings: the same content, relabelled.
+        _relabel(box.image, NEXT)
+    prober = _prober(kolla["vms"]).start()
+    time.sleep(1.0)
+    started = time.monotonic()
+    if how == "restart":
+        box.restart()
+    else:
+        box.stop()
+        box.remove()
+        box.run(image=NEXT)
+    box.wait_serving(2)
+    took = time.monotonic() - started
+    time.sleep(2.0)
+    prober.stop()
+    report = prober.report()
+    probes = sum(r["probes"] for r in report.values())
+    failed = {n: r for n, r in report.items() if r["failed"] or r["wrong"]}
+    print(json.dumps({"how": how, "vms": len(report), "probes": probes,
+                      "failed": sum(r["failed"] for r in report.values()),
+                      "wrong": sum(r["wrong"] for r in report.values()),
+                      "max_gap_s": max(r["max_gap"] for r in report.values()),
+                      "until_serving_s": round(took, 2), "latency": prober.latency()}))
+    assert probes > 100
+    assert failed == {}, failed
+    assert box.health()[0]
+
+
+@pytest.mark.parametrize("kolla", ["helpers_outlive_container = false\n"], indirect=True)
+def test_helpers_left_in_the_container_die_with_it_and_requests_fail(kolla):
+    """The control: without their own cgroup, haproxy and the keeper stop with the container
+    (runc kills its whole cgroup, host PID namespace or not), and a restart fails requests."""
+    box = kolla["box"]
+    wait_until(lambda: _all_answered(kolla["vms"]), timeout=30, what="every VM answered")
+    prober = _prober(kolla["vms"]).start()
+    time.sleep(0.5)
+    box.restart()
+    box.wait_serving(2)
+    time.sleep(1.0)
+    prober.stop()
+    failed = sum(r["failed"] for r in prober.report().values())
+    print(json.dumps({"how": "restart, helpers inside", "failed": failed}))
+    assert failed > 0
+
+
+def _relabel(image: str, tag: str) -> None:
+    subprocess.run(["podman", "build", "-q", "--network", "host", "-t", tag, "-"],
+                   input=f"FROM {image}\nLABEL org.ovnmeta.update=next\n", text=True,
+                   capture_output=True, check=True, timeout=300, env=podman_env())
