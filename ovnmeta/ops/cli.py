@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import ipaddress
 import logging
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from oslo_config import cfg
 
-from ovnmeta.agent import config, handoff
+from ovnmeta.agent import config, control, handoff
 from ovnmeta.agent.reconcile import Reconciler
 from ovnmeta.core import plan
 from ovnmeta.core.model import SbSnapshot
@@ -124,9 +125,27 @@ def cleanup(conf) -> int:
             print(f"ovnmeta cleanup: {left} namespace(s) left, {rec.failures} step(s) "
                   "failed: see the log above", file=sys.stderr)
             status = 1
+        if not left:
+            _remove_state(conf)
     finally:
         lock.release()
+    if status == 0:
+        Path(conf.lock_path).unlink(missing_ok=True)
     return status
+
+
+def _remove_state(conf) -> None:
+    """The agent's own files in state_path (its sockets, its haproxy directory), and the
+    directory itself if that leaves it empty: shared with neutron, it is kept otherwise."""
+    state = Path(conf.state_path)
+    for path in (Path(conf.metadata_proxy_socket), state / control.CONTROL_SOCKET):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(state / "metrics", ignore_errors=True)   # the workers' metric files
+    for directory in (state / "haproxy", state):
+        try:
+            directory.rmdir()
+        except OSError:
+            pass   # not empty (neutron's files), or not there
 
 
 def main(argv: list[str] | None = None) -> int:
