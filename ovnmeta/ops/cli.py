@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("cleanup", help="Remove every ovnmeta namespace, OVS port and haproxy "
                                    "(the agent must be stopped).")
+    sub.add_parser("health", help="One line for health checks: exit 0 while the agent runs "
+                                  "and holds the SB and local OVS DB, else 1 and why.")
     st = sub.add_parser("status", help="Networks served here and the agent's state.")
     st.add_argument("--json", action="store_true")
     tr = sub.add_parser("trace", help="Walk a VM's metadata path; name the first broken hop.")
@@ -166,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "cleanup":
         return cleanup(conf)
+    if args.command == "health":
+        ok, line = status.health(status.collect(conf.state_path, scan_host=False),
+                                 conf.ovs.ovsdb_connection)
+        print(line)
+        return 0 if ok else 1
     if args.command == "status":
         state = status.collect(conf.state_path)
         print(status.to_json(state) if args.json else status.render(state))

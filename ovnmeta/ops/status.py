@@ -12,7 +12,9 @@ from ovnmeta.core import naming
 from ovnmeta.host import netns
 
 
-def collect(state_path: str) -> dict:
+def collect(state_path: str, scan_host: bool = True) -> dict:
+    """The agent's status; `scan_host` adds what each namespace holds (a health probe,
+    run every few seconds, skips that)."""
     path = str(Path(state_path) / control.CONTROL_SOCKET)
     try:
         code, status = control.request(path, "/status", timeout=3)
@@ -22,6 +24,8 @@ def collect(state_path: str) -> dict:
                   "networks": {n: {} for n in
                                filter(None, map(naming.network_from_namespace,
                                                 netns.list_namespaces()))}}
+    if not scan_host:
+        return status
     present = netns.list_namespaces()
     for net, info in status.get("networks", {}).items():
         ns = naming.namespace(net)
@@ -39,6 +43,26 @@ def healthy(status: dict) -> bool:
     return status["agent_running"] and status.get("sb_connected") and all(
         n.get("ready") and n["namespace_present"] and n["veth"] == "up"
         for n in status["networks"].values())
+
+
+def health(status: dict, ovs_connection: str) -> tuple[bool, str]:
+    """A probe's verdict, in one line: the agent answers, and holds the SB and the local OVS
+    DB. Networks not yet ready do not fail it (a liveness probe would restart an agent that
+    is converging)."""
+    if not status["agent_running"]:
+        why = status.get("agent_error") or "its control socket answered with an error"
+        return False, f"unhealthy: agent not running ({why})"
+    problems = []
+    if not status.get("sb_connected"):
+        problems.append(f"Southbound DB {status.get('sb_connection', '?')} not connected")
+    if not status.get("ovs_connected"):
+        problems.append(f"local OVS DB {ovs_connection} not connected")
+    if problems:
+        return False, f"unhealthy: {'; '.join(problems)} (agent pid {status['agent_pid']})"
+    nets = status.get("networks", {})
+    ready = sum(1 for n in nets.values() if n.get("ready"))
+    return True, (f"healthy: agent pid {status['agent_pid']}, SB and OVS connected, "
+                  f"{ready}/{len(nets)} network(s) ready")
 
 
 def render(status: dict) -> str:

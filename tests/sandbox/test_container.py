@@ -96,16 +96,34 @@ def test_vms_get_their_own_metadata_and_the_health_checks_pass(kolla):
     assert info["Config"]["Cmd"][0] == "neutron-ovn-metadata-agent"
 
 
-def test_the_health_check_fails_and_says_why_without_ovs_or_agent(kolla):
+def test_the_health_checks_fail_and_say_why_without_ovs_sb_or_agent(kolla):
+    """kolla's check (OVS over TCP) and `ovnmeta health` (the probe docs/install.md gives
+    OpenStack-Helm and systemd users), each as the SB, OVS or the agent goes away."""
     box, sandbox = kolla["box"], kolla["sandbox"]
     wait_until(lambda: box.health()[0], timeout=30, what="the health check passing")
+    healthy = box.ovnmeta("health")
+    assert healthy.returncode == 0 and healthy.stdout.startswith("healthy: "), healthy
     sandbox.run("ovs-appctl", "-t", kolla["ovs_ctl"], "ovsdb-server/remove-remote", OVS_TCP)
     try:
         wait_until(lambda: not box.health()[0], timeout=20, what="the health check failing")
         assert "holds no TCP connection to port(s) 6640" in box.health()[1]
+        out = wait_until(lambda: (lambda o: o if o.returncode == 1 else None)(
+            box.ovnmeta("health")), timeout=20, what="ovnmeta health failing")
+        assert "local OVS DB tcp:127.0.0.1:6640 not connected" in out.stdout, out
     finally:
         sandbox.run("ovs-appctl", "-t", kolla["ovs_ctl"], "ovsdb-server/add-remote", OVS_TCP)
     wait_until(lambda: box.health()[0], timeout=30, what="the health check passing again")
+    wait_until(lambda: box.ovnmeta("health").returncode == 0, timeout=30,
+               what="ovnmeta health passing again")
+    sandbox.kill("ovnsb_db")
+    try:
+        out = wait_until(lambda: (lambda o: o if o.returncode == 1 else None)(
+            box.ovnmeta("health")), timeout=20, what="ovnmeta health failing")
+        assert f"Southbound DB {sandbox.sb_tcp_connection} not connected" in out.stdout, out
+    finally:
+        sandbox.up()
+    wait_until(lambda: box.ovnmeta("health").returncode == 0, timeout=60,
+               what="ovnmeta health passing with the SB back")
     box.stop()
     ok, said = box.health()
     assert not ok, said

@@ -141,6 +141,12 @@ class KollaContainer:
                 said = log[-1].get("Output", "").strip() or said
         return out.returncode == 0, said
 
+    def ovnmeta(self, *args: str) -> subprocess.CompletedProcess:
+        """`ovnmeta` run in the container with kolla's config files."""
+        return podman("exec", self.name, "ovnmeta", "--config-file", "/etc/neutron/neutron.conf",
+                      "--config-file", "/etc/neutron/neutron_ovn_metadata_agent.ini", *args,
+                      check=False)
+
     def volume_path(self) -> Path:
         out = podman("volume", "inspect", "--format", "{{.Mountpoint}}", self.volume)
         return Path(out.stdout.strip())
