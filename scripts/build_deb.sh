@@ -7,14 +7,8 @@ cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-dist}")
 PKGS=(dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
       python3-wheel python3-build python3-installer fakeroot)
-missing=()
-for p in "${PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-fi
+. scripts/apt_need.sh
+apt_need "${PKGS[@]}"
 # Debian's python3, not one on PATH before it (pyenv): pybuild builds with `python3.11`.
 version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' ovnmeta/__init__.py)
 work=$(mktemp -d /var/tmp/ovnmeta-deb.XXXXXX)

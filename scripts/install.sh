@@ -11,15 +11,8 @@ PKGS=(openvswitch-switch ovn-central ovn-host haproxy iproute2 ethtool iptables 
       podman runc debootstrap dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all
       python3-setuptools python3-wheel python3-build python3-installer fakeroot
       python3 python3-venv)
-missing=()
-for p in "${PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "install: apt packages: ${missing[*]}"
-    apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-fi
+. scripts/apt_need.sh
+apt_need "${PKGS[@]}"
 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv

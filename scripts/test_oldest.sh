@@ -9,14 +9,8 @@ PKGS=(python3-ovsdbapp python3-openvswitch python3-pyroute2 python3-jinja2 pytho
       python3-oslo.log python3-httptools python3-uvloop python3-prometheus-client
       python3-pytest python3-hypothesis python3-aiohttp python3-yaml python3-build
       python3-setuptools python3-wheel python3-venv)
-missing=()
-for p in "${PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-fi
+. scripts/apt_need.sh
+apt_need "${PKGS[@]}"
 if [ ! -x .venv-oldest/bin/python ]; then
     /usr/bin/python3 -m venv --system-site-packages .venv-oldest
 fi

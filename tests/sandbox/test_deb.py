@@ -44,8 +44,10 @@ def deb(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("deb")
     built = subprocess.run(["bash", str(ROOT / "scripts" / "build_deb.sh"), str(out)],
                            capture_output=True, text=True, timeout=600)
-    assert built.returncode == 0, built.stderr
-    (path,) = out.glob("ovnmeta_*_all.deb")
+    assert built.returncode == 0, built.stdout + built.stderr
+    found = list(out.glob("ovnmeta_*_all.deb"))
+    assert len(found) == 1, (found, built.stdout, built.stderr)
+    path = found[0]
     print(f"{path.name}: {path.stat().st_size} bytes")
     return path
 

@@ -91,3 +91,17 @@ def test_the_version_is_set_once_and_the_debian_changelog_names_it(wheel):
     assert first.startswith(f"ovnmeta ({__version__}")
     assert "version =" not in (ROOT / "pyproject.toml").read_text().split("[project]")[1] \
         .split("[")[0]
+
+
+def test_release_check_builds_passes_twine_and_installs_under_upper_constraints(tmp_path):
+    """scripts/check_release.sh with the upper-constraints lines of ovnmeta's dependencies
+    (the whole file is not in this repository; docs/install.md has the run with it)."""
+    uc = ROOT / "tests" / "data" / "upper-constraints.excerpt.txt"
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "check_release.sh"), str(uc),
+                          str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert out.stdout.count("PASSED") == 2
+    assert "0 moved" in out.stdout and "ovsdbapp 2.19.0  (pinned by upper-constraints)" \
+        in out.stdout
+    from ovnmeta import __version__
+    assert (tmp_path / f"ovnmeta-{__version__}.tar.gz").exists()
