@@ -54,7 +54,10 @@ def mount_of(path: str, mounts: list[Mount]) -> Mount | None:
 def netns_problem(mounts: list[Mount], in_container: bool, netns_dir: str = NETNS_DIR
                   ) -> str | None:
     """Why namespaces made under netns_dir would not be seen outside this mount namespace
-    (None: they would). Pure."""
+    (None: they would). Pure. Only in a container: on a host the agent, haproxy and
+    ovn-controller share one mount namespace, whatever the propagation."""
+    if not in_container:
+        return None
     m = mount_of(netns_dir, mounts)
     shared = m is not None and any(tag.startswith("shared:") for tag in m.propagation)
     if m is not None and m.point == netns_dir and not shared:
@@ -64,7 +67,7 @@ def netns_problem(mounts: list[Mount], in_container: bool, netns_dir: str = NETN
                 "vanish with its mount namespace; mount it with shared propagation (podman/"
                 "docker '-v /run/netns:/run/netns:shared', Kubernetes mountPropagation: "
                 "Bidirectional)")
-    if in_container and (m is None or m.point != netns_dir):
+    if m is None or m.point != netns_dir:
         return (f"{netns_dir} is not mounted from the host in this container: mount it with "
                 "shared propagation ('-v /run/netns:/run/netns:shared', Kubernetes "
                 "mountPropagation: Bidirectional)")
