@@ -183,3 +183,53 @@ def _relabel(image: str, tag: str) -> None:
     subprocess.run(["podman", "build", "-q", "--network", "host", "-t", tag, "-"],
                    input=f"FROM {image}\nLABEL org.ovnmeta.update=next\n", text=True,
                    capture_output=True, check=True, timeout=300, env=podman_env())
+
+
+@pytest.mark.parametrize("case", ["unprivileged", "netns-private", "netns-missing",
+                                  "socket-dir-read-only", "config-missing"])
+def test_a_container_started_wrong_says_why_in_one_line_and_touches_nothing(
+        case, sandbox, image, tmp_path):
+    """Each wrong start exits non-zero at once with one line naming the cause, before the
+    agent makes a namespace, a port or a process."""
+    configs = kolla_configs(tmp_path / "etc-neutron", sandbox.sb_tcp_connection, 8775, SECRET)
+    mounts = {"netns": "/run/netns:/run/netns:shared", "state": f"{tmp_path / 'state'}:"
+              "/var/lib/neutron/kolla", "etc": f"{configs}:/etc/neutron:ro"}
+    (tmp_path / "state").mkdir()
+    flags = ["--privileged"]
+    expect = ""
+    command = ["neutron-ovn-metadata-agent", "--config-file", "/etc/neutron/neutron.conf",
+               "--config-file", "/etc/neutron/neutron_ovn_metadata_agent.ini"]
+    if case == "unprivileged":
+        flags, expect = [], "lacks CAP_SYS_ADMIN and CAP_NET_ADMIN"
+    elif case == "netns-private":
+        mounts["netns"], expect = "/run/netns:/run/netns:private", \
+            "/run/netns is mounted private, not shared"
+    elif case == "netns-missing":
+        del mounts["netns"]
+        expect = "/run/netns is not mounted from the host in this container"
+    elif case == "socket-dir-read-only":
+        mounts["state"] += ":ro"
+        expect = ("cannot write in /var/lib/neutron/kolla (the directory of "
+                  "metadata_proxy_socket): Read-only file system")
+    else:
+        command[-1] = "/etc/neutron/missing.ini"
+        expect = "Failed to find some config files: /etc/neutron/missing.ini"
+    # kolla's ini logs to a file; here the one line must reach the container's output.
+    (configs / "neutron.conf").write_text((configs / "neutron.conf").read_text()
+                                          .replace("log_dir = /var/log/kolla/neutron\n", ""))
+    before = set(subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                text=True).stdout.split())
+    ports = sandbox.vsctl("list-ports", "br-int")
+    argv = ["run", "--rm", *flags, "--network", "host", "--pid", "host", "--cgroupns", "host"]
+    for volume in mounts.values():
+        argv += ["-v", volume]
+    out = podman(*argv, image, *command, check=False, timeout=120)
+    lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+    assert out.returncode == 2, (out.returncode, lines)
+    assert len(lines) == 1 and expect in lines[0], lines
+    assert "Traceback" not in out.stderr
+    after = set(subprocess.run(["ip", "netns", "list"], capture_output=True,
+                               text=True).stdout.split())
+    assert {ns for ns in after - before if ns.startswith("ovnmeta-")} == set()
+    assert sandbox.vsctl("list-ports", "br-int") == ports
+    assert list((tmp_path / "state").iterdir()) == []
