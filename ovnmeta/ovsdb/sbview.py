@@ -199,7 +199,7 @@ class SbView:
         # "not known yet", not "nothing to serve".
         self.settled = False
         self.updated_at = 0.0   # wall clock of the last change the SB sent us
-        self._reported: dict[str, str] = {}
+        self._reported: tuple[object, dict[str, str]] | None = None   # (row uuid, keys)
         self._register_as, self._extensions = register_as, extensions
         self.registration: registration.Registration | None = None
         self._idl: _SbIdl | None = None
@@ -353,7 +353,9 @@ class SbView:
         want = self.registration.wanted(self.chassis, globals_[0].nb_cfg, self.bridge)
         stale = [k for k in self.registration.removes if k in row.external_ids]
         current = all(row.external_ids.get(k) == v for k, v in want.items()) and not stale
-        if current or (want == self._reported and not stale):
+        # Sent to this very row already, its update not back yet: not again. A row destroyed
+        # and made anew by ovn-controller is another row, written at once (LP #2119097).
+        if current or ((row.uuid, want) == self._reported and not stale):
             return
         txn = ovs.db.idl.Transaction(idl)
         for key, value in want.items():
@@ -362,7 +364,7 @@ class SbView:
             row.delkey("external_ids", key)
         # Completes over the next run()s; should it fail, the next change tries again.
         txn.commit()
-        self._reported = want
+        self._reported = (row.uuid, want)
 
     def _update_conditions(self, idl: _SbIdl, chassis_uuid: str | None,
                            datapaths: frozenset[str], plugged: frozenset[str]) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -280,6 +281,26 @@ def test_agent_reports_liveness_to_neutron(sandbox, echo_agent) -> None:
     wait_until(lambda: reported().get("neutron:ovn-metadata-sb-cfg") == bumped,
                what="bumped nb_cfg echoed")
     assert reported()["neutron:ovn-metadata-id"] == agent_id
+
+
+def test_keys_are_back_when_chassis_private_is_made_anew(sandbox, echo_agent) -> None:
+    """ovn-controller re-creates a destroyed Chassis_Private row; the agent's keys are back
+    within seconds, not at the next nb_cfg bump (LP #2119097)."""
+    def reported() -> dict[str, str]:
+        out = sandbox.sbctl("--format=json", "--columns=external_ids", "find",
+                            "Chassis_Private", f"name={sandbox.chassis}")
+        rows = json.loads(out)["data"]
+        return dict(rows[0][0][1]) if rows else {}
+
+    wait_until(lambda: "neutron:ovn-metadata-sb-cfg" in reported(), what="sb-cfg reported")
+    before = reported()
+    sandbox.sbctl("destroy", "Chassis_Private", sandbox.chassis)
+    started = time.monotonic()
+    wait_until(lambda: reported().get("neutron:ovn-metadata-id")
+               == before["neutron:ovn-metadata-id"]
+               and "neutron:ovn-metadata-sb-cfg" in reported(),
+               timeout=10, what="the agent's keys in the new Chassis_Private row")
+    print(f"keys back {time.monotonic() - started:.2f} s after the row was destroyed")
 
 
 def test_vm_arriving_by_live_migration_is_served(sandbox, make_network, make_vm,
