@@ -20,6 +20,7 @@ from ovnmeta.proxy.peers import PeerPolicy, Refusals, peer_of
 from ovnmeta.proxy.nova import THROTTLE, NovaClient, NovaTimeout, NovaUnavailable
 from ovnmeta.core.portindex import BadAddress, PortIndex
 from ovnmeta.core.signing import sign_instance_id
+from ovnmeta.core.throttle import Throttle
 
 LOG = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class MetadataProxy:
         self._index_of: SbSnapshot | None = None
         self._index = PortIndex({}, {})
         self.forbidden_logged = False
+        self._unknown = Throttle()   # 404s, per network and client address
 
     @classmethod
     def from_conf(cls, conf, snapshot: Callable[[], SbSnapshot], nova: NovaClient,
@@ -93,12 +95,17 @@ class MetadataProxy:
         if instance is None:
             if network_id in self.index().networks:
                 metrics.index_miss(network_id)
-            LOG.info("no VM port bound here with IP %s on network %s: 404", client, network_id)
+            # Once per address a minute: a VM using an address with no port (port security
+            # off, a second IP) asks again and again (LP #2112130).
+            self._unknown.log(LOG, logging.INFO, f"{network_id} {client}",
+                              "no VM port bound here with IP %s on network %s: 404",
+                              client, network_id)
             return _text(404, f"No instance with address {client} on network {network_id}")
         if not instance.answerable(None if self._plugged is None else self._plugged()):
-            LOG.warning("IP %s on network %s is port %s in the SB view, but no interface "
-                        "on this host carries it (deleted VM, view behind the SB?): 404",
-                        client, network_id, instance.logical_port)
+            self._unknown.log(LOG, logging.WARNING, f"{network_id} {client}",
+                              "IP %s on network %s is port %s in the SB view, but no "
+                              "interface on this host carries it (deleted VM, view behind "
+                              "the SB?): 404", client, network_id, instance.logical_port)
             return _text(404, f"No instance with address {client} on network {network_id}")
 
         body = request.body  # the server bounds it (MAX_BODY, 413)

@@ -183,3 +183,36 @@ def test_failure_kinds_and_throttled_logging(caplog) -> None:
             throttle.log(log, logging.WARNING, "k", "nova down")
         throttle.log(log, logging.WARNING, "other", "another failure")
     assert [r.getMessage() for r in caplog.records] == ["nova down", "another failure"]
+
+
+def test_requests_from_an_address_with_no_port_log_once_a_minute_per_address(caplog):
+    """LP #2112130: a VM using an address with no port asks again and again; its 404s are
+    logged once per address and interval, not once per request, and never as ERROR."""
+    import asyncio
+    import logging as _logging
+    from ovnmeta.core.model import SbSnapshot
+    from ovnmeta.proxy.handler import MetadataProxy
+    from ovnmeta.proxy.httpserver import Request
+    proxy = MetadataProxy(lambda: SbSnapshot(chassis="c", ports=()), nova=None, secret="s")
+
+    def ask(ip: str) -> int:
+        request = Request(method="GET", path_qs="/", headers=[
+            ("X-OVN-Network-ID", "net-1"), ("X-Forwarded-For", ip)], body=b"")
+        return asyncio.run(proxy.handle(request)).status
+
+    with caplog.at_level(_logging.DEBUG, logger="ovnmeta.proxy.handler"):
+        assert {ask("10.0.0.99") for _ in range(50)} | {ask("10.0.0.98")} == {404}
+    lines = [r for r in caplog.records if r.levelno >= _logging.INFO
+             and "no VM port bound here" in r.getMessage()]
+    assert [r.getMessage().split(" on ")[0] for r in lines] == [
+        "no VM port bound here with IP 10.0.0.99", "no VM port bound here with IP 10.0.0.98"]
+    assert not [r for r in caplog.records if r.levelno >= _logging.ERROR]
+
+
+def test_the_throttle_stays_bounded_under_addresses_a_client_chooses():
+    import logging as _logging
+    from ovnmeta.core.throttle import Throttle
+    t = Throttle(interval=60.0, max_keys=100)
+    for i in range(1000):
+        t.log(_logging.getLogger("x"), _logging.DEBUG, f"net 10.0.{i // 250}.{i % 250}", "m")
+    assert len(t._last) <= 100
