@@ -94,8 +94,11 @@ METADATA_OPTS = [
                help="Port_Binding external_ids key holding the project id."),
     cfg.StrOpt("cidrs_key", default="neutron:cidrs",
                help="Port_Binding external_ids key holding the port's CIDRs."),
-    cfg.FloatOpt("nova_metadata_timeout", default=10.0, min=0.1,
-                 help="Seconds to wait for nova before answering 504."),
+    cfg.FloatOpt("nova_metadata_timeout", min=0.1,
+                 help="Seconds to wait for nova before answering 504, on the direct path "
+                      "and through the agent. Unset: [metadata_haproxy] timeout_server "
+                      "(32 s), as long as neutron's haproxy waits: nova's dynamic "
+                      "vendordata can take tens of seconds (LP #2154609)."),
     cfg.FloatOpt("reconcile_interval", default=60.0, min=1.0,
                  help="Seconds within which every network is looked at again even "
                       "without events: a few networks at every pass (each second), not "

@@ -127,7 +127,9 @@ class NovaEndpoint:
             hosts=tuple(conf.nova_metadata_host), port=conf.nova_metadata_port,
             protocol=conf.nova_metadata_protocol, ca_cert=conf.auth_ca_cert,
             client_cert=conf.nova_client_cert, client_key=conf.nova_client_priv_key,
-            insecure=conf.nova_metadata_insecure, timeout=conf.metadata.nova_metadata_timeout)
+            insecure=conf.nova_metadata_insecure,
+            timeout=conf.metadata.nova_metadata_timeout
+            or float(conf.metadata_haproxy.timeout_server))
 
     def authority(self, host: str) -> str:
         if ":" in host and not host.startswith("["):

@@ -140,3 +140,25 @@ def test_resets_and_non_http_answers_are_502_logged_once(faulty, mode, kind) -> 
     print("lines logged by path:", counts)
     assert max(counts.values()) == 1, counts
     assert "Traceback" not in faulty["agent"].log()
+
+
+@pytest.mark.parametrize("direct_path", ["true", "false"])
+def test_slow_vendordata_is_waited_for_as_long_as_haproxy_waits(make_network, make_vm,
+                                                                 start_agent, direct_path):
+    """LP #2154609: nova answering after 15 s (dynamic vendordata) reaches the VM with the
+    default config, straight from haproxy and through the agent alike: the nova timeout is
+    haproxy's timeout_server (32 s) unless set. The old default, 10 s, answered 504."""
+    vm = make_vm(make_network(cidrs=("10.0.0.0/24",)))
+    nova = Nova(_free_port()).start(slow={vm.port.device_id: 15})
+    try:
+        start_agent(extra=f"nova_metadata_port = {nova.port}\n"
+                          f"[haproxy]\ndirect_path = {direct_path}")
+        wait_until(lambda: netns.tcp_connect(vm.netns, "169.254.169.254", 80, 0.3) is None,
+                   timeout=20, what=f"{vm.netns} reaching haproxy")
+        t0 = time.monotonic()
+        code, _ = status(vm, timeout=40)
+        took = time.monotonic() - t0
+        print(f"direct_path={direct_path}: {code} after {took:.1f} s")
+        assert code == 200 and 15 <= took < 25
+    finally:
+        nova.stop()

@@ -77,3 +77,17 @@ def test_bad_value_is_reported_at_load_with_the_option_name(tmp_path: Path) -> N
     assert proc.returncode == 2
     assert "configuration error" in proc.stderr and "nova_metadata_protocol" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_nova_is_waited_for_as_long_as_haproxy_waits_unless_set(tmp_path: Path) -> None:
+    """LP #2154609: slow vendordata. Unset, the nova timeout is [metadata_haproxy]
+    timeout_server (neutron's 32 s, or the operator's); set, it is what it says."""
+    from ovnmeta.core.model import NovaEndpoint
+    ini = tmp_path / "a.ini"
+    ini.write_text("")
+    assert NovaEndpoint.from_conf(config.load(["--config-file", str(ini)], "t")).timeout == 32
+    ini.write_text("[metadata_haproxy]\ntimeout_server = 90\n")
+    assert NovaEndpoint.from_conf(config.load(["--config-file", str(ini)], "t")).timeout == 90
+    ini.write_text("[metadata_haproxy]\ntimeout_server = 90\n[metadata]\n"
+                   "nova_metadata_timeout = 5\n")
+    assert NovaEndpoint.from_conf(config.load(["--config-file", str(ini)], "t")).timeout == 5
