@@ -93,8 +93,11 @@ def release(socket_path: str) -> bool:
 def start(sock: socket.socket, socket_path: str, timeout: float = 5.0) -> bool:
     """Start a keeper holding sock, owned by this process; True once it answers."""
     ctl = control_path(socket_path)
-    if os.path.exists(ctl):
+    # The keeper being replaced removes its own path as it exits: maybe before, maybe now.
+    try:
         os.unlink(ctl)
+    except FileNotFoundError:
+        pass
     import subprocess   # here: the keeper itself imports as little as it can (its memory)
     from ovnmeta.host import outlive
     fd = sock.fileno()

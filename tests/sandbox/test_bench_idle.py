@@ -5,6 +5,7 @@ Checks that it measures and cleans up, not how much CPU is used."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 from pathlib import Path
 
@@ -21,7 +22,11 @@ def test_an_idle_agent_is_measured_by_thread(sandbox) -> None:
     threads = {t["thread"] for t in result["threads"]}
     assert len(threads) >= 4      # the event loop, both IDLs, the reconciler at least
     assert all(t["ms_per_s"] >= 0 for t in result["threads"])
-    assert result["machine_busy_ms_per_s"] > 0
+    # /proc/stat counts 10 ms ticks: an idle machine can spend none of them busy in 2 s
+    # (seen once: 0.0), so the reading is checked for range, not for being above zero.
+    cores = os.cpu_count() or 1
+    assert 0 <= result["machine_busy_ms_per_s"] <= 1000 * cores + 50   # ms of CPU per s
+    assert 0 <= result["steal_ms_per_s"] <= 1000 * cores + 50
     assert "| 2 |" in bench.table([result])
     # Its networks, VMs and agent are gone; the session's sandbox stays up.
     assert sandbox.nbctl("ls-list") == switches
