@@ -191,6 +191,10 @@ def test_a_container_started_wrong_says_why_in_one_line_and_touches_nothing(
         case, sandbox, image, tmp_path):
     """Each wrong start exits non-zero at once with one line naming the cause, before the
     agent makes a namespace, a port or a process."""
+    # iproute2 makes /run/netns a shared mount point with its first namespace: the state a
+    # host has once any network namespace was made, and what ':shared' needs.
+    subprocess.run(["ip", "netns", "add", "omt-prep"], check=True)
+    subprocess.run(["ip", "netns", "del", "omt-prep"], check=True)
     configs = kolla_configs(tmp_path / "etc-neutron", sandbox.sb_tcp_connection, 8775, SECRET)
     mounts = {"netns": "/run/netns:/run/netns:shared", "state": f"{tmp_path / 'state'}:"
               "/var/lib/neutron/kolla", "etc": f"{configs}:/etc/neutron:ro"}
