@@ -9,7 +9,6 @@ PKGS=(dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-
       python3-wheel python3-build python3-installer fakeroot)
 . scripts/apt_need.sh
 apt_need "${PKGS[@]}"
-# Debian's python3, not one on PATH before it (pyenv): pybuild builds with `python3.11`.
 version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' ovnmeta/__init__.py)
 work=$(mktemp -d /var/tmp/ovnmeta-deb.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -19,6 +18,7 @@ mkdir -p "$src" "$out"
 git ls-files -z --cached --others --exclude-standard | \
     while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done | \
     tar --null -T - -cf - | tar -C "$src" -xf -
+# Debian's python3, not one on PATH before it (pyenv): pybuild builds with `python3.11`.
 (cd "$src" && PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b >"$work/build.log" 2>&1) || {
     tail -40 "$work/build.log" >&2; echo "build_deb: dpkg-buildpackage failed" >&2; exit 1; }
 cp "$work"/ovnmeta_"$version"_all.deb "$out/"

@@ -3,8 +3,8 @@
 # Usage: bash scripts/build_image.sh [TAG] [BASE]
 #   TAG   default localhost/ovnmeta:<version>
 #   BASE  a Debian 12 based image; default localhost/debian:bookworm, which this script makes
-#         from Debian's packages (debootstrap, then podman import) when it is missing, since
-#         this machine has no registry.
+#         from Debian's packages (scripts/debian_rootfs.sh, then podman import) when it is
+#         missing, since this machine has no registry.
 # Prints the image's tag and size. Needs podman and runc (docs/install.md: containers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,12 +13,8 @@ tag=${1:-localhost/ovnmeta:$version}
 base=${2:-localhost/debian:bookworm}
 . scripts/podman_env.sh
 if [ "$base" = localhost/debian:bookworm ] && ! podman image exists "$base"; then
-    root=$(mktemp -d /var/tmp/ovnmeta-rootfs.XXXXXX)
-    mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
-    debootstrap --variant=minbase bookworm "$root" "${mirror:-http://deb.debian.org/debian}" \
-        >/dev/null
+    root=$(bash scripts/debian_rootfs.sh 2>/dev/null)
     tar -C "$root" -c . | podman import -q - "$base" >/dev/null
-    rm -rf "$root"
 fi
 ctx=$(mktemp -d /var/tmp/ovnmeta-image.XXXXXX)
 trap 'rm -rf "$ctx"' EXIT

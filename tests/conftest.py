@@ -11,6 +11,7 @@ import pytest
 
 from ovnmeta_testing import neutron
 from ovnmeta_testing.agentproc import AgentProcess
+from ovnmeta_testing.container import OVS_TCP_REMOTE
 from ovnmeta_testing.sandbox import Sandbox
 from ovnmeta_testing.vm import VM_NETNS_PREFIX, FakeVM
 
@@ -109,3 +110,15 @@ def start_agent(sandbox: Sandbox) -> Iterator[Callable[..., AgentProcess]]:
         print(f"--- agent log {agent.log_path} ---\n{agent.log()}")
     for agent in agents:
         agent.cleanup()
+
+
+
+@pytest.fixture
+def ovs_tcp(sandbox: Sandbox) -> Iterator[str]:
+    """The local OVS DB on TCP 6640 too, as kolla's and openstack-ansible's [ovs]
+    ovsdb_connection and kolla's health check expect; yields ovsdb-server's control socket."""
+    ctl = str(sandbox.root / "ovsdb-server.ctl")
+    sandbox.run("ovs-appctl", "-t", ctl, "ovsdb-server/add-remote", OVS_TCP_REMOTE)
+    yield ctl
+    sandbox.run("ovs-appctl", "-t", ctl, "ovsdb-server/remove-remote", OVS_TCP_REMOTE,
+                check=False)

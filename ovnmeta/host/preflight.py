@@ -45,7 +45,7 @@ def mount_of(path: str, mounts: list[Mount]) -> Mount | None:
     best: Mount | None = None
     for m in mounts:
         prefix = m.point.rstrip("/") + "/"
-        if path == m.point or path.startswith(prefix) or m.point == "/":
+        if path == m.point or path.startswith(prefix):
             if best is None or len(m.point) >= len(best.point):
                 best = m
     return best

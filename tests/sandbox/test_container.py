@@ -16,15 +16,14 @@ import pytest
 from ovnmeta import __version__
 from ovnmeta_testing import neutron
 from ovnmeta_testing.agentproc import wait_until
-from ovnmeta_testing.container import (KollaContainer, build_image, kolla_configs, podman,
-                                       podman_env)
+from ovnmeta_testing.container import (OVS_TCP_REMOTE, KollaContainer, build_image,
+                                       kolla_configs, podman, podman_env)
 from ovnmeta_testing.novaproc import NovaProcess
 from ovnmeta_testing.prober import Prober
 
 SECRET = "container-shared-secret"
 IMAGE = f"localhost/ovnmeta-test:{__version__}"
 NEXT = f"localhost/ovnmeta-test:{__version__}-next"
-OVS_TCP = "ptcp:6640:127.0.0.1"
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +34,6 @@ def image() -> str:
     print(f"image {IMAGE}: {size / 1e6:.0f} MB")
     yield IMAGE
     podman("rmi", "-f", NEXT, IMAGE, check=False)
-
-
-@pytest.fixture
-def ovs_tcp(sandbox):
-    """The local OVS DB on TCP 6640 too, as kolla's [ovs] ovsdb_connection and health
-    check expect."""
-    ctl = str(sandbox.root / "ovsdb-server.ctl")
-    sandbox.run("ovs-appctl", "-t", ctl, "ovsdb-server/add-remote", OVS_TCP)
-    yield ctl
-    sandbox.run("ovs-appctl", "-t", ctl, "ovsdb-server/remove-remote", OVS_TCP, check=False)
 
 
 @pytest.fixture
@@ -103,7 +92,8 @@ def test_the_health_checks_fail_and_say_why_without_ovs_sb_or_agent(kolla):
     wait_until(lambda: box.health()[0], timeout=30, what="the health check passing")
     healthy = box.ovnmeta("health")
     assert healthy.returncode == 0 and healthy.stdout.startswith("healthy: "), healthy
-    sandbox.run("ovs-appctl", "-t", kolla["ovs_ctl"], "ovsdb-server/remove-remote", OVS_TCP)
+    ctl = kolla["ovs_ctl"]
+    sandbox.run("ovs-appctl", "-t", ctl, "ovsdb-server/remove-remote", OVS_TCP_REMOTE)
     try:
         wait_until(lambda: not box.health()[0], timeout=20, what="the health check failing")
         assert "holds no TCP connection to port(s) 6640" in box.health()[1]
@@ -111,7 +101,7 @@ def test_the_health_checks_fail_and_say_why_without_ovs_sb_or_agent(kolla):
             box.ovnmeta("health")), timeout=20, what="ovnmeta health failing")
         assert "local OVS DB tcp:127.0.0.1:6640 not connected" in out.stdout, out
     finally:
-        sandbox.run("ovs-appctl", "-t", kolla["ovs_ctl"], "ovsdb-server/add-remote", OVS_TCP)
+        sandbox.run("ovs-appctl", "-t", ctl, "ovsdb-server/add-remote", OVS_TCP_REMOTE)
     wait_until(lambda: box.health()[0], timeout=30, what="the health check passing again")
     wait_until(lambda: box.ovnmeta("health").returncode == 0, timeout=30,
                what="ovnmeta health passing again")

@@ -21,7 +21,6 @@ from ovnmeta_testing.novaproc import NovaProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "deb-shared-secret"
-OVS_TCP = "ptcp:6640:127.0.0.1"
 # What apt and dpkg keep of any install and removal: not the package's.
 BOOKKEEPING = re.compile(r"^/(var/lib/(apt|dpkg|systemd/deb-systemd-helper-(enabled|masked))|"
                          r"var/cache/(apt|debconf|ldconfig)|var/log/(apt|dpkg\.log|"
@@ -57,13 +56,11 @@ def _installed_deps(root: DebianRoot) -> set[str]:
     return {line.split()[0] for line in out.splitlines() if "install ok installed" in line}
 
 
-def test_apt_install_run_and_purge_on_a_clean_debian_12(deb, sandbox, make_network, make_vm,
-                                                         tmp_path):
+def test_apt_install_run_and_purge_on_a_clean_debian_12(deb, sandbox, ovs_tcp, make_network,
+                                                         make_vm, tmp_path):
     net = make_network(cidrs=("10.0.0.0/24",))
     vm = make_vm(net)
     nova = NovaProcess({vm.port.device_id: {"hostname": vm.netns}}, SECRET, tmp_path).start()
-    ctl = str(sandbox.root / "ovsdb-server.ctl")
-    sandbox.run("ovs-appctl", "-t", ctl, "ovsdb-server/add-remote", OVS_TCP)
     agent = None
     try:
         with DebianRoot() as root:
@@ -128,8 +125,6 @@ def test_apt_install_run_and_purge_on_a_clean_debian_12(deb, sandbox, make_netwo
     finally:
         if agent is not None:
             agent.kill()
-        sandbox.run("ovs-appctl", "-t", ctl, "ovsdb-server/remove-remote", OVS_TCP,
-                    check=False)
         nova.stop()
 
 

@@ -21,6 +21,7 @@ KOLLA_COMMAND = ["neutron-ovn-metadata-agent", "--config-file", "/etc/neutron/ne
                  "--config-file", "/etc/neutron/neutron_ovn_metadata_agent.ini"]
 KOLLA_STATE = "/var/lib/neutron/kolla"
 HEALTH_CMD = "healthcheck_port neutron-ovn-metadata-agent 6640"
+OVS_TCP_REMOTE = "ptcp:6640:127.0.0.1"   # the OVS DB where kolla's ini and check look
 # OpenStack-Helm's health-probe.py: a GET over the metadata socket that fails on >= 500.
 HELM_PROBE = (b"GET / HTTP/1.1\r\nHost: 169.254.169.254\r\n"
               b"X-Forwarded-For: 169.254.169.254\r\n"

@@ -7,36 +7,21 @@ overlay's upper directory holds afterwards is exactly what the test left behind.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
-BASE = Path(os.environ.get("OVNMETA_TEST_ROOTFS", "/var/tmp/ovnmeta-test-rootfs/bookworm"))
-MIRROR_FILE = Path("/etc/apt/sources.list.d/debian.sources")
-
-
-def _mirror() -> str:
-    if MIRROR_FILE.exists():
-        for line in MIRROR_FILE.read_text().splitlines():
-            if line.startswith("URIs:"):
-                return line.split()[1]
-    return "http://deb.debian.org/debian"
+ROOTFS_SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "debian_rootfs.sh"
 
 
 def base() -> Path:
-    """The pristine root (debootstrap --variant=minbase bookworm), made if missing."""
-    stamp = BASE / ".ovnmeta-complete"
-    if not stamp.exists():
-        shutil.rmtree(BASE, ignore_errors=True)
-        BASE.parent.mkdir(parents=True, exist_ok=True)
-        out = subprocess.run(["debootstrap", "--variant=minbase", "bookworm", str(BASE),
-                              _mirror()], capture_output=True, text=True, timeout=900)
-        if out.returncode != 0:
-            raise RuntimeError(f"debootstrap failed: {out.stdout[-2000:]}{out.stderr[-2000:]}")
-        stamp.touch()
-    return BASE
+    """The pristine root (scripts/debian_rootfs.sh: debootstrap's minbase), made if missing."""
+    out = subprocess.run(["bash", str(ROOTFS_SCRIPT)], capture_output=True, text=True,
+                         timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(f"debian_rootfs.sh failed: {out.stderr[-3000:]}")
+    return Path(out.stdout.strip())
 
 
 class DebianRoot:
@@ -46,10 +31,10 @@ class DebianRoot:
         self.work = Path(tempfile.mkdtemp(prefix="omdeb-", dir="/var/tmp"))
         self.upper, self.root = self.work / "upper", self.work / "root"
         self.mounts: list[Path] = []
-        self.lower = BASE
+        self.lower = base()
 
     def __enter__(self) -> "DebianRoot":
-        lower = base()
+        lower = self.lower
         for d in (self.upper, self.work / "ovl-work", self.root):
             d.mkdir()
         self._mount(["-t", "overlay", "overlay", "-o",
