@@ -658,7 +658,7 @@ def _fit(points: list[tuple[float, float]]) -> dict:
 
 def projection(results: dict, to: tuple[int, ...] = (1000, 5000)) -> list[dict]:
     """Each SB cost fitted over the measured K and projected to `to` agents. Churn is the
-    cloud's own rate (`--churn-rate`); how it scales with the cloud is the README's part."""
+    cloud's own rate (`--churn-rate`); how it scales with the cloud is docs/benchmarks.md's part."""
     out = []
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in results.get("runs", []):

@@ -1,5 +1,5 @@
 """The SB-scale benchmark's ovnmeta half, small (K = 5), on a real SB, northd, Raft cluster
-and relays: what the README's projection rests on must keep holding."""
+and relays: what docs/benchmarks.md's projection rests on must keep holding."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Two minutes of scripts/soak.py: churn under probing leaves nothing behind and fails no
 request to a live VM, with the agent's memory sampled and traced (longer runs are in the
-README)."""
+docs/hardening.md)."""
 
 from __future__ import annotations
 
