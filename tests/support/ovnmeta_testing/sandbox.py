@@ -21,9 +21,29 @@ from pathlib import Path
 from ovnmeta.host import procs
 
 DEFAULT_ROOT = Path(os.environ.get("OVNMETA_SANDBOX_DIR", "/tmp/ovnmeta-sandbox"))
-OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
-NB_SCHEMA = "/usr/share/ovn/ovn-nb.ovsschema"
-SB_SCHEMA = "/usr/share/ovn/ovn-sb.ovsschema"
+
+
+def _ovn_prefix() -> Path:
+    """Where OVN and OVS are installed: Debian's packages (/usr), or a build of other
+    versions named by OVNMETA_OVN_PREFIX (its bin/ and sbin/ go first on PATH, for the
+    sandbox's daemons, the tests' ovn-nbctl and the agent's ovn-trace alike)."""
+    prefix = os.environ.get("OVNMETA_OVN_PREFIX", "")
+    if not prefix:
+        return Path("/usr")
+    root = Path(prefix)
+    if not (root / "bin" / "ovn-nbctl").exists():
+        raise SystemExit(f"OVNMETA_OVN_PREFIX={prefix}: no bin/ovn-nbctl there")
+    dirs = [str(root / "bin"), str(root / "sbin")]
+    path = os.environ.get("PATH", "").split(":")
+    if path[:2] != dirs:
+        os.environ["PATH"] = ":".join(dirs + path)
+    return root
+
+
+OVN_PREFIX = _ovn_prefix()
+OVS_SCHEMA = str(OVN_PREFIX / "share/openvswitch/vswitch.ovsschema")
+NB_SCHEMA = str(OVN_PREFIX / "share/ovn/ovn-nb.ovsschema")
+SB_SCHEMA = str(OVN_PREFIX / "share/ovn/ovn-sb.ovsschema")
 
 # Start order; `down` walks it backwards. The SB is one `ovnsb_db`, or the members of a Raft
 # cluster `ovnsb_db-1`…`-N`, optionally behind an `ovnsb_relay`.
@@ -373,6 +393,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+free_port = _free_port  # public: support modules and tests
 alive = procs.running  # the name the tests and scripts use
 
 
