@@ -1,10 +1,8 @@
 """Swap neutron 29's real agent for ovnmeta, and back, under probing (not CI).
 
-Needs neutron installed in its own virtualenv (about 3 minutes) and Debian's iptables:
+Needs neutron 29 in its own virtualenv, `.venv-neutron`, which scripts/install.sh makes:
 
-    apt-get install -y iptables
-    python3 -m venv /tmp/nvenv && /tmp/nvenv/bin/pip install neutron==29.0.0
-    .venv/bin/python scripts/takeover_real_neutron.py --neutron-venv /tmp/nvenv \
+    .venv/bin/python scripts/takeover_real_neutron.py [--neutron-venv .venv-neutron] \
         [--agent metadata-agent|ovn-agent] [--networks 3] [--stop-first]
 
 Against a private sandbox: N networks with one VM each, served by neutron-ovn-metadata-agent
@@ -34,6 +32,7 @@ from ovnmeta.host import procs
 from ovnmeta_testing import neutron
 from ovnmeta_testing.agentproc import AgentProcess
 from ovnmeta_testing.neutron_host import NeutronMetadata
+from ovnmeta_testing.neutron_server import NEUTRON_VENV, agent_ini
 from ovnmeta_testing.novaproc import NovaProcess
 from ovnmeta_testing.prober import Prober
 from ovnmeta_testing.sandbox import Sandbox, wait_until
@@ -43,28 +42,6 @@ BOX_DIR = Path("/tmp/ovnmeta-real-neutron")
 SECRET = "real-neutron"
 SB_CFG = {"metadata-agent": "neutron:ovn-metadata-sb-cfg",
           "ovn-agent": "neutron:ovn-neutron-agent-sb-cfg"}
-
-
-def neutron_ini(box: Sandbox, work: Path, nova_port: int, venv: Path, kind: str) -> Path:
-    ini = work / ("ovn_agent.ini" if kind == "ovn-agent" else "neutron_ovn_metadata_agent.ini")
-    ini.write_text(
-        "[DEFAULT]\n"
-        f"state_path = {work}\n"
-        f"metadata_proxy_shared_secret = {SECRET}\n"
-        "nova_metadata_host = 127.0.0.1\n"
-        f"nova_metadata_port = {nova_port}\n"
-        "debug = true\n"
-        f"log_file = {work}/neutron.log\n"
-        "[agent]\n"
-        # As root: no sudo (its secure_path would hide the venv's privsep-helper).
-        f"root_helper = env PATH={venv}/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
-        + ("extensions = metadata\n" if kind == "ovn-agent" else "") +
-        "[ovs]\n"
-        f"ovsdb_connection = {box.ovs_connection}\n"
-        "[ovn]\n"
-        f"ovn_sb_connection = {box.sb_connection}\n"
-        f"ovn_nb_connection = {box.nb_connection}\n")
-    return ini
 
 
 def agent_row(box: Sandbox) -> dict[str, str]:
@@ -82,7 +59,7 @@ def all_served(prober: Prober, since: float) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--neutron-venv", type=Path, default=Path("/tmp/nvenv"))
+    parser.add_argument("--neutron-venv", type=Path, default=NEUTRON_VENV)
     parser.add_argument("--networks", type=int, default=3)
     parser.add_argument("--agent", default="metadata-agent",
                         choices=["metadata-agent", "ovn-agent"])
@@ -104,7 +81,7 @@ def main() -> int:
     nova = NovaProcess({vm.port.device_id: {"project_id": vm.port.project_id,
                                             "hostname": vm.netns} for vm in vms},
                        SECRET, work).start()
-    ini = neutron_ini(box, work, nova.port, args.neutron_venv, args.agent)
+    ini = agent_ini(box, work, nova.port, SECRET, args.neutron_venv, args.agent)
     env = dict(os.environ, PATH=f"{args.neutron_venv}/bin:{os.environ['PATH']}")
     result: dict = {"networks": args.networks, "agent": args.agent,
                     "procedure": "stop-first" if args.stop_first else "start-then-stop"}

@@ -12,10 +12,20 @@ import pytest
 from ovnmeta_testing import neutron
 from ovnmeta_testing.agentproc import AgentProcess
 from ovnmeta_testing.container import OVS_TCP_REMOTE
-from ovnmeta_testing.sandbox import Sandbox
+from ovnmeta_testing.sandbox import OVN_PREFIX, Sandbox
 from ovnmeta_testing.vm import VM_NETNS_PREFIX, FakeVM
 
 SANDBOX_TESTS = Path(__file__).parent / "sandbox"
+
+
+def pytest_report_header() -> str:
+    """Which OVN the sandbox runs (OVNMETA_OVN_PREFIX picks a build other than Debian's)."""
+    try:
+        out = subprocess.run(["ovn-controller", "--version"], capture_output=True, text=True,
+                             timeout=10).stdout.splitlines()
+    except OSError:
+        return f"OVN: none found (prefix {OVN_PREFIX})"
+    return f"OVN: {' / '.join(out[:2])} (prefix {OVN_PREFIX})"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

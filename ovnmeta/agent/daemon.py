@@ -275,6 +275,7 @@ class Agent:
                 "reconcile_passes": rec.passes, "reconcile_failures": rec.failures,
                 "reconcile_seconds": rec.status.duration,
                 "sb_connected": self.sb.connected(), "sb_updated": self.sb.updated_at,
+                "chassis_registered": self.sb.chassis_registered,
                 "haproxy_reloads": rec.haproxy.reloads,
                 "haproxy_reload_failures": rec.haproxy.reload_failures}
 
@@ -407,6 +408,7 @@ class Agent:
             "bridge": self.chassis.bridge, "datapath_type": self.chassis.datapath_type,
             "sb_connection": ",".join(self.conf.ovn.ovn_sb_connection),
             "sb_connected": self.sb.connected(), "ovs_connected": self.ovs.connected(),
+            "chassis_registered": self.sb.chassis_registered,
             "sb_rows": self.sb.monitored_rows, "last_reconcile": rec.time,
             "last_reconcile_seconds": rec.duration, "passes": self.reconciler.passes,
             "networks": {net: asdict(n) for net, n in rec.networks.items()},

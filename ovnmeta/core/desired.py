@@ -134,7 +134,23 @@ def network_spec(net_id: str, vms: frozenset[PortRecord], localports: frozenset[
     if mac is None:
         return Problem(net_id, f"localport {lp.logical_port} has no MAC in its mac column "
                                f"{list(lp.mac)!r}")
+    notes: set[str] = set()
     addresses = set(addresses_with_prefix(ips, lp.ext(cidrs_key)))
+    bare = {a for a in addresses if a.endswith(("/32", "/128"))}
+    if bare:
+        # No prefix recorded: the namespace would have no route back to the VMs. Their own
+        # ports' cidrs name the subnet the localport's address is on.
+        vm_cidrs = " ".join(p.ext(cidrs_key) for p in vms)
+        for address in bare:
+            ip = address.split("/")[0]
+            subnet = _subnet_of(ip, vm_cidrs)
+            if subnet:
+                addresses.discard(address)
+                addresses.add(f"{ip}/{subnet}")
+            notes.add(f"localport {lp.logical_port}: {cidrs_key} {lp.ext(cidrs_key)[:80]!r} "
+                      f"gives no prefix for {ip}; "
+                      + (f"/{subnet} taken from the VM ports' {cidrs_key}" if subnet else
+                         f"{address} used, which leaves VMs on its subnet unanswered"))
     addresses.add(METADATA_V4)
     ipv6 = any(":" in ip for ip in ips)
     if ipv6:
@@ -142,6 +158,9 @@ def network_spec(net_id: str, vms: frozenset[PortRecord], localports: frozenset[
     vm_ips: set[str] = set()
     neighbours: set[tuple[str, str]] = set()
     for port in vms:
+        if not parse_mac_column(port.mac)[1]:   # "unknown" beside "MAC IP" is fine
+            notes.add(f"VM port {port.logical_port}: no usable MAC and IP in "
+                      f"{str(list(port.mac))[:80]}; it gets no metadata")
         for entry in port.mac:
             vm_mac, vm_addrs = parse_mac_column((entry,))
             vm_ips.update(vm_addrs)
@@ -150,9 +169,31 @@ def network_spec(net_id: str, vms: frozenset[PortRecord], localports: frozenset[
                 if ipv6:
                     neighbours.add((link_local_of(vm_mac), vm_mac))
     mtu_text = lp.ext(mtu_key)
+    mtu = int(mtu_text) if mtu_text.isdigit() and len(mtu_text) < 7 else None
+    if mtu is not None and not MIN_MTU <= mtu <= MAX_MTU:
+        mtu = None
+    if mtu is None and mtu_text:
+        notes.add(f"localport {lp.logical_port}: {mtu_key} {mtu_text[:20]!r} is not an MTU "
+                  f"({MIN_MTU}-{MAX_MTU}); the interface keeps its own")
     return NetworkSpec(
         network_id=net_id, namespace=naming.namespace(net_id),
         outer=naming.outer_device(net_id), inner=naming.inner_device(net_id),
         iface_id=lp.logical_port, mac=mac, addresses=frozenset(addresses),
-        mtu=int(mtu_text) if mtu_text.isdigit() else None, vm_ports=len(vms),
-        neighbours=frozenset(neighbours), vm_ips=frozenset(vm_ips))
+        mtu=mtu, vm_ports=len(vms),
+        neighbours=frozenset(neighbours), vm_ips=frozenset(vm_ips), notes=frozenset(notes))
+
+
+MIN_MTU, MAX_MTU = 68, 65535   # IPv4's minimum; the largest a link can have
+
+
+def _subnet_of(ip: str, cidrs: str) -> int | None:
+    """The prefix length of the first of `cidrs` (ip/prefix items) whose network holds ip."""
+    addr = ipaddress.ip_address(ip)
+    for item in cidrs.split():
+        try:
+            net = ipaddress.ip_interface(item).network
+        except ValueError:
+            continue
+        if addr.version == net.version and addr in net and net.prefixlen < net.max_prefixlen:
+            return net.prefixlen
+    return None

@@ -55,6 +55,10 @@ class NetworkSpec:
     # The IPs of every VM port the SB binds here: a learned entry for one of those at
     # another MAC is stale (a deleted VM's address given to a new VM).
     vm_ips: frozenset[str] = frozenset()
+    # Odd values in the rows the spec came from, worked around (an operator should know,
+    # once): an MTU that is none, a localport address with no recorded prefix, a VM port
+    # with no usable MAC or IP.
+    notes: frozenset[str] = frozenset()
 
     @property
     def ipv6(self) -> bool:

@@ -40,7 +40,8 @@ def collect(state_path: str, scan_host: bool = True) -> dict:
 
 
 def healthy(status: dict) -> bool:
-    return status["agent_running"] and status.get("sb_connected") and all(
+    return status["agent_running"] and status.get("sb_connected") and \
+        status.get("chassis_registered") is not False and all(
         n.get("ready") and n["namespace_present"] and n["veth"] == "up"
         for n in status["networks"].values())
 
@@ -77,6 +78,10 @@ def render(status: dict) -> str:
                      f"{'connected' if status['sb_connected'] else 'DISCONNECTED'}, rows held "
                      f"{status['sb_rows']}; OVS: "
                      f"{'connected' if status['ovs_connected'] else 'DISCONNECTED'}")
+        if status.get("chassis_registered") is False:
+            lines.append(f"chassis {status['chassis']}: NOT REGISTERED: the SB has no Chassis "
+                         "row for it (ovn-controller not running or registered here, or the "
+                         "chassis was deleted); no port can be bound to this host")
         t = status.get("traffic") or {}
         if t:
             nova = (f"{t['nova_latency_ms']} ms" if t.get("nova_latency_ms") is not None

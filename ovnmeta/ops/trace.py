@@ -156,6 +156,14 @@ class Tracer:
                          "name the VM by logical port name, or give --network")
         self.vm = rows[0]
         chassis = self._chassis()
+        if chassis is None:
+            private = self.sb.find("Chassis_Private", name=self._system_id())
+            raise Broken(f"this host's chassis {self._system_id()} has no Chassis row in the "
+                         f"SB (its Chassis_Private row is {'there' if private else 'gone too'})"
+                         ", so nothing can be bound here",
+                         "ovn-controller on this host is not running or not registered, or "
+                         "the chassis was deleted (`ovn-sbctl chassis-del`): restart "
+                         "ovn-controller here and it registers again")
         bound = self.vm["chassis"]
         if not bound or (chassis and bound[0] != chassis["_uuid"]):
             row = self.sb.get("Chassis", bound[0]) if bound else None

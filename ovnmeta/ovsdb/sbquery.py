@@ -17,6 +17,7 @@ from ovnmeta.ovsdb.sbview import fetch_schema_helper, set_ssl
 COLUMNS = {
     "Port_Binding": ["logical_port", "type", "mac", "external_ids", "chassis", "datapath"],
     "Chassis": ["name", "hostname"],
+    "Chassis_Private": ["name"],   # to tell an evicted chassis from one never registered
     "Datapath_Binding": ["external_ids"],
 }
 

@@ -199,6 +199,10 @@ class SbView:
         # "not known yet", not "nothing to serve".
         self.settled = False
         self.updated_at = 0.0   # wall clock of the last change the SB sent us
+        # Whether the SB has this chassis's Chassis row (None: not known yet). Without it
+        # (ovn-controller not registered, or evicted by `chassis-del` while Chassis_Private
+        # stays, LP #2148316) nothing can be bound here.
+        self.chassis_registered: bool | None = None
         self._reported: tuple[object, dict[str, str]] | None = None   # (row uuid, keys)
         self._register_as, self._extensions = register_as, extensions
         self.registration: registration.Registration | None = None
@@ -282,6 +286,7 @@ class SbView:
         self.updated_at = time.time()
         mine = [r for r in idl.tables["Chassis"].rows.values() if r.name == self.chassis]
         chassis_uuid = str(mine[0].uuid) if mine else None
+        self._note_registration(idl, bool(mine))
         names = frozenset({self.chassis} | {getattr(r, "hostname", "") for r in mine}) - {""}
         networks = {str(uuid): net for uuid, net in idl.datapaths.items(idl.tables).items()}
         local_dps: set[str] = set()
@@ -335,6 +340,22 @@ class SbView:
             self.settled = True
             LOG.info("SB view loaded: %s", self.monitored_rows)
             self._on_change(None)
+
+    def _note_registration(self, idl: _SbIdl, registered: bool) -> None:
+        """Logs once when this chassis's Chassis row goes or comes back. Only once the SB's
+        first dump is in (SB_Global has its row): before that, no row means nothing yet."""
+        if not idl.tables["SB_Global"].rows or registered == self.chassis_registered:
+            return
+        if not registered:
+            private = any(r.name == self.chassis
+                          for r in idl.tables["Chassis_Private"].rows.values())
+            LOG.warning("chassis %s has no Chassis row in the SB (its Chassis_Private row is "
+                        "%s): ovn-controller here is not registered, or the chassis was "
+                        "deleted; no port can be bound to this host until ovn-controller "
+                        "registers it again", self.chassis, "there" if private else "gone too")
+        elif self.chassis_registered is False:
+            LOG.info("chassis %s is registered in the SB again", self.chassis)
+        self.chassis_registered = registered
 
     def _report_liveness(self, idl: _SbIdl) -> None:
         """Echo SB_Global.nb_cfg into our Chassis_Private row, as neutron's agents do: it is

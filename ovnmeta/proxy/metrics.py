@@ -55,6 +55,9 @@ STATE_METRICS = {
     "ovnmeta_reconcile_failures": "Network changes that failed (each is retried).",
     "ovnmeta_reconcile_duration_seconds": "Duration of the last reconcile pass.",
     "ovnmeta_sb_connected": "1 while the Southbound DB connection is up.",
+    "ovnmeta_chassis_registered": "1 while the SB has this host's Chassis row (0: "
+                                  "ovn-controller not registered or evicted; -1: not known "
+                                  "yet).",
     "ovnmeta_sb_last_update_age_seconds": "Seconds since the SB view last changed or was "
                                           "confirmed current by a reconnect.",
     "ovnmeta_haproxy_reloads": "haproxy (re)loads and starts the agent asked for.",
@@ -173,6 +176,8 @@ class StateCollector(Collector):
         yield counter("ovnmeta_reconcile_failures", s["reconcile_failures"])
         yield gauge("ovnmeta_reconcile_duration_seconds", s["reconcile_seconds"])
         yield gauge("ovnmeta_sb_connected", 1 if s["sb_connected"] else 0)
+        registered = s.get("chassis_registered")
+        yield gauge("ovnmeta_chassis_registered", -1 if registered is None else int(registered))
         yield gauge("ovnmeta_sb_last_update_age_seconds",
                     max(0.0, time.time() - s["sb_updated"]) if s["sb_updated"] else -1)
         yield counter("ovnmeta_haproxy_reloads", s["haproxy_reloads"])

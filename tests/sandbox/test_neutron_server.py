@@ -4,17 +4,24 @@ its REST API, and each test asserts what a VM or node on this host actually gets
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from ovnmeta.core import naming
+from ovnmeta.host import procs
+from ovnmeta_testing import nbshape, neutron
 from ovnmeta_testing import neutron_server as ns
 from ovnmeta_testing.agentproc import AgentProcess, namespaces, wait_until
+from ovnmeta_testing.neutron_host import NeutronMetadata
 from ovnmeta_testing.novaproc import NovaProcess
 from ovnmeta_testing.sandbox import Sandbox
 from ovnmeta_testing.vm import FakeBaremetal, FakeVM
@@ -58,14 +65,40 @@ def agent(start_agent, nova) -> Callable[..., AgentProcess]:
 
 
 @pytest.fixture
-def vms(cloud, sandbox, nova) -> Iterator[Callable[..., FakeVM]]:
+def nets(cloud) -> Iterator[Callable[..., str]]:
+    """Makes a network with a subnet per cidr through the API; deleted after the test
+    (with any port left on it), so each test may use physnet1's one flat network."""
+    made: list[str] = []
+
+    def make(name: str, *cidrs: str, **attrs) -> str:
+        net = cloud.api.create_network(name, **attrs)
+        made.append(net["id"])
+        for cidr in cidrs:
+            cloud.api.create_subnet(net["id"], cidr)
+        cloud.api.metadata_port(net["id"])
+        return net["id"]
+
+    yield make
+    for net_id in made:
+        try:
+            for port in cloud.api.ports(network_id=net_id):
+                if port["device_owner"] != "network:distributed":
+                    cloud.api.delete_port(port["id"])
+            cloud.api.delete_network(net_id)
+        except ns.NeutronError as exc:
+            if " 404 " not in str(exc):   # the test deleted it itself
+                raise
+
+
+@pytest.fixture
+def vms(cloud, sandbox, nova, nets) -> Iterator[Callable[..., FakeVM]]:
     """Boots a fake VM on a port neutron made (binding:host_id = this host), as nova would:
     a namespace with neutron's MAC and addresses, plugged into br-int with its iface-id."""
     made: list[FakeVM] = []
 
     def boot(network_id: str, cls: type[FakeVM] = FakeVM, **port_attrs) -> FakeVM:
         attrs = {"device_owner": "compute:nova", "binding:host_id": cloud.host,
-                 "device_id": f"vm-{len(made)}-{time.monotonic_ns()}", **port_attrs}
+                 "device_id": str(uuid.uuid4()), **port_attrs}
         port = cloud.api.create_port(network_id, **attrs)
         ns.wait_lsp(sandbox, port["id"])
         vm = cls(sandbox, ns.as_network(cloud.api, network_id), ns.as_port(cloud.api, port))
@@ -115,19 +148,11 @@ def ipv6_ready(vm: FakeVM) -> None:
             vm.network.metadata_port.mac, "dev", "eth0", "nud", "permanent")
 
 
-def make_network(cloud, name: str, *cidrs: str, **attrs) -> str:
-    net = cloud.api.create_network(name, **attrs)
-    for cidr in cidrs:
-        cloud.api.create_subnet(net["id"], cidr)
-    cloud.api.metadata_port(net["id"])
-    return net["id"]
-
-
-def test_ipv4_ipv6_only_and_dual_stack_vms_get_their_own_metadata(cloud, sandbox, agent,
+def test_ipv4_ipv6_only_and_dual_stack_vms_get_their_own_metadata(cloud, sandbox, nets, agent,
                                                                    vms) -> None:
-    v4 = make_network(cloud, "v4", "10.50.0.0/24")
-    v6 = make_network(cloud, "v6", "fd00:50::/64")
-    dual = make_network(cloud, "dual", "10.51.0.0/24", "fd00:51::/64")
+    v4 = nets("v4", "10.50.0.0/24")
+    v6 = nets("v6", "fd00:50::/64")
+    dual = nets("dual", "10.51.0.0/24", "fd00:51::/64")
     a, b = vms(v4), vms(v4)
     c, d = vms(v6), vms(dual)
     for vm in (c, d):
@@ -152,9 +177,9 @@ def test_ipv4_ipv6_only_and_dual_stack_vms_get_their_own_metadata(cloud, sandbox
     assert "Traceback" not in running.log()
 
 
-def test_port_update_gives_the_vm_its_new_identity_never_the_old(cloud, sandbox, agent,
+def test_port_update_gives_the_vm_its_new_identity_never_the_old(cloud, sandbox, nets, agent,
                                                                  vms, nova) -> None:
-    net = make_network(cloud, "upd", "10.52.0.0/24")
+    net = nets("upd", "10.52.0.0/24")
     vm = vms(net)
     agent()
     old_id = served(vm)
@@ -180,8 +205,8 @@ def test_port_update_gives_the_vm_its_new_identity_never_the_old(cloud, sandbox,
     assert set(seen[:first_new]) <= {old_id, ""}, seen
 
 
-def test_deleted_port_then_network_stop_being_served(cloud, sandbox, agent, vms) -> None:
-    net = make_network(cloud, "del", "10.53.0.0/24")
+def test_deleted_port_then_network_stop_being_served(cloud, sandbox, nets, agent, vms) -> None:
+    net = nets("del", "10.53.0.0/24")
     first, second = vms(net), vms(net)
     agent()
     served(first), served(second)
@@ -210,13 +235,13 @@ def provider(sandbox) -> Iterator[None]:
     sandbox.vsctl("--if-exists", "del-br", PROVIDER_BRIDGE)
 
 
-def test_baremetal_node_on_a_flat_provider_network(cloud, sandbox, provider, agent,
+def test_baremetal_node_on_a_flat_provider_network(cloud, sandbox, nets, provider, agent,
                                                    vms) -> None:
     # neutron reads the gateway chassis from the SB: wait until it knows this one.
     wait_until(lambda: "enable-chassis-as-gw" in sandbox.sbctl(
         "get", "Chassis", sandbox.chassis, "other_config"), timeout=20,
         what="this chassis a gateway in the SB")
-    net = make_network(cloud, "prov", "10.54.0.0/24", **{
+    net = nets("prov", "10.54.0.0/24", **{
         "provider:network_type": "flat", "provider:physical_network": PHYSNET})
     node = vms(net, FakeBaremetal, **{"binding:vnic_type": "baremetal",
                                       "device_owner": "baremetal:none"})
@@ -226,11 +251,11 @@ def test_baremetal_node_on_a_flat_provider_network(cloud, sandbox, provider, age
     assert served(node, timeout=40) == node.port.device_id
 
 
-def test_allowed_address_pair_holding_the_metadata_ip(cloud, sandbox, agent, vms) -> None:
+def test_allowed_address_pair_holding_the_metadata_ip(cloud, sandbox, nets, agent, vms) -> None:
     """LP #2116249: a port whose allowed_address_pairs hold the metadata port's IP. neutron 29
     refuses the address itself; a CIDR around it is taken. Either way the VMs keep their
     metadata, the metadata port stays a localport, and `ovnmeta status` lists the network."""
-    net = make_network(cloud, "aap", "10.55.0.0/24")
+    net = nets("aap", "10.55.0.0/24")
     vm = vms(net)
     running = agent()
     served(vm)
@@ -248,3 +273,111 @@ def test_allowed_address_pair_holding_the_metadata_ip(cloud, sandbox, agent, vms
                              str(running.config), "status", "--json"], capture_output=True,
                             text=True, timeout=60)
     assert net in status.stdout, status.stdout + status.stderr
+
+
+REFERENCE = Path(__file__).parents[1] / "data" / "neutron29_nb.json"
+
+
+def test_nb_rows_match_the_recorded_reference(cloud, sandbox, nets, provider, vms) -> None:
+    """What neutron-server 29 writes for one provider network with a VM and a baremetal
+    port, against tests/data/neutron29_nb.json (OVNMETA_RECORD_NB=1 records it anew)."""
+    wait_until(lambda: "enable-chassis-as-gw" in sandbox.sbctl(
+        "get", "Chassis", sandbox.chassis, "other_config"), timeout=20,
+        what="this chassis a gateway in the SB")
+    net = nets("ref", "10.56.0.0/24", **{
+        "provider:network_type": "flat", "provider:physical_network": PHYSNET})
+    vms(net)
+    vms(net, FakeBaremetal, **{"binding:vnic_type": "baremetal",
+                               "device_owner": "baremetal:none"})
+    # neutron adds neutron:host_id once it has bound the port: wait for both.
+    wait_until(lambda: all("neutron:host_id" in p["external_ids"]
+                           for p in nbshape.rows(sandbox, "Logical_Switch_Port")
+                           if p["external_ids"].get("neutron:device_owner") in (
+                               "compute:nova", "baremetal:none")),
+               timeout=20, what="neutron:host_id on the bound ports")
+    got = nbshape.shape(sandbox, net, cloud.host)
+    if os.environ.get("OVNMETA_RECORD_NB"):
+        REFERENCE.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
+    assert got == json.loads(REFERENCE.read_text())
+
+
+def test_agent_list_before_during_and_after_a_swap_from_neutrons_agent(
+        cloud, sandbox, nets, vms, nova, tmp_path) -> None:
+    """neutron's own metadata agent serves a VM; ovnmeta takes over with the same config
+    file (docs/takeover.md's order). neutron's API lists this host's metadata agent, alive,
+    as the same agent, before, during and after; the VM is served throughout."""
+    net = nets("swap", "10.57.0.0/24")
+    vm = vms(net)
+    work = Path(tempfile.mkdtemp(prefix="omt-", dir="/tmp"))
+    ini = ns.agent_ini(sandbox, work, nova.port, SECRET)
+    env = dict(os.environ, PATH=f"{ns.NEUTRON_VENV}/bin:{os.environ['PATH']}")
+    theirs = subprocess.Popen([str(ns.NEUTRON_VENV / "bin" / "neutron-ovn-metadata-agent"),
+                               "--config-file", str(ini)], env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ours = AgentProcess(sandbox, state_dir=work)
+    ours.config = ini
+    layout = NeutronMetadata(vm.network, work, str(work / "metadata_proxy"))
+    try:
+        assert served(vm, timeout=90) == vm.port.device_id
+        before = wait_until(lambda: metadata_agents(cloud, cloud.host), timeout=30,
+                            what="neutron's agent listed")
+        assert [a["alive"] for a in before] == [True]
+        ours.start()
+        wait_until(lambda: "still runs" in (work / "neutron.log").read_text(), timeout=60,
+                   what="ovnmeta holding the socket, waiting for neutron's agent")
+        during = metadata_agents(cloud, cloud.host)
+        assert [(a["id"], a["alive"]) for a in during] == [(before[0]["id"], True)]
+        assert served(vm) == vm.port.device_id
+        theirs.send_signal(signal.SIGTERM)   # the main process only (KillMode=process)
+        theirs.wait(30)
+        wait_until(lambda: not layout.leftovers(sandbox), timeout=60,
+                   what="neutron's namespace and haproxy replaced")
+        assert served(vm) == vm.port.device_id
+        sb_cfg = sandbox.sbctl("get", "SB_Global", ".", "nb_cfg").strip()
+        wait_until(lambda: sandbox.sbctl(
+            "get", "Chassis_Private", sandbox.chassis,
+            'external_ids:"neutron:ovn-metadata-sb-cfg"').strip().strip('"') == sb_cfg,
+            timeout=20, what="ovnmeta echoing nb_cfg")
+        after = metadata_agents(cloud, cloud.host)
+        assert [(a["id"], a["alive"]) for a in after] == [(before[0]["id"], True)]
+        assert "Traceback" not in ours.log()
+    finally:
+        if theirs.poll() is None:
+            theirs.terminate()
+            theirs.wait(30)
+        pid = layout.haproxy_pid()
+        if pid:
+            procs.terminate(pid)
+        ours.stop()
+        ours.cleanup()
+
+
+def imitation_shape(sandbox) -> dict:
+    """The same scene written by the tests' imitation of neutron (ovnmeta_testing.neutron)."""
+    net = neutron.create_network(sandbox, cidrs=("10.58.0.0/24",), mtu=1500)
+    try:
+        neutron.add_localnet_port(sandbox, net, PHYSNET)
+        neutron.create_vm_port(sandbox, net)
+        group = neutron.create_ha_chassis_group(sandbox, f"neutron-{net.id}",
+                                                {sandbox.chassis: 32767})
+        neutron.create_external_port(sandbox, net, group)
+        return nbshape.shape(sandbox, net.id, ns.chassis_hostname(sandbox))
+    finally:
+        neutron.delete_network(sandbox, net)
+        neutron.delete_ha_chassis_group(sandbox, f"neutron-{net.id}")
+
+
+def differences(a, b, path: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b))
+                for d in (differences(a.get(k), b.get(k), f"{path}/{k}") if k in a and k in b
+                          else [f"{path}/{k}: {'only neutron' if k in a else 'only imitation'}"])]
+    return [] if a == b else [f"{path}: neutron {a!r}, imitation {b!r}"]
+
+
+def test_the_imitation_writes_what_neutron_server_writes(sandbox) -> None:
+    """tests/data/neutron29_nb.json against the imitation most sandbox tests use."""
+    reference = json.loads(REFERENCE.read_text())
+    got = differences(reference, imitation_shape(sandbox))
+    print("\n".join(got))
+    assert got == []

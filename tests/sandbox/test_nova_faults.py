@@ -27,10 +27,12 @@ class Nova:
     def __init__(self, port: int) -> None:
         self.port, self.proc = port, None
 
-    def start(self, mode: str = "ok", slow: dict[str, float] | None = None) -> Nova:
+    def start(self, mode: str = "ok", slow: dict[str, float] | None = None,
+              empty: dict[str, int] | None = None) -> Nova:
         argv = [sys.executable, "-m", "ovnmeta_testing.faultynova", "--port", str(self.port),
                 "--mode", mode]
         argv += [a for k, v in (slow or {}).items() for a in ("--slow", f"{k}={v}")]
+        argv += [a for k, v in (empty or {}).items() for a in ("--empty", f"{k}={v}")]
         self.proc = subprocess.Popen(argv)
         wait_until(self._listening, what="faulty nova listening")
         return self
@@ -160,5 +162,33 @@ def test_slow_vendordata_is_waited_for_as_long_as_haproxy_waits(make_network, ma
         took = time.monotonic() - t0
         print(f"direct_path={direct_path}: {code} after {took:.1f} s")
         assert code == 200 and 15 <= took < 25
+    finally:
+        nova.stop()
+
+
+@pytest.mark.parametrize("direct_path", ["true", "false"])
+def test_nova_empty_200_and_204_reach_the_vm_intact_and_at_once(make_network, make_vm,
+                                                                start_agent, direct_path):
+    """LP #2097273: nova answers some paths with a 200 without a body, or a 204. Both reach
+    the VM as they are, at once (neutron 29's agent answered 502 to both)."""
+    vm = make_vm(make_network(cidrs=("10.0.0.0/24",)))
+    empty = {"/openstack/latest/vendor_data2.json": 200, "/openstack/latest/user_data": 204}
+    nova = Nova(_free_port()).start(empty=empty)
+    try:
+        start_agent(extra=f"nova_metadata_port = {nova.port}\n"
+                          f"[haproxy]\ndirect_path = {direct_path}")
+        wait_until(lambda: netns.tcp_connect(vm.netns, "169.254.169.254", 80, 0.3) is None,
+                   timeout=20, what=f"{vm.netns} reaching haproxy")
+        wait_until(lambda: status(vm)[0] == 200, timeout=20, what="the VM served")
+        for path, code in empty.items():
+            out = vm.exec("curl", "-s", "-m", "5", "-D", "-", "-o", "/dev/null", "-w",
+                          "\nSUMMARY %{http_code} %{size_download} %{time_total}",
+                          f"http://169.254.169.254{path}", check=False, timeout=10).stdout
+            head, _, summary = out.rpartition("\nSUMMARY ")
+            got, size, took = summary.split()
+            print(f"{path}: {got}, {size} bytes, {float(took) * 1000:.0f} ms")
+            assert (int(got), int(size)) == (code, 0), out
+            assert float(took) < 2, out   # at once: not a timeout's worth of waiting
+            assert "transfer-encoding" not in head.lower(), head
     finally:
         nova.stop()

@@ -165,3 +165,34 @@ def test_a_port_losing_its_interface_changes_its_networks_neighbours() -> None:
     assert with_iface["n1"].neighbours == {("10.0.0.10", "fa:16:3e:00:00:10")}
     assert without["n1"].neighbours == frozenset()
     assert without["n1"].vm_ips == {"10.0.0.10"}
+
+
+def test_a_localport_address_without_a_prefix_takes_the_vm_ports_subnet() -> None:
+    got, problems = specs(port("vm1", **{"neutron:cidrs": "10.0.0.10/24"}),
+                          localport(cidrs="garbage"))
+    assert problems == []
+    assert "10.0.0.2/24" in got["n1"].addresses
+    assert [n for n in got["n1"].notes if "gives no prefix for 10.0.0.2" in n
+            and "/24 taken from the VM ports'" in n]
+    got, _ = specs(port("vm1"), localport(cidrs="garbage"))   # nothing to take it from
+    assert "10.0.0.2/32" in got["n1"].addresses
+    assert [n for n in got["n1"].notes if "leaves VMs on its subnet unanswered" in n]
+
+
+@pytest.mark.parametrize("mtu", ["0", "67", "65536", "99999999999999", "abc", "-1", " 1500"])
+def test_a_neutron_mtu_that_is_no_mtu_is_ignored_with_a_note(mtu) -> None:
+    got, problems = specs(port("vm1"), localport(**{"neutron:mtu": mtu}))
+    assert problems == [] and got["n1"].mtu is None
+    assert [n for n in got["n1"].notes if "is not an MTU" in n]
+    got, _ = specs(port("vm1"), localport(**{"neutron:mtu": "1442"}))
+    assert got["n1"].mtu == 1442 and got["n1"].notes == frozenset()
+
+
+def test_a_vm_port_without_mac_or_ip_is_noted() -> None:
+    got, _ = specs(port("vm1"), port("vm2", mac=("fa:16:3e:00:00:11",)), localport())
+    assert [n for n in got["n1"].notes if n.startswith("VM port vm2: no usable MAC and IP")]
+
+
+def test_unknown_beside_a_mac_and_ip_is_no_note() -> None:
+    got, _ = specs(port("vm1", mac=("unknown", "fa:16:3e:00:00:10 10.0.0.10")), localport())
+    assert got["n1"].notes == frozenset()

@@ -1,7 +1,11 @@
 """Writes networks and ports into the NB DB the way neutron's OVN driver does.
 
 The agent only ever sees what northd derives from these rows, so they must carry the same
-names, types and external_ids keys as a real neutron deployment.
+names, types and external_ids keys as a real neutron deployment: tests/data/neutron29_nb.json
+is what neutron-server 29 writes, and test_neutron_server.py checks these rows against it
+(the default security group's port groups and stateful ACLs, DHCP options, requested-chassis
+by hostname, the localnet port's options). Left out: revision numbers, names, and the
+metadata port of an IPv6-only network, which neutron gives a SLAAC address, not ::2.
 """
 
 from __future__ import annotations
@@ -14,6 +18,11 @@ from dataclasses import dataclass, field
 from ovnmeta_testing.sandbox import Sandbox
 
 PROJECT_ID = "5d5e1b0d2b8c4c0c9a3e7b7b6f1d2e3a"
+# The project's default security group, as neutron makes it: a port group with stateful
+# ACLs (egress anywhere, ingress from the group), and neutron_pg_drop for the rest.
+SECURITY_GROUP = "6c1d4e8a-3f2b-4a5c-9d7e-0b1a2c3d4e5f"
+SG_PORT_GROUP = "pg_" + SECURITY_GROUP.replace("-", "_")
+DROP_PORT_GROUP = "neutron_pg_drop"
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,7 @@ class Network:
     cidrs: tuple[str, ...]
     metadata_port: Port
     mtu: int = 1442
+    dhcp4: str = ""    # uuid of the first IPv4 subnet's DHCP_Options row
     _next_host: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
@@ -65,17 +75,51 @@ def _ext(key: str, value: str) -> str:
     return f'external_ids:"{key}"="{value}"'
 
 
-def _port_external_ids(port: Port, network: Network, owner: str) -> list[str]:
+def _port_external_ids(port: Port, network: Network, owner: str, host: str = "",
+                       vnic_type: str = "normal", mtu: str = "",
+                       security_groups: str = "") -> list[str]:
     return [
         _ext("neutron:cidrs", " ".join(port.ips)),
         _ext("neutron:device_id", port.device_id),
         _ext("neutron:device_owner", owner),
+        *([_ext("neutron:host_id", host)] if host else []),
+        _ext("neutron:mtu", mtu),
         _ext("neutron:network_name", network.switch),
+        _ext("neutron:port_capabilities", ""),
         _ext("neutron:port_name", ""),
         _ext("neutron:project_id", port.project_id),
         _ext("neutron:revision_number", "1"),
-        _ext("neutron:security_group_ids", ""),
+        _ext("neutron:security_group_ids", security_groups),
+        _ext("neutron:subnet_pool_addr_scope4", ""),
+        _ext("neutron:subnet_pool_addr_scope6", ""),
+        _ext("neutron:vnic_type", vnic_type),
     ]
+
+
+def _ensure_security_group(box: Sandbox) -> None:
+    """The default security group's port groups and ACLs, once per NB."""
+    if getattr(box, "_neutron_sg", None) == box.root:
+        return
+    pg, drop = SG_PORT_GROUP, DROP_PORT_GROUP
+    acls = {drop: (("from-lport", f"inport == @{drop} && ip", "drop", "1000"),
+                   ("to-lport", f"outport == @{drop} && ip", "drop", "1000")),
+            pg: (("from-lport", f"inport == @{pg} && ip4", "allow-related", "1002"),
+                 ("from-lport", f"inport == @{pg} && ip6", "allow-related", "1002"),
+                 ("to-lport", f"outport == @{pg} && ip4 && ip4.src == ${pg}_ip4",
+                  "allow-related", "1002"),
+                 ("to-lport", f"outport == @{pg} && ip6 && ip6.src == ${pg}_ip6",
+                  "allow-related", "1002"))}
+    for group, rules in acls.items():   # neutron-server may have made neutron_pg_drop
+        if box.nbctl("--bare", "--columns=_uuid", "find", "Port_Group",
+                     f"name={group}").strip():
+            continue
+        box.nbctl("pg-add", group)
+        if group == pg:
+            box.nbctl("set", "Port_Group", pg, _ext("neutron:security_group_id",
+                                                    SECURITY_GROUP))
+        for direction, match, action, prio in rules:
+            box.nbctl("--type=port-group", "acl-add", group, direction, prio, match, action)
+    box._neutron_sg = box.root
 
 
 def create_network(box: Sandbox, cidrs: tuple[str, ...] = ("10.0.0.0/24",),
@@ -90,7 +134,27 @@ def create_network(box: Sandbox, cidrs: tuple[str, ...] = ("10.0.0.0/24",),
               ips=tuple(md_ips), device_id=f"ovnmeta-{network_id}")
     network = Network(id=network_id, cidrs=tuple(cidrs), metadata_port=md, mtu=mtu)
     box.nbctl(*network_commands(network))
+    v4 = [c for c in cidrs if ipaddress.ip_network(c).version == 4]
+    if v4:
+        network.dhcp4 = box.nbctl(*dhcp_options_command(network, v4[0])).strip()
     return network
+
+
+def dhcp_options_command(network: Network, cidr: str) -> list[str]:
+    """The subnet's DHCP_Options row: its classless static route sends 169.254.169.254 to
+    the metadata port, as neutron's does."""
+    net = ipaddress.ip_network(cidr)
+    gateway = net.network_address + 1
+    md_ip = next(i.split("/")[0] for i in network.metadata_port.ips
+                 if ipaddress.ip_interface(i).version == 4)
+    return ["create", "DHCP_Options", f'cidr="{cidr}"',
+            _ext("neutron:network_id", network.id), _ext("neutron:revision_number", "0"),
+            _ext("subnet_id", str(uuid.uuid4())),
+            f'options:classless_static_route="{{169.254.169.254/32,{md_ip}, '
+            f'0.0.0.0/0,{gateway}}}"',
+            'options:dns_server="{10.255.255.53}"', "options:lease_time=43200",
+            f"options:mtu={network.mtu}", f"options:router={gateway}",
+            f"options:server_id={gateway}", f'options:server_mac="{random_mac()}"']
 
 
 def network_commands(network: Network) -> list[str]:
@@ -99,21 +163,41 @@ def network_commands(network: Network) -> list[str]:
     return [
         "--", "ls-add", network.switch,
         "--", "set", "Logical_Switch", network.switch,
+        _ext("neutron:availability_zone_hints", ""),
         _ext("neutron:network_name", f"net-{network.id[:8]}"),
         _ext("neutron:mtu", str(network.mtu)),
+        _ext("neutron:provnet-network-type", "geneve"),
         _ext("neutron:revision_number", "1"),
+        "other_config:mcast_flood_unregistered=false", "other_config:mcast_snoop=false",
+        "other_config:vlan-passthru=false",
         "--", "lsp-add", network.switch, md.name,
         "--", "lsp-set-type", md.name, "localport",
         "--", "lsp-set-addresses", md.name, md.addresses,
         "--", "set", "Logical_Switch_Port", md.name,
-        *_port_external_ids(md, network, "network:distributed"),
-        "options:requested-chassis=\"\"",
+        *_port_external_ids(md, network, "network:distributed", mtu=str(network.mtu)),
     ]
+
+
+def _join_security_group(box: Sandbox, port: Port) -> list[str]:
+    """nbctl arguments adding a port (created in the same transaction) to the groups."""
+    _ensure_security_group(box)
+    return ["--", "add", "Port_Group", DROP_PORT_GROUP, "ports", f"@{_ref(port)}",
+            "--", "add", "Port_Group", SG_PORT_GROUP, "ports", f"@{_ref(port)}"]
+
+
+def _ref(port: Port) -> str:
+    return "p" + port.name.replace("-", "")
+
+
+def _with_ref(port: Port) -> list[str]:
+    """Names the new port's row for later commands of the transaction (@p...)."""
+    return ["--", f"--id=@{_ref(port)}", "get", "Logical_Switch_Port", port.name]
 
 
 def create_vm_port(box: Sandbox, network: Network, device_id: str | None = None,
                    project_id: str = PROJECT_ID, port_security: bool = True) -> Port:
-    """A compute:nova port with port security, requested on the sandbox chassis."""
+    """A compute:nova port with port security (and the default security group), requested
+    on the sandbox host by its hostname, as neutron writes it."""
     port = Port(name=str(uuid.uuid4()), network_id=network.id, mac=random_mac(),
                 ips=network.allocate_ips(), device_id=device_id or str(uuid.uuid4()),
                 project_id=project_id)
@@ -123,8 +207,11 @@ def create_vm_port(box: Sandbox, network: Network, device_id: str | None = None,
         "--", "lsp-set-port-security", port.name,
         *([port.addresses] if port_security else []),
         "--", "set", "Logical_Switch_Port", port.name,
-        *_port_external_ids(port, network, "compute:nova"),
-        f"options:requested-chassis={box.chassis}",
+        *_port_external_ids(port, network, "compute:nova", host=box.hostname,
+                            security_groups=SECURITY_GROUP if port_security else ""),
+        f"options:requested-chassis={box.hostname}",
+        *([f"dhcpv4_options={network.dhcp4}"] if network.dhcp4 else []),
+        *((_with_ref(port) + _join_security_group(box, port)) if port_security else []),
     )
     return port
 
@@ -135,6 +222,8 @@ def delete_port(box: Sandbox, port: Port) -> None:
 
 def delete_network(box: Sandbox, network: Network) -> None:
     box.nbctl("--if-exists", "ls-del", network.switch)
+    if network.dhcp4:
+        box.nbctl("--if-exists", "destroy", "DHCP_Options", network.dhcp4)
 
 
 def network_data(network: Network, port: Port) -> dict:
@@ -154,12 +243,20 @@ def network_data(network: Network, port: Port) -> dict:
 # -- provider networks and "external" ports (baremetal, SR-IOV) ----------------------------
 
 def add_localnet_port(box: Sandbox, network: Network, physnet: str) -> str:
-    """The network's localnet port, as neutron makes for a flat provider network."""
-    name = f"provnet-{network.id}"
+    """The network's localnet port, as neutron makes for a flat provider network (named
+    after the network's segment)."""
+    name = f"provnet-{uuid.uuid4()}"
     box.nbctl("--", "lsp-add", network.switch, name,
               "--", "lsp-set-type", name, "localnet",
               "--", "lsp-set-addresses", name, "unknown",
-              "--", "lsp-set-options", name, f"network_name={physnet}")
+              "--", "lsp-set-options", name, f"network_name={physnet}",
+              "localnet_learn_fdb=false", "mcast_flood=false", "mcast_flood_reports=true",
+              "--", "set", "Logical_Switch_Port", name,
+              _ext("neutron:provnet-physical-network", physnet),
+              "--", "set", "Logical_Switch", network.switch,
+              _ext("neutron:provnet-network-type", "flat"),
+              _ext("neutron:provnet-physical-network", physnet),
+              "other_config:fdb_age_threshold=300")
     return name
 
 
@@ -186,9 +283,11 @@ def create_external_port(box: Sandbox, network: Network, ha_group: str | None,
         "--", "lsp-set-addresses", port.name, port.addresses,
         "--", "lsp-set-port-security", port.name, port.addresses,
         "--", "set", "Logical_Switch_Port", port.name,
-        *_port_external_ids(port, network, owner),
-        _ext("neutron:vnic_type", vnic_type),
+        *_port_external_ids(port, network, owner, host=box.hostname, vnic_type=vnic_type,
+                            security_groups=SECURITY_GROUP),
         *([f"ha_chassis_group={ha_group}"] if ha_group else []),
+        *([f"dhcpv4_options={network.dhcp4}"] if network.dhcp4 else []),
+        *_with_ref(port), *_join_security_group(box, port),
     )
     return port
 

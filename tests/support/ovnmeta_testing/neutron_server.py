@@ -300,5 +300,30 @@ def stop_cloud(cloud: NeutronCloud) -> None:
         cloud.db.stop()
 
 
+def agent_ini(box: Sandbox, work: Path, nova_port: int, secret: str,
+              venv: Path = NEUTRON_VENV, kind: str = "metadata-agent") -> Path:
+    """The config neutron's own agent runs with here (neutron-ovn-metadata-agent, or
+    neutron-ovn-agent with the metadata extension); ovnmeta takes over with the same file."""
+    ini = work / ("ovn_agent.ini" if kind == "ovn-agent" else "neutron_ovn_metadata_agent.ini")
+    ini.write_text(
+        "[DEFAULT]\n"
+        f"state_path = {work}\n"
+        f"metadata_proxy_shared_secret = {secret}\n"
+        "nova_metadata_host = 127.0.0.1\n"
+        f"nova_metadata_port = {nova_port}\n"
+        "debug = true\n"
+        f"log_file = {work}/neutron.log\n"
+        "[agent]\n"
+        # As root: no sudo (its secure_path would hide the venv's privsep-helper).
+        f"root_helper = env PATH={venv}/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+        + ("extensions = metadata\n" if kind == "ovn-agent" else "") +
+        "[ovs]\n"
+        f"ovsdb_connection = {box.ovs_connection}\n"
+        "[ovn]\n"
+        f"ovn_sb_connection = {box.sb_connection}\n"
+        f"ovn_nb_connection = {box.nb_connection}\n")
+    return ini
+
+
 def elapsed(start: float) -> float:
     return round(time.monotonic() - start, 2)

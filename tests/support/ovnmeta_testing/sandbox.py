@@ -131,6 +131,19 @@ class Sandbox:
             lines += [f"ovn_sb_{k} = {v}" for k, v in self.pki.items()]
         return "\n".join(lines) + "\n"
 
+    @property
+    def hostname(self) -> str:
+        """The chassis's hostname in the SB: what neutron writes as requested-chassis."""
+        name = self._state().get("hostname")
+        if not name:
+            name = self.sbctl("--bare", "--columns=hostname", "find", "Chassis",
+                              f"name={self.chassis}").strip()
+            if name:
+                state = self._state()
+                state["hostname"] = name
+                (self.root / "sandbox.json").write_text(json.dumps(state))
+        return name
+
     # -- commands -------------------------------------------------------------
     def run(self, *argv: str, check: bool = True, timeout: float = 60) -> str:
         proc = subprocess.run(argv, env=self._env, capture_output=True, text=True,
