@@ -22,9 +22,11 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -42,6 +44,60 @@ BOX_DIR = Path("/tmp/ovnmeta-real-neutron")
 SECRET = "real-neutron"
 SB_CFG = {"metadata-agent": "neutron:ovn-metadata-sb-cfg",
           "ovn-agent": "neutron:ovn-neutron-agent-sb-cfg"}
+
+
+class ShellProbes:
+    """What the issue's operators ran: in each VM, a shell loop of curl every ~0.5 s, its
+    lines `<epoch> <status>` in a file per VM (a fork-heavy load, unlike Prober)."""
+
+    LOOP = ("while :; do t=$(date +%s.%N); c=$(curl -s -m 5 -o /dev/null -w '%{http_code}' "
+            "http://169.254.169.254/openstack/latest/meta_data.json); echo \"$t $c\"; "
+            "sleep 0.5; done")
+
+    def __init__(self, vms: list[FakeVM], work: Path) -> None:
+        self.files = [work / f"probe-{vm.netns}.txt" for vm in vms]
+        self.procs = [vm.popen("sh", "-c", self.LOOP, stdout=open(f, "w"),
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+                      for vm, f in zip(vms, self.files)]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(10)
+
+    def results(self) -> list[tuple[float, str]]:
+        out = []
+        for f in self.files:
+            for line in f.read_text().splitlines():
+                parts = line.split()
+                if len(parts) == 2:
+                    out.append((float(parts[0]), parts[1]))
+        return sorted(out)
+
+
+class Syslog:
+    """Collects what haproxies log to /dev/log (neutron's log every request, with its
+    termination state), when nothing else listens there."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[float, str]] = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("/dev/log")
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                return
+            self.lines.append((time.time(), data.decode(errors="replace")))
+
+    def stop(self) -> None:
+        self.sock.close()
+        os.unlink("/dev/log")
 
 
 def agent_row(box: Sandbox) -> dict[str, str]:
@@ -65,6 +121,11 @@ def main() -> int:
                         choices=["metadata-agent", "ovn-agent"])
     parser.add_argument("--stop-first", action="store_true",
                         help="stop neutron's agent 1 s before ovnmeta starts")
+    parser.add_argument("--shell-probes", action="store_true",
+                        help="also probe each VM with a shell loop of curl every 0.5 s, and "
+                             "collect haproxies' request logs on /dev/log")
+    parser.add_argument("--no-way-back", action="store_true",
+                        help="stop after the swap (skip starting neutron's agent again)")
     args = parser.parse_args()
     agent_bin = args.neutron_venv / "bin" / ("neutron-ovn-agent" if args.agent == "ovn-agent"
                                              else "neutron-ovn-metadata-agent")
@@ -91,7 +152,9 @@ def main() -> int:
         prober.add(vm.netns, vm.port.device_id)
     agent = AgentProcess(box, state_dir=work)
     agent.config = ini  # the very file neutron's agent ran with
-    neutron_proc = None
+    neutron_proc = shell = syslog = None
+    if args.shell_probes and not os.path.exists("/dev/log"):
+        syslog = Syslog()
     try:
         neutron_proc = subprocess.Popen([str(agent_bin), "--config-file", str(ini)], env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -106,9 +169,12 @@ def main() -> int:
                    what="neutron's agent registered")
         result["row_before"] = agent_row(box)
         prober.start()
+        if args.shell_probes:
+            shell = ShellProbes(vms, work)
+            time.sleep(5.0)   # the shell loops' own start-up, before the swap
         time.sleep(1.0)  # a second of neutron serving, probed, before the swap
 
-        swap = time.monotonic()
+        swap, swap_epoch = time.monotonic(), time.time()
         if args.stop_first:
             neutron_proc.send_signal(signal.SIGTERM)   # the main process only
             neutron_proc.wait(30)
@@ -126,6 +192,10 @@ def main() -> int:
         result["all_replaced_s"] = round(time.monotonic() - swap, 2)
         time.sleep(1.0)
         prober.stop()
+        if shell:
+            time.sleep(2.0)
+            shell.stop()
+            result["shell"] = shell_report(shell, syslog, swap_epoch, work / "neutron.log")
         result["row_after"] = agent_row(box)
         report = prober.report()
         result["takeover"] = {
@@ -137,6 +207,8 @@ def main() -> int:
             "failed_at_s": sorted({t for r in report.values() for t in r["failed_at"]}),
             "errors": sorted({e for r in report.values() for e in r["errors"]})}
 
+        if args.no_way_back:
+            return _print(result, args)
         # The way back.
         agent.stop()
         cleanup = subprocess.run([str(Path(sys.executable).parent / "ovnmeta"),
@@ -161,6 +233,11 @@ def main() -> int:
     finally:
         warmup.stop()
         prober.stop()
+        if shell:
+            shell.stop()
+        if syslog:
+            syslog.stop()
+        agent.stop()
         if neutron_proc and neutron_proc.poll() is None:
             neutron_proc.terminate()
             neutron_proc.wait(30)
@@ -176,6 +253,32 @@ def main() -> int:
             vm.destroy()
         nova.stop()
         box.down()
+    return _print(result, args)
+
+
+def shell_report(shell: ShellProbes, syslog: Syslog | None, swap: float, log: Path) -> dict:
+    """Failures of the shell loops, in seconds from the swap and from ovnmeta's first log
+    line, and what haproxies logged for their 5xx (the termination state says why)."""
+    first = None
+    for line in log.read_text().splitlines():
+        if " ovnmeta." in line:
+            stamp = " ".join(line.split()[:2])
+            first = time.mktime(time.strptime(stamp.split(".")[0], "%Y-%m-%d %H:%M:%S")) \
+                + float("0." + stamp.split(".")[1]) - time.timezone
+            break
+    probes = shell.results()
+    failed = [(round(t - swap, 2), code) for t, code in probes if code != "200"]
+    report = {"probes": len(probes), "failed": len(failed), "failed_at_s": failed[:60],
+              "ovnmeta_first_line_s": round(first - swap, 2) if first else None}
+    if syslog:
+        bad = [(round(t - swap, 2), text) for t, text in syslog.lines
+               if any(f" {c} " in text for c in ("500", "502", "503", "504"))]
+        report["haproxy_5xx_logged"] = len(bad)
+        report["haproxy_5xx_lines"] = [f"{t}: {text[-220:]}" for t, text in bad[:20]]
+    return report
+
+
+def _print(result: dict, args) -> int:
     print(json.dumps(result, indent=1))
     t = result.get("takeover", {})
     print("\n| agent | procedure | networks | longest gap (per VM) | failed / probes | wrong "

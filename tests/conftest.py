@@ -12,7 +12,7 @@ import pytest
 from ovnmeta_testing import neutron
 from ovnmeta_testing.agentproc import AgentProcess
 from ovnmeta_testing.container import OVS_TCP_REMOTE
-from ovnmeta_testing.sandbox import OVN_PREFIX, Sandbox
+from ovnmeta_testing.sandbox import CENTRAL_PREFIX, OVN_PREFIX, Sandbox
 from ovnmeta_testing.vm import VM_NETNS_PREFIX, FakeVM
 
 SANDBOX_TESTS = Path(__file__).parent / "sandbox"
@@ -25,7 +25,8 @@ def pytest_report_header() -> str:
                              timeout=10).stdout.splitlines()
     except OSError:
         return f"OVN: none found (prefix {OVN_PREFIX})"
-    return f"OVN: {' / '.join(out[:2])} (prefix {OVN_PREFIX})"
+    central = "" if CENTRAL_PREFIX == OVN_PREFIX else f"; NB, SB and northd from {CENTRAL_PREFIX}"
+    return f"OVN: {' / '.join(out[:2])} (prefix {OVN_PREFIX}{central})"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -357,10 +357,10 @@ def imitation_shape(sandbox) -> dict:
     net = neutron.create_network(sandbox, cidrs=("10.58.0.0/24",), mtu=1500)
     try:
         neutron.add_localnet_port(sandbox, net, PHYSNET)
-        neutron.create_vm_port(sandbox, net)
+        neutron.create_vm_port(sandbox, net, security_group=True)
         group = neutron.create_ha_chassis_group(sandbox, f"neutron-{net.id}",
                                                 {sandbox.chassis: 32767})
-        neutron.create_external_port(sandbox, net, group)
+        neutron.create_external_port(sandbox, net, group, security_group=True)
         return nbshape.shape(sandbox, net.id, ns.chassis_hostname(sandbox))
     finally:
         neutron.delete_network(sandbox, net)

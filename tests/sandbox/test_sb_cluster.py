@@ -143,7 +143,11 @@ def test_whole_sb_down_for_60s_serves_on_and_catches_up(cluster, cloud) -> None:
                 seen[what] = now
         return len(seen) == len(checks)
 
-    wait_until(caught_up, timeout=60, interval=0.05, what="every change made meanwhile applied")
+    try:
+        wait_until(caught_up, timeout=60, interval=0.05,
+                   what="every change made meanwhile applied")
+    except Exception as exc:
+        raise AssertionError(f"{exc}; done by then: {seen}") from None
     cloud.prober.stop()
     print("after the SB's return (s): " + ", ".join(f"{k} {v:.2f}" for k, v in seen.items()))
     assert cloud.failures() == {} and cloud.targets[kept.netns].probes

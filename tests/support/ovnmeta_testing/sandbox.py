@@ -41,9 +41,24 @@ def _ovn_prefix() -> Path:
 
 
 OVN_PREFIX = _ovn_prefix()
+# The central side (NB, SB, northd and their ctl tools) may run another OVN than the chassis
+# (OVS, ovn-controller, the agent's ovn-trace): OVNMETA_OVN_CENTRAL_PREFIX, to run a host
+# mid-upgrade, its ovn-controller newer than the SB's schema (or older).
+CENTRAL_PREFIX = Path(os.environ.get("OVNMETA_OVN_CENTRAL_PREFIX") or OVN_PREFIX)
 OVS_SCHEMA = str(OVN_PREFIX / "share/openvswitch/vswitch.ovsschema")
-NB_SCHEMA = str(OVN_PREFIX / "share/ovn/ovn-nb.ovsschema")
-SB_SCHEMA = str(OVN_PREFIX / "share/ovn/ovn-sb.ovsschema")
+NB_SCHEMA = str(CENTRAL_PREFIX / "share/ovn/ovn-nb.ovsschema")
+SB_SCHEMA = str(CENTRAL_PREFIX / "share/ovn/ovn-sb.ovsschema")
+CENTRAL_TOOLS = {"ovn-nbctl", "ovn-sbctl", "ovn-northd"}
+
+
+def central(name: str) -> str:
+    """The central side's binary (a full path when it is not the chassis side's)."""
+    if CENTRAL_PREFIX == OVN_PREFIX:
+        return name
+    for sub in ("bin", "sbin"):
+        if (CENTRAL_PREFIX / sub / name).exists():
+            return str(CENTRAL_PREFIX / sub / name)
+    return name
 
 # Start order; `down` walks it backwards. The SB is one `ovnsb_db`, or the members of a Raft
 # cluster `ovnsb_db-1`…`-N`, optionally behind an `ovnsb_relay`.
@@ -133,19 +148,17 @@ class Sandbox:
 
     @property
     def hostname(self) -> str:
-        """The chassis's hostname in the SB: what neutron writes as requested-chassis."""
-        name = self._state().get("hostname")
-        if not name:
-            name = self.sbctl("--bare", "--columns=hostname", "find", "Chassis",
-                              f"name={self.chassis}").strip()
-            if name:
-                state = self._state()
-                state["hostname"] = name
-                (self.root / "sandbox.json").write_text(json.dumps(state))
-        return name
+        """The chassis's hostname, as ovn-controller reports it (OVS external_ids:hostname,
+        else the system's): what neutron writes as requested-chassis. Read without the SB,
+        which a test may have stopped."""
+        configured = self.vsctl("--if-exists", "get", "open", ".",
+                                "external_ids:hostname").strip().strip('"')
+        return configured or socket.gethostname()
 
     # -- commands -------------------------------------------------------------
     def run(self, *argv: str, check: bool = True, timeout: float = 60) -> str:
+        if argv[0] in CENTRAL_TOOLS:
+            argv = (central(argv[0]), *argv[1:])
         proc = subprocess.run(argv, env=self._env, capture_output=True, text=True,
                               timeout=timeout)
         if check and proc.returncode != 0:
@@ -278,13 +291,13 @@ class Sandbox:
         raft = f"tcp:127.0.0.1:{state['raft_ports'][member]}"
         if create and not db.exists():
             if member == seed:
-                self.run("ovsdb-tool", "create-cluster", str(db), SB_SCHEMA, raft)
+                self.run(central("ovsdb-tool"), "create-cluster", str(db), SB_SCHEMA, raft)
             else:
-                self.run("ovsdb-tool", "join-cluster", str(db), "OVN_Southbound", raft,
+                self.run(central("ovsdb-tool"), "join-cluster", str(db), "OVN_Southbound", raft,
                          f"tcp:127.0.0.1:{state['raft_ports'][seed]}")
         if self.pid(member):
             return
-        self.run("ovsdb-server", str(db), f"--remote=punix:{self.root}/{member}.sock",
+        self.run(central("ovsdb-server"), str(db), f"--remote=punix:{self.root}/{member}.sock",
                  f"--remote=p{self._proto}:{state['sb_ports'][member]}:127.0.0.1",
                  *(self._server_ssl_args() if self.ssl else []), *self._daemon_args(member))
 
@@ -349,11 +362,12 @@ class Sandbox:
     def _start_db(self, name: str, db: str, schema: str, sock: str,
                   extra: list[str] | None = None) -> None:
         path = self.root / db
+        side = (lambda exe: exe) if name == "ovsdb-server" else central
         if not path.exists():
-            self.run("ovsdb-tool", "create", str(path), schema)
+            self.run(side("ovsdb-tool"), "create", str(path), schema)
         if self.pid(name):
             return
-        self.run("ovsdb-server", str(path), f"--remote=punix:{self.root}/{sock}",
+        self.run(side("ovsdb-server"), str(path), f"--remote=punix:{self.root}/{sock}",
                  *(extra or []), *self._daemon_args(name))
 
     def _refuse_foreign_bridge(self) -> None:
