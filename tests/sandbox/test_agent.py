@@ -265,6 +265,8 @@ def test_local_ovsdb_restart_is_survived(sandbox, make_network, make_vm, echo_ag
 
 
 def test_agent_reports_liveness_to_neutron(sandbox, echo_agent) -> None:
+    """The sb-cfg key is written at start, not at neutron's next nb_cfg bump, so the agent
+    is listed alive from its first seconds (LP #2111475)."""
     def reported() -> dict[str, str]:
         out = sandbox.sbctl("--format=json", "--columns=external_ids", "find",
                             "Chassis_Private", f"name={sandbox.chassis}")
