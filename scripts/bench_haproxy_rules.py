@@ -151,7 +151,7 @@ def run(frontends_count: int, connections: int, seconds: int, rounds: int,
         names = make_namespaces(frontends_count)
         frontends = [Frontend(network_id(i), ns, "lo", False) for i, ns in enumerate(names)]
         write_state(work, frontends)
-        port = bench_proxy._free_port()   # noqa: SLF001
+        port = bench_proxy.free_port()   # noqa: SLF001
         nginx = bench_proxy.start_nginx(work, port, '{"uuid": "%s"}' % INSTANCE)
         nova = f"127.0.0.1:{port}"
         client = Client(names[0])

@@ -37,14 +37,14 @@ from ovnmeta.agent import control
 from ovnmeta.core import naming
 from ovnmeta.host import procs
 from ovnmeta.haproxy.runtime import stat_rows, stats_command
-from ovnmeta.haproxy.maps import NOVA_BACKENDS
+from ovnmeta.haproxy.novawatch import NOVA_BACKENDS
 from ovnmeta.haproxy.settings import shared_stats_socket
 from ovnmeta.core.signing import sign_instance_id
 from ovnmeta_testing import cpu, neutron
 from ovnmeta_testing.agentproc import AgentProcess, ini_lines, wait_until
 from ovnmeta_testing.memory import pss_kib, rollup_kib
 from ovnmeta_testing.novaproc import NovaProcess
-from ovnmeta_testing.sandbox import Sandbox, _free_port, alive
+from ovnmeta_testing.sandbox import Sandbox, free_port, alive
 from ovnmeta_testing.vm import FakeVM
 
 BENCH_DIR = Path("/tmp/ovnmeta-bench-sandbox")
@@ -408,7 +408,7 @@ def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
     net, port = vm.network, vm.port
     nova = NovaProcess({v.port.device_id: {"project_id": v.port.project_id, "hostname": "bench"}
                         for v in vms}, SECRET, work).start()
-    constant_port = _free_port()
+    constant_port = free_port()
     agent = AgentProcess(box, extra=f"metadata_proxy_shared_secret = {SECRET}\n"
                                     f"nova_metadata_port = {nova.port}\ndebug = false\n"
                                     f"metadata_workers = {workers}")

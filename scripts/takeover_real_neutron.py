@@ -34,7 +34,8 @@ from ovnmeta.host import procs
 from ovnmeta_testing import neutron
 from ovnmeta_testing.agentproc import AgentProcess
 from ovnmeta_testing.neutron_host import NeutronMetadata
-from ovnmeta_testing.neutron_server import NEUTRON_VENV, agent_ini
+from ovnmeta_testing.neutron_server import (NEUTRON_VENV, agent_ini,
+                                            start_neutron_agent)
 from ovnmeta_testing.novaproc import NovaProcess
 from ovnmeta_testing.prober import Prober
 from ovnmeta_testing.sandbox import Sandbox, wait_until
@@ -50,15 +51,19 @@ class ShellProbes:
     """What the issue's operators ran: in each VM, a shell loop of curl every ~0.5 s, its
     lines `<epoch> <status>` in a file per VM (a fork-heavy load, unlike Prober)."""
 
-    LOOP = ("while :; do t=$(date +%s.%N); c=$(curl -s -m 5 -o /dev/null -w '%{http_code}' "
+    LOOP = ("sleep $0; while :; do t=$(date +%s.%N); "
+            "c=$(curl -s -m 5 -o /dev/null -w '%{http_code}' "
             "http://169.254.169.254/openstack/latest/meta_data.json); echo \"$t $c\"; "
             "sleep 0.5; done")
 
     def __init__(self, vms: list[FakeVM], work: Path) -> None:
         self.files = [work / f"probe-{vm.netns}.txt" for vm in vms]
-        self.procs = [vm.popen("sh", "-c", self.LOOP, stdout=open(f, "w"),
-                               stderr=subprocess.DEVNULL, start_new_session=True)
-                      for vm, f in zip(vms, self.files)]
+        # Staggered over the first 0.5 s: loops started at once would stay in step, and
+        # send every VM's request in the same few milliseconds.
+        self.procs = [vm.popen("sh", "-c", self.LOOP, f"{0.5 * i / len(vms):.3f}",
+                               stdout=open(f, "w"), stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+                      for i, (vm, f) in enumerate(zip(vms, self.files))]
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -100,6 +105,30 @@ class Syslog:
         os.unlink("/dev/log")
 
 
+class SocketWatch:
+    """When the socket path's inode changed: ovnmeta's socket replaced neutron's there."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.inode, self.at = path, path.stat().st_ino, None
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self.at is None:
+            try:
+                if self.path.stat().st_ino != self.inode:
+                    self.at = time.time()
+            except FileNotFoundError:
+                pass
+            time.sleep(0.002)
+
+    def stop(self, since: float) -> float | None:
+        self._stop.set()
+        self.thread.join()
+        return round(self.at - since, 3) if self.at else None
+
+
 def agent_row(box: Sandbox) -> dict[str, str]:
     """The Chassis_Private keys neutron-server reads this host's agent from."""
     out = box.sbctl("--format=json", "--columns=external_ids", "find", "Chassis_Private",
@@ -124,6 +153,16 @@ def main() -> int:
     parser.add_argument("--shell-probes", action="store_true",
                         help="also probe each VM with a shell loop of curl every 0.5 s, and "
                              "collect haproxies' request logs on /dev/log")
+    parser.add_argument("--probe-interval", type=float, default=0.1,
+                        help="the Python prober's interval per VM (0.1 s); at 50 networks "
+                             "0.1 s is 500 requests/s, more than neutron's agent serves here")
+    parser.add_argument("--steady", type=float, default=1.0,
+                        help="seconds of neutron serving, probed, before the swap")
+    parser.add_argument("--cpu-hogs", type=int, default=0,
+                        help="busy loops run throughout, a host short of CPU (the issue's "
+                             "2.7 s interpreter start)")
+    parser.add_argument("--raw", type=Path,
+                        help="write every shell probe and haproxy log line here (JSON)")
     parser.add_argument("--no-way-back", action="store_true",
                         help="stop after the swap (skip starting neutron's agent again)")
     args = parser.parse_args()
@@ -143,22 +182,23 @@ def main() -> int:
                                             "hostname": vm.netns} for vm in vms},
                        SECRET, work).start()
     ini = agent_ini(box, work, nova.port, SECRET, args.neutron_venv, args.agent)
-    env = dict(os.environ, PATH=f"{args.neutron_venv}/bin:{os.environ['PATH']}")
+    if args.shell_probes:   # ovnmeta's haproxies log too, as neutron's do (it ignores this)
+        ini.write_text(ini.read_text() + "[haproxy]\nlog_target = /dev/log\n")
     result: dict = {"networks": args.networks, "agent": args.agent,
                     "procedure": "stop-first" if args.stop_first else "start-then-stop"}
-    warmup, prober = Prober(interval=0.2), Prober(interval=0.1)
+    warmup, prober = Prober(interval=0.2), Prober(interval=args.probe_interval)
     for vm in vms:
         warmup.add(vm.netns, vm.port.device_id)
         prober.add(vm.netns, vm.port.device_id)
     agent = AgentProcess(box, state_dir=work)
     agent.config = ini  # the very file neutron's agent ran with
     neutron_proc = shell = syslog = None
+    hogs = [subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(args.cpu_hogs)]
+    result["cpu_hogs"] = args.cpu_hogs
     if args.shell_probes and not os.path.exists("/dev/log"):
         syslog = Syslog()
     try:
-        neutron_proc = subprocess.Popen([str(agent_bin), "--config-file", str(ini)], env=env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)
+        neutron_proc = start_neutron_agent(ini, args.neutron_venv, args.agent)
         warmup.start()
         t0 = time.monotonic()
         wait_until(lambda: all_served(warmup, t0), timeout=120, what="neutron serving")
@@ -172,8 +212,9 @@ def main() -> int:
         if args.shell_probes:
             shell = ShellProbes(vms, work)
             time.sleep(5.0)   # the shell loops' own start-up, before the swap
-        time.sleep(1.0)  # a second of neutron serving, probed, before the swap
+        time.sleep(args.steady)  # neutron serving, probed, before the swap
 
+        taken = SocketWatch(work / "metadata_proxy")
         swap, swap_epoch = time.monotonic(), time.time()
         if args.stop_first:
             neutron_proc.send_signal(signal.SIGTERM)   # the main process only
@@ -190,12 +231,14 @@ def main() -> int:
         wait_until(lambda: not any(l.leftovers(box) for l in layouts), timeout=120,
                    what="neutron's leftovers replaced")
         result["all_replaced_s"] = round(time.monotonic() - swap, 2)
+        result["socket_taken_s"] = taken.stop(swap_epoch)
         time.sleep(1.0)
         prober.stop()
         if shell:
             time.sleep(2.0)
             shell.stop()
-            result["shell"] = shell_report(shell, syslog, swap_epoch, work / "neutron.log")
+            result["shell"] = shell_report(shell, syslog, swap_epoch, work / "neutron.log",
+                                           args.raw, result["socket_taken_s"])
         result["row_after"] = agent_row(box)
         report = prober.report()
         result["takeover"] = {
@@ -220,9 +263,7 @@ def main() -> int:
             back.add(vm.netns, vm.port.device_id)
         back.start()
         t1 = time.monotonic()
-        neutron_proc = subprocess.Popen([str(agent_bin), "--config-file", str(ini)], env=env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)
+        neutron_proc = start_neutron_agent(ini, args.neutron_venv, args.agent)
         wait_until(lambda: all_served(back, t1), timeout=120, what="neutron serving again")
         result["way_back_all_served_s"] = round(time.monotonic() - t1, 1)
         back.stop()
@@ -233,6 +274,9 @@ def main() -> int:
     finally:
         warmup.stop()
         prober.stop()
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
         if shell:
             shell.stop()
         if syslog:
@@ -256,9 +300,11 @@ def main() -> int:
     return _print(result, args)
 
 
-def shell_report(shell: ShellProbes, syslog: Syslog | None, swap: float, log: Path) -> dict:
+def shell_report(shell: ShellProbes, syslog: Syslog | None, swap: float, log: Path,
+                 raw: Path | None, taken_s: float | None) -> dict:
     """Failures of the shell loops, in seconds from the swap and from ovnmeta's first log
-    line, and what haproxies logged for their 5xx (the termination state says why)."""
+    line, and what haproxies logged for their 5xx (the termination state says why), counted
+    by phase: neutron alone, the swap until ovnmeta holds the socket path, and after."""
     first = None
     for line in log.read_text().splitlines():
         if " ovnmeta." in line:
@@ -270,11 +316,35 @@ def shell_report(shell: ShellProbes, syslog: Syslog | None, swap: float, log: Pa
     failed = [(round(t - swap, 2), code) for t, code in probes if code != "200"]
     report = {"probes": len(probes), "failed": len(failed), "failed_at_s": failed[:60],
               "ovnmeta_first_line_s": round(first - swap, 2) if first else None}
+    until = taken_s if taken_s is not None else float("inf")
+
+    def phase(t: float) -> str:
+        return "neutron alone" if t < 0 else "swap to socket taken" if t < until else "after"
+
+    report["failed_by_phase"] = {}
+    for t, _ in failed:
+        report["failed_by_phase"][phase(t)] = report["failed_by_phase"].get(phase(t), 0) + 1
+    report["probes_by_phase"] = {}
+    for t, _ in probes:
+        key = phase(t - swap)
+        report["probes_by_phase"][key] = report["probes_by_phase"].get(key, 0) + 1
     if syslog:
         bad = [(round(t - swap, 2), text) for t, text in syslog.lines
                if any(f" {c} " in text for c in ("500", "502", "503", "504"))]
         report["haproxy_5xx_logged"] = len(bad)
+        kinds: dict[str, int] = {}
+        for t, text in bad:
+            fields = text.split()
+            who = "neutron's" if "metadata-proxy-" in text else "ovnmeta's"
+            state = next((f for f in fields if len(f) == 4 and f[2:] == "--"), "?")
+            key = f"{phase(t)} · {who} · {state}"
+            kinds[key] = kinds.get(key, 0) + 1
+        report["haproxy_5xx_by"] = kinds
         report["haproxy_5xx_lines"] = [f"{t}: {text[-220:]}" for t, text in bad[:20]]
+    if raw:
+        raw.write_text(json.dumps({"swap": swap, "first_line": first, "taken_s": taken_s,
+                                   "probes": probes,
+                                   "syslog": syslog.lines if syslog else []}))
     return report
 
 

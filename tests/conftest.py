@@ -12,6 +12,7 @@ import pytest
 from ovnmeta_testing import neutron
 from ovnmeta_testing.agentproc import AgentProcess
 from ovnmeta_testing.container import OVS_TCP_REMOTE
+from ovnmeta_testing.echo import EchoServer
 from ovnmeta_testing.sandbox import CENTRAL_PREFIX, OVN_PREFIX, Sandbox
 from ovnmeta_testing.vm import VM_NETNS_PREFIX, FakeVM
 
@@ -122,6 +123,13 @@ def start_agent(sandbox: Sandbox) -> Iterator[Callable[..., AgentProcess]]:
     for agent in agents:
         agent.cleanup()
 
+
+
+@pytest.fixture
+def echo() -> Iterator[EchoServer]:
+    """A stand-in nova that answers with what reached it (ovnmeta_testing.echo)."""
+    with EchoServer() as server:
+        yield server
 
 
 @pytest.fixture

@@ -22,7 +22,8 @@ from oslo_config import cfg
 
 from ovnmeta.agent import control, handoff, listener, sdnotify, workerfeed
 from ovnmeta.host import heap
-from ovnmeta.haproxy.maps import MapSync, NovaWatch
+from ovnmeta.haproxy.maps import MapSync
+from ovnmeta.haproxy.novawatch import NovaWatch
 from ovnmeta.ovsdb import sbview
 from ovnmeta.proxy import eventloop, handler, httpserver, metrics
 from ovnmeta.haproxy.manager import HaproxyManager

@@ -1,7 +1,10 @@
-"""`ovnmeta-agent`'s entry point: config, lock and metadata socket first, the rest after.
+"""`ovnmeta-agent`'s entry point: lock and metadata socket first, the rest after.
 
-Loading the whole agent (ovsdbapp, pyroute2, jinja2) takes some tenths of a second; the socket is
-listening before that, so requests haproxy sends meanwhile wait in its backlog.
+The socket is listening before the agent loads what it needs (oslo.config, ovsdbapp,
+pyroute2, jinja2: some tenths of a second idle, seconds on a loaded host), so requests
+haproxy sends meanwhile wait in its backlog. When the command line makes it certain, the
+socket is bound even before oslo.config loads (ovnmeta.agent.earlysocket); this module
+imports nothing heavy until then.
 """
 
 from __future__ import annotations
@@ -12,19 +15,35 @@ import shutil
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from oslo_config import cfg
-
-from ovnmeta.agent import config, listener, logs
+from ovnmeta.agent import listener
+from ovnmeta.agent.earlysocket import EarlySocket
 from ovnmeta.host import outlive, preflight
 from ovnmeta.host.lock import AgentLock, AlreadyRunning
+
+if TYPE_CHECKING:
+    from oslo_config import cfg
 
 LOG = logging.getLogger("ovnmeta.agent.daemon")
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    early = EarlySocket.take(args)
+    code = _start(args, early)
+    if code is not None and early is not None:   # the start failed: hand the path back
+        early.give_back()
+    return code or 0
+
+
+def _start(args: list[str], early: EarlySocket | None) -> int | None:
+    """None once the agent ran; else the exit code of a start that failed before it."""
+    from oslo_config import cfg
+
+    from ovnmeta.agent import config, logs
     try:
-        conf = config.load(sys.argv[1:] if argv is None else argv, prog="ovnmeta-agent")
+        conf = config.load(args, prog="ovnmeta-agent")
     except cfg.Error as exc:
         print(f"ovnmeta-agent: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -44,21 +63,36 @@ def main(argv: list[str] | None = None) -> int:
         if conf.log_file or conf.log_dir:   # else the log is on stdout already
             print(f"ovnmeta-agent: {problem}", file=sys.stderr)
         return 2
-    lock = AgentLock(Path(conf.lock_path))
-    try:
-        lock.acquire()
-    except AlreadyRunning as exc:
-        LOG.error("%s", exc)
-        return 1
+    if early is not None and not early.options.matches(conf):
+        LOG.warning("the socket bound at start (%s) is not the config's (%s): bound again",
+                    early.options.metadata_proxy_socket, conf.metadata_proxy_socket)
+        early.give_back()
+        early = None
+    if early is None:
+        lock = AgentLock(Path(conf.lock_path))
+        try:
+            lock.acquire()
+        except AlreadyRunning as exc:
+            LOG.error("%s", exc)
+            return 1
+    else:
+        lock = early.lock
     LOG.info("ovnmeta-agent starting (pid lock %s)", lock.path)
-    _helpers_cgroup(conf)
-    if conf.metadata_workers > 1:
-        _multiprocess_metrics(Path(conf.state_path) / "metrics")
     try:
-        sock = listener.listen(conf)
-        LOG.info("listening on %s", conf.metadata_proxy_socket)
+        _helpers_cgroup(conf)
+        if conf.metadata_workers > 1:
+            _multiprocess_metrics(Path(conf.state_path) / "metrics")
+        if early is None:
+            sock = listener.listen(conf)
+        else:
+            early.keep()
+            sock = early.sock
+            listener.keep(sock, conf.metadata_proxy_socket)
+        LOG.info("listening on %s%s", conf.metadata_proxy_socket,
+                 "" if early is None else " (bound before the config was loaded)")
         zygote = _zygote(conf, sock, lock) if conf.metadata_workers > 1 else None
-        return _run(conf, sock, zygote)
+        _run(conf, sock, zygote)
+        return None
     finally:
         lock.release()
 
@@ -102,9 +136,10 @@ def _zygote(conf: cfg.ConfigOpts, sock, lock: AgentLock):
     return zygote
 
 
-def _run(conf: cfg.ConfigOpts, sock, zygote) -> int:
-    from ovnmeta.proxy import eventloop
+def _run(conf: cfg.ConfigOpts, sock, zygote) -> None:
+    from ovnmeta.agent import logs
     from ovnmeta.agent.daemon import Agent
+    from ovnmeta.proxy import eventloop
     from ovnmeta.host.procs import become_subreaper
 
     logs.reapply_levels(conf)
@@ -121,7 +156,6 @@ def _run(conf: cfg.ConfigOpts, sock, zygote) -> int:
     finally:
         LOG.info("ovnmeta-agent stopping; namespaces and haproxy stay for the next agent")
         agent.shutdown()
-    return 0
 
 
 if __name__ == "__main__":

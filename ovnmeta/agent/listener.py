@@ -64,7 +64,12 @@ def listen(conf) -> socket.socket:
                        conf.metadata_proxy_group)
     sock = bind_socket(path, mode, conf.metadata_proxy_user, conf.metadata_proxy_group,
                        conf.metadata_backlog)
+    keep(sock, path)
+    return sock
+
+
+def keep(sock: socket.socket, path: str) -> None:
+    """A keeper for a socket this agent bound."""
     if not handoff.start(sock, path):
         LOG.warning("the socket keeper did not start: a crash of the agent would refuse "
                     "requests until it is back")
-    return sock

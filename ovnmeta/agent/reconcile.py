@@ -80,6 +80,7 @@ class Reconciler:
         self._recreated: set[str] = set()
         self._problems: set[Problem] = set()
         self._notes: set[tuple[str, str]] = set()
+        self._noted: dict[str, NetworkSpec] | None = None   # the desired state noted last
         self._checked_at: dict[str, float] = {}   # network → when a pass last looked at it
         self._last_host_check = 0.0
         self._outers_swept_at = float("-inf")
@@ -465,10 +466,12 @@ class Reconciler:
         for p in set(problems) - self._problems:  # once each, not at every pass
             LOG.warning("network %s not served: %s", p.network_id, p.reason)
         self._problems = set(problems)
-        notes = {(net, note) for net, spec in desired.items() for note in spec.notes}
-        for net, note in sorted(notes - self._notes):
-            LOG.warning("network %s: %s", net, note)
-        self._notes = notes
+        if self._noted is not desired:   # `desired` is the same object while unchanged
+            self._noted = desired
+            notes = {(net, note) for net, spec in desired.items() for note in spec.notes}
+            for net, note in sorted(notes - self._notes):
+                LOG.warning("network %s: %s", net, note)
+            self._notes = notes
         status = ReconcileStatus(
             time=time.time(), duration=time.monotonic() - started,
             problems=[ProblemStatus(p.network_id, p.reason) for p in problems],

@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 from ovnmeta.agent import config, logs, workerfeed
 from ovnmeta.host import heap, procs
-from ovnmeta.proxy import eventloop, handler as proxy
+from ovnmeta.proxy import eventloop, handler
 from ovnmeta.core.model import NovaEndpoint
 from ovnmeta.proxy.nova import NovaClient
 from ovnmeta.proxy.peers import PeerPolicy
@@ -313,11 +313,11 @@ async def _serve(conf, sock: socket.socket, feed: socket.socket,
         trimmer.cancel()
         return
     nova = NovaClient(endpoint)
-    metadata = proxy.MetadataProxy.from_conf(conf, view.snapshot, nova, plugged=view.plugged)
+    metadata = handler.MetadataProxy.from_conf(conf, view.snapshot, nova, plugged=view.plugged)
     LOG.info("metadata worker serving")
     try:
         peers = PeerPolicy.for_haproxy(conf.metadata_proxy_user, conf.metadata_proxy_group)
-        await proxy.serve(proxy.make_server(metadata, peers), sock, stopped,
+        await handler.serve(handler.make_server(metadata, peers), sock, stopped,
                           backlog=conf.metadata_backlog)
     finally:
         follower.cancel()

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-METADATA_V4 = "169.254.169.254/32"
+METADATA_IP = "169.254.169.254"
+METADATA_V4 = f"{METADATA_IP}/32"
 METADATA_V6 = "fe80::a9fe:a9fe/128"
 
 

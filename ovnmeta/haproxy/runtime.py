@@ -21,6 +21,17 @@ def stats_command(path: str, command: str, timeout: float = 1.0) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
+def worker_pid(info: str) -> int | None:
+    """The serving process's pid from `show info`."""
+    for line in info.splitlines():
+        if line.startswith("Pid:"):
+            try:
+                return int(line.split(":", 1)[1])
+            except ValueError:
+                return None
+    return None
+
+
 def stat_rows(csv: str) -> list[dict[str, str]]:
     """`show stat` CSV → one {field: value} per proxy or server line."""
     lines = csv.splitlines()

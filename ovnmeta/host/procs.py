@@ -51,8 +51,9 @@ class LiveProcess:
 
 
 def live() -> Iterator[LiveProcess]:
-    """Every live process on the host, zombies left out: the one /proc scan behind finding
-    a haproxy by its config, neutron's agents, and what runs inside our namespaces."""
+    """Every live process on the host, zombies left out: the one scan of /proc's processes
+    behind finding a haproxy by its config, neutron's agents, and what runs inside our
+    namespaces."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue

@@ -22,7 +22,7 @@ from ovnmeta.host import foreign, netns, procs
 from ovnmeta.core.desired import (VM_PORT_TYPES, addresses_with_prefix, desired_networks,
                                   parse_mac_column)
 from ovnmeta.core.linklocal import link_local_of
-from ovnmeta.core.model import (METADATA_V4, METADATA_V6, NetworkSpec, NovaEndpoint,
+from ovnmeta.core.model import (METADATA_IP, METADATA_V4, METADATA_V6, NetworkSpec, NovaEndpoint,
                                 PortRecord, SbSnapshot)
 from ovnmeta.haproxy.runtime import stats_command
 from ovnmeta.haproxy.settings import MAPS_DIR, map_path, shared_stats_socket
@@ -31,7 +31,6 @@ from ovnmeta.ovsdb.ovs import LocalOvs
 from ovnmeta.ovsdb.sbquery import SbQuery
 from ovnmeta.core.signing import sign_instance_id
 
-METADATA_IP = "169.254.169.254"
 
 
 @dataclass

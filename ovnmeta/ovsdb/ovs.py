@@ -10,10 +10,10 @@ from ovsdbapp.backend.ovs_idl import connection, idlutils
 from ovsdbapp.backend.ovs_idl import transaction as idl_transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
+from ovnmeta.core.naming import DEVICE_PREFIX
 from ovnmeta.ovsdb.rowcache import RowCache
 
 LOG = logging.getLogger(__name__)
-OUR_DEVICE_PREFIX = "omt"
 VM_MARK = "vm-uuid"   # set by nova's os-vif on a VM's interface
 
 
@@ -76,12 +76,12 @@ class _OvsIdl(connection.OvsdbIdl):
         if self.change_seqno != self._seen:
             self._seen = self.change_seqno
             ifaces = self._ifaces.values(self.tables)
-            ours = [i for i in ifaces if i[0].startswith(OUR_DEVICE_PREFIX)]
+            ours = [i for i in ifaces if i[0].startswith(DEVICE_PREFIX)]
             plugged = {name: iface_id for name, iface_id, _, _ in ours}
             # Replaced whole: readers never see a map half-built.
             self.ofports = {name: ofport for name, _, _, ofport in ours}
             others = {name: (iface_id, vm) for name, iface_id, vm, _ in ifaces
-                      if not name.startswith(OUR_DEVICE_PREFIX)}
+                      if not name.startswith(DEVICE_PREFIX)}
             self.iface_ids = frozenset(iface for iface, _ in others.values() if iface)
             if plugged != self.plugged or others != self.others:
                 LOG.debug("OVS: %d of our ports, %d others", len(plugged), len(others))

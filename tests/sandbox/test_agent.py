@@ -14,25 +14,7 @@ import pytest
 from ovnmeta.core import naming
 from ovnmeta_testing import neutron
 from ovnmeta_testing.agentproc import STARTING, AgentProcess, namespaces, wait_until
-from ovnmeta_testing.echo import EchoServer
-from ovnmeta_testing.vm import FakeVM
-
-
-def fetch(vm: FakeVM, *headers: str, url: str = "http://169.254.169.254/latest/meta-data/",
-          timeout: float = 2) -> dict | None:
-    """The echo backend's view of a request sent from the VM, or None when it fails."""
-    argv = ["curl", "-sf", "-m", str(timeout)]
-    for h in headers:
-        argv += ["-H", h]
-    proc = vm.exec(*argv, url, check=False, timeout=timeout + 5)
-    if proc.returncode != 0:
-        return None
-    return json.loads(proc.stdout)
-
-
-def wait_served(vm: FakeVM, timeout: float = 15) -> dict:
-    return wait_until(lambda: fetch(vm, timeout=1), timeout=timeout,
-                      what=f"metadata reachable from {vm.netns}")
+from ovnmeta_testing.echo import fetch, wait_served
 
 
 def inner_addresses(net_id: str) -> set[str]:
@@ -52,12 +34,6 @@ def ovs_ports(sandbox) -> dict[str, str]:
 def frontends(agent: AgentProcess) -> list[str]:
     text = "".join(p.read_text() for p in (agent.state_dir / "haproxy").glob("*.cfg"))
     return [line.split()[1] for line in text.splitlines() if line.startswith("frontend ")]
-
-
-@pytest.fixture
-def echo():
-    with EchoServer() as server:
-        yield server
 
 
 @pytest.fixture
@@ -121,6 +97,8 @@ def test_second_vm_duplicates_nothing_and_last_vm_removes_all(sandbox, make_netw
     wait_until(lambda: not echo_agent.haproxy_pids(), what="haproxy stopped")
     wait_until(lambda: not os.path.exists(f"/sys/class/net/{naming.outer_device(net.id)}"),
                what="veth pair destroyed")
+    time.sleep(1.0)   # the maps' next syncs, with no haproxy: stopped on purpose, not a fault
+    assert "direct path off" not in echo_agent.log(), echo_agent.log()[-2000:]
 
 
 def test_network_deleted_in_neutron_is_torn_down(sandbox, make_network, make_vm,

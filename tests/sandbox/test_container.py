@@ -9,12 +9,10 @@ import json
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from ovnmeta import __version__
-from ovnmeta_testing import neutron
 from ovnmeta_testing.agentproc import wait_until
 from ovnmeta_testing.container import (OVS_TCP_REMOTE, KollaContainer, build_image,
                                        kolla_configs, podman, podman_env)

@@ -19,7 +19,7 @@ from ovnmeta.haproxy.runtime import stat_rows, stats_command
 from ovnmeta.haproxy.settings import MAPS_DIR, map_path, shared_stats_socket
 from ovnmeta.core.signing import sign_instance_id
 from ovnmeta_testing.agentproc import STARTING
-from ovnmeta_testing.sandbox import _free_port, wait_until
+from ovnmeta_testing.sandbox import free_port, wait_until
 from ovnmeta_testing.sbmodes import SECRET, URL, Cloud
 
 from tests.sandbox.test_metrics import delta, fetch, scrape
@@ -39,7 +39,7 @@ def goes_direct(port: int, vm, net) -> bool:
 
 def metrics_port(cloud: Cloud) -> int:
     """The agent's metrics endpoint (off in tests by default) on a free port."""
-    port = _free_port()
+    port = free_port()
     cloud.agent.config.write_text(cloud.agent.config.read_text().replace(
         "[metrics]\nlisten =\n", f"[metrics]\nlisten = 127.0.0.1:{port}\n"))
     return port

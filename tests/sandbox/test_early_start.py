@@ -9,7 +9,7 @@ from ovnmeta.core import naming
 from ovnmeta.host import netns
 from ovnmeta_testing.agentproc import namespaces, wait_until
 from ovnmeta_testing.echo import EchoServer
-from tests.sandbox.test_agent import wait_served
+from ovnmeta_testing.echo import wait_served
 
 
 def listening(net_id: str) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ovnmeta_testing.sandbox import _free_port, wait_until
+from ovnmeta_testing.sandbox import free_port, wait_until
 from ovnmeta_testing.sbmodes import URL, Cloud
 
 
@@ -38,7 +38,7 @@ def fetch(vm, n: int) -> list[int]:
 
 def test_scrape_counts_what_vms_sent_and_systemd_hears_ready(sandbox, tmp_path,
                                                               monkeypatch) -> None:
-    port = _free_port()
+    port = free_port()
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
     notify.settimeout(30)

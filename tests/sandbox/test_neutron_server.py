@@ -310,10 +310,7 @@ def test_agent_list_before_during_and_after_a_swap_from_neutrons_agent(
     vm = vms(net)
     work = Path(tempfile.mkdtemp(prefix="omt-", dir="/tmp"))
     ini = ns.agent_ini(sandbox, work, nova.port, SECRET)
-    env = dict(os.environ, PATH=f"{ns.NEUTRON_VENV}/bin:{os.environ['PATH']}")
-    theirs = subprocess.Popen([str(ns.NEUTRON_VENV / "bin" / "neutron-ovn-metadata-agent"),
-                               "--config-file", str(ini)], env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    theirs = ns.start_neutron_agent(ini)
     ours = AgentProcess(sandbox, state_dir=work)
     ours.config = ini
     layout = NeutronMetadata(vm.network, work, str(work / "metadata_proxy"))
@@ -322,9 +319,19 @@ def test_agent_list_before_during_and_after_a_swap_from_neutrons_agent(
         before = wait_until(lambda: metadata_agents(cloud, cloud.host), timeout=30,
                             what="neutron's agent listed")
         assert [a["alive"] for a in before] == [True]
+        # neutron 29 sets its metadata_backlog after socketserver has called listen(): its
+        # socket holds 5 waiting connections, and its haproxies answer 503 past that.
+        assert listen_backlog(work / "metadata_proxy") == 5
+        neutrons = (work / "metadata_proxy").stat().st_ino
         ours.start()
         wait_until(lambda: "still runs" in (work / "neutron.log").read_text(), timeout=60,
                    what="ovnmeta holding the socket, waiting for neutron's agent")
+        # Taken before oslo.config loaded (ovnmeta.agent.earlysocket), with its backlog.
+        assert "bound before the config was loaded" in (work / "neutron.log").read_text()
+        # ss names a socket by the path it was bound to: ovnmeta's bound a temporary name
+        # and renamed it over neutron's.
+        assert (work / "metadata_proxy").stat().st_ino != neutrons
+        assert listen_backlog(work / f"metadata_proxy.{ours.proc.pid}") == 4096
         during = metadata_agents(cloud, cloud.host)
         assert [(a["id"], a["alive"]) for a in during] == [(before[0]["id"], True)]
         assert served(vm) == vm.port.device_id
@@ -340,7 +347,11 @@ def test_agent_list_before_during_and_after_a_swap_from_neutrons_agent(
             timeout=20, what="ovnmeta echoing nb_cfg")
         after = metadata_agents(cloud, cloud.host)
         assert [(a["id"], a["alive"]) for a in after] == [(before[0]["id"], True)]
-        assert "Traceback" not in ours.log()
+        # ovnmeta logs to the shared config's log_file, beside neutron's agent.
+        logged = (work / "neutron.log").read_text().splitlines()
+        assert [line for line in logged if " ovnmeta." in line
+                and (" ERROR " in line or " WARNING " in line)] == []
+        assert "Traceback" not in ours.log()   # what reached its stderr
     finally:
         if theirs.poll() is None:
             theirs.terminate()
@@ -350,6 +361,17 @@ def test_agent_list_before_during_and_after_a_swap_from_neutrons_agent(
             procs.terminate(pid)
         ours.stop()
         ours.cleanup()
+
+
+def listen_backlog(path: Path) -> int | None:
+    """The backlog of the unix socket listening that was bound to path (ss's Send-Q for a
+    listener)."""
+    out = subprocess.run(["ss", "-xlH"], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[4] == str(path):
+            return int(fields[3])
+    return None
 
 
 def imitation_shape(sandbox) -> dict:

@@ -15,7 +15,7 @@ import pytest
 from ovnmeta.host import netns
 from ovnmeta_testing.agentproc import wait_until
 from ovnmeta_testing.prober import Prober
-from ovnmeta_testing.sandbox import _free_port
+from ovnmeta_testing.sandbox import free_port
 
 URL = "http://169.254.169.254/openstack/latest/meta_data.json"
 TIMEOUT = 3  # [metadata] nova_metadata_timeout
@@ -66,7 +66,7 @@ def status(vm, timeout: float = 15) -> tuple[int, str]:
 @pytest.fixture
 def faulty(make_network, make_vm, start_agent):
     vms = [make_vm(make_network(cidrs=(f"10.{i}.0.0/24",))) for i in range(2)]
-    nova = Nova(_free_port())
+    nova = Nova(free_port())
     agent = start_agent(extra=f"nova_metadata_port = {nova.port}\n"
                               f"[metadata]\nnova_metadata_timeout = {TIMEOUT}")
     # The path up to haproxy, without a request (that would reach nova, which is the test's).
@@ -151,7 +151,7 @@ def test_slow_vendordata_is_waited_for_as_long_as_haproxy_waits(make_network, ma
     default config, straight from haproxy and through the agent alike: the nova timeout is
     haproxy's timeout_server (32 s) unless set. The old default, 10 s, answered 504."""
     vm = make_vm(make_network(cidrs=("10.0.0.0/24",)))
-    nova = Nova(_free_port()).start(slow={vm.port.device_id: 15})
+    nova = Nova(free_port()).start(slow={vm.port.device_id: 15})
     try:
         start_agent(extra=f"nova_metadata_port = {nova.port}\n"
                           f"[haproxy]\ndirect_path = {direct_path}")
@@ -173,7 +173,7 @@ def test_nova_empty_200_and_204_reach_the_vm_intact_and_at_once(make_network, ma
     the VM as they are, at once (neutron 29's agent answered 502 to both)."""
     vm = make_vm(make_network(cidrs=("10.0.0.0/24",)))
     empty = {"/openstack/latest/vendor_data2.json": 200, "/openstack/latest/user_data": 204}
-    nova = Nova(_free_port()).start(empty=empty)
+    nova = Nova(free_port()).start(empty=empty)
     try:
         start_agent(extra=f"nova_metadata_port = {nova.port}\n"
                           f"[haproxy]\ndirect_path = {direct_path}")

@@ -22,23 +22,12 @@ import pytest
 from ovnmeta.core import naming
 from ovnmeta_testing import neutron
 from ovnmeta_testing.agentproc import namespaces, wait_until
-from ovnmeta_testing.echo import EchoServer
+from ovnmeta_testing.echo import instance
 from ovnmeta_testing.sandbox import free_port
 from ovnmeta_testing.vm import FakeVM
 
 pytestmark = pytest.mark.sandbox
 OVNMETA = str(Path(sys.executable).parent / "ovnmeta")
-
-
-def fetch(vm: FakeVM, timeout: float = 2) -> dict | None:
-    proc = vm.exec("curl", "-sf", "-m", str(timeout), "http://169.254.169.254/latest/meta-data/",
-                   check=False, timeout=timeout + 5)
-    return json.loads(proc.stdout) if proc.returncode == 0 else None
-
-
-def instance(vm: FakeVM) -> str | None:
-    seen = fetch(vm)
-    return dict(seen["headers"]).get("x-instance-id") if seen else None
 
 
 def served(vm: FakeVM, timeout: float = 20) -> str:
@@ -48,12 +37,6 @@ def served(vm: FakeVM, timeout: float = 20) -> str:
 def warnings(agent, text: str) -> int:
     return sum(text in line for line in agent.log().splitlines()
                if " WARNING " in line or " ERROR " in line)
-
-
-@pytest.fixture
-def echo():
-    with EchoServer() as server:
-        yield server
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ from pathlib import Path
 
 from ovnmeta.core import naming
 from ovnmeta_testing.agentproc import alive
-
-from test_agent import echo, wait_served  # noqa: F401 (echo is a fixture)
+from ovnmeta_testing.echo import wait_served
 
 
 def test_a_pidfile_naming_another_process_is_never_signalled(make_network, make_vm,

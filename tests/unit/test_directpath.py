@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from ovnmeta.haproxy import maps as directpath
+from ovnmeta.haproxy import novawatch, runtime
 from ovnmeta.core.model import PortRecord
 from ovnmeta.core.portindex import PortIndex, mac_from_link_local
 from ovnmeta.core.signing import sign_instance_id
 from ovnmeta.haproxy.process import Process
 from ovnmeta.haproxy.runtime import stats_command
-from ovnmeta_testing.sandbox import _free_port
+from ovnmeta_testing.sandbox import free_port
 
 needs_haproxy = pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy not installed")
 
@@ -85,17 +86,17 @@ def test_batches_keep_order_and_size() -> None:
 
 
 def test_parsers() -> None:
-    assert directpath.worker_pid("Name: HAProxy\nPid: 4242\nUptime: 1\n") == 4242
-    assert directpath.worker_pid("garbage") is None
+    assert runtime.worker_pid("Name: HAProxy\nPid: 4242\nUptime: 1\n") == 4242
+    assert runtime.worker_pid("garbage") is None
     table = ("# table: ovnmeta_nova_answers, type: integer, size:64, used:2\n"
              "0x1: key=403 use=0 exp=0 gpc0=2\n0x2: key=500 use=0 exp=0 gpc0=1\n")
-    assert directpath.parse_answers(table) == {403: 2, 500: 1}
+    assert novawatch.parse_answers(table) == {403: 2, 500: 1}
     csv = ("# pxname,svname,stot,econ,eresp,status\nx,BACKEND,9,9,9,UP\n"
            "ovnmeta_nova,nova0,1,1,1,UP\novnmeta_nova,BACKEND,8,3,4,UP\n")
-    assert directpath.parse_backend_errors(csv) == {"econ": 3, "eresp": 4, "stot": 8}
+    assert novawatch.parse_backend_errors(csv) == {"econ": 3, "eresp": 4, "stot": 8}
     busy = csv + "ovnmeta_nova_busy,nova0,5,1,0,UP\novnmeta_nova_busy,BACKEND,5,1,0,UP\n"
-    assert directpath.parse_backend_errors(busy) == {"econ": 4, "eresp": 4, "stot": 13}
-    assert directpath.parse_backend_errors("# pxname,svname,stot\n") == {}
+    assert novawatch.parse_backend_errors(busy) == {"econ": 4, "eresp": 4, "stot": 13}
+    assert novawatch.parse_backend_errors("# pxname,svname,stot\n") == {}
 
 
 class Haproxy:
@@ -115,7 +116,7 @@ class Haproxy:
                 "defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n"
                 "    timeout server 5s\n")
         for net in networks:
-            text += (f"frontend {net}\n    bind 127.0.0.1:{_free_port()}\n"
+            text += (f"frontend {net}\n    bind 127.0.0.1:{free_port()}\n"
                      f"    http-request return status 200 content-type text/plain "
                      f"lf-string \"%[src,map_ip({directpath.map_path(self.maps, net)},-)]\"\n")
         return text
@@ -134,7 +135,7 @@ class Haproxy:
 
     def worker(self) -> int | None:
         try:
-            return directpath.worker_pid(stats_command(self.stats, "show info"))
+            return runtime.worker_pid(stats_command(self.stats, "show info"))
         except OSError:   # not started yet
             return None
 
@@ -285,7 +286,7 @@ def test_nova_watch_logs_refusals_once_and_counts_a_new_worker_from_zero(caplog)
     def cli(path: str, line: str) -> str:
         return {"show info": f"Pid: {state['pid']}\n"}.get(
             line, state["table"] if line.startswith("show table") else state["stat"])
-    watch = directpath.NovaWatch("/stats", cli)
+    watch = novawatch.NovaWatch("/stats", cli)
     state["table"] = "0x1: key=403 use=0 exp=0 gpc0=5\n"
     watch.check()                                 # before this agent: a baseline
     assert "403" not in caplog.text

@@ -12,7 +12,7 @@ from ovnmeta.haproxy.manager import HaproxyManager
 from ovnmeta.haproxy.process import Process, parse_master_proc
 from ovnmeta.haproxy.render import frontends_only
 from ovnmeta.haproxy.settings import Frontend, Settings
-from ovnmeta_testing.sandbox import _free_port, alive, wait_until
+from ovnmeta_testing.sandbox import free_port, alive, wait_until
 
 pytestmark = pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy not installed")
 
@@ -32,7 +32,7 @@ frontend f
 
 def test_an_empty_pidfile_during_a_reload_does_not_hide_the_running_master(tmp_path) -> None:
     proc = Process("haproxy", tmp_path / "t.cfg", tmp_path / "t.pid", master_worker=True)
-    proc.write(CFG.format(stats=tmp_path / "t.stats", port=_free_port()))
+    proc.write(CFG.format(stats=tmp_path / "t.stats", port=free_port()))
     proc.start()
     try:
         master = proc.pid()
@@ -89,7 +89,7 @@ def test_a_frontend_only_change_is_not_validated_first_and_a_bad_one_is_rolled_b
     real_validate = Process.validate
     monkeypatch.setattr(Process, "validate",
                         lambda self, path: (validated.append(path), real_validate(self, path)))
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     a, b = (Frontend(n, str(p), "x", False) for n, p in zip("ab", ports))
     try:
         assert manager.sync([a]) == {}
@@ -132,7 +132,7 @@ def _started_master(tmp_path) -> tuple[Process, int]:
     """A running master-worker haproxy, its new config written (one more frontend, on the
     port returned) but not loaded yet."""
     proc = Process("haproxy", tmp_path / "t.cfg", tmp_path / "t.pid", master_worker=True)
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     proc.write(CFG.format(stats=tmp_path / "t.stats", port=ports[0]))
     proc.start()
     proc.write(CFG.format(stats=tmp_path / "t.stats", port=ports[0]) +

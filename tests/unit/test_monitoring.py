@@ -268,8 +268,8 @@ def test_the_endpoint_serves_metrics_over_real_tcp_and_says_where_they_are() -> 
     import urllib.error
     import urllib.request
 
-    from ovnmeta_testing.sandbox import _free_port
-    port = _free_port()
+    from ovnmeta_testing.sandbox import free_port
+    port = free_port()
     reg = metrics.registry(metrics.StateCollector(lambda: STATE, lambda: metrics_parse(STATS)))
 
     def fetch(path: str) -> tuple[int, str, str]:

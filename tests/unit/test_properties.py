@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ovnmeta.proxy import handler as proxy
+from ovnmeta.proxy import handler
 from ovnmeta.core.model import PortRecord, SbSnapshot
 from ovnmeta.core.model import NovaEndpoint
 from ovnmeta.proxy.nova import NovaClient
@@ -80,7 +80,7 @@ def stack():
         nova = TestServer(nova_app)
         await nova.start_server()
         client = NovaClient(NovaEndpoint(hosts=("127.0.0.1",), port=nova.port, timeout=5))
-        srv = serving(proxy.make_server(proxy.MetadataProxy(lambda: SNAP, client, "s")))
+        srv = serving(handler.make_server(handler.MetadataProxy(lambda: SNAP, client, "s")))
         address = await srv.__aenter__()
         return nova, client, srv, address
 

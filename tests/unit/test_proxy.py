@@ -9,7 +9,7 @@ import logging
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
-from ovnmeta.proxy import handler as proxy
+from ovnmeta.proxy import handler
 from ovnmeta_testing import novaserver
 from ovnmeta.core.model import PortRecord, SbSnapshot
 from ovnmeta.core.model import NovaEndpoint
@@ -44,7 +44,7 @@ def run(scenario, agent_secret: str = SECRET, nova_up: bool = True, hosts_before
             endpoint = NovaEndpoint(hosts=tuple(hosts_before) + ("127.0.0.1",), port=port,
                                     timeout=2)
             client = NovaClient(endpoint)
-            server = proxy.make_server(proxy.MetadataProxy(lambda: SNAP, client, agent_secret))
+            server = handler.make_server(handler.MetadataProxy(lambda: SNAP, client, agent_secret))
             async with serving(server) as (host, port), ClientSession() as http:
                 try:
                     return await scenario(http, f"http://{host}:{port}", nova)

@@ -10,6 +10,12 @@ import json
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
+
+from ovnmeta_testing.sandbox import wait_until
+
+if TYPE_CHECKING:
+    from ovnmeta_testing.vm import FakeVM
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -51,3 +57,26 @@ class EchoServer:
     def __exit__(self, *exc) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def fetch(vm: FakeVM, *headers: str, url: str = "http://169.254.169.254/latest/meta-data/",
+          timeout: float = 2) -> dict | None:
+    """The echo server's view of a request sent from the VM, or None when it fails."""
+    argv = ["curl", "-sf", "-m", str(timeout)]
+    for h in headers:
+        argv += ["-H", h]
+    proc = vm.exec(*argv, url, check=False, timeout=timeout + 5)
+    if proc.returncode != 0:
+        return None
+    return json.loads(proc.stdout)
+
+
+def instance(vm: FakeVM) -> str | None:
+    """The instance id the VM's request reached nova with, or None."""
+    seen = fetch(vm)
+    return dict(seen["headers"]).get("x-instance-id") if seen else None
+
+
+def wait_served(vm: FakeVM, timeout: float = 15) -> dict:
+    return wait_until(lambda: fetch(vm, timeout=1), timeout=timeout,
+                      what=f"metadata reachable from {vm.netns}")

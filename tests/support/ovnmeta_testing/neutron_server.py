@@ -325,5 +325,16 @@ def agent_ini(box: Sandbox, work: Path, nova_port: int, secret: str,
     return ini
 
 
+def start_neutron_agent(ini: Path, venv: Path = NEUTRON_VENV,
+                        kind: str = "metadata-agent") -> subprocess.Popen:
+    """neutron's own agent, as its unit runs it, with the config agent_ini() wrote; in a
+    session of its own (its haproxies outlive it, as with systemd's KillMode=process)."""
+    program = "neutron-ovn-agent" if kind == "ovn-agent" else "neutron-ovn-metadata-agent"
+    env = dict(os.environ, PATH=f"{venv}/bin:{os.environ['PATH']}")
+    return subprocess.Popen([str(venv / "bin" / program), "--config-file", str(ini)],
+                            env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def elapsed(start: float) -> float:
     return round(time.monotonic() - start, 2)

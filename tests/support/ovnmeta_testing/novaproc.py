@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from ovnmeta_testing.sandbox import _free_port
+from ovnmeta_testing.sandbox import free_port
 
 
 class NovaProcess:
@@ -18,7 +18,7 @@ class NovaProcess:
                  port: int | None = None, tls: list[str] = ()) -> None:
         self.secret = secret
         self.tls = list(tls)   # novaserver's --tls-* arguments: https, on localhost
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.instances = dict(instances)
         self.instances_file = Path(workdir) / "instances.yaml"
         self.instances_file.write_text(yaml.safe_dump({"instances": instances}))

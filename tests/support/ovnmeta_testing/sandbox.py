@@ -205,10 +205,10 @@ class Sandbox:
             raise SandboxError(f"{self.root} holds a sandbox in mode {state['mode']}, not "
                                f"{mode}: take it down first")
         state["mode"] = mode
-        state.setdefault("sb_tcp_port", _free_port())
-        state.setdefault("sb_ports", {m: _free_port() for m in self.sb_members})
-        state.setdefault("raft_ports", {m: _free_port() for m in self.sb_members})
-        state.setdefault("relay_port", _free_port())
+        state.setdefault("sb_tcp_port", free_port())
+        state.setdefault("sb_ports", {m: free_port() for m in self.sb_members})
+        state.setdefault("raft_ports", {m: free_port() for m in self.sb_members})
+        state.setdefault("relay_port", free_port())
         (self.root / "sandbox.json").write_text(json.dumps(state))
         if self.ssl:
             self._make_pki()
@@ -414,13 +414,11 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: s
         time.sleep(interval)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-
-free_port = _free_port  # public: support modules and tests
 alive = procs.running  # the name the tests and scripts use
 
 

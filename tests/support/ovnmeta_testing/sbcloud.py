@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ovnmeta.host import procs
-from ovnmeta_testing.sandbox import (NB_SCHEMA, OVS_SCHEMA, SB_SCHEMA, SandboxError, _free_port,
+from ovnmeta_testing.sandbox import (NB_SCHEMA, OVS_SCHEMA, SB_SCHEMA, SandboxError, free_port,
                                      wait_until)
 
 BATCH = 25000   # rows per NB/SB transaction while building: each NB one is a northd pass
@@ -250,7 +250,7 @@ class SbCloud:
         The remote comes from a Manager row of a small Open_vSwitch database served beside
         the SB's: a per-server probe that no SB Connection row (which every cluster member
         and relay would share) can give."""
-        self.ports.setdefault(name, _free_port())
+        self.ports.setdefault(name, free_port())
         remotes = [f"--remote=punix:{self.root}/{name}.sock"]
         dbs = [db]
         if tcp:
@@ -433,7 +433,7 @@ class SbCloud:
     def _cluster(self) -> None:
         """Seed a 3-member Raft SB with the standalone one's data, then start the relays."""
         self.stop("sb")
-        raft = {m: _free_port() for m in self.members}
+        raft = {m: free_port() for m in self.members}
         first = self.members[0]
         self.run("ovsdb-tool", "create-cluster", str(self.root / f"{first}.db"),
                  str(self.root / "sb.db"), f"tcp:127.0.0.1:{raft[first]}")

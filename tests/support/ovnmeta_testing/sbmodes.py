@@ -96,12 +96,28 @@ class Cloud:
         return sum(r["probes"] for r in self.prober.report().values())
 
     def close(self) -> str:
-        """Remove it all; returns the agent's log (cleanup deletes its directory)."""
-        self.prober.stop()
+        """Remove it all; returns the agent's log (cleanup deletes its directory). Each step
+        runs even when one before it failed (an ovs-vsctl timing out): the first error is
+        raised after all of them, so no nova double or agent is left running."""
+        log = ""
+        errors: list[BaseException] = []
+
+        def step(fn, *args) -> None:
+            try:
+                fn(*args)
+            except Exception as exc:   # noqa: BLE001 (re-raised below)
+                errors.append(exc)
+
+        step(self.prober.stop)
         for vm in list(self.vms):
-            vm.destroy()
-        self.agent.stop()
-        log = self.agent.log()
-        self.agent.cleanup()
-        self.nova.stop()
+            step(vm.destroy)
+        step(self.agent.stop)
+        try:
+            log = self.agent.log()
+        except OSError:
+            pass
+        step(self.agent.cleanup)
+        step(self.nova.stop)
+        if errors:
+            raise errors[0]
         return log
