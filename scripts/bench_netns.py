@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from ovnmeta.core import naming
 from ovnmeta.core.model import METADATA_V4, NetworkSpec
-from ovnmeta.host import netns
+from ovnmeta.host import links, nsfirewall
 
 
 def spec(i: int) -> NetworkSpec:
@@ -39,15 +39,15 @@ def spec(i: int) -> NetworkSpec:
 def make(s: NetworkSpec, timings: dict[str, list[float]] | None = None) -> None:
     """The steps a pass applies to a new network (on a netdev bridge: TX checksum off)."""
     steps: list[tuple[str, Callable[[], None]]] = [
-        ("namespace", lambda: netns.create_namespace(s)),
-        ("veth pair", lambda: netns.create_veth(s)),
-        ("inner end", lambda: netns.configure_inner(s, True))]
-    steps += [("address", (lambda a: lambda: netns.add_address(s, a))(a))
+        ("namespace", lambda: links.create_namespace(s)),
+        ("veth pair", lambda: links.create_veth(s)),
+        ("inner end", lambda: links.configure_inner(s, True))]
+    steps += [("address", (lambda a: lambda: links.add_address(s, a))(a))
               for a in sorted(s.addresses)]
-    steps += [("neighbours", lambda: netns.add_neighbours(s, tuple(sorted(s.neighbours)))),
-              ("outer up", lambda: netns.set_outer_up(s))]
+    steps += [("neighbours", lambda: links.add_neighbours(s, tuple(sorted(s.neighbours)))),
+              ("outer up", lambda: links.set_outer_up(s))]
     started, cpu = time.perf_counter(), time.thread_time()
-    with netns.batch():
+    with links.batch():
         for name, step in steps:
             t = time.perf_counter()
             step()
@@ -60,10 +60,10 @@ def make(s: NetworkSpec, timings: dict[str, list[float]] | None = None) -> None:
         # kernel's work elsewhere and waiting for a core.
         timings.setdefault("all steps, CPU", []).append((time.thread_time() - cpu) * 1000)
         t = time.perf_counter()
-        with netns.batch():   # what a pass's inspection of one network reads
-            netns.read_inner(s.namespace, s.inner, True)
-            netns.read_outer(s.outer)
-            netns.read_firewall(s.namespace)
+        with links.batch():   # what a pass's inspection of one network reads
+            links.read_inner(s.namespace, s.inner, True)
+            links.read_outer(s.outer)
+            nsfirewall.read_firewall(s.namespace)
         timings.setdefault("read back", []).append((time.perf_counter() - t) * 1000)
 
 
@@ -77,7 +77,7 @@ def run(present: int, new: int) -> dict:
             make(s, timings)
     finally:
         for s in specs:
-            netns.delete(s.network_id)
+            links.delete(s.network_id)
     return {"present": present, "new": new,
             "ms": {k: {"p50": round(statistics.median(v), 2), "max": round(max(v), 2)}
                    for k, v in timings.items()}}

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from ovnmeta.core import naming
-from ovnmeta.host import netns
+from ovnmeta.host import namespace, nssockets
 from ovnmeta_testing import neutron
 from ovnmeta_testing.agentproc import AgentProcess, ini_lines
 from ovnmeta_testing.memory import pss_kib
@@ -38,12 +38,12 @@ SECRET = "bench-secret"
 
 def connects(vm: FakeVM, timeout: float = 0.3) -> bool:
     """A TCP connect to 169.254.169.254:80 from inside the VM's namespace."""
-    return netns.tcp_connect(vm.netns, "169.254.169.254", 80, timeout) is None
+    return nssockets.tcp_connect(vm.netns, "169.254.169.254", 80, timeout) is None
 
 
 def answers_200(vm: FakeVM, timeout: float = 1.0) -> bool:
     """A GET of meta_data.json from inside the VM's namespace is answered 200."""
-    with netns.entered(vm.netns):
+    with namespace.entered(vm.netns):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -59,7 +59,7 @@ def answers_200(vm: FakeVM, timeout: float = 1.0) -> bool:
 
 def connects_in(ns: str) -> bool:
     """haproxy accepts on 169.254.169.254:80, tried from inside the metadata namespace."""
-    return netns.tcp_connect(ns, "169.254.169.254", 80, 0.05) is None
+    return nssockets.tcp_connect(ns, "169.254.169.254", 80, 0.05) is None
 
 
 def haproxy_tree(agent: AgentProcess) -> list[int]:

@@ -20,12 +20,13 @@ from typing import TypeVar
 
 from oslo_config import cfg
 
-from ovnmeta.agent import control, handoff, listener, sdnotify, workerfeed
+from ovnmeta.agent import control, handoff, listener, readiness, sdnotify, workerfeed
+from ovnmeta.agent.readiness import ReadinessCheck
 from ovnmeta.host import heap
 from ovnmeta.haproxy.maps import MapSync
 from ovnmeta.haproxy.novawatch import NovaWatch
 from ovnmeta.ovsdb import sbview
-from ovnmeta.proxy import eventloop, handler, httpserver, metrics
+from ovnmeta.proxy import eventloop, handler, metrics
 from ovnmeta.haproxy.manager import HaproxyManager
 from ovnmeta.haproxy.runtime import stats_command
 from ovnmeta.haproxy.settings import (CLIENT_PEM, READY_SOCKET, Direct, RateLimit, Settings,
@@ -43,12 +44,8 @@ RETRY_REMINDER = 60.0  # seconds between repeats of an unchanged startup failure
 KEEPER_CHECK = 5  # seconds between checks that the socket keeper is alive
 HEADLINE_EVERY = 5   # seconds between samples of the counters `ovnmeta status` shows...
 HEADLINE_WINDOW = 2  # ...and its rates span this many intervals (10 s)
-READY_BACKLOG = 16   # haproxy's check: one connection at a time per haproxy worker
 FEED_INTERVAL = 0.02  # seconds between syncs of haproxy's maps while they are not current
 MAPS_RECHECK = 1.0    # seconds between checks that haproxy's worker still holds our maps
-# How long a check left by the last agent waits for this one to vouch for the maps: haproxy
-# gives up on it after 2 s (`timeout check`) and turns the direct path off meanwhile.
-VOUCH_WAIT = 2.0
 T = TypeVar("T")
 
 
@@ -132,7 +129,6 @@ class Agent:
         self.notifier = sdnotify.Notifier.from_environment()
         self.threads: list[threading.Thread] = []
         self._follower_wake: Callable[[], None] | None = None
-        self._vouch_until = 0.0   # a check inherited from the last agent waits until then
 
     def _mark(self, networks: set[str] | None) -> None:
         if self.reconciler:
@@ -227,12 +223,12 @@ class Agent:
                    control.serve(control_app, control_sock, stopped), self._watch(stopped),
                    heap.keep_trimmed(stopped)]
         hap = self.reconciler.haproxy
-        if hap.settings.direct:
-            ready = self._ready_server()
-            ready_sock = self._ready_socket(hap.settings.direct.ready_socket)
+        if hap.settings.direct and self.maps:
+            check = ReadinessCheck(self.maps, conf.metadata_proxy_socket, self.stop)
+            ready_sock = check.socket(hap.settings.direct.ready_socket)
             servers.append(handler.serve(
-                ready, ready_sock, stopped, backlog=READY_BACKLOG,
-                before_close=lambda: self._leave_ready_check(ready_sock)))
+                check.server(), ready_sock, stopped, backlog=readiness.BACKLOG,
+                before_close=lambda: check.leave(ready_sock)))
             LOG.info("direct path on: haproxy sends known VMs' GETs straight to nova at %s",
                      ", ".join(hap.settings.direct.servers))
         if self.workers or self.maps:
@@ -290,56 +286,6 @@ class Agent:
     def _before_close(self) -> None:
         if self.workers:
             self.workers.stop()
-
-    def _ready_server(self) -> httpserver.Server:
-        """haproxy's check of the maps: 200 only while they match this agent's view. A check
-        the last agent left (see _ready_socket) waits for the first sync instead of turning
-        the direct path off for the length of a restart."""
-        ok = httpserver.text(200, "maps current")
-        stale = httpserver.text(503, "maps not current")
-
-        async def ready(request: httpserver.Request) -> httpserver.Response:
-            while not (self.maps and self.maps.ready) \
-                    and time.monotonic() < self._vouch_until:
-                await asyncio.sleep(FEED_INTERVAL)
-            current = bool(self.maps and self.maps.ready)
-            if self._vouch_until:
-                took, self._vouch_until = self._vouch_until - VOUCH_WAIT, 0.0
-                LOG.info("haproxy's readiness check answered %.2f s after it was taken over: "
-                         "%s", time.monotonic() - took, "the maps are current" if current
-                         else "the maps are not current yet; direct path off until they are")
-            return ok if current else stale
-        return httpserver.Server(ready, keepalive=5, max_body=1024)
-
-    def _ready_socket(self, path: str) -> socket.socket:
-        """The readiness socket the last agent left with the keeper (haproxy's check may be
-        waiting in it), else a new one."""
-        sock = handoff.take_held(self.conf.metadata_proxy_socket)
-        if sock is not None:
-            sock.setblocking(False)
-            if self.maps and not self.maps.files_signed_here():
-                LOG.warning("haproxy's maps were signed with another "
-                            "metadata_proxy_shared_secret: the direct path is off until "
-                            "they are replaced")
-                return sock     # the waiting check is answered now: not current
-            self._vouch_until = time.monotonic() + VOUCH_WAIT
-            LOG.info("took haproxy's readiness check over from the last agent: the direct "
-                     "path stays on if this agent finds haproxy's maps current within %.0f s",
-                     VOUCH_WAIT)
-            return sock
-        # Anyone may connect (haproxy may run as another user): it tells only yes or no.
-        return listener.bind_socket(path, 0o666, backlog=READY_BACKLOG)
-
-    def _leave_ready_check(self, sock: socket.socket) -> None:
-        """A stop on request while the maps are current: the keeper holds the readiness
-        socket for the next agent (ovnmeta.agent.handoff). Anything else closes it, and
-        haproxy stops using the maps at its next check."""
-        if not (self.stop.is_set() and self.maps and self.maps.ready):
-            return
-        if handoff.hold(self.conf.metadata_proxy_socket, sock):
-            LOG.info("left haproxy's readiness check with the socket keeper: the maps stay "
-                     "in use for up to %.0f s unless the next agent vouches for them",
-                     handoff.HOLD_SECONDS)
 
     async def _follow_view(self, metadata: handler.MetadataProxy,
                            stopped: asyncio.Event) -> None:

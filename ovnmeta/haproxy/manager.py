@@ -30,7 +30,7 @@ from ovnmeta.haproxy.runtime import parse_frontend_stats, stats_command
 from ovnmeta.haproxy.settings import (CLIENT_PEM, ERROR_FILES, MAPS_DIR, READY_SOCKET, Frontend,
                                       Settings, error_file, error_file_text,
                                       shared_stats_socket)
-from ovnmeta.host import netns
+from ovnmeta.host import nssockets
 from ovnmeta.host.system import LinuxHost
 
 LOG = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class HaproxyManager:
             try:
                 proc.write(render(self.template, [f], settings, state_dir=self.dir),
                            validate=False)   # the shared config's own frontend template
-                netns.migrate_queued_connections(f.namespace)   # for when it stops
+                nssockets.migrate_queued_connections(f.namespace)   # for when it stops
                 proc.start()
                 LOG.info("network %s: a bridge haproxy (pid %s) serves it while the shared "
                          "one loads it", f.network_id, proc.pid())
@@ -187,7 +187,7 @@ class HaproxyManager:
             LOG.info("haproxy mode %s: retiring %d process(es) of the other mode", self.mode,
                      len(old))
             for f in frontends:
-                netns.migrate_queued_connections(f.namespace)
+                nssockets.migrate_queued_connections(f.namespace)
             for proc in old:
                 proc.stop(graceful=True)
         return errors

@@ -140,6 +140,12 @@ class MapSync:
     def prepare(self, networks: Collection[str]) -> None:
         """Before haproxy loads a config naming these networks' maps: their files exist
         (haproxy refuses a config naming a missing map), with the content known so far."""
+        # Networks whose frontends haproxy is about to drop (all of them when it is about to
+        # stop): no more pushes for them, so a sync meanwhile does not find haproxy gone.
+        leaving = self._configured - set(networks)
+        if leaving:
+            with self._lock:
+                self._configured = self._configured - leaving
         # Only the reconciler's thread deletes files (served()): what exists now stays, so a
         # pass with nothing missing never waits for a sync holding the lock.
         try:
@@ -163,8 +169,9 @@ class MapSync:
         except FileNotFoundError:
             names = []
         stale = [self.dir / n for n in names if n.endswith(".map") and n[:-4] not in served]
-        # _configured is written only here, in the reconciler's thread: read without the
-        # lock, so an unchanged pass never waits for a sync reading haproxy's maps back.
+        # _configured is written only here and in prepare(), in the reconciler's thread: read
+        # without the lock, so an unchanged pass never waits for a sync reading haproxy's maps
+        # back.
         changed = served != self._configured or not self._told
         self._told = True
         if not (changed or stale or reloaded):

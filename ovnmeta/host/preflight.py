@@ -12,9 +12,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ovnmeta.host.namespace import NETNS_DIR
+
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
-NETNS_DIR = "/run/netns"
 
 
 class PreflightError(RuntimeError):

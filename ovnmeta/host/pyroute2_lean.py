@@ -1,6 +1,6 @@
 """pyroute2's modules without its package `__init__`, which imports all 165 of them (IPDB,
 NDB, nl80211, WireGuard, ...: 9.6 MiB of the agent's RSS) when the agent's netlink code
-(ovnmeta.host.netns) needs 110 (4.9 MiB with what they import).
+(ovnmeta.host.nsfirewall, for nftables) needs 110 (4.9 MiB with what they import).
 
 `register()` puts the package in `sys.modules` without running its `__init__`, so importing
 `pyroute2.iproute` loads only that and what it imports. Asking the package for a name its

@@ -16,7 +16,7 @@ from ovnmeta.agent import config, control, handoff
 from ovnmeta.agent.reconcile import Reconciler
 from ovnmeta.core import plan
 from ovnmeta.core.model import SbSnapshot
-from ovnmeta.host import netns
+from ovnmeta.host import namespace
 from ovnmeta.ops import status, trace
 from ovnmeta import __version__
 from ovnmeta.haproxy.manager import HaproxyManager
@@ -106,7 +106,7 @@ def cleanup(conf) -> int:
             status = 1
             ovs.stop()
             ovs, chassis = _NoOvs(), ChassisConfig("", "", "")
-        present = len(netns.list_namespaces())
+        present = len(namespace.list_namespaces())
         rec = Reconciler(_NothingDesired(), ovs, chassis, haproxy)
         rec.waiting_for = []   # told to clean: whichever agent else runs
         deadline = time.monotonic() + plan.SOFT_STOP_SECONDS + plan.HARD_STOP_SECONDS + 5
@@ -121,7 +121,7 @@ def cleanup(conf) -> int:
             ovs.stop()
         haproxy.stop_all()
         handoff.release(conf.metadata_proxy_socket)  # the socket keeper
-        left = len(netns.list_namespaces())
+        left = len(namespace.list_namespaces())
         print(f"removed {present - left} namespace(s)")
         if left or rec.failures:
             print(f"ovnmeta cleanup: {left} namespace(s) left, {rec.failures} step(s) "

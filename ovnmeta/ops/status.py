@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ovnmeta.agent import control
 from ovnmeta.core import naming
-from ovnmeta.host import netns
+from ovnmeta.host import links, namespace
 
 
 def collect(state_path: str, scan_host: bool = True) -> dict:
@@ -23,14 +23,14 @@ def collect(state_path: str, scan_host: bool = True) -> dict:
         status = {"agent_running": False, "agent_error": f"no answer on {path}: {exc}",
                   "networks": {n: {} for n in
                                filter(None, map(naming.network_from_namespace,
-                                                netns.list_namespaces()))}}
+                                                namespace.list_namespaces()))}}
     if not scan_host:
         return status
-    present = netns.list_namespaces()
+    present = namespace.list_namespaces()
     for net, info in status.get("networks", {}).items():
         ns = naming.namespace(net)
         info["namespace_present"] = ns in present
-        inner, others = netns.read_inner(ns, naming.inner_device(net), with_csum=False) \
+        inner, others = links.read_inner(ns, naming.inner_device(net), with_csum=False) \
             if ns in present else (None, ())
         info["foreign_devices"] = list(others)
         info["veth"] = "up" if inner and inner.up else ("down" if inner else "missing")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ovnmeta.agent import control
 from ovnmeta.core import naming
-from ovnmeta.host import foreign, netns, procs
+from ovnmeta.host import foreign, links, namespace, nssockets, procs
 from ovnmeta.core.desired import (VM_PORT_TYPES, addresses_with_prefix, desired_networks,
                                   parse_mac_column)
 from ovnmeta.core.linklocal import link_local_of
@@ -279,11 +279,11 @@ class Tracer:
         if ofports.get(outer) in (None, -1):
             raise Broken(f"vswitchd could not open {outer} (ofport {ofports.get(outer)})",
                          "see ovs-vswitchd.log for the interface error")
-        if ns not in netns.list_namespaces():
+        if ns not in namespace.list_namespaces():
             raise Broken(f"namespace {ns} does not exist",
                          "start ovnmeta-agent; it creates the namespace on its next pass")
         expected = self.spec.addresses
-        inner, others = netns.read_inner(ns, naming.inner_device(self.network_id),
+        inner, others = links.read_inner(ns, naming.inner_device(self.network_id),
                                          with_csum=False)
         if others:
             raise Broken(f"{ns} holds device(s) ovnmeta did not make: {', '.join(others)}",
@@ -304,8 +304,8 @@ class Tracer:
     # 5
     def hop_haproxy(self) -> str:
         ns = naming.namespace(self.network_id)
-        listening = netns.listening_inodes(ns, METADATA_IP, 80)
-        found = foreign.in_namespaces({ns: f"{netns.NETNS_DIR}/{ns}"}).get(ns, [])
+        listening = nssockets.listening_inodes(ns, METADATA_IP, 80)
+        found = foreign.in_namespaces({ns: f"{namespace.NETNS_DIR}/{ns}"}).get(ns, [])
         squatters = [p for p in found if procs.socket_inodes([p.pid]) & listening]
         if squatters:
             who = ", ".join(f"{p.name} pid {p.pid}" + (f" (-f {p.config})" if p.config else "")
@@ -314,7 +314,7 @@ class Tracer:
                          "are shared between it and ovnmeta's haproxy",
                          "another agent's proxy (neutron's haproxy?): the running agent "
                          "stops it once its own listens; otherwise stop it by its PID")
-        error = netns.tcp_connect(ns, METADATA_IP, 80, timeout=2)
+        error = nssockets.tcp_connect(ns, METADATA_IP, 80, timeout=2)
         if error:
             raise Broken(f"nothing accepts {METADATA_IP}:80 in {ns}: {error.strerror or error}",
                          "the agent respawns haproxy when it runs: check the agent log for "

@@ -2,7 +2,7 @@
 
 Conditional monitoring keeps the IDL to this chassis's Chassis rows, the ports bound here and
 the ports and datapaths of their networks; a cloud of any size costs what this host serves.
-Nothing outside this module touches an IDL row.
+Nothing outside this module and its one writer (ovnmeta.ovsdb.liveness) touches an IDL row.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from ovsdbapp.backend.ovs_idl import connection, idlutils
 
 from ovnmeta.core import naming, registration
 from ovnmeta.ovsdb import sbssl
+from ovnmeta.ovsdb.liveness import LivenessReporter
 from ovnmeta.core.desired import VIF_TYPES
 from ovnmeta.ovsdb.rowcache import RowCache
 from ovnmeta.core.model import PortRecord, SbSnapshot
@@ -203,9 +204,9 @@ class SbView:
         # (ovn-controller not registered, or evicted by `chassis-del` while Chassis_Private
         # stays, LP #2148316) nothing can be bound here.
         self.chassis_registered: bool | None = None
-        self._reported: tuple[object, dict[str, str]] | None = None   # (row uuid, keys)
-        self._register_as, self._extensions = register_as, extensions
-        self.registration: registration.Registration | None = None
+        # None: a worker's view, which reports nothing to neutron.
+        self.liveness = LivenessReporter(chassis, bridge, register_as, extensions) \
+            if bridge is not None else None
         self._idl: _SbIdl | None = None
         self._conn: connection.Connection | None = None
 
@@ -330,7 +331,8 @@ class SbView:
             self._snapshot = SbSnapshot(
                 chassis=self.chassis,
                 ports=tuple(p for ports in frozen.values() for p in ports))
-        self._report_liveness(idl)
+        if self.liveness:
+            self.liveness.report(idl)
         if dirty:
             LOG.debug("SB view: %d network(s) changed", len(dirty))
             self._on_change(dirty)
@@ -356,36 +358,6 @@ class SbView:
         elif self.chassis_registered is False:
             LOG.info("chassis %s is registered in the SB again", self.chassis)
         self.chassis_registered = registered
-
-    def _report_liveness(self, idl: _SbIdl) -> None:
-        """Echo SB_Global.nb_cfg into our Chassis_Private row, as neutron's agents do: it is
-        how `openstack network agent list` tells that the agent is alive."""
-        globals_ = list(idl.tables["SB_Global"].rows.values())
-        mine = [r for r in idl.tables["Chassis_Private"].rows.values()
-                if r.name == self.chassis]
-        if self.bridge is None or not globals_ or not mine:
-            return
-        row = mine[0]
-        if self.registration is None:  # once, from the row as the agent found it
-            self.registration = registration.choose(self._register_as, self._extensions,
-                                                    row.external_ids)
-            LOG.info("registering in Chassis_Private as %s (%s)", self.registration.mode,
-                     self.registration.reason)
-        want = self.registration.wanted(self.chassis, globals_[0].nb_cfg, self.bridge)
-        stale = [k for k in self.registration.removes if k in row.external_ids]
-        current = all(row.external_ids.get(k) == v for k, v in want.items()) and not stale
-        # Sent to this very row already, its update not back yet: not again. A row destroyed
-        # and made anew by ovn-controller is another row, written at once (LP #2119097).
-        if current or ((row.uuid, want) == self._reported and not stale):
-            return
-        txn = ovs.db.idl.Transaction(idl)
-        for key, value in want.items():
-            row.setkey("external_ids", key, value)
-        for key in stale:
-            row.delkey("external_ids", key)
-        # Completes over the next run()s; should it fail, the next change tries again.
-        txn.commit()
-        self._reported = (row.uuid, want)
 
     def _update_conditions(self, idl: _SbIdl, chassis_uuid: str | None,
                            datapaths: frozenset[str], plugged: frozenset[str]) -> None:

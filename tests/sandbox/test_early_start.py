@@ -6,7 +6,7 @@ import os
 import signal
 
 from ovnmeta.core import naming
-from ovnmeta.host import netns
+from ovnmeta.host import namespace, nssockets
 from ovnmeta_testing.agentproc import namespaces, wait_until
 from ovnmeta_testing.echo import EchoServer
 from ovnmeta_testing.echo import wait_served
@@ -17,7 +17,7 @@ def listening(net_id: str) -> bool:
     a moment first, and entering that fails (EINVAL)."""
     ns = naming.namespace(net_id)
     try:
-        return netns.is_namespace(ns) and netns.tcp_connect(ns, "169.254.169.254", 80,
+        return namespace.is_namespace(ns) and nssockets.tcp_connect(ns, "169.254.169.254", 80,
                                                             0.2) is None
     except OSError:  # deleted under us
         return False

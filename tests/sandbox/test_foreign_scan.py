@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from ovnmeta.host import foreign, netns
+from ovnmeta.host import foreign, namespace
 
 NS, OTHER = "omtest-scan", "omtest-scan-2"
 
@@ -22,7 +22,7 @@ def namespaces():
         subprocess.run(["ip", "netns", "delete", ns], check=False, capture_output=True)
         subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
-        yield {ns: f"{netns.NETNS_DIR}/{ns}" for ns in (NS, OTHER)}
+        yield {ns: f"{namespace.NETNS_DIR}/{ns}" for ns in (NS, OTHER)}
     finally:
         for ns in (NS, OTHER):
             subprocess.run(["ip", "netns", "delete", ns], check=False)

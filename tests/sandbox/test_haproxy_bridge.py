@@ -13,7 +13,7 @@ import pytest
 from ovnmeta.core import naming
 from ovnmeta.haproxy.manager import BRIDGE_PREFIX, HaproxyManager
 from ovnmeta.haproxy.settings import Frontend, Settings
-from ovnmeta.host import netns, procs
+from ovnmeta.host import nssockets, procs
 
 NAMES = ["omunit-br-a", "omunit-br-b", "omunit-br-c", "omunit-br-d", "omunit-br-e"]
 
@@ -35,7 +35,7 @@ def _frontends(*names: str) -> list[Frontend]:
 
 
 def _accepts(ns: str) -> bool:
-    return netns.tcp_connect(ns, "169.254.169.254", 80, 0.5) is None
+    return nssockets.tcp_connect(ns, "169.254.169.254", 80, 0.5) is None
 
 
 def _bridges(directory: Path) -> list[Path]:

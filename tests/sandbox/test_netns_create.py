@@ -9,10 +9,10 @@ import os
 
 import pytest
 
-from ovnmeta.host import netns
+from ovnmeta.host import namespace
 
 NAME = "omtest-create"
-PATH = os.path.join(netns.NETNS_DIR, NAME)
+PATH = os.path.join(namespace.NETNS_DIR, NAME)
 
 
 def _here() -> str:
@@ -23,23 +23,23 @@ def _here() -> str:
 def clean():
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    os.makedirs(netns.NETNS_DIR, exist_ok=True)
+    os.makedirs(namespace.NETNS_DIR, exist_ok=True)
     yield
-    if netns.is_namespace(NAME):
-        netns._remove_netns(PATH)
+    if namespace.is_namespace(NAME):
+        namespace.remove_netns(PATH)
     elif os.path.exists(PATH):
         os.unlink(PATH)
 
 
 def test_a_namespace_is_made_and_removed_and_the_thread_stays_home(clean) -> None:
     home = _here()
-    netns._new_netns(PATH)
+    namespace.new_netns(PATH)
     assert _here() == home
-    assert netns.is_namespace(NAME)
-    with netns.entered(NAME):
+    assert namespace.is_namespace(NAME)
+    with namespace.entered(NAME):
         inside = _here()
     assert inside != home and _here() == home
-    netns._remove_netns(PATH)
+    namespace.remove_netns(PATH)
     assert not os.path.exists(PATH)
 
 
@@ -57,9 +57,9 @@ class _MountFails:
 
 def test_a_failed_mount_leaves_no_file_and_the_thread_comes_back(clean, monkeypatch) -> None:
     home = _here()
-    monkeypatch.setattr(netns, "_libc", _MountFails())
+    monkeypatch.setattr(namespace, "_libc", _MountFails())
     with pytest.raises(OSError) as info:
-        netns._new_netns(PATH)
+        namespace.new_netns(PATH)
     assert info.value.errno == errno.EPERM
     assert f"bind mount on {PATH} failed" in str(info.value)
     assert not os.path.exists(PATH)

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from ovnmeta.host.netns import entered
+from ovnmeta.host.namespace import entered
 
 NAMES = ("omtest-thr-a", "omtest-thr-b")
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from ovnmeta.host import netns
+from ovnmeta.host import nssockets
 from ovnmeta_testing.agentproc import wait_until
 from ovnmeta_testing.prober import Prober
 from ovnmeta_testing.sandbox import free_port
@@ -71,7 +71,7 @@ def faulty(make_network, make_vm, start_agent):
                               f"[metadata]\nnova_metadata_timeout = {TIMEOUT}")
     # The path up to haproxy, without a request (that would reach nova, which is the test's).
     for vm in vms:
-        wait_until(lambda: netns.tcp_connect(vm.netns, "169.254.169.254", 80, 0.3) is None,
+        wait_until(lambda: nssockets.tcp_connect(vm.netns, "169.254.169.254", 80, 0.3) is None,
                    timeout=20, what=f"{vm.netns} reaching haproxy")
     yield {"vms": vms, "nova": nova, "agent": agent}
     nova.stop()
@@ -155,7 +155,7 @@ def test_slow_vendordata_is_waited_for_as_long_as_haproxy_waits(make_network, ma
     try:
         start_agent(extra=f"nova_metadata_port = {nova.port}\n"
                           f"[haproxy]\ndirect_path = {direct_path}")
-        wait_until(lambda: netns.tcp_connect(vm.netns, "169.254.169.254", 80, 0.3) is None,
+        wait_until(lambda: nssockets.tcp_connect(vm.netns, "169.254.169.254", 80, 0.3) is None,
                    timeout=20, what=f"{vm.netns} reaching haproxy")
         t0 = time.monotonic()
         code, _ = status(vm, timeout=40)
@@ -177,7 +177,7 @@ def test_nova_empty_200_and_204_reach_the_vm_intact_and_at_once(make_network, ma
     try:
         start_agent(extra=f"nova_metadata_port = {nova.port}\n"
                           f"[haproxy]\ndirect_path = {direct_path}")
-        wait_until(lambda: netns.tcp_connect(vm.netns, "169.254.169.254", 80, 0.3) is None,
+        wait_until(lambda: nssockets.tcp_connect(vm.netns, "169.254.169.254", 80, 0.3) is None,
                    timeout=20, what=f"{vm.netns} reaching haproxy")
         wait_until(lambda: status(vm)[0] == 200, timeout=20, what="the VM served")
         for path, code in empty.items():

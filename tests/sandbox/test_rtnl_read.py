@@ -12,7 +12,8 @@ import subprocess
 
 import pytest
 
-from ovnmeta.host import netns, rtnl_read
+from ovnmeta.host import links, nsfirewall, nssockets, rtnl_read
+from ovnmeta.host.namespace import entered
 from pyroute2.iproute.linux import IPRoute
 from pyroute2.nftables.main import NFTables
 
@@ -63,13 +64,13 @@ def namespace():
 
 
 def _in(ns: str, protocol: int = rtnl_read.NETLINK_ROUTE):
-    with netns.entered(ns):
+    with entered(ns):
         return rtnl_read.open_socket(protocol)
 
 
 def test_links_match_pyroute2_across_a_multipart_dump(namespace) -> None:
     sock = _in(namespace)
-    with netns.entered(namespace):
+    with entered(namespace):
         ipr = IPRoute()
     try:
         ours = {(l.index, l.name, l.flags, l.address, l.mtu) for l in rtnl_read.links(sock)}
@@ -92,13 +93,13 @@ def test_one_link_by_name_and_a_missing_one(namespace) -> None:
         assert rtnl_read.link(sock, "omtest-none") is None
     finally:
         sock.close()
-    assert netns.read_outer(OUTER) == (True, False)
-    assert netns.read_outer("omtest-none") == (False, False)
+    assert links.read_outer(OUTER) == (True, False)
+    assert links.read_outer("omtest-none") == (False, False)
 
 
 def test_addresses_and_neighbours_of_one_link_match_pyroute2(namespace) -> None:
     sock = _in(namespace)
-    with netns.entered(namespace):
+    with entered(namespace):
         ipr = IPRoute()
     try:
         index = rtnl_read.link(sock, INNER).index
@@ -120,14 +121,14 @@ def test_addresses_and_neighbours_of_one_link_match_pyroute2(namespace) -> None:
 
 
 def test_read_inner_gives_the_link_state_and_other_links(namespace) -> None:
-    state, foreign = netns.read_inner(namespace, INNER)
+    state, foreign = links.read_inner(namespace, INNER)
     assert state.mac == "fa:16:3e:00:00:02" and state.mtu == 1442 and state.up
     assert {"10.77.0.2/24", "169.254.169.254/32"} <= state.addresses
     assert state.permanent == {("10.77.0.10", "fa:16:3e:00:00:0a"),
                                ("fd00:77::10", "fa:16:3e:00:00:0b")}
     assert state.neighbours == {("10.77.0.12", "fa:16:3e:00:00:0c")}   # resolved, not permanent
     assert len(foreign) == EXTRA and "lo" not in foreign and INNER not in foreign
-    assert netns.read_inner("omtest-rtnl-never-made", INNER) == (None, ())
+    assert links.read_inner("omtest-rtnl-never-made", INNER) == (None, ())
 
 
 def test_tx_checksumming_follows_ethtool(namespace) -> None:
@@ -142,14 +143,14 @@ def test_tx_checksumming_follows_ethtool(namespace) -> None:
     for setting, expected in (("on", True), ("off", False), ("on", True)):
         subprocess.run(["ip", "netns", "exec", namespace, "ethtool", "-K", INNER, "tx",
                         setting], check=True, capture_output=True)
-        assert netns.read_inner(namespace, INNER)[0].tx_csum is expected
-        assert netns.read_inner(namespace, INNER, with_csum=False)[0].tx_csum is False
+        assert links.read_inner(namespace, INNER)[0].tx_csum is expected
+        assert links.read_inner(namespace, INNER, with_csum=False)[0].tx_csum is False
         assert ethtool_says() is expected
 
 
 def test_nftables_tables_match_pyroute2(namespace) -> None:
     sock = _in(namespace, rtnl_read.NETLINK_NETFILTER)
-    with netns.entered(namespace):
+    with entered(namespace):
         nft = NFTables(nfgen_family=0)
     try:
         ours = sorted(rtnl_read.nftables_tables(sock))
@@ -159,7 +160,7 @@ def test_nftables_tables_match_pyroute2(namespace) -> None:
         nft.close()
         sock.close()
     assert ours == theirs and "2:mangle" in ours
-    assert netns.read_firewall(namespace) == tuple(ours)
+    assert nsfirewall.read_firewall(namespace) == tuple(ours)
 
 
 def _listener(ns: str | None, address: str, port: int, listen: bool = True) -> socket.socket:
@@ -167,7 +168,7 @@ def _listener(ns: str | None, address: str, port: int, listen: bool = True) -> s
     if ns is None:
         sock = socket.socket(family, socket.SOCK_STREAM)
     else:
-        with netns.entered(ns):
+        with entered(ns):
             sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((address, port))
@@ -189,14 +190,14 @@ def test_tcp_listeners_are_the_namespaces_own_on_that_address_and_port(namespace
         "loopback in the root namespace": _listener(None, "127.0.0.1", 18080),
     }
     try:
-        assert netns.listening_inodes(namespace, "169.254.169.254", 80) == {inode(socks["v4"])}
-        assert netns.listening_inodes(namespace, "fd00:77::2", 80) == {inode(socks["v6"])}
-        assert netns.listening_inodes(namespace, "169.254.169.254", 81) == set()
-        assert netns.listening_inodes(namespace, "127.0.0.1", 18080) == {
+        assert nssockets.listening_inodes(namespace, "169.254.169.254", 80) == {inode(socks["v4"])}
+        assert nssockets.listening_inodes(namespace, "fd00:77::2", 80) == {inode(socks["v6"])}
+        assert nssockets.listening_inodes(namespace, "169.254.169.254", 81) == set()
+        assert nssockets.listening_inodes(namespace, "127.0.0.1", 18080) == {
             inode(socks["loopback here"])}
-        assert netns.listening_inodes("omtest-no-such-ns", "169.254.169.254", 80) == set()
+        assert nssockets.listening_inodes("omtest-no-such-ns", "169.254.169.254", 80) == set()
         # The same answer as the kernel's text table, read in the namespace.
-        with netns.entered(namespace):
+        with entered(namespace):
             with open("/proc/thread-self/net/tcp") as f:
                 text = f.read()
         assert f" {inode(socks['other port'])} " in text
@@ -208,13 +209,13 @@ def test_tcp_listeners_are_the_namespaces_own_on_that_address_and_port(namespace
             sock.close()
         # Without inet_diag (a kernel module a container may lack) the text table answers.
         for address in ("169.254.169.254", "fd00:77::2"):
-            assert netns._listening_from_proc(namespace, address, 80) == \
-                netns.listening_inodes(namespace, address, 80)
+            assert nssockets.listening_from_proc(namespace, address, 80) == \
+                nssockets.listening_inodes(namespace, address, 80)
 
         def no_inet_diag(*_args):
             raise OSError(errno.ENOENT, "netlink: ENOENT")
         monkeypatch.setattr(rtnl_read, "tcp_listeners", no_inet_diag)
-        assert netns.listening_inodes(namespace, "169.254.169.254", 80) == {inode(socks["v4"])}
+        assert nssockets.listening_inodes(namespace, "169.254.169.254", 80) == {inode(socks["v4"])}
     finally:
         for s in socks.values():
             s.close()

@@ -1,5 +1,5 @@
 """A metadata network's host steps over bare netlink (ovnmeta.host.rtnl_write, through
-ovnmeta.host.netns) on a real namespace, read back by iproute2 and ethtool, which share no
+ovnmeta.host.links) on a real namespace, read back by iproute2 and ethtool, which share no
 code with them: the pair, the inner end's MAC, MTU and state, addresses of both families,
 permanent neighbours, TX checksumming; then the steps again over what is there, and the
 errors that are not ignored."""
@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from ovnmeta.core.model import METADATA_V4, METADATA_V6, NetworkSpec
-from ovnmeta.host import netns
+from ovnmeta.host import links
 
 SPEC = NetworkSpec(
     network_id="00000000-0000-4000-8000-00000000abcd", namespace="omtest-write",
@@ -43,14 +43,14 @@ def made():
         pytest.skip("needs root")
     _gone()
     try:
-        with netns.batch():   # as a pass applies a new network's steps
-            netns.create_namespace(SPEC)
-            netns.create_veth(SPEC)
-            netns.configure_inner(SPEC, csum_off=True)
+        with links.batch():   # as a pass applies a new network's steps
+            links.create_namespace(SPEC)
+            links.create_veth(SPEC)
+            links.configure_inner(SPEC, csum_off=True)
             for address in sorted(SPEC.addresses):
-                netns.add_address(SPEC, address)
-            netns.add_neighbours(SPEC, tuple(sorted(SPEC.neighbours)))
-            netns.set_outer_up(SPEC)
+                links.add_address(SPEC, address)
+            links.add_neighbours(SPEC, tuple(sorted(SPEC.neighbours)))
+            links.set_outer_up(SPEC)
         yield SPEC
     finally:
         _gone()
@@ -81,7 +81,7 @@ def test_a_new_network_as_iproute2_and_ethtool_see_it(made) -> None:
     features = subprocess.run(["ip", "netns", "exec", SPEC.namespace, "ethtool", "-k",
                                SPEC.inner], capture_output=True, text=True, check=True).stdout
     assert "tx-checksumming: off" in features
-    state, foreign = netns.read_inner(SPEC.namespace, SPEC.inner)
+    state, foreign = links.read_inner(SPEC.namespace, SPEC.inner)
     assert state.mac == SPEC.mac and not state.tx_csum and foreign == ()
 
 
@@ -90,32 +90,32 @@ def test_the_steps_again_over_what_is_there(made) -> None:
                     "address", "fa:16:3e:99:99:99", "mtu", "1300"], check=True)
     subprocess.run(["ip", "-n", SPEC.namespace, "neigh", "replace", "10.88.0.10", "lladdr",
                     "fa:16:3e:77:77:77", "dev", SPEC.inner, "nud", "stale"], check=True)
-    with netns.batch():
-        netns.configure_inner(SPEC, csum_off=True)
+    with links.batch():
+        links.configure_inner(SPEC, csum_off=True)
         # The down above flushed the IPv6 addresses (keep_addr_on_down is 0); the IPv4
         # ones are there already: fine.
         for address in sorted(SPEC.addresses):
-            netns.add_address(SPEC, address)
-        netns.add_neighbours(SPEC, tuple(sorted(SPEC.neighbours)))
-        netns.del_address(SPEC, "fd00:88::2/64")
-        netns.del_address(SPEC, "fd00:88::2/64")              # gone already: fine
-        netns.delete_neighbours(SPEC, ("fd00:88::10", "fd00:88::10"))
+            links.add_address(SPEC, address)
+        links.add_neighbours(SPEC, tuple(sorted(SPEC.neighbours)))
+        links.del_address(SPEC, "fd00:88::2/64")
+        links.del_address(SPEC, "fd00:88::2/64")              # gone already: fine
+        links.delete_neighbours(SPEC, ("fd00:88::10", "fd00:88::10"))
     link = _inner()
     assert link["address"] == SPEC.mac and link["mtu"] == SPEC.mtu and "UP" in link["flags"]
     assert _addresses() == set(SPEC.addresses) - {"fd00:88::2/64"}
     assert {(n["dst"], n["lladdr"], tuple(n["state"]))
             for n in _ip("neigh", "show", "dev", SPEC.inner)} == {
         ("10.88.0.10", "fa:16:3e:00:00:0a", ("PERMANENT",))}
-    netns.create_veth(SPEC)          # a pair made again replaces both ends
+    links.create_veth(SPEC)          # a pair made again replaces both ends
     assert _inner()["address"] == SPEC.mac and "UP" not in _inner()["flags"]
-    netns.delete_links(SPEC.namespace, (SPEC.inner, "omtest-none"))
+    links.delete_links(SPEC.namespace, (SPEC.inner, "omtest-none"))
     assert [link["ifname"] for link in _ip("link", "show")] == ["lo"]
     with pytest.raises(IndexError, match=SPEC.outer):
-        netns.set_outer_up(SPEC)     # its peer went with the inner end
-    with netns.batch():
-        netns.create_veth(SPEC)
-        netns.create_veth(SPEC)      # the same pair again within a batch: made afresh
+        links.set_outer_up(SPEC)     # its peer went with the inner end
+    with links.batch():
+        links.create_veth(SPEC)
+        links.create_veth(SPEC)      # the same pair again within a batch: made afresh
     assert [link["ifname"] for link in _ip("link", "show")] == ["lo", SPEC.inner]
     with pytest.raises(OSError) as refused:   # the kernel's answer, raised as it came
-        netns.create_veth(dataclasses.replace(SPEC, outer="omtest-name-too-long"))
+        links.create_veth(dataclasses.replace(SPEC, outer="omtest-name-too-long"))
     assert refused.value.errno == errno.ERANGE   # IFLA_IFNAME longer than IFNAMSIZ

@@ -256,6 +256,25 @@ def test_map_sync_is_not_ready_while_haproxy_is_unreachable_or_refuses(haproxy) 
 
 
 @needs_haproxy
+def test_a_sync_while_haproxy_stops_for_the_last_network_warns_of_nothing(haproxy,
+                                                                         caplog) -> None:
+    """The reconciler prepares the maps for no network, stops haproxy, then says so: a sync
+    from the follower thread in between must not take haproxy's absence for a fault."""
+    sync = directpath.MapSync(haproxy.maps, haproxy.stats, "s", haproxy.command)
+    index = PortIndex.build(PORTS)
+    assert converge(sync, haproxy, index, ["n1", "n2"])
+    sync.prepare([])
+
+    def gone(path: str, line: str) -> str:
+        raise FileNotFoundError(2, "No such file or directory", path)
+    sync._command = gone            # haproxy stopped, its stats socket with it
+    assert not sync.sync(index, None)
+    sync.served([], reloaded=False)
+    assert not sync.sync(index, None) and not sync.ready
+    assert "direct path off" not in caplog.text
+
+
+@needs_haproxy
 def test_maps_are_not_current_before_the_reconciler_says_what_haproxy_serves(
         haproxy) -> None:
     """A restarted agent must not vouch for maps the last agent left in haproxy before its

@@ -9,7 +9,7 @@ import time
 
 from ovnmeta.host import foreign
 from ovnmeta.core.model import ForeignProcess
-from ovnmeta.host.netns import _proc_net_key
+from ovnmeta.host.nssockets import proc_net_key
 from pathlib import Path
 
 ROOT_CONTAINER = Path(__file__).resolve().parents[2] / "container"
@@ -36,8 +36,8 @@ def test_haproxy_config_and_its_pidfile_are_read_from_the_command_line(tmp_path)
 
 
 def test_proc_net_tcp_spelling_of_the_metadata_address() -> None:
-    assert _proc_net_key("169.254.169.254", 80) == "FEA9FEA9:0050"
-    assert _proc_net_key("127.0.0.1", 8080) == "0100007F:1F90"
+    assert proc_net_key("169.254.169.254", 80) == "FEA9FEA9:0050"
+    assert proc_net_key("127.0.0.1", 8080) == "0100007F:1F90"
 
 
 def test_signals_are_recorded_followed_by_pid_and_forgotten_once_the_process_ends(

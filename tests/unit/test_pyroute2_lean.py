@@ -11,7 +11,7 @@ import sys
 PROBE = """
 import json, sys
 {before}
-import ovnmeta.host.netns as netns
+import ovnmeta.host.nsfirewall as nsfirewall
 from ovnmeta.host import pyroute2_lean
 lean = pyroute2_lean.is_lean()
 loaded = sum(m.startswith("pyroute2") for m in sys.modules)
@@ -19,7 +19,7 @@ from pyroute2 import config                 # a submodule, as pyroute2's own cod
 still_lean = pyroute2_lean.is_lean()
 from pyroute2 import NetlinkError, NDB      # names only the package's __init__ defines
 print(json.dumps({{"lean": lean, "loaded": loaded, "still_lean": still_lean,
-                  "same_class": NetlinkError is netns.NetlinkError, "ndb": NDB.__name__,
+                  "same_class": NetlinkError is nsfirewall.NetlinkError, "ndb": NDB.__name__,
                   "all": sum(m.startswith("pyroute2") for m in sys.modules),
                   "config": config.__name__}}))
 """

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ovnmeta.host.netns import entered
+from ovnmeta.host.namespace import entered
 from ovnmeta_testing import cpu
 
 PATH = "/openstack/latest/meta_data.json"

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ovnmeta.host.netns import entered
+from ovnmeta.host.namespace import entered
 
 PATH = "/openstack/latest/meta_data.json"
 
