@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 from ovnmeta.host import procs
@@ -321,25 +322,17 @@ def shell_report(shell: ShellProbes, syslog: Syslog | None, swap: float, log: Pa
     def phase(t: float) -> str:
         return "neutron alone" if t < 0 else "swap to socket taken" if t < until else "after"
 
-    report["failed_by_phase"] = {}
-    for t, _ in failed:
-        report["failed_by_phase"][phase(t)] = report["failed_by_phase"].get(phase(t), 0) + 1
-    report["probes_by_phase"] = {}
-    for t, _ in probes:
-        key = phase(t - swap)
-        report["probes_by_phase"][key] = report["probes_by_phase"].get(key, 0) + 1
+    report["failed_by_phase"] = dict(Counter(phase(t) for t, _ in failed))
+    report["probes_by_phase"] = dict(Counter(phase(t - swap) for t, _ in probes))
     if syslog:
         bad = [(round(t - swap, 2), text) for t, text in syslog.lines
                if any(f" {c} " in text for c in ("500", "502", "503", "504"))]
         report["haproxy_5xx_logged"] = len(bad)
-        kinds: dict[str, int] = {}
-        for t, text in bad:
-            fields = text.split()
+        def kind(t: float, text: str) -> str:
             who = "neutron's" if "metadata-proxy-" in text else "ovnmeta's"
-            state = next((f for f in fields if len(f) == 4 and f[2:] == "--"), "?")
-            key = f"{phase(t)} · {who} · {state}"
-            kinds[key] = kinds.get(key, 0) + 1
-        report["haproxy_5xx_by"] = kinds
+            state = next((f for f in text.split() if len(f) == 4 and f[2:] == "--"), "?")
+            return f"{phase(t)} · {who} · {state}"
+        report["haproxy_5xx_by"] = dict(Counter(kind(t, text) for t, text in bad))
         report["haproxy_5xx_lines"] = [f"{t}: {text[-220:]}" for t, text in bad[:20]]
     if raw:
         raw.write_text(json.dumps({"swap": swap, "first_line": first, "taken_s": taken_s,

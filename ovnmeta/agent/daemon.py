@@ -21,7 +21,6 @@ from typing import TypeVar
 from oslo_config import cfg
 
 from ovnmeta.agent import control, handoff, listener, readiness, sdnotify, workerfeed
-from ovnmeta.agent.readiness import ReadinessCheck
 from ovnmeta.host import heap
 from ovnmeta.haproxy.maps import MapSync
 from ovnmeta.haproxy.novawatch import NovaWatch
@@ -224,7 +223,7 @@ class Agent:
                    heap.keep_trimmed(stopped)]
         hap = self.reconciler.haproxy
         if hap.settings.direct and self.maps:
-            check = ReadinessCheck(self.maps, conf.metadata_proxy_socket, self.stop)
+            check = readiness.ReadinessCheck(self.maps, conf.metadata_proxy_socket, self.stop)
             ready_sock = check.socket(hap.settings.direct.ready_socket)
             servers.append(handler.serve(
                 check.server(), ready_sock, stopped, backlog=readiness.BACKLOG,

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ovnmeta.agent import handoff, listener
 from ovnmeta.host import preflight
+from ovnmeta.host.osloargs import config_files
 from ovnmeta.host.lock import AgentLock, AlreadyRunning
 
 # ovnmeta.agent.config's defaults; a unit test checks both readers agree.
@@ -55,27 +56,18 @@ class Options:
                    for name in self.__dataclass_fields__)
 
 
-def config_files(argv: Sequence[str]) -> list[str] | None:
+def _files(argv: Sequence[str]) -> list[str] | None:
     """The --config-file arguments in order; None when the command line has what oslo.config
-    would read more from (--config-dir), or none."""
-    files: list[str] = []
-    args = iter(argv)
-    for arg in args:
-        if arg == "--config-file":
-            value = next(args, None)
-            if value is None:
-                return None
-            files.append(value)
-        elif arg.startswith("--config-file="):
-            files.append(arg.split("=", 1)[1])
-        elif arg.startswith("--config-dir") or arg in ("-h", "--help", "--version"):
-            return None
-    return files or None
+    would read more from (--config-dir), asks for no start (--help, --version), or names no
+    file."""
+    if any(a.startswith("--config-dir") or a in ("-h", "--help", "--version") for a in argv):
+        return None
+    return config_files(list(argv)) or None
 
 
 def read(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> Options | None:
     """The socket's and the lock's options from the command line's config files."""
-    files = config_files(argv)
+    files = _files(argv)
     if files is None or any(k.startswith("OS_DEFAULT__") for k in environ):
         return None
     values = dict(DEFAULTS)

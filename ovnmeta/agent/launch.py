@@ -57,17 +57,18 @@ def _start(args: list[str], early: EarlySocket | None) -> int | None:
         print(f"ovnmeta-agent: cannot open the log: {exc.strerror}: {exc.filename}",
               file=sys.stderr)
         return 2
-    problem = _preflight(conf)
-    if problem:
-        LOG.error("%s", problem)
-        if conf.log_file or conf.log_dir:   # else the log is on stdout already
-            print(f"ovnmeta-agent: {problem}", file=sys.stderr)
-        return 2
     if early is not None and not early.options.matches(conf):
         LOG.warning("the socket bound at start (%s) is not the config's (%s): bound again",
                     early.options.metadata_proxy_socket, conf.metadata_proxy_socket)
         early.give_back()
         early = None
+    # The early socket passed the preflight on these very paths (matches() says so).
+    problem = _preflight(conf) if early is None else None
+    if problem:
+        LOG.error("%s", problem)
+        if conf.log_file or conf.log_dir:   # else the log is on stdout already
+            print(f"ovnmeta-agent: {problem}", file=sys.stderr)
+        return 2
     if early is None:
         lock = AgentLock(Path(conf.lock_path))
         try:

@@ -80,7 +80,6 @@ class Reconciler:
         self._recreated: set[str] = set()
         self._problems: set[Problem] = set()
         self._notes: set[tuple[str, str]] = set()
-        self._noted: dict[str, NetworkSpec] | None = None   # the desired state noted last
         self._checked_at: dict[str, float] = {}   # network → when a pass last looked at it
         self._last_host_check = 0.0
         self._outers_swept_at = float("-inf")
@@ -466,8 +465,8 @@ class Reconciler:
         for p in set(problems) - self._problems:  # once each, not at every pass
             LOG.warning("network %s not served: %s", p.network_id, p.reason)
         self._problems = set(problems)
-        if self._noted is not desired:   # `desired` is the same object while unchanged
-            self._noted = desired
+        last = self._recorded   # (the desired state recorded last, ...)
+        if last is None or last[0] is not desired:   # the same object while unchanged
             notes = {(net, note) for net, spec in desired.items() for note in spec.notes}
             for net, note in sorted(notes - self._notes):
                 LOG.warning("network %s: %s", net, note)
@@ -481,7 +480,6 @@ class Reconciler:
         made_from = (desired, frozenset(self._ready),
                      tuple(sorted((n, b.error) for n, b in self._backoff.items())),
                      tuple(sorted(errors.items())))
-        last = self._recorded
         if last is not None and last[0] is desired and last[1:] == made_from[1:]:
             status.networks = self.status.networks
             self.status = status

@@ -222,9 +222,10 @@ class MapSync:
                 self._want = desired(index, plugged, self.secret)
                 self._made_from = (index, plugged)
             want = self._want
-            if self._told and not self._configured:
-                # No network served: haproxy was stopped on purpose and holds no maps. Not
-                # a failure to warn of; the next network's haproxy is read afresh.
+            if not self._configured:
+                # No network served (or not told yet): haproxy holds no maps of ours, or was
+                # stopped on purpose. Not a failure to warn of; the next network's haproxy is
+                # read afresh.
                 self.ready = False
                 self._pid = None
                 return False

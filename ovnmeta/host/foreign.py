@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ovnmeta.host import procs
+from ovnmeta.host.osloargs import config_files
 from ovnmeta.core.model import ForeignProcess
 
 LOG = logging.getLogger(__name__)
@@ -122,25 +123,6 @@ def agent_name(argv: list[str]) -> str | None:
         if name in (METADATA_AGENT, OVN_AGENT):
             return name
     return None
-
-
-def config_files(argv: list[str]) -> list[str]:
-    """oslo.config's --config-file and --config-dir (its *.conf), in order."""
-    files: list[str] = []
-    for flag, value in zip(argv, argv[1:] + [""]):
-        for option in ("--config-file", "--config-dir"):
-            if flag.startswith(option + "="):
-                flag, value = option, flag[len(option) + 1:]
-            if flag != option or not value:
-                continue
-            if option == "--config-dir":
-                try:
-                    files += sorted(str(p) for p in Path(value).glob("*.conf"))
-                except OSError:
-                    pass
-            else:
-                files.append(value)
-    return files
 
 
 def agent_extensions(files: Iterable[str]) -> tuple[str, ...] | None:

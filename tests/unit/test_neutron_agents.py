@@ -1,6 +1,6 @@
 """Recognising neutron's running agents, and whether they still provision metadata."""
 
-from ovnmeta.host import foreign
+from ovnmeta.host import foreign, osloargs
 
 
 def test_agent_name_from_program_or_script() -> None:
@@ -19,13 +19,13 @@ def test_agent_behind_its_process_title() -> None:
            b"/etc/neutron/neutron.conf --config-file /etc/neutron/ovn_agent.ini)\0\0\0")
     argv = foreign.command_line(raw)
     assert foreign.agent_name(argv) == foreign.OVN_AGENT
-    assert foreign.config_files(argv) == ["/etc/neutron/neutron.conf",
+    assert osloargs.config_files(argv) == ["/etc/neutron/neutron.conf",
                                           "/etc/neutron/ovn_agent.ini"]
     master = (b"neutron-ovn-agent: master process [/usr/bin/neutron-ovn-agent --config-file "
               b"/etc/neutron/ovn_agent.ini]\0")
     argv = foreign.command_line(master)
     assert foreign.agent_name(argv) == foreign.OVN_AGENT
-    assert foreign.config_files(argv) == ["/etc/neutron/ovn_agent.ini"]
+    assert osloargs.config_files(argv) == ["/etc/neutron/ovn_agent.ini"]
     worker = b"neutron-ovn-agent: ServiceWrapper worker(0)" + b"\0" * 40
     assert foreign.agent_name(foreign.command_line(worker)) == foreign.OVN_AGENT
     plain = b"/usr/bin/python3\0/usr/bin/neutron-ovn-metadata-agent\0--config-file\0a b.ini\0"
@@ -43,11 +43,11 @@ def test_ovn_agent_serves_metadata_only_with_the_extension(tmp_path) -> None:
     (conf_d / "99-no-metadata.conf").write_text("[agent]\nextensions=qos_hwol\n")
     argv = ["neutron-ovn-agent", "--config-file", str(neutron),
             f"--config-file={agent_ini}"]
-    assert foreign.config_files(argv) == [str(neutron), str(agent_ini)]
-    assert foreign.agent_extensions(foreign.config_files(argv)) == ("qos_hwol", "metadata")
+    assert osloargs.config_files(argv) == [str(neutron), str(agent_ini)]
+    assert foreign.agent_extensions(osloargs.config_files(argv)) == ("qos_hwol", "metadata")
     assert foreign.NeutronAgent(1, foreign.OVN_AGENT, ("qos_hwol", "metadata")).serves_metadata
     # The last file that sets it wins, as with oslo.config.
-    later = foreign.config_files(argv + ["--config-dir", str(conf_d)])
+    later = osloargs.config_files(argv + ["--config-dir", str(conf_d)])
     assert foreign.agent_extensions(later) == ("qos_hwol",)
     assert not foreign.NeutronAgent(1, foreign.OVN_AGENT, ("qos_hwol",)).serves_metadata
     # A file that cannot be read: assume it still serves metadata.
