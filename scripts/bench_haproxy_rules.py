@@ -28,12 +28,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ovnmeta.core.signing import sign_instance_id
-from ovnmeta.host import procs
-from ovnmeta.haproxy import render as rendering
-from ovnmeta.haproxy.settings import (ERROR_FILES, MAPS_DIR, Direct, Frontend, Settings,
-                                      error_file, error_file_text, map_path)
 from ovnmeta_testing import cpu
+
+from ovnmeta.core.model import Frontend
+from ovnmeta.core.signing import sign_instance_id
+from ovnmeta.haproxy import render as rendering
+from ovnmeta.haproxy.settings import (
+    ERROR_FILES,
+    MAPS_DIR,
+    Direct,
+    Settings,
+    error_file,
+    error_file_text,
+    map_path,
+)
+from ovnmeta.host import procs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_proxy  # noqa: E402  (its wrk parser, nginx backend and ceiling config)

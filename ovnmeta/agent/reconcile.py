@@ -1,31 +1,33 @@
 """The reconciler: one loop that makes the host match what the SB says, network by network.
 
-Events only mark networks dirty. Each pass reads the current SB snapshot and the host's
-actual state, plans the difference (ovnmeta.core.plan) and executes it; failures are retried with
-backoff. A missed event, a hand-deleted namespace or a restart all converge the same way.
+Events only mark networks dirty. Each pass picks the networks to look at (core.worklist), has
+the executor (agent.executor) read, plan (core.plan) and change each, and retries the
+failures it returns with backoff; then haproxy serves the ready ones. A missed event, a
+hand-deleted namespace or a restart all converge the same way.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from ovnmeta.agent.executor import Executor, Failure, OvsBatch
+from ovnmeta.agent.passstatus import (
+    HaproxyStatus,
+    NetworkStatus,
+    ProblemStatus,
+    ReconcileStatus,
+)
 from ovnmeta.core import naming, plan, worklist
-from ovnmeta.host import foreign
-from ovnmeta.host.system import LinuxHost
+from ovnmeta.core.boundaries import Haproxy, Host, Ovs, Sb
 from ovnmeta.core.desired import Problem, desired_networks
-from ovnmeta.haproxy.manager import HaproxyManager
-from ovnmeta.agent.passstatus import (HaproxyStatus, NetworkStatus, ProblemStatus,
-                                      ReconcileStatus)
+from ovnmeta.core.model import Frontend, NetworkSpec, NeutronAgent, SbSnapshot
 from ovnmeta.haproxy.maps import MapSync
-from ovnmeta.haproxy.settings import Frontend
-from ovnmeta.core.model import METADATA_V4, ActualNetwork, NetworkSpec, SbSnapshot
-from ovnmeta.ovsdb.ovs import ChassisConfig, LocalOvs
-from ovnmeta.ovsdb.sbview import SbView
+from ovnmeta.host.system import LinuxHost
+from ovnmeta.ovsdb.ovs import ChassisConfig
 
 LOG = logging.getLogger(__name__)
 DEBOUNCE = 0.005      # collect a burst of events into one pass
@@ -53,23 +55,14 @@ class _Backoff:
     error: str = ""
 
 
-@dataclass
-class _OvsBatch:
-    plug: dict[str, NetworkSpec] = field(default_factory=dict)
-    replaces: tuple[str, ...] = ()     # other agents' ports our plugs replace
-    then: dict[str, tuple[plan.Step, ...]] = field(default_factory=dict)  # after the commit
-    unplug: list[str] = field(default_factory=list)
-    changed: int = 0
-
-
 class Reconciler:
-    def __init__(self, sb: SbView, ovs: LocalOvs, chassis: ChassisConfig,
-                 haproxy: HaproxyManager, resync_interval: float = 60.0,
-                 cidrs_key: str = "neutron:cidrs", maps: MapSync | None = None,
-                 host: LinuxHost | None = None) -> None:
+    def __init__(self, sb: Sb, ovs: Ovs, chassis: ChassisConfig, haproxy: Haproxy,
+                 resync_interval: float = 60.0, cidrs_key: str = "neutron:cidrs",
+                 maps: MapSync | None = None, host: Host | None = None) -> None:
         self.sb, self.ovs, self.chassis, self.haproxy = sb, ovs, chassis, haproxy
         self.maps = maps   # the direct path's maps: told which frontends haproxy serves
-        self.host = host or LinuxHost()
+        self.host: Host = host or LinuxHost()
+        self.executor = Executor(self.host, ovs, chassis, lambda: list(haproxy.pids().values()))
         self.resync_interval = resync_interval
         self.cidrs_key = cidrs_key
         self._cond = threading.Condition()
@@ -77,20 +70,18 @@ class Reconciler:
         self._all_dirty = True
         self._backoff: dict[str, _Backoff] = {}
         self._ready: set[str] = set()
-        self._recreated: set[str] = set()
         self._problems: set[Problem] = set()
         self._notes: set[tuple[str, str]] = set()
         self._checked_at: dict[str, float] = {}   # network → when a pass last looked at it
         self._last_host_check = 0.0
         self._outers_swept_at = float("-inf")
         self._recorded: tuple | None = None   # what the last status's networks came from
-        self._signals = foreign.Signals()   # what we sent other agents' processes
         self._taking_over: set[str] = set()
         self._iface_ids: frozenset[str] = frozenset()
         self._takeover_since: float | None = None
         # neutron's agents still running here: the host is theirs until they are gone. Only
         # looked for until the first time none runs (a start while they run is the swap).
-        self.waiting_for: list[foreign.NeutronAgent] | None = None
+        self.waiting_for: list[NeutronAgent] | None = None
         self.passes = 0
         self._last_desired: tuple | None = None
         self.failures = 0     # network changes that failed, for the metrics
@@ -99,7 +90,7 @@ class Reconciler:
     @property
     def stopping(self) -> bool:
         """Another agent's process was signalled and has not been seen to end yet."""
-        return self._signals.pending
+        return self.executor.signals.pending
 
     def backoff_count(self) -> int:
         """Networks whose last change failed and wait for their retry."""
@@ -145,7 +136,7 @@ class Reconciler:
         deadlines = [self._last_host_check + HOST_CHECK]   # the rolling resync's cadence too
         if self.waiting_for:
             deadlines.append(self._last_host_check + AGENT_POLL)
-        if self._signals.pending or (self._taking_over and self._takeover_since is not None
+        if self.executor.signals.pending or (self._taking_over and self._takeover_since is not None
                                      and now - self._takeover_since < TAKEOVER_FAST):
             deadlines.append(self._last_host_check + TAKEOVER_POLL)
         deadlines += [b.retry_at for b in self._backoff.values()]
@@ -169,8 +160,8 @@ class Reconciler:
         snapshot = self.sb.snapshot()
         iface_ids = self.ovs.iface_ids()
         desired, problems = self._desired(snapshot, iface_ids)
-        present = {naming.network_from_namespace(ns) for ns in self.host.list_namespaces()}
-        present.discard(None)
+        present = {net for ns in self.host.list_namespaces()
+                   if (net := naming.network_from_namespace(ns))}
         plugged = self.ovs.plugged()
         moved = iface_ids ^ self._iface_ids
         self._iface_ids = iface_ids
@@ -179,7 +170,7 @@ class Reconciler:
             dirty=frozenset(dirty), full=full,
             retry_due=frozenset(n for n, b in self._backoff.items() if b.retry_at <= started),
             backing_off=frozenset(n for n, b in self._backoff.items() if b.retry_at > started),
-            watched=frozenset(self._taking_over | self._signals.networks()),
+            watched=frozenset(self._taking_over | self.executor.signals.networks()),
             moved_ports=frozenset(moved), ports=snapshot.ports, plugged=plugged,
             may_delete=self.sb.connected(),
             sweep=worklist.sweep(desired.keys() | present, self._checked_at, started,
@@ -192,13 +183,13 @@ class Reconciler:
         # Another agent's port for a network we serve, wherever it shows up.
         check |= {n for n in desired if host.foreign_ovs(n, desired[n])}
         self._taking_over = set()
-        batch = _OvsBatch()
+        batch = OvsBatch()
         for net in worklist.to_converge(inputs, check):
             self._converge(net, desired.get(net), net in present, host, batch)
             if len(batch.then) >= SWAP_CHUNK or (
                     len(batch.plug) >= PLUG_CHUNK and not (batch.replaces or batch.then)):
                 self._flush(batch)
-                batch = _OvsBatch(changed=batch.changed)
+                batch = OvsBatch(changed=batch.changed)
         if inputs.may_delete:
             ours = {naming.outer_device(n) for n in desired.keys() | present}
             for device in sorted(plugged.keys() - ours - set(batch.unplug)):
@@ -208,7 +199,7 @@ class Reconciler:
             # its pair minutes after it was deleted, and the sysfs listing costs every pass.
             if batch.changed or started - self._outers_swept_at >= OUTER_SWEEP:
                 self._outers_swept_at = started
-                self._sweep_outers(ours)
+                self.executor.sweep_outers(ours)
         converged = time.monotonic()
         if not self._taking_over:
             self._takeover_since = None
@@ -258,11 +249,12 @@ class Reconciler:
         if self.maps:
             self.maps.prepare([f.network_id for f in frontends])
             reloads = self.haproxy.reloads
-        errors = self.haproxy.sync(frontends, recreated=self._recreated, meanwhile=meanwhile)
+        recreated = set(self.executor.recreated)
+        errors = self.haproxy.sync(frontends, recreated=recreated, meanwhile=meanwhile)
+        self.executor.recreated -= recreated
         if self.maps:
             self.maps.served(self.haproxy.configured_networks(),
                              reloaded=self.haproxy.reloads != reloads)
-        self._recreated = set()
         return errors
 
     def _desired(self, snapshot: SbSnapshot, iface_ids: frozenset[str]
@@ -293,41 +285,18 @@ class Reconciler:
         self.waiting_for = running
         return bool(running)
 
-    def _sweep_outers(self, ours: set[str]) -> None:
-        """Delete outer ends no network owns.
-
-        Unmounting a namespace destroys its pair only once nothing holds the namespace; an
-        orphaned TCP socket still retransmitting to a deleted VM can hold it for minutes,
-        leaving the outer end behind (and a network that comes back with it half-built).
-        """
-        for dev in sorted(self.host.outer_devices() - ours):
-            LOG.info("deleting stray device %s: its namespace is gone", dev)
-            try:
-                self.host.delete_outer(dev)
-            except Exception as exc:  # the next pass tries again
-                LOG.warning("deleting stray device %s failed: %s", dev, exc)
-
     # -- one network ----------------------------------------------------------
     def _converge(self, net: str, spec: NetworkSpec | None, ns_present: bool,
-                  host: plan.HostView, batch: _OvsBatch) -> None:
-        step = None
-        try:
-            with self.host.batch():
-                actual = self._inspect(net, spec, ns_present, host)
-                if plan.replaceable(actual):
-                    self._taking_over.add(net)
-                steps = plan.plan_network(spec, actual, netdev=self.chassis.netdev,
-                                          now=time.monotonic())
-                for step in steps:
-                    self._apply(step, host.plugged, batch)
-                if spec is not None and any(isinstance(s, plan.DelAddress) for s in steps):
-                    self._verify(net, spec)
-        except Exception as exc:
-            self._fail(net, plan.describe(step) if step else "inspect", exc)
+                  host: plan.HostView, batch: OvsBatch) -> None:
+        done = self.executor.converge(net, spec, ns_present, host, batch)
+        if done.replaceable:
+            self._taking_over.add(net)
+        if done.failure:
+            self._fail(done.failure)
             return
-        if steps:
+        if done.steps:
             batch.changed += 1
-            LOG.info("network %s: %s", net, ", ".join(plan.describe(s) for s in steps))
+            LOG.info("network %s: %s", net, ", ".join(plan.describe(s) for s in done.steps))
         if spec is None:
             self._ready.discard(net)
             self._backoff.pop(net, None)
@@ -335,129 +304,26 @@ class Reconciler:
             self._ready.add(net)
             self._backoff.pop(net, None)
 
-    def _fail(self, net: str, what: str, exc: Exception) -> None:
+    def _fail(self, failure: Failure) -> None:
+        """The one owner of backoff: a failed network waits, doubling, up to MAX_BACKOFF."""
+        net = failure.network
         b = self._backoff.setdefault(net, _Backoff())
         b.failures += 1
         self.failures += 1
         delay = min(MAX_BACKOFF, 0.5 * 2 ** (b.failures - 1))
-        b.retry_at, b.error = time.monotonic() + delay, f"{what}: {type(exc).__name__}: {exc}"
+        b.retry_at, b.error = time.monotonic() + delay, str(failure)
         self._ready.discard(net)
-        LOG.error("network %s: %s failed (%s: %s); retry %d in %.1fs", net, what,
-                  type(exc).__name__, exc, b.failures, delay)
+        LOG.error("network %s: %s failed (%s: %s); retry %d in %.1fs", net, failure.what,
+                  type(failure.error).__name__, failure.error, b.failures, delay)
 
-    def _verify(self, net: str, spec: NetworkSpec) -> None:
-        """Read the addresses back after a deletion, which can take others with it (the
-        kernel drops a subnet's secondaries with its primary): anything still missing is
-        a failure to retry."""
-        assumed = plan.HostView({spec.outer: spec.iface_id}, {}, {})
-        actual = self._inspect(net, spec, True, assumed)
-        left = [s for s in plan.plan_network(spec, actual, self.chassis.netdev)
-                if not isinstance(s, (plan.SignalProcess, plan.ForgetProcess))]
-        if left:
-            raise RuntimeError(f"not converged: {plan.describe(left[0])} still needed")
-
-    def _inspect(self, net: str, spec: NetworkSpec | None, ns_present: bool,
-                 host: plan.HostView) -> ActualNetwork:
-        outer = naming.outer_device(net)
-        ns = naming.namespace(net)
-        if ns_present and not self.host.is_namespace(ns):
-            LOG.warning("network %s: %s is not a network namespace (a leftover file?); "
-                        "making a new one there", net, ns)
-            ns_present = False
-        inner, links = self.host.read_inner(ns, naming.inner_device(net),
-                                        with_csum=self.chassis.netdev) \
-            if ns_present else (None, ())
-        outer_exists, outer_up = self.host.read_outer(outer)
-        processes, ended = self._signals.read(net, list(host.processes.get(ns, ())))
-        return ActualNetwork(network_id=net, namespace=ns_present, inner=inner,
-                             outer_exists=outer_exists, outer_up=outer_up,
-                             ovs_iface_id=host.plugged.get(outer), foreign_links=links,
-                             foreign_ovs=host.foreign_ovs(net, spec),
-                             foreign_procs=processes, ended=ended,
-                             foreign_tables=self.host.read_firewall(ns) if ns_present else (),
-                             served=bool(processes) and self._listens(net))
-
-    def _listens(self, net: str) -> bool:
-        """Our haproxy holds a socket listening on 169.254.169.254:80 in the namespace (a
-        reload binds asynchronously: its return says nothing about that)."""
-        return self.host.listens(naming.namespace(net), METADATA_V4.split("/")[0], 80,
-                                 [p for p in self.haproxy.pids().values() if p])
-
-    def _apply(self, step: plan.Step, plugged: dict[str, str], batch: _OvsBatch) -> None:
-        match step:
-            case plan.CreateNamespace(spec):
-                self.host.create_namespace(spec)
-                self._recreated.add(spec.network_id)
-            case plan.CreateVeth(spec):
-                if spec.outer in plugged:
-                    # vswitchd does not reopen a port whose device vanished and came back
-                    # under the same name: replug it from scratch.
-                    self.ovs.unplug([spec.outer])
-                self.host.create_veth(spec)
-            case plan.ConfigureInner(spec, csum_off):
-                self.host.configure_inner(spec, csum_off)
-            case plan.AddAddress(spec, address):
-                self.host.add_address(spec, address)
-            case plan.DelAddress(spec, address):
-                self.host.del_address(spec, address)
-            case plan.DeleteNeighbours(spec, ips):
-                self.host.delete_neighbours(spec, ips)
-            case plan.AddNeighbours(spec, entries):
-                self.host.add_neighbours(spec, entries)
-            case plan.SetOuterUp(spec):
-                self.host.set_outer_up(spec)
-            case plan.PlugOvs(spec, replaces, then):
-                batch.plug[spec.network_id] = spec
-                batch.replaces += replaces
-                if then:
-                    batch.then[spec.network_id] = then
-            case plan.DeleteLinks(spec, links):
-                self.host.delete_links(spec.namespace, links)
-            case plan.DeleteFirewall(spec, tables):
-                self.host.delete_firewall(spec.namespace, tables)
-            case plan.SignalProcess(net, process, sig):
-                if sig == signal.SIGUSR1:   # a soft stop: its queued connections go to ours
-                    self.host.migrate_queued_connections(naming.namespace(net))
-                self._signals.send(net, process, sig, time.monotonic())
-            case plan.ForgetProcess(net, process):
-                self._signals.forget(net, process)
-            case plan.DeleteNetwork(net, foreign_ovs):
-                self.host.delete(net)
-                batch.unplug += list(foreign_ovs)
-                if naming.outer_device(net) in plugged:
-                    batch.unplug.append(naming.outer_device(net))
-
-    def _flush(self, batch: _OvsBatch) -> None:
-        """One OVS transaction for every port this pass adds (and the other agents' ports
-        they replace), one for those it removes."""
-        try:
-            self.ovs.unplug(batch.unplug)
-        except Exception as exc:  # the next pass finds them as orphans and tries again
-            LOG.error("removing OVS ports %s failed: %s", batch.unplug, exc)
-        if not batch.plug:
-            return
-        try:
-            self.ovs.plug(self.chassis.bridge,
-                          [(s.outer, s.iface_id) for s in batch.plug.values()],
-                          replaces=batch.replaces)
-            if batch.replaces:
-                LOG.info("OVS ports of ours replaced %s", ", ".join(batch.replaces))
-        except Exception as exc:
-            for net in batch.plug:
-                self._fail(net, "PlugOvs", exc)
-            return
-        for net in batch.plug:
+    def _flush(self, batch: OvsBatch) -> None:
+        """The pass's OVS transactions: plugged networks are ready, failed ones back off."""
+        flushed = self.executor.flush(batch)
+        for net in flushed.plugged:
             self._ready.add(net)
             self._backoff.pop(net, None)
-        for net, steps in batch.then.items():  # a takeover's switch: their devices go now
-            try:
-                with self.host.batch():
-                    for step in steps:
-                        self._apply(step, {}, batch)
-            except Exception as exc:
-                self._fail(net, plan.describe(step), exc)
-                continue
-            LOG.info("network %s: %s", net, ", ".join(plan.describe(s) for s in steps))
+        for failure in flushed.failures:
+            self._fail(failure)
 
     # -- status ---------------------------------------------------------------
     def _record(self, desired: dict[str, NetworkSpec], problems: list[Problem],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 R = TypeVar("R")
 
@@ -26,20 +26,19 @@ class Generational(Generic[R]):
         self.fn, self.period, self.limit, self.clock = fn, period, limit, clock
         self.__wrapped__ = fn
         self.__doc__ = fn.__doc__
-        self._now: dict = {}
-        self._old: dict = {}
+        self._now: dict[tuple[Any, ...], R] = {}
+        self._old: dict[tuple[Any, ...], R] = {}
         self._turned = clock()
 
-    def __call__(self, *args) -> R:
+    def __call__(self, *args: Any) -> R:
         try:
             return self._now[args]
         except KeyError:
             pass
         if self.clock() - self._turned >= self.period or len(self._now) >= self.limit:
             self.turn()
-        value = self._old.pop(args, _MISSING)
-        if value is _MISSING:
-            value = self.fn(*args)
+        old = self._old.pop(args, _MISSING)
+        value = self.fn(*args) if old is _MISSING else cast(R, old)
         self._now[args] = value
         return value
 

@@ -6,6 +6,9 @@ Nothing here refers to an IDL row, a socket or a netlink object.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from ovnmeta.core import naming
 
 METADATA_IP = "169.254.169.254"
 METADATA_V4 = f"{METADATA_IP}/32"
@@ -126,7 +129,7 @@ class NovaEndpoint:
     timeout: float = 10.0
 
     @classmethod
-    def from_conf(cls, conf) -> NovaEndpoint:
+    def from_conf(cls, conf: Any) -> NovaEndpoint:
         """From the agent's [DEFAULT] nova_* options (neutron's names)."""
         return cls(
             hosts=tuple(conf.nova_metadata_host), port=conf.nova_metadata_port,
@@ -143,3 +146,42 @@ class NovaEndpoint:
 
     def url(self, host: str, path_qs: str) -> str:
         return f"{self.protocol}://{self.authority(host)}{path_qs}"
+
+
+# neutron's agents that provision metadata namespaces: the old metadata agent, and its
+# successor when it runs the `metadata` extension.
+METADATA_AGENT, OVN_AGENT = "neutron-ovn-metadata-agent", "neutron-ovn-agent"
+
+
+@dataclass(frozen=True)
+class NeutronAgent:
+    pid: int
+    name: str
+    extensions: tuple[str, ...] | None   # neutron-ovn-agent's [agent] extensions; None: unknown
+
+    @property
+    def serves_metadata(self) -> bool:
+        """It still provisions metadata namespaces (one whose config cannot be read is
+        assumed to)."""
+        return self.name == METADATA_AGENT or self.extensions is None \
+            or "metadata" in self.extensions
+
+    def __str__(self) -> str:
+        return f"{self.name} (pid {self.pid})"
+
+
+@dataclass(frozen=True)
+class Frontend:
+    """One network as haproxy serves it: a frontend bound in its namespace."""
+    network_id: str
+    namespace: str
+    inner: str
+    ipv6: bool
+
+    @property
+    def name(self) -> str:
+        return naming.frontend(self.network_id)
+
+    @classmethod
+    def for_spec(cls, spec: NetworkSpec) -> Frontend:
+        return cls(spec.network_id, spec.namespace, spec.inner, spec.ipv6)

@@ -174,10 +174,10 @@ def plan_network(spec: NetworkSpec | None, actual: ActualNetwork | None,
     if spec is None:
         if actual is None:
             return []
-        steps = _stops(actual, start=True, graceful=False, now=now)
+        gone = _stops(actual, start=True, graceful=False, now=now)
         if _exists(actual):
-            steps.append(DeleteNetwork(actual.network_id, actual.foreign_ovs))
-        return steps
+            gone.append(DeleteNetwork(actual.network_id, actual.foreign_ovs))
+        return gone
     if actual is None:
         return _build(spec, netdev, with_namespace=True)
     # Their processes: soft-stopped only once ours answers in the namespace (until then

@@ -14,7 +14,7 @@ class Throttle:
         self.interval, self.max_keys = interval, max_keys
         self._last: dict[str, tuple[float, int]] = {}
 
-    def log(self, logger: logging.Logger, level: int, key: str, msg: str, *args) -> None:
+    def log(self, logger: logging.Logger, level: int, key: str, msg: str, *args: object) -> None:
         now = time.monotonic()
         if key not in self._last and len(self._last) >= self.max_keys:
             self._forget(now)

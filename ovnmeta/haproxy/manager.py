@@ -17,20 +17,27 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from pathlib import Path
 
 from ovnmeta.core import naming
-from ovnmeta.core.model import METADATA_V4
+from ovnmeta.core.boundaries import Host
+from ovnmeta.core.model import METADATA_V4, Frontend
 from ovnmeta.haproxy import maps
 from ovnmeta.haproxy.process import HaproxyError, Process, ReloadRejected, read_config
 from ovnmeta.haproxy.render import frontends_only, render, renderer, templates_dir
 from ovnmeta.haproxy.runtime import parse_frontend_stats, stats_command
-from ovnmeta.haproxy.settings import (CLIENT_PEM, ERROR_FILES, MAPS_DIR, READY_SOCKET, Frontend,
-                                      Settings, error_file, error_file_text,
-                                      shared_stats_socket)
-from ovnmeta.host import nssockets
+from ovnmeta.haproxy.settings import (
+    CLIENT_PEM,
+    ERROR_FILES,
+    MAPS_DIR,
+    READY_SOCKET,
+    Settings,
+    error_file,
+    error_file_text,
+    shared_stats_socket,
+)
 from ovnmeta.host.system import LinuxHost
 
 LOG = logging.getLogger(__name__)
@@ -43,8 +50,9 @@ class HaproxyManager:
     """Keeps the haproxy processes matching a set of frontends, in either mode."""
 
     def __init__(self, mode: str, state_dir: Path, settings: Settings, binary: str = "haproxy",
-                 template_dir: str = "", bridges: int = 0) -> None:
+                 template_dir: str = "", bridges: int = 0, host: Host | None = None) -> None:
         self.mode = mode
+        self.host: Host = host or LinuxHost()   # sockets in the namespaces
         self.bridges = bridges if mode == "shared" else 0   # most bridges a pass starts
         self._stopping: dict[str, tuple[int, float]] = {}    # bridge: its pid, since when
         self.dir = Path(state_dir)
@@ -116,7 +124,7 @@ class HaproxyManager:
             try:
                 proc.write(render(self.template, [f], settings, state_dir=self.dir),
                            validate=False)   # the shared config's own frontend template
-                nssockets.migrate_queued_connections(f.namespace)   # for when it stops
+                self.host.migrate_queued_connections(f.namespace)   # for when it stops
                 proc.start()
                 LOG.info("network %s: a bridge haproxy (pid %s) serves it while the shared "
                          "one loads it", f.network_id, proc.pid())
@@ -148,7 +156,7 @@ class HaproxyManager:
                 proc.remove_files()         # gone: its files
                 self._stopping.pop(net, None)
             elif handover and net in handover and (stopping is None or stopping[0] != pid) \
-                    and not LinuxHost.listens(handover[net], BRIDGE_ADDRESS, 80, shared):
+                    and not self.host.listens(handover[net], BRIDGE_ADDRESS, 80, shared):
                 LOG.debug("network %s: the shared haproxy does not listen there yet; its "
                           "bridge stays", net)
             elif stopping is None or stopping[0] != pid:
@@ -160,7 +168,7 @@ class HaproxyManager:
                             "soft stop; terminating it", net, pid, BRIDGE_GRACE)
                 proc.signal(signal.SIGTERM)
 
-    def sync(self, frontends: list[Frontend], recreated: set[str] = frozenset(),
+    def sync(self, frontends: list[Frontend], recreated: Collection[str] = frozenset(),
              meanwhile: Callable[[], None] | None = None) -> dict[str, str]:
         """Converge; returns errors by network id ('*' for the shared process).
 
@@ -187,12 +195,12 @@ class HaproxyManager:
             LOG.info("haproxy mode %s: retiring %d process(es) of the other mode", self.mode,
                      len(old))
             for f in frontends:
-                nssockets.migrate_queued_connections(f.namespace)
+                self.host.migrate_queued_connections(f.namespace)
             for proc in old:
                 proc.stop(graceful=True)
         return errors
 
-    def _sync_shared(self, frontends: list[Frontend], recreated: set[str],
+    def _sync_shared(self, frontends: list[Frontend], recreated: Collection[str],
                      meanwhile: Callable[[], None]) -> dict[str, str]:
         proc = self._shared()
         if not frontends:
@@ -217,7 +225,7 @@ class HaproxyManager:
                              handover={f.network_id: f.namespace for f in frontends})
         return {"*": error} if error else {}
 
-    def _sync_per_network(self, frontends: list[Frontend], recreated: set[str]
+    def _sync_per_network(self, frontends: list[Frontend], recreated: Collection[str]
                           ) -> dict[str, str]:
         errors: dict[str, str] = {}
         wanted = {f.network_id: f for f in frontends}
@@ -231,7 +239,7 @@ class HaproxyManager:
                 errors[net] = error
         return errors
 
-    def _converge(self, proc: Process, frontends: list[Frontend], recreated: set[str],
+    def _converge(self, proc: Process, frontends: list[Frontend], recreated: Collection[str],
                   label: str, key: str, meanwhile: Callable[[], None] = lambda: None) -> str:
         """Make one process serve exactly these frontends; '' or the error."""
         try:

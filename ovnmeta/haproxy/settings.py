@@ -7,28 +7,11 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from ovnmeta.core import naming
-from ovnmeta.core.model import NetworkSpec, NovaEndpoint
+from ovnmeta.core.model import NovaEndpoint
 
 MAPS_DIR = "maps"
 READY_SOCKET = "ready.sock"   # the agent's readiness socket, checked by the shared haproxy
 CLIENT_PEM = "nova-client.pem"   # nova_client_cert and its key in one file, for haproxy
-
-
-@dataclass(frozen=True)
-class Frontend:
-    network_id: str
-    namespace: str
-    inner: str
-    ipv6: bool
-
-    @property
-    def name(self) -> str:
-        return naming.frontend(self.network_id)
-
-    @classmethod
-    def for_spec(cls, spec: NetworkSpec) -> Frontend:
-        return cls(spec.network_id, spec.namespace, spec.inner, spec.ipv6)
 
 
 @dataclass(frozen=True)

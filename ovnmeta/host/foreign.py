@@ -13,12 +13,12 @@ import logging
 import os
 import signal
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
+from ovnmeta.core.model import METADATA_AGENT, OVN_AGENT, ForeignProcess, NeutronAgent
 from ovnmeta.host import procs
 from ovnmeta.host.osloargs import config_files
-from ovnmeta.core.model import ForeignProcess
 
 LOG = logging.getLogger(__name__)
 
@@ -79,28 +79,6 @@ def in_namespaces(namespaces: dict[str, str]) -> dict[str, list[ForeignProcess]]
         if proc:
             found.setdefault(ns, []).append(proc)
     return found
-
-
-# neutron's agents that provision metadata namespaces: the old metadata agent, and its
-# successor when it runs the `metadata` extension.
-METADATA_AGENT, OVN_AGENT = "neutron-ovn-metadata-agent", "neutron-ovn-agent"
-
-
-@dataclass(frozen=True)
-class NeutronAgent:
-    pid: int
-    name: str
-    extensions: tuple[str, ...] | None   # neutron-ovn-agent's [agent] extensions; None: unknown
-
-    @property
-    def serves_metadata(self) -> bool:
-        """It still provisions metadata namespaces (one whose config cannot be read is
-        assumed to)."""
-        return self.name == METADATA_AGENT or self.extensions is None \
-            or "metadata" in self.extensions
-
-    def __str__(self) -> str:
-        return f"{self.name} (pid {self.pid})"
 
 
 def command_line(raw: bytes) -> list[str]:

@@ -1,12 +1,13 @@
-"""The host as the reconciler reads and changes it, behind one object: namespaces, veths,
+"""The host as the reconciler, haproxy's manager and the operator commands read and change
+it, behind one object (core.boundaries.Host): namespaces, veths,
 addresses, neighbours (`namespace`, `links`), firewall tables (`nsfirewall`), sockets
 (`nssockets`), and the processes inside our namespaces (`foreign`, `procs`). Unit tests
 hand the reconciler a fake of it."""
 
 from __future__ import annotations
 
-from ovnmeta.host import foreign, links, namespace, nsfirewall, nssockets, procs
 from ovnmeta.core.model import ForeignProcess
+from ovnmeta.host import foreign, links, namespace, nsfirewall, nssockets, procs
 
 
 class LinuxHost:
@@ -31,6 +32,7 @@ class LinuxHost:
     delete_outer = staticmethod(links.delete_outer)
     migrate_queued_connections = staticmethod(nssockets.migrate_queued_connections)
     neutron_agents = staticmethod(foreign.neutron_agents)
+    tcp_connect = staticmethod(nssockets.tcp_connect)
 
     @staticmethod
     def processes_in(namespaces: set[str]) -> dict[str, list[ForeignProcess]]:
@@ -46,3 +48,12 @@ class LinuxHost:
             return False
         pids = pids + [c for p in pids for c in procs.children(p)]
         return bool(inodes & procs.socket_inodes(pids))
+
+    @staticmethod
+    def listeners(namespace: str, address: str, port: int) -> list[ForeignProcess]:
+        """The processes in the namespace that hold a socket listening on address:port."""
+        inodes = nssockets.listening_inodes(namespace, address, port)
+        if not inodes:
+            return []
+        found = LinuxHost.processes_in({namespace}).get(namespace, [])
+        return [p for p in found if procs.socket_inodes([p.pid]) & inodes]

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import ipaddress
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
 
 from oslo_config import cfg
 
+from ovnmeta import __version__
 from ovnmeta.agent import config, control, handoff
 from ovnmeta.agent.reconcile import Reconciler
 from ovnmeta.core import plan
 from ovnmeta.core.model import SbSnapshot
-from ovnmeta.host import namespace
-from ovnmeta.ops import status, trace
-from ovnmeta import __version__
 from ovnmeta.haproxy.manager import HaproxyManager
 from ovnmeta.haproxy.settings import Settings
 from ovnmeta.host.lock import AgentLock, AlreadyRunning
+from ovnmeta.host.system import LinuxHost
+from ovnmeta.ops import status, trace
 from ovnmeta.ovsdb.ovs import ChassisConfig, LocalOvs
 
 
@@ -106,8 +106,9 @@ def cleanup(conf) -> int:
             status = 1
             ovs.stop()
             ovs, chassis = _NoOvs(), ChassisConfig("", "", "")
-        present = len(namespace.list_namespaces())
-        rec = Reconciler(_NothingDesired(), ovs, chassis, haproxy)
+        host = LinuxHost()
+        present = len(host.list_namespaces())
+        rec = Reconciler(_NothingDesired(), ovs, chassis, haproxy, host=host)
         rec.waiting_for = []   # told to clean: whichever agent else runs
         deadline = time.monotonic() + plan.SOFT_STOP_SECONDS + plan.HARD_STOP_SECONDS + 5
         try:
@@ -121,7 +122,7 @@ def cleanup(conf) -> int:
             ovs.stop()
         haproxy.stop_all()
         handoff.release(conf.metadata_proxy_socket)  # the socket keeper
-        left = len(namespace.list_namespaces())
+        left = len(host.list_namespaces())
         print(f"removed {present - left} namespace(s)")
         if left or rec.failures:
             print(f"ovnmeta cleanup: {left} namespace(s) left, {rec.failures} step(s) "

@@ -18,19 +18,30 @@ from pathlib import Path
 
 from ovnmeta.agent import control
 from ovnmeta.core import naming
-from ovnmeta.host import foreign, links, namespace, nssockets, procs
-from ovnmeta.core.desired import (VM_PORT_TYPES, addresses_with_prefix, desired_networks,
-                                  parse_mac_column)
+from ovnmeta.core.boundaries import Host
+from ovnmeta.core.desired import (
+    VM_PORT_TYPES,
+    addresses_with_prefix,
+    desired_networks,
+    parse_mac_column,
+)
 from ovnmeta.core.linklocal import link_local_of
-from ovnmeta.core.model import (METADATA_IP, METADATA_V4, METADATA_V6, NetworkSpec, NovaEndpoint,
-                                PortRecord, SbSnapshot)
+from ovnmeta.core.model import (
+    METADATA_IP,
+    METADATA_V4,
+    METADATA_V6,
+    NetworkSpec,
+    NovaEndpoint,
+    PortRecord,
+    SbSnapshot,
+)
+from ovnmeta.core.signing import sign_instance_id
 from ovnmeta.haproxy.runtime import stats_command
 from ovnmeta.haproxy.settings import MAPS_DIR, map_path, shared_stats_socket
-from ovnmeta.proxy.nova import NovaClient, NovaTimeout, NovaUnavailable
+from ovnmeta.host.system import LinuxHost
 from ovnmeta.ovsdb.ovs import LocalOvs
 from ovnmeta.ovsdb.sbquery import SbQuery
-from ovnmeta.core.signing import sign_instance_id
-
+from ovnmeta.proxy.nova import NovaClient, NovaTimeout, NovaUnavailable
 
 
 @dataclass
@@ -94,8 +105,9 @@ class VmRef:
 
 
 class Tracer:
-    def __init__(self, conf) -> None:
+    def __init__(self, conf, host: Host | None = None) -> None:
         self.conf = conf
+        self.host: Host = host or LinuxHost()
         self.sb = SbQuery(conf)
         self.ovn_trace = OvnTrace(",".join(conf.ovn.ovn_sb_connection),
                                   conf.ovn.ovn_sb_private_key, conf.ovn.ovn_sb_certificate,
@@ -112,6 +124,14 @@ class Tracer:
         self.project_id = ""
         self._sysid: str | None = None
         self._ovs: LocalOvs | None = None
+
+    @property
+    def desired(self) -> NetworkSpec:
+        """The network as the agent would build it: found by hop 2, read by the later hops
+        (which run only when it passed)."""
+        if self.spec is None:
+            raise RuntimeError("hop 2 (the SB's view of the network) has not passed")
+        return self.spec
 
     def run(self, ref: VmRef) -> TraceResult:
         result = TraceResult(vm=ref.name or f"{ref.ip} on {ref.network}")
@@ -222,7 +242,7 @@ class Tracer:
     # 3
     def hop_ovn_trace(self) -> str:
         switch = self.datapath.get("external_ids", {}).get("name", self.vm["datapath"])
-        lp = self.spec.iface_id
+        lp = self.desired.iface_id
         traced = []
         for family, flow in self.flows():
             out = self.ovn_trace(switch, flow)
@@ -241,7 +261,7 @@ class Tracer:
         """The VM's first packet to the metadata address: IPv4, and IPv6 link-local when
         the network has IPv6 (what cloud-init on an IPv6-only guest sends)."""
         match = (f'inport == "{self.vm["logical_port"]}" && eth.src == {self.vm_mac} && '
-                 f'eth.dst == {self.spec.mac} && ')
+                 f'eth.dst == {self.desired.mac} && ')
         tail = " && ip.ttl == 64 && tcp && tcp.dst == 80"
         flows = []
         v4 = [ip for ip in self.vm_ips if ":" not in ip]
@@ -264,7 +284,7 @@ class Tracer:
         except Exception as exc:
             raise Broken(f"cannot read the local OVS DB: {exc}",
                          "check [ovs] ovsdb_connection and ovsdb-server") from None
-        lp = self.spec.iface_id
+        lp = self.desired.iface_id
         if plugged.get(outer) != lp:
             seen = f"iface-id {plugged[outer]!r}" if outer in plugged else "no such port"
             raise Broken(f"OVS port {outer} on {bridge} with iface-id={lp}: {seen}",
@@ -279,12 +299,12 @@ class Tracer:
         if ofports.get(outer) in (None, -1):
             raise Broken(f"vswitchd could not open {outer} (ofport {ofports.get(outer)})",
                          "see ovs-vswitchd.log for the interface error")
-        if ns not in namespace.list_namespaces():
+        if ns not in self.host.list_namespaces():
             raise Broken(f"namespace {ns} does not exist",
                          "start ovnmeta-agent; it creates the namespace on its next pass")
-        expected = self.spec.addresses
-        inner, others = links.read_inner(ns, naming.inner_device(self.network_id),
-                                         with_csum=False)
+        expected = self.desired.addresses
+        inner, others = self.host.read_inner(ns, naming.inner_device(self.network_id),
+                                             with_csum=False)
         if others:
             raise Broken(f"{ns} holds device(s) ovnmeta did not make: {', '.join(others)}",
                          "another agent's veth (neutron's tap…1?) answers for the same "
@@ -293,9 +313,9 @@ class Tracer:
             raise Broken(f"{naming.inner_device(self.network_id)} missing in {ns}",
                          "the agent recreates the pair: check its log for netlink errors")
         missing = expected - inner.addresses
-        if missing or inner.mac != self.spec.mac:
+        if missing or inner.mac != self.desired.mac:
             raise Broken(f"{ns} lacks {', '.join(sorted(missing)) or 'nothing'}; MAC "
-                         f"{inner.mac} (localport {self.spec.mac})",
+                         f"{inner.mac} (localport {self.desired.mac})",
                          "the agent repairs this on its next full pass "
                          "(metadata.reconcile_interval); restart it to repair now")
         return (f"{outer} ofport {ofports[outer]} iface-id={lp}; {ns} has "
@@ -304,9 +324,7 @@ class Tracer:
     # 5
     def hop_haproxy(self) -> str:
         ns = naming.namespace(self.network_id)
-        listening = nssockets.listening_inodes(ns, METADATA_IP, 80)
-        found = foreign.in_namespaces({ns: f"{namespace.NETNS_DIR}/{ns}"}).get(ns, [])
-        squatters = [p for p in found if procs.socket_inodes([p.pid]) & listening]
+        squatters = self.host.listeners(ns, METADATA_IP, 80)
         if squatters:
             who = ", ".join(f"{p.name} pid {p.pid}" + (f" (-f {p.config})" if p.config else "")
                             for p in squatters)
@@ -314,7 +332,7 @@ class Tracer:
                          "are shared between it and ovnmeta's haproxy",
                          "another agent's proxy (neutron's haproxy?): the running agent "
                          "stops it once its own listens; otherwise stop it by its PID")
-        error = nssockets.tcp_connect(ns, METADATA_IP, 80, timeout=2)
+        error = self.host.tcp_connect(ns, METADATA_IP, 80, timeout=2)
         if error:
             raise Broken(f"nothing accepts {METADATA_IP}:80 in {ns}: {error.strerror or error}",
                          "the agent respawns haproxy when it runs: check the agent log for "

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from ovnmeta.core import naming
+from ovnmeta.core.model import Frontend
 from ovnmeta.haproxy.manager import BRIDGE_PREFIX, HaproxyManager
-from ovnmeta.haproxy.settings import Frontend, Settings
+from ovnmeta.haproxy.settings import Settings
 from ovnmeta.host import nssockets, procs
 
 NAMES = ["omunit-br-a", "omunit-br-b", "omunit-br-c", "omunit-br-d", "omunit-br-e"]

@@ -7,12 +7,13 @@ import time
 import urllib.request
 
 import pytest
+from ovnmeta_testing.sandbox import alive, free_port, wait_until
 
+from ovnmeta.core.model import Frontend
 from ovnmeta.haproxy.manager import HaproxyManager
 from ovnmeta.haproxy.process import Process, parse_master_proc
 from ovnmeta.haproxy.render import frontends_only
-from ovnmeta.haproxy.settings import Frontend, Settings
-from ovnmeta_testing.sandbox import free_port, alive, wait_until
+from ovnmeta.haproxy.settings import Settings
 
 pytestmark = pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy not installed")
 

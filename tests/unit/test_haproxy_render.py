@@ -1,6 +1,6 @@
-from ovnmeta.core.model import NovaEndpoint
+from ovnmeta.core.model import Frontend, NovaEndpoint
 from ovnmeta.haproxy.render import BUNDLED_TEMPLATES, render, renderer
-from ovnmeta.haproxy.settings import Direct, Frontend, RateLimit, Settings, direct_tls_refusal
+from ovnmeta.haproxy.settings import Direct, RateLimit, Settings, direct_tls_refusal
 
 TEMPLATE = renderer(BUNDLED_TEMPLATES)
 SETTINGS = Settings(socket="/run/ovnmeta/metadata_proxy")

@@ -6,7 +6,6 @@ rule that nothing is deleted while the SB view cannot be refreshed.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 
@@ -16,6 +15,7 @@ from ovnmeta.agent import reconcile
 from ovnmeta.core import naming
 from ovnmeta.core.model import LinkState, PortRecord, SbSnapshot
 from ovnmeta.ovsdb.ovs import ChassisConfig
+from ovnmeta_testing.fakes import FakeHaproxy, FakeHost, FakeOvs, FakeSb
 
 MD_MAC = "fa:16:3e:00:00:02"
 
@@ -28,140 +28,6 @@ def snapshot(*nets: str) -> SbSnapshot:
         ports.append(PortRecord("md-" + net, "localport", net, (f"{MD_MAC} 10.0.0.2",),
                                 (("neutron:cidrs", "10.0.0.2/24"),), False))
     return SbSnapshot("c1", tuple(ports))
-
-
-class FakeSb:
-    def __init__(self, snap: SbSnapshot) -> None:
-        self.snap, self.settled, self.up = snap, True, True
-
-    def snapshot(self) -> SbSnapshot:
-        return self.snap
-
-    def connected(self) -> bool:
-        return self.up
-
-
-class FakeOvs:
-    def __init__(self) -> None:
-        self.ports: dict[str, str] = {}
-        self.foreign: dict[str, tuple[str, bool]] = {}   # name -> (iface-id, a VM's)
-        self.replaced: list[str] = []
-
-    def plugged(self) -> dict[str, str]:
-        return dict(self.ports)
-
-    def others(self) -> dict[str, tuple[str, bool]]:
-        return dict(self.foreign)
-
-    def iface_ids(self) -> frozenset[str]:
-        return frozenset()
-
-    def plug(self, bridge: str, ports: list[tuple[str, str]], replaces=()) -> None:
-        self.ports.update(ports)
-        self.replaced += replaces
-        for name in replaces:
-            self.foreign.pop(name, None)
-
-    def unplug(self, devices: list[str]) -> None:
-        for d in devices:
-            self.ports.pop(d, None)
-
-    def connected(self) -> bool:
-        return True
-
-
-class FakeHaproxy:
-    mode = "shared"
-
-    def __init__(self) -> None:
-        self.frontends: list[str] = []
-
-    def sync(self, frontends, recreated=frozenset(), meanwhile=None) -> dict:
-        self.frontends = [f.network_id for f in frontends]
-        if meanwhile:   # as a reload would: while haproxy loads the config
-            meanwhile()
-        return {}
-
-    def pids(self) -> dict:
-        return {}
-
-    def configured_networks(self) -> set[str]:
-        return set(self.frontends)
-
-
-class FakeHost:
-    """Namespaces and their inner devices, as the reconciler reads and changes the host."""
-
-    def __init__(self) -> None:
-        self.namespaces: dict[str, LinkState | None] = {}
-        self.fail_create: Exception | None = None
-        self.create_calls = 0
-        self.stray: set[str] = set()   # outer ends whose namespace is gone but still held
-
-    batch = staticmethod(contextlib.nullcontext)
-
-    def list_namespaces(self) -> set[str]:
-        return set(self.namespaces)
-
-    def is_namespace(self, ns: str) -> bool:
-        return ns in self.namespaces
-
-    def read_inner(self, ns: str, device: str, with_csum: bool = True):
-        return self.namespaces.get(ns), ()
-
-    def read_outer(self, device: str) -> tuple[bool, bool]:
-        return self._outer(device), self._outer(device)
-
-    def read_firewall(self, ns: str) -> tuple:
-        return ()
-
-    def processes_in(self, namespaces) -> dict:
-        return {}
-
-    def neutron_agents(self) -> list:
-        return []
-
-    def outer_devices(self) -> set[str]:
-        return self.stray | {naming.outer_device(naming.network_from_namespace(n))
-                             for n in self.namespaces}
-
-    def delete_outer(self, device: str) -> None:
-        self.stray.discard(device)
-
-    def create_veth(self, spec) -> None:
-        self._set(spec, mac="")
-
-    def configure_inner(self, spec, csum_off: bool) -> None:
-        self._set(spec, mac=spec.mac)
-
-    def del_address(self, spec, address: str) -> None:
-        pass
-
-    def set_outer_up(self, spec) -> None:
-        pass
-
-    def delete(self, net: str) -> None:
-        self.namespaces.pop(naming.namespace(net))
-
-    def _outer(self, dev: str) -> bool:
-        return any(naming.outer_device(naming.network_from_namespace(n)) == dev and s
-                   for n, s in self.namespaces.items())
-
-    def create_namespace(self, spec) -> None:
-        self.create_calls += 1
-        if self.fail_create:
-            raise self.fail_create
-        self.namespaces[spec.namespace] = None
-
-    def _set(self, spec, mac: str) -> None:
-        old = self.namespaces.get(spec.namespace)
-        self.namespaces[spec.namespace] = LinkState(
-            mac=mac, mtu=1500, up=bool(mac), addresses=old.addresses if old else frozenset())
-
-    def add_address(self, spec, address: str) -> None:
-        old = self.namespaces[spec.namespace]
-        self.namespaces[spec.namespace] = LinkState(old.mac, old.mtu, old.up,
-                                                    old.addresses | {address})
 
 
 @pytest.fixture
