@@ -33,15 +33,8 @@ from ovnmeta_testing import cpu
 from ovnmeta.core.model import Frontend
 from ovnmeta.core.signing import sign_instance_id
 from ovnmeta.haproxy import render as rendering
-from ovnmeta.haproxy.settings import (
-    ERROR_FILES,
-    MAPS_DIR,
-    Direct,
-    Settings,
-    error_file,
-    error_file_text,
-    map_path,
-)
+from ovnmeta.haproxy.settings import (ERROR_FILES, MAPS_DIR, Direct, Settings, error_file,
+                                      error_file_text, map_path)
 from ovnmeta.host import procs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

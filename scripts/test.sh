@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 .venv/bin/lint-imports --no-cache >/dev/null || { .venv/bin/lint-imports --no-cache; exit 1; }
 # The type checker: strict on the core and the boundaries; adapters and fakes implement them.
-.venv/bin/mypy >/dev/null || { .venv/bin/mypy; exit 1; }
+.venv/bin/mypy --cache-dir=/dev/null >/dev/null || { .venv/bin/mypy --cache-dir=/dev/null; exit 1; }
 exec .venv/bin/python -m pytest -q "$@"

@@ -15,12 +15,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from ovnmeta.agent.executor import Executor, Failure, OvsBatch
-from ovnmeta.agent.passstatus import (
-    HaproxyStatus,
-    NetworkStatus,
-    ProblemStatus,
-    ReconcileStatus,
-)
+from ovnmeta.agent.passstatus import HaproxyStatus, NetworkStatus, ProblemStatus, ReconcileStatus
 from ovnmeta.core import naming, plan, worklist
 from ovnmeta.core.boundaries import Haproxy, Host, Ovs, Sb
 from ovnmeta.core.desired import Problem, desired_networks

@@ -11,14 +11,8 @@ from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from ovnmeta.core.model import (
-    ForeignProcess,
-    Frontend,
-    LinkState,
-    NetworkSpec,
-    NeutronAgent,
-    SbSnapshot,
-)
+from ovnmeta.core.model import (ForeignProcess, Frontend, LinkState, NetworkSpec, NeutronAgent,
+                                SbSnapshot)
 
 
 class Host(Protocol):

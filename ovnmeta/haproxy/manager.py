@@ -24,20 +24,11 @@ from pathlib import Path
 from ovnmeta.core import naming
 from ovnmeta.core.boundaries import Host
 from ovnmeta.core.model import METADATA_V4, Frontend
-from ovnmeta.haproxy import maps
+from ovnmeta.haproxy import maps, sidefiles
 from ovnmeta.haproxy.process import HaproxyError, Process, ReloadRejected, read_config
 from ovnmeta.haproxy.render import frontends_only, render, renderer, templates_dir
 from ovnmeta.haproxy.runtime import parse_frontend_stats, stats_command
-from ovnmeta.haproxy.settings import (
-    CLIENT_PEM,
-    ERROR_FILES,
-    MAPS_DIR,
-    READY_SOCKET,
-    Settings,
-    error_file,
-    error_file_text,
-    shared_stats_socket,
-)
+from ovnmeta.haproxy.settings import MAPS_DIR, READY_SOCKET, Settings, shared_stats_socket
 from ovnmeta.host.system import LinuxHost
 
 LOG = logging.getLogger(__name__)
@@ -66,14 +57,7 @@ class HaproxyManager:
             self.settings = settings = replace(settings, direct=None)
         self.maps_dir = self.dir / MAPS_DIR
         if settings.direct:
-            for code, (status, reason, body) in ERROR_FILES.items():
-                path = error_file(self.dir, code)
-                text = error_file_text(status, reason, body)
-                if not path.exists() or path.read_text() != text:
-                    path.write_text(text)
-            tls = settings.direct.tls
-            if tls and tls.client_pem:
-                write_client_pem(Path(tls.client_pem), tls.client_cert, tls.client_key)
+            sidefiles.write(self.dir, settings.direct)
         self._last_errors: dict[str, str] = {}
         self._rendered: dict[Path, tuple[tuple, str]] = {}   # per config file: inputs, text
         self._parsed: tuple[str, frozenset[str]] = ("", frozenset())
@@ -363,23 +347,7 @@ class HaproxyManager:
             self._per_network(net).stop()
         maps.remove_files(self.maps_dir)
         (self.dir / READY_SOCKET).unlink(missing_ok=True)
-        for code in ERROR_FILES:
-            error_file(self.dir, code).unlink(missing_ok=True)
-        (self.dir / CLIENT_PEM).unlink(missing_ok=True)
-
-
-def write_client_pem(path: Path, cert: str, key: str) -> None:
-    """nova_client_cert and nova_client_priv_key as one file, haproxy's `crt`; readable by
-    root alone, as the key is (haproxy reads it before it drops its privileges)."""
-    text = Path(cert).read_text()
-    if key and key != cert:
-        text = text.rstrip("\n") + "\n" + Path(key).read_text()
-    if not path.exists() or path.read_text() != text:
-        tmp = path.with_suffix(".new")
-        tmp.touch(mode=0o600)
-        tmp.chmod(0o600)
-        tmp.write_text(text)
-        tmp.replace(path)
+        sidefiles.remove(self.dir)
 
 
 class _Background:

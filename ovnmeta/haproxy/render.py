@@ -9,13 +9,7 @@ import jinja2
 
 from ovnmeta.core.memo import Generational
 from ovnmeta.core.model import Frontend
-from ovnmeta.haproxy.settings import (
-    ERROR_FILES,
-    MAPS_DIR,
-    Settings,
-    error_file,
-    map_path,
-)
+from ovnmeta.haproxy.settings import ERROR_FILES, MAPS_DIR, Settings, error_file, map_path
 
 BUNDLED_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 INSTALLED_TEMPLATES = Path(os.sys.prefix) / "share" / "ovnmeta" / "templates"

@@ -21,7 +21,7 @@ from ovnmeta.haproxy.manager import HaproxyManager
 from ovnmeta.haproxy.settings import Settings
 from ovnmeta.host.lock import AgentLock, AlreadyRunning
 from ovnmeta.host.system import LinuxHost
-from ovnmeta.ops import status, trace
+from ovnmeta.ops import status, trace, tracereport
 from ovnmeta.ovsdb.ovs import ChassisConfig, LocalOvs
 
 
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         ref = trace.VmRef(ip=args.vm, network=args.network) if _is_ip(args.vm) \
             else trace.VmRef(name=args.vm)
         result = trace.Tracer(conf).run(ref)
-        print(result.to_json() if args.json else trace.render(result))
+        print(result.to_json() if args.json else tracereport.render(result))
         return 0 if result.ok else 1
     return 2
 

@@ -8,93 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import re
 import shlex
-import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ovnmeta.agent import control
 from ovnmeta.core import naming
 from ovnmeta.core.boundaries import Host
-from ovnmeta.core.desired import (
-    VM_PORT_TYPES,
-    addresses_with_prefix,
-    desired_networks,
-    parse_mac_column,
-)
-from ovnmeta.core.linklocal import link_local_of
-from ovnmeta.core.model import (
-    METADATA_IP,
-    METADATA_V4,
-    METADATA_V6,
-    NetworkSpec,
-    NovaEndpoint,
-    PortRecord,
-    SbSnapshot,
-)
+from ovnmeta.core.desired import (VM_PORT_TYPES, addresses_with_prefix, desired_networks,
+                                  parse_mac_column)
+from ovnmeta.core.model import (METADATA_IP, METADATA_V4, METADATA_V6, NetworkSpec, NovaEndpoint,
+                                PortRecord, SbSnapshot)
 from ovnmeta.core.signing import sign_instance_id
 from ovnmeta.haproxy.runtime import stats_command
 from ovnmeta.haproxy.settings import MAPS_DIR, map_path, shared_stats_socket
 from ovnmeta.host.system import LinuxHost
+from ovnmeta.ops.ovntrace import OvnTrace, metadata_flows
+from ovnmeta.ops.tracereport import Broken, Hop, TraceResult
 from ovnmeta.ovsdb.ovs import LocalOvs
 from ovnmeta.ovsdb.sbquery import SbQuery
 from ovnmeta.proxy.nova import NovaClient, NovaTimeout, NovaUnavailable
 
-
-@dataclass
-class Hop:
-    number: int
-    name: str
-    ok: bool = False
-    evidence: str = ""
-    fix: str = ""
-    detail: str = ""
-
-
-@dataclass
-class TraceResult:
-    vm: str
-    hops: list[Hop] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.hops) and all(h.ok for h in self.hops) and len(self.hops) == 7
-
-    def to_json(self) -> str:
-        return json.dumps({"vm": self.vm, "ok": self.ok, "hops": [asdict(h) for h in self.hops]},
-                          indent=1)
-
-
-class Broken(Exception):
-    """The current hop failed; carries what to print."""
-
-    def __init__(self, evidence: str, fix: str, detail: str = "") -> None:
-        super().__init__(evidence)
-        self.evidence, self.fix, self.detail = evidence, fix, detail
-
-
-# -- ovn-trace, the operator's own tool, with the agent's connection options -------------
-
-class OvnTrace:
-    def __init__(self, remote: str, key: str = "", cert: str = "", ca: str = "") -> None:
-        self.remote = remote
-        self.ssl = [a for flag, v in (("-p", key), ("-c", cert), ("-C", ca)) if v
-                    for a in (flag, v)]
-
-    def __call__(self, datapath: str, flow: str) -> str:
-        argv = ["ovn-trace", f"--db={self.remote}", *self.ssl, "--minimal",
-                "--no-friendly-names", datapath, flow]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-        if proc.returncode != 0:
-            raise Broken(f"ovn-trace failed: {proc.stderr.strip()}",
-                         "check [ovn] ovn_sb_connection and that the SB is reachable")
-        return proc.stdout
-
-
-# -- the walk ----------------------------------------------------------------------------
 
 @dataclass
 class VmRef:
@@ -244,7 +180,8 @@ class Tracer:
         switch = self.datapath.get("external_ids", {}).get("name", self.vm["datapath"])
         lp = self.desired.iface_id
         traced = []
-        for family, flow in self.flows():
+        for family, flow in metadata_flows(self.vm["logical_port"], self.vm_mac, self.vm_ips,
+                                           self.desired.mac):
             out = self.ovn_trace(switch, flow)
             if f'output("{lp}")' not in out:
                 raise Broken(
@@ -256,22 +193,6 @@ class Tracer:
                     detail=f"ovn-trace --minimal {switch} {shlex.quote(flow)}\n{out.strip()}")
             traced.append(family)
         return f"the {' and '.join(traced)} packets are output to {lp}"
-
-    def flows(self) -> list[tuple[str, str]]:
-        """The VM's first packet to the metadata address: IPv4, and IPv6 link-local when
-        the network has IPv6 (what cloud-init on an IPv6-only guest sends)."""
-        match = (f'inport == "{self.vm["logical_port"]}" && eth.src == {self.vm_mac} && '
-                 f'eth.dst == {self.desired.mac} && ')
-        tail = " && ip.ttl == 64 && tcp && tcp.dst == 80"
-        flows = []
-        v4 = [ip for ip in self.vm_ips if ":" not in ip]
-        if v4:
-            flows.append(("IPv4", match + f"ip4.src == {v4[0]} && ip4.dst == {METADATA_IP}"
-                          + tail))
-        if any(":" in ip for ip in self.vm_ips):
-            flows.append(("IPv6", match + f"ip6.src == {link_local_of(self.vm_mac)} && "
-                          "ip6.dst == fe80::a9fe:a9fe" + tail))
-        return flows
 
     # 4
     def hop_namespace(self) -> str:
@@ -468,21 +389,3 @@ class Tracer:
         key = self.conf.metadata.instance_id_key
         return self.sb.find("Port_Binding", where=lambda r: r["type"] in VM_PORT_TYPES
                             and r["external_ids"].get(key) == ref.name)
-
-
-def render(result: TraceResult) -> str:
-    lines = [f"metadata path of {result.vm}:"]
-    for hop in result.hops:
-        mark = "✓" if hop.ok else "✗"
-        lines.append(f" {mark} {hop.number}. {hop.name}: {hop.evidence}")
-        if not hop.ok:
-            lines.append(f"      fix: {hop.fix}")
-            if hop.detail:
-                lines += ["      " + line for line in hop.detail.splitlines()]
-    if result.ok:
-        lines.append("all hops pass")
-    else:
-        untested = 7 - len(result.hops)
-        if untested:
-            lines.append(f"({untested} later hop(s) not checked)")
-    return "\n".join(lines)

@@ -4,13 +4,7 @@ import subprocess
 
 from ovnmeta.core.model import Frontend, NovaEndpoint
 from ovnmeta.haproxy.render import BUNDLED_TEMPLATES, render, renderer
-from ovnmeta.haproxy.settings import (
-    ERROR_FILES,
-    Direct,
-    RateLimit,
-    Settings,
-    error_file_text,
-)
+from ovnmeta.haproxy.settings import ERROR_FILES, Direct, RateLimit, Settings, error_file_text
 
 TEMPLATE = renderer(BUNDLED_TEMPLATES)
 SETTINGS = Settings(socket="/run/ovnmeta/metadata_proxy")

@@ -1,6 +1,6 @@
 """What operators reported against neutron's agent in 2025-2026, each as a behaviour of
 ovnmeta's on real OVN (the LP number in each test's docstring). Reports tested elsewhere:
-LP #2112130 (tests/unit/test_proxy.py), LP #2111475 and LP #2119097 (test_agent.py),
+LP #2112130 (tests/unit/proxy/test_handler.py), LP #2111475 and LP #2119097 (test_agent.py),
 LP #2097273 and LP #2154609 (test_nova_faults.py), LP #2116249 (test_neutron_server.py).
 
 Also the odd rows a CMS can write: each is logged once, with its row, and the rest of the

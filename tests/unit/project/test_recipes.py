@@ -14,7 +14,7 @@ import yaml
 
 from ovnmeta import __version__
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
 DISTRO_UNIT = """\
 [Unit]

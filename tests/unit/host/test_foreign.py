@@ -12,7 +12,7 @@ from ovnmeta.core.model import ForeignProcess
 from ovnmeta.host.nssockets import proc_net_key
 from pathlib import Path
 
-ROOT_CONTAINER = Path(__file__).resolve().parents[2] / "container"
+ROOT_CONTAINER = Path(__file__).resolve().parents[3] / "container"
 
 NET = "4649d6ed-5218-4d31-a646-0f830ed04392"
 

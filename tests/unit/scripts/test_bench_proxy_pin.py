@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_proxy.py"
+SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "bench_proxy.py"
 THREADS = "import threading, time\n" \
           "[threading.Thread(target=time.sleep, args=(30,), daemon=True).start() for _ in range(3)]\n" \
           "print('ready', flush=True); time.sleep(30)\n"

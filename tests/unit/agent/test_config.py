@@ -11,7 +11,7 @@ from oslo_config import cfg
 
 from ovnmeta.agent import config
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SAMPLE = ROOT / "etc" / "ovnmeta-agent.ini.sample"
 
 

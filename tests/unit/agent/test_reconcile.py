@@ -13,7 +13,7 @@ import pytest
 
 from ovnmeta.agent import reconcile
 from ovnmeta.core import naming
-from ovnmeta.core.model import LinkState, PortRecord, SbSnapshot
+from ovnmeta.core.model import PortRecord, SbSnapshot
 from ovnmeta.ovsdb.ovs import ChassisConfig
 from ovnmeta_testing.fakes import FakeHaproxy, FakeHost, FakeOvs, FakeSb
 

@@ -13,7 +13,7 @@ from oslo_config import cfg
 
 from ovnmeta.agent import config
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 INI = DATA / "neutron_ovn_metadata_agent.ini"
 # Where ovnmeta differs on purpose (README, "What differs from neutron").
 DIFFERS = {

@@ -1,31 +1,24 @@
-"""The metrics module, the shipped dashboard and alert rules, sd_notify and the systemd unit."""
+"""The metrics endpoint (proxy/metrics.py): what it exports from the agent's state and haproxy's
+counters, with one process and with workers."""
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import shutil
-import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from ovnmeta.agent import sdnotify
 from ovnmeta.proxy import metrics
 
-ROOT = Path(__file__).resolve().parents[2]
-METRIC = re.compile(r"\b(ovnmeta_[a-z0-9_]+)")
 
 STATS = """# pxname,svname,qcur,scur,req_tot,dreq,ereq,hrsp_4xx,hrsp_5xx,status
 net-n1,FRONTEND,,,120,7,2,9,1,OPEN
 ovnmeta_agent,BACKEND,,,0,0,0,0,0,UP
 net-n2,FRONTEND,,,5,0,0,0,0,OPEN
 """
+
 
 STATE = {"networks_served": 2, "vms_served": 3, "vms_bound": 4, "networks_in_backoff": 1,
          "reconcile_passes": 10, "reconcile_failures": 1, "reconcile_seconds": 0.02,
@@ -112,81 +105,6 @@ def test_series_of_a_network_gone_are_dropped_and_rates_stay_sane() -> None:
                for s in f.samples if s.name == "ovnmeta_requests_total")
 
 
-def _expressions() -> list[str]:
-    dash = json.loads((ROOT / "etc/grafana/ovnmeta-dashboard.json").read_text())
-    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
-    exprs += [v["query"] for v in dash["templating"]["list"] if "query" in v]
-    rules = yaml.safe_load((ROOT / "etc/prometheus/ovnmeta-alerts.yml").read_text())
-    exprs += [r["expr"] for g in rules["groups"] for r in g["rules"]]
-    return exprs
-
-
-def test_dashboard_and_alerts_only_name_exported_metrics() -> None:
-    named = {m for e in _expressions() for m in METRIC.findall(e)}
-    assert named, "no ovnmeta metric named at all"
-    assert named - metrics.exported_names() == set()
-    # ...and the dashboard covers the headline families.
-    for family in ("ovnmeta_requests_total", "ovnmeta_nova_errors_total",
-                   "ovnmeta_haproxy_denied_requests_total", "ovnmeta_sb_connected"):
-        assert family in named
-
-
-@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool (Debian: prometheus)")
-def test_alert_rules_pass_promtool() -> None:
-    proc = subprocess.run(["promtool", "check", "rules",
-                           str(ROOT / "etc/prometheus/ovnmeta-alerts.yml")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze (systemd)")
-def test_unit_verifies(tmp_path) -> None:
-    # The unit as shipped, pointed at this checkout's agent (verify wants the binary).
-    unit = (ROOT / "etc/systemd/ovnmeta-agent.service").read_text()
-    agent = Path(sys.executable).parent / "ovnmeta-agent"
-    assert "Type=notify" in unit and "WatchdogSec=" in unit
-    path = tmp_path / "ovnmeta-agent.service"
-    path.write_text(unit.replace("/usr/local/bin/ovnmeta-agent", str(agent)))
-    proc = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True,
-                          text=True)
-    assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
-
-
-@pytest.fixture
-def notify_socket(tmp_path, monkeypatch):
-    path = str(tmp_path / "notify")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(1)
-    monkeypatch.setenv("NOTIFY_SOCKET", path)
-    yield sock
-    sock.close()
-
-
-def test_notifier_ready_once_status_on_change_and_watchdog(notify_socket, monkeypatch) -> None:
-    monkeypatch.setenv("WATCHDOG_USEC", "2000000")
-    n = sdnotify.Notifier.from_environment()
-    assert "NOTIFY_SOCKET" not in os.environ  # haproxy and workers don't inherit it
-    n.pet()
-    assert notify_socket.recv(100) == b"WATCHDOG=1"
-    n.pet()  # within the half interval: nothing
-    n.serving(2, 3)
-    assert notify_socket.recv(100) == b"READY=1\nSTATUS=serving 2 network(s), 3 VM port(s)"
-    n.serving(2, 3)
-    n.serving(1, 1)
-    assert notify_socket.recv(100) == b"STATUS=serving 1 network(s), 1 VM port(s)"
-    with pytest.raises(TimeoutError):
-        notify_socket.recv(100)
-
-
-def test_notifier_without_systemd_is_silent(monkeypatch) -> None:
-    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    n = sdnotify.Notifier.from_environment()
-    assert n.send("READY=1") is False
-    n.serving(1, 1)
-    n.pet()
-
-
 def test_direct_path_is_exposed_when_on() -> None:
     assert "ovnmeta_direct_path_ready" not in scrape()
     state = {**STATE, "direct_ready": True, "direct_entries": 12, "direct_requests": 500,
@@ -245,7 +163,7 @@ def test_memory_endpoint_says_how_to_trace_and_lists_lines_when_tracing() -> Non
     finally:
         tracemalloc.stop()
     assert out["tracing"] and out["traced_kib"] >= 900 and 1 <= len(out["top"]) <= 5
-    assert "test_monitoring.py" in out["top"][0]["where"] and kept
+    assert "test_metrics_exported.py" in out["top"][0]["where"] and kept
     assert " < " not in out["top"][0]["where"]
 
     def hold() -> list[bytearray]:
@@ -260,7 +178,7 @@ def test_memory_endpoint_says_how_to_trace_and_lists_lines_when_tracing() -> Non
     where = out["top"][0]["where"].split(" < ")
     assert len(where) >= 2 and kept
     assert where[0].endswith(f":{hold.__code__.co_firstlineno + 1}")
-    assert "test_monitoring.py" in where[1]
+    assert "test_metrics_exported.py" in where[1]
 
 
 def test_the_endpoint_serves_metrics_over_real_tcp_and_says_where_they_are() -> None:

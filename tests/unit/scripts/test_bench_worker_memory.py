@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_worker_memory.py"
+SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "bench_worker_memory.py"
 
 
 def test_two_workers_serve_and_their_pages_are_accounted() -> None:

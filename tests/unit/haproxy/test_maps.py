@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ovnmeta.haproxy import maps as directpath
+from ovnmeta.haproxy import maps
 from ovnmeta.haproxy import novawatch, runtime
 from ovnmeta.core.model import PortRecord
 from ovnmeta.core.portindex import PortIndex, mac_from_link_local
@@ -37,25 +37,25 @@ PORTS = [vm("a", "n1", "fa:16:3e:00:00:0a", "10.0.0.10", "fd00::a"),
 
 def test_maps_hold_what_the_socket_path_would_answer() -> None:
     index = PortIndex.build(PORTS)
-    maps = directpath.desired(index, None, "s3cret")
-    assert set(maps) == {"n1", "n2"}
-    assert maps["n1"]["10.0.0.10"] == f"inst-a|proj|{sign_instance_id('s3cret', 'inst-a')}"
-    assert maps["n2"]["10.0.0.10"].startswith("inst-b|")
+    wanted = maps.desired(index, None, "s3cret")
+    assert set(wanted) == {"n1", "n2"}
+    assert wanted["n1"]["10.0.0.10"] == f"inst-a|proj|{sign_instance_id('s3cret', 'inst-a')}"
+    assert wanted["n2"]["10.0.0.10"].startswith("inst-b|")
     # Every key is answered the same way by the index: the EUI-64 link-local included.
-    for net, entries in maps.items():
+    for net, entries in wanted.items():
         for address in entries:
             assert index.lookup(net, address).instance_id == entries[address].split("|")[0]
-    link = [a for a in maps["n1"] if a.startswith("fe80::")]
+    link = [a for a in wanted["n1"] if a.startswith("fe80::")]
     assert link and mac_from_link_local(ipaddress.ip_address(link[0])) == "fa:16:3e:00:00:0a"
 
 
 def test_unplugged_ports_and_unsafe_ids_are_left_to_the_agent() -> None:
     ports = PORTS + [vm("c", "n1", "fa:16:3e:00:00:0c", "10.0.0.12", device="x y\r\nX-Evil: 1"),
                      vm("d", "n1", "fa:16:3e:00:00:0d", "10.0.0.13", project="p;show info")]
-    maps = directpath.desired(PortIndex.build(ports), {"a", "c", "d"}, "s")
-    assert "n2" not in maps                      # b is not plugged here
-    assert "10.0.0.12" not in maps["n1"] and "10.0.0.13" not in maps["n1"]
-    assert "10.0.0.10" in maps["n1"]
+    wanted = maps.desired(PortIndex.build(ports), {"a", "c", "d"}, "s")
+    assert "n2" not in wanted                      # b is not plugged here
+    assert "10.0.0.12" not in wanted["n1"] and "10.0.0.13" not in wanted["n1"]
+    assert "10.0.0.10" in wanted["n1"]
 
 
 def test_external_ports_need_no_interface_here() -> None:
@@ -63,24 +63,24 @@ def test_external_ports_need_no_interface_here() -> None:
     import dataclasses
     bm = dataclasses.replace(vm("bm", "n3", "fa:16:3e:00:00:0e", "10.0.0.14"), type="external")
     index = PortIndex.build(PORTS + [bm])
-    maps = directpath.desired(index, set(), "s")
-    assert set(maps) == {"n3"} and maps["n3"]["10.0.0.14"].startswith("inst-bm|")
+    wanted = maps.desired(index, set(), "s")
+    assert set(wanted) == {"n3"} and wanted["n3"]["10.0.0.14"].startswith("inst-bm|")
     assert index.lookup("n3", "10.0.0.14").answerable(set())
     assert not index.lookup("n1", "10.0.0.10").answerable(set())
 
 
 def test_changes_remove_before_they_add() -> None:
-    cmds = directpath.changes("/m", {"1.1.1.1": "a", "2.2.2.2": "b"},
+    cmds = maps.changes("/m", {"1.1.1.1": "a", "2.2.2.2": "b"},
                               {"2.2.2.2": "c", "3.3.3.3": "d"})
     assert cmds == ["del map /m 1.1.1.1", "set map /m 2.2.2.2 c", "add map /m 3.3.3.3 d"]
-    assert directpath.changes("/m", {"1.1.1.1": "a"}, {"1.1.1.1": "a"}) == []
-    assert directpath.replacement("/m", {"1.1.1.1": "a"}) == ["clear map /m",
+    assert maps.changes("/m", {"1.1.1.1": "a"}, {"1.1.1.1": "a"}) == []
+    assert maps.replacement("/m", {"1.1.1.1": "a"}) == ["clear map /m",
                                                               "add map /m 1.1.1.1 a"]
 
 
 def test_batches_keep_order_and_size() -> None:
     cmds = [f"add map /m 10.0.{i // 256}.{i % 256} v" for i in range(2000)]
-    out = directpath.batches(cmds, limit=1000)
+    out = maps.batches(cmds, limit=1000)
     assert all(len(b) <= 1000 for b in out)
     assert ";".join(out).split(";") == cmds
 
@@ -118,7 +118,7 @@ class Haproxy:
         for net in networks:
             text += (f"frontend {net}\n    bind 127.0.0.1:{free_port()}\n"
                      f"    http-request return status 200 content-type text/plain "
-                     f"lf-string \"%[src,map_ip({directpath.map_path(self.maps, net)},-)]\"\n")
+                     f"lf-string \"%[src,map_ip({maps.map_path(self.maps, net)},-)]\"\n")
         return text
 
     def load(self, networks: list[str]) -> None:
@@ -130,8 +130,8 @@ class Haproxy:
         return stats_command(path, line)
 
     def held(self, net: str) -> dict[str, str] | None:
-        return directpath.parse_show_map(
-            stats_command(self.stats, f"show map {directpath.map_path(self.maps, net)}"))
+        return maps.parse_show_map(
+            stats_command(self.stats, f"show map {maps.map_path(self.maps, net)}"))
 
     def worker(self) -> int | None:
         try:
@@ -147,7 +147,7 @@ def haproxy(tmp_path):
     h.proc.stop()
 
 
-def converge(sync: directpath.MapSync, hap: Haproxy, index: PortIndex,
+def converge(sync: maps.MapSync, hap: Haproxy, index: PortIndex,
              networks: list[str]) -> bool:
     """What the reconciler and the view follower do, in their order."""
     sync.prepare(networks)
@@ -162,10 +162,10 @@ def converge(sync: directpath.MapSync, hap: Haproxy, index: PortIndex,
 
 @needs_haproxy
 def test_map_sync_writes_files_then_pushes_and_follows_a_new_worker(haproxy) -> None:
-    sync = directpath.MapSync(haproxy.maps, haproxy.stats, "s", haproxy.command)
+    sync = maps.MapSync(haproxy.maps, haproxy.stats, "s", haproxy.command)
     index = PortIndex.build(PORTS)
     assert converge(sync, haproxy, index, ["n1", "n2"])
-    want = directpath.desired(index, None, "s")
+    want = maps.desired(index, None, "s")
     assert haproxy.held("n1") == want["n1"] and haproxy.held("n2") == want["n2"]
     text = (haproxy.maps / "n1.map").read_text()
     assert "10.0.0.10 inst-a|proj|" in text
@@ -186,7 +186,7 @@ def test_map_sync_writes_files_then_pushes_and_follows_a_new_worker(haproxy) -> 
     haproxy.sent.clear()
     assert converge(sync, haproxy, moved, ["n1", "n2"])
     for net in ("n1", "n2"):
-        assert "show map " + directpath.map_path(haproxy.maps, net) in haproxy.sent
+        assert "show map " + maps.map_path(haproxy.maps, net) in haproxy.sent
     assert not [c for c in haproxy.sent if not c.startswith("show")]
     assert not sync.watching
     assert haproxy.held("n1")["10.0.0.10"].startswith("inst-b2|")
@@ -199,15 +199,15 @@ def test_map_sync_writes_files_then_pushes_and_follows_a_new_worker(haproxy) -> 
     assert converge(sync, haproxy, moved, ["n1", "n2"])
     pushed = [c for c in haproxy.sent if not c.startswith("show")]
     assert not any(c.startswith("clear") for c in pushed) and pushed
-    assert haproxy.held("n1") == directpath.desired(moved, None, "s")["n1"]
+    assert haproxy.held("n1") == maps.desired(moved, None, "s")["n1"]
 
 
 @needs_haproxy
 def test_what_haproxy_holds_is_read_back_and_corrected(haproxy, caplog) -> None:
-    sync = directpath.MapSync(haproxy.maps, haproxy.stats, "s", haproxy.command)
+    sync = maps.MapSync(haproxy.maps, haproxy.stats, "s", haproxy.command)
     index = PortIndex.build(PORTS)
     assert converge(sync, haproxy, index, ["n1", "n2"])
-    path = directpath.map_path(haproxy.maps, "n1")
+    path = maps.map_path(haproxy.maps, "n1")
     # Someone else changes the running haproxy's map behind the agent's back, and the
     # agent's next change of that map finds it out from `show map`.
     stats_command(haproxy.stats, f"add map {path} 10.9.9.9 stale|stale|stale")
@@ -215,13 +215,13 @@ def test_what_haproxy_holds_is_read_back_and_corrected(haproxy, caplog) -> None:
     assert not sync.sync(grown, None)                      # not ready while they differ
     assert "differ from the agent's" in caplog.text and sync.due
     assert sync.sync(grown, None)
-    assert haproxy.held("n1") == directpath.desired(grown, None, "s")["n1"]
+    assert haproxy.held("n1") == maps.desired(grown, None, "s")["n1"]
 
 
 @needs_haproxy
 def test_only_the_map_owner_deletes_files_and_a_network_back_gets_its_file_again(
         haproxy) -> None:
-    sync = directpath.MapSync(haproxy.maps, haproxy.stats, "s", haproxy.command)
+    sync = maps.MapSync(haproxy.maps, haproxy.stats, "s", haproxy.command)
     index = PortIndex.build(PORTS)
     assert converge(sync, haproxy, index, ["n1", "n2"])
     assert converge(sync, haproxy, index, ["n2"])
@@ -230,12 +230,12 @@ def test_only_the_map_owner_deletes_files_and_a_network_back_gets_its_file_again
     # a config naming it (haproxy refuses a config naming a missing map).
     assert converge(sync, haproxy, index, ["n1", "n2"])
     assert "10.0.0.10 inst-a|" in (haproxy.maps / "n1.map").read_text()
-    assert haproxy.held("n1") == directpath.desired(index, None, "s")["n1"]
+    assert haproxy.held("n1") == maps.desired(index, None, "s")["n1"]
 
 
 @needs_haproxy
 def test_map_sync_is_not_ready_while_haproxy_is_unreachable_or_refuses(haproxy) -> None:
-    sync = directpath.MapSync(haproxy.maps, haproxy.stats, "s", haproxy.command)
+    sync = maps.MapSync(haproxy.maps, haproxy.stats, "s", haproxy.command)
     index = PortIndex.build(PORTS)
     sync.prepare(["n1"])
     sync.served(["n1"], reloaded=True)
@@ -251,7 +251,7 @@ def test_map_sync_is_not_ready_while_haproxy_is_unreachable_or_refuses(haproxy) 
     sync._command = haproxy.command
     haproxy.sent.clear()
     assert sync.sync(PortIndex.build(PORTS[1:]), None)
-    assert "show map " + directpath.map_path(haproxy.maps, "n1") in haproxy.sent
+    assert "show map " + maps.map_path(haproxy.maps, "n1") in haproxy.sent
     assert haproxy.held("n1") == {}
 
 
@@ -260,7 +260,7 @@ def test_a_sync_while_haproxy_stops_for_the_last_network_warns_of_nothing(haprox
                                                                          caplog) -> None:
     """The reconciler prepares the maps for no network, stops haproxy, then says so: a sync
     from the follower thread in between must not take haproxy's absence for a fault."""
-    sync = directpath.MapSync(haproxy.maps, haproxy.stats, "s", haproxy.command)
+    sync = maps.MapSync(haproxy.maps, haproxy.stats, "s", haproxy.command)
     index = PortIndex.build(PORTS)
     assert converge(sync, haproxy, index, ["n1", "n2"])
     sync.prepare([])
@@ -279,10 +279,10 @@ def test_maps_are_not_current_before_the_reconciler_says_what_haproxy_serves(
         haproxy) -> None:
     """A restarted agent must not vouch for maps the last agent left in haproxy before its
     first pass says which of them haproxy uses."""
-    first = directpath.MapSync(haproxy.maps, haproxy.stats, "s", haproxy.command)
+    first = maps.MapSync(haproxy.maps, haproxy.stats, "s", haproxy.command)
     index = PortIndex.build(PORTS)
     assert converge(first, haproxy, index, ["n1", "n2"])
-    after_restart = directpath.MapSync(haproxy.maps, haproxy.stats, "s", haproxy.command)
+    after_restart = maps.MapSync(haproxy.maps, haproxy.stats, "s", haproxy.command)
     assert not after_restart.sync(index, None) and not after_restart.ready
     after_restart.served(["n1", "n2"], reloaded=False)
     haproxy.sent.clear()
@@ -293,9 +293,9 @@ def test_maps_are_not_current_before_the_reconciler_says_what_haproxy_serves(
 
 def test_show_map_is_parsed_with_addresses_as_haproxy_prints_them() -> None:
     answer = "0x55d0 10.0.0.5 i|p|s\n0x55d1 fd00::a i|p|t\n\n"
-    assert directpath.parse_show_map(answer) == {"10.0.0.5": "i|p|s", "fd00::a": "i|p|t"}
-    assert directpath.parse_show_map("Unknown map identifier. Please use #<id>.\n") is None
-    assert directpath.parse_show_map("\n") == {}
+    assert maps.parse_show_map(answer) == {"10.0.0.5": "i|p|s", "fd00::a": "i|p|t"}
+    assert maps.parse_show_map("Unknown map identifier. Please use #<id>.\n") is None
+    assert maps.parse_show_map("\n") == {}
 
 
 def test_nova_watch_logs_refusals_once_and_counts_a_new_worker_from_zero(caplog) -> None:
@@ -332,12 +332,12 @@ def test_nova_watch_logs_refusals_once_and_counts_a_new_worker_from_zero(caplog)
 
 
 def test_map_files_tell_which_secret_signed_them(tmp_path) -> None:
-    maps = tmp_path / "maps"
-    old = directpath.MapSync(maps, "unused.stats", "old", lambda *_: "")
+    folder = tmp_path / "maps"
+    old = maps.MapSync(folder, "unused.stats", "old", lambda *_: "")
     assert old.files_signed_here()                  # no files: nothing to doubt
-    maps.mkdir()
-    (maps / "n1.map").write_text("")                 # an empty network says nothing
-    (maps / "n2.map").write_text(directpath.file_text(
-        directpath.desired(PortIndex.build(PORTS), None, "old")["n2"]))
+    folder.mkdir()
+    (folder / "n1.map").write_text("")                 # an empty network says nothing
+    (folder / "n2.map").write_text(maps.file_text(
+        maps.desired(PortIndex.build(PORTS), None, "old")["n2"]))
     assert old.files_signed_here()
-    assert not directpath.MapSync(maps, "unused.stats", "new", lambda *_: "").files_signed_here()
+    assert not maps.MapSync(folder, "unused.stats", "new", lambda *_: "").files_signed_here()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # Where a path in the docs may be relative to: the checkout, the package, the test support.
 BASES = [ROOT, ROOT / "ovnmeta", ROOT / "tests" / "support", ROOT / "tests"]

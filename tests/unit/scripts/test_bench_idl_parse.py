@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_idl_parse.py"
+SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "bench_idl_parse.py"
 
 
 def test_both_idls_parse_an_update_alone_and_beside_a_busy_thread() -> None:

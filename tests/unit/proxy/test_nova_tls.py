@@ -1,44 +1,19 @@
-"""The metadata socket's permissions and TLS to nova (CA, client cert, insecure)."""
+"""The nova client's TLS (proxy/nova.py) against a real HTTPS server with its own CA."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
 import ssl
-import stat
 import subprocess
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from ovnmeta.agent import listener
 from ovnmeta.core.model import NovaEndpoint
 from ovnmeta.proxy.nova import NovaClient, NovaUnavailable, TlsSettingsError, ssl_context
-
-
-def test_socket_mode_follows_neutron_semantics() -> None:
-    assert listener.socket_mode("user", "", "") == 0o644
-    assert listener.socket_mode("group", "", "") == 0o664
-    assert listener.socket_mode("all", "", "") == 0o666
-    assert listener.socket_mode("deduce", "nova", "nova") == 0o664
-    assert listener.socket_mode("deduce", "nova", "") == 0o644
-    assert listener.socket_mode("deduce", "", "") == 0o666
-
-
-def test_bind_socket_sets_mode_and_replaces_a_stale_one(tmp_path) -> None:
-    path = str(tmp_path / "sub" / "metadata_proxy")
-    first = listener.bind_socket(path, 0o644)
-    first.close()  # a crashed agent leaves its socket file behind
-    sock = listener.bind_socket(path, 0o664)
-    try:
-        assert stat.S_ISSOCK(os.stat(path).st_mode)
-        assert stat.S_IMODE(os.stat(path).st_mode) == 0o664
-        assert not [p for p in os.listdir(tmp_path / "sub") if p != "metadata_proxy"]
-    finally:
-        sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -113,16 +88,3 @@ def test_a_tls_file_that_cannot_be_used_is_named_and_every_request_answers_502(
         with pytest.raises(NovaUnavailable, match=re.escape(option)):
             _fetch(certs, kwargs)
         assert option in caplog.text   # said at start, by the client
-
-
-def test_peer_policy_admits_root_the_agent_and_haproxys_user_and_group() -> None:
-    import pwd
-
-    from ovnmeta.proxy.peers import Peer, PeerPolicy
-    nobody = pwd.getpwnam("nobody")
-    policy = PeerPolicy.for_haproxy()
-    assert policy.allows(Peer(1, 0, 0)) and policy.allows(Peer(1, os.geteuid(), 12345))
-    assert not policy.allows(Peer(1, nobody.pw_uid, nobody.pw_gid))
-    assert PeerPolicy.for_haproxy(user="nobody").allows(Peer(1, nobody.pw_uid, 1))
-    assert PeerPolicy.for_haproxy(group=str(nobody.pw_gid)).allows(
-        Peer(1, 4242, nobody.pw_gid))
