@@ -5,7 +5,7 @@ leaves them (ovnmeta_testing.neutron_host: namespace, tap…0/1, OVS port, addre
 haproxy per network on the shared socket), and a stand-in for neutron's agent process serves
 the socket (ovnmeta_testing.neutron_agent, with neutron's backlog of 4096). Every VM is
 probed every `--interval` seconds from its namespace, a new connection each time. First
-`--settle` seconds with neutron's stand-in alone: the rig's own baseline. Then docs/takeover.md's
+`--settle` seconds with neutron's stand-in alone: the rig's own baseline. Then docs/migrate.md's
 procedure: ovnmeta-agent starts with the same state_path while neutron's agent runs, and once
 ovnmeta says it holds the socket, neutron's agent gets SIGTERM (`--stop-first` stops
 neutron's agent 1 s before ovnmeta starts instead: an operator typing the two commands the

@@ -7,7 +7,7 @@ Needs neutron 29 in its own virtualenv, `.venv-neutron`, which scripts/install.s
 
 Against a private sandbox: N networks with one VM each, served by neutron-ovn-metadata-agent
 or by neutron-ovn-agent with `[agent] extensions = metadata`; every VM is probed every 0.1 s.
-docs/takeover.md's procedure: ovnmeta-agent starts with the same config file while neutron's agent
+docs/migrate.md's procedure: ovnmeta-agent starts with the same config file while neutron's agent
 runs; once ovnmeta says it holds the socket, neutron's agent gets SIGTERM on its main process
 only (systemd's KillMode=process). `--stop-first` stops neutron's agent 1 s before ovnmeta
 starts instead. Probing runs until nothing of neutron's is left. The agent row neutron-server

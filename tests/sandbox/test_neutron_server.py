@@ -304,7 +304,7 @@ def test_nb_rows_match_the_recorded_reference(cloud, sandbox, nets, provider, vm
 def test_agent_list_before_during_and_after_a_swap_from_neutrons_agent(
         cloud, sandbox, nets, vms, nova, tmp_path) -> None:
     """neutron's own metadata agent serves a VM; ovnmeta takes over with the same config
-    file (docs/takeover.md's order). neutron's API lists this host's metadata agent, alive,
+    file (docs/migrate.md's order). neutron's API lists this host's metadata agent, alive,
     as the same agent, before, during and after; the VM is served throughout."""
     net = nets("swap", "10.57.0.0/24")
     vm = vms(net)
