@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ovnmeta_testing import cpu
+from ovnmeta_testing import benchconfigs, cpu
 
 from ovnmeta.core.model import Frontend
 from ovnmeta.core.signing import sign_instance_id
@@ -160,7 +160,7 @@ def run(frontends_count: int, connections: int, seconds: int, rounds: int,
         configs = {name: drop(agent_config(work, frontends, nova, args, threads))
                    for name, args, drop in VARIANTS}
         configs["agent, 1 frontend"] = agent_config(work, frontends[:1], nova, {}, threads)
-        configs["ceiling (static headers, bench_proxy.py's)"] = bench_proxy.CEILING_CFG.format(
+        configs["ceiling (static headers, bench_proxy.py's)"] = benchconfigs.ceiling_haproxy(
             port=CEILING_PORT, nbthread=f"nbthread {threads}" if threads else "",
             namespace=names[0], instance=INSTANCE, project=PROJECT,
             signature=sign_instance_id(SECRET, INSTANCE), nova_port=port)

@@ -40,7 +40,7 @@ from ovnmeta.haproxy.runtime import stat_rows, stats_command
 from ovnmeta.haproxy.novawatch import NOVA_BACKENDS
 from ovnmeta.haproxy.settings import shared_stats_socket
 from ovnmeta.core.signing import sign_instance_id
-from ovnmeta_testing import cpu, neutron
+from ovnmeta_testing import benchconfigs, cpu, neutron
 from ovnmeta_testing.agentproc import AgentProcess, ini_lines, wait_until
 from ovnmeta_testing.memory import pss_kib, rollup_kib
 from ovnmeta_testing.novaproc import NovaProcess
@@ -52,58 +52,13 @@ SECRET = "bench-secret"
 PATH = "/openstack/latest/meta_data.json"
 CEILING_PORT = 8080
 
-CEILING_CFG = """
-global
-    maxconn 4096
-    {nbthread}
-defaults
-    mode http
-    option http-keep-alive
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend ceiling
-    bind 169.254.169.254:{port} namespace {namespace}
-    http-request set-header X-Instance-ID {instance}
-    http-request set-header X-Tenant-ID {project}
-    http-request set-header X-Instance-ID-Signature {signature}
-    http-request set-header X-Forwarded-For %[src]
-    default_backend nova
-backend nova
-    server nova 127.0.0.1:{nova_port}
-"""
 
-# The constant "nova": what the nova double answered for this VM, returned by nginx.
-CONSTANT_CFG = """
-worker_processes 1;
-daemon on;
-pid {dir}/nginx.pid;
-error_log {dir}/nginx-error.log;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            default_type application/json;
-            return 200 '{body}';
-        }}
-    }}
-}}
-"""
 
 
 def start_nginx(work: Path, port: int, body: str) -> int:
     cfg = work / "nginx.conf"
-    cfg.write_text(CONSTANT_CFG.format(dir=work, port=port,
-                                       body=body.replace("\\", "\\\\").replace("'", "\\'")))
+    cfg.write_text(benchconfigs.constant_nginx(
+        dir=work, port=port, body=body.replace("\\", "\\\\").replace("'", "\\'")))
     subprocess.run(["nginx", "-c", str(cfg), "-p", str(work)], check=True)
     return int((work / "nginx.pid").read_text())
 
@@ -232,20 +187,6 @@ PROFILE: Path | None = None  # --profile: py-spy's collapsed stacks of the agent
 PIN: dict[str, int] = {}
 
 
-def _pin(pids: list[int], cpu_index: int) -> None:
-    """Every thread of these processes onto one CPU (affinity is per thread)."""
-    for pid in pids:
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                os.sched_setaffinity(int(tid), {cpu_index})
-            except OSError:
-                pass
-
-
 def _pin_round(vm: FakeVM, agent: AgentProcess) -> None:
     """The same placement for both paths: their haproxys share one CPU and ovs-vswitchd,
     whose main thread forwards every packet of the userspace datapath, has the other.
@@ -254,8 +195,8 @@ def _pin_round(vm: FakeVM, agent: AgentProcess) -> None:
     if not PIN:
         return
     haproxys = agent.haproxy_pids() + CEILING_HAPROXY
-    _pin(haproxys + [c for p in haproxys for c in procs.children(p)], PIN["haproxy"])
-    _pin([vm.box.pid("ovs-vswitchd") or 0], PIN["ovs"])
+    cpu.pin(haproxys + [c for p in haproxys for c in procs.children(p)], PIN["haproxy"])
+    cpu.pin([vm.box.pid("ovs-vswitchd") or 0], PIN["ovs"])
 
 
 def measure(vm: FakeVM, agent: AgentProcess, connections: int, seconds: int,
@@ -436,7 +377,7 @@ def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
         wait_until(lambda: vm.exec("curl", "-sf", url, check=False).stdout == body.read_text(),
                    timeout=30, what="agent path to the constant backend")
         ns = naming.namespace(net.id)
-        CEILING_HAPROXY[:] = [start_haproxy(work / "ceiling.cfg", CEILING_CFG.format(
+        CEILING_HAPROXY[:] = [start_haproxy(work / "ceiling.cfg", benchconfigs.ceiling_haproxy(
             port=CEILING_PORT, nbthread=f"nbthread {threads}" if threads else "", namespace=ns,
             instance=port.device_id, project=port.project_id,
             signature=sign_instance_id(SECRET, port.device_id), nova_port=constant_port))]

@@ -20,7 +20,8 @@ from typing import TypeVar
 
 from oslo_config import cfg
 
-from ovnmeta.agent import control, handoff, listener, readiness, sdnotify, workerfeed
+from ovnmeta.agent import (control, handoff, listener, readiness, sdnotify, statemetrics,
+                           workerfeed)
 from ovnmeta.host import heap
 from ovnmeta.haproxy.maps import MapSync
 from ovnmeta.haproxy.novawatch import NovaWatch
@@ -233,7 +234,7 @@ class Agent:
         if self.workers or self.maps:
             servers.append(self._follow_view(metadata, stopped))
         if conf.metrics.listen:
-            reg = metrics.registry(metrics.StateCollector(
+            reg = metrics.registry(statemetrics.StateCollector(
                 self.metrics_state, self.reconciler.haproxy.frontend_stats))
             servers.append(self._serve_metrics(reg, conf.metrics.listen, stopped))
         try:

@@ -17,6 +17,7 @@ through the socket. A crash leaves nothing to hold, so the check fails at once.
 
 from __future__ import annotations
 
+import enum
 import os
 import select
 import socket
@@ -28,15 +29,28 @@ KEEP_SECONDS = 60.0
 # Longer than haproxy's check timeout (2 s): the check that connected last before it is
 # closed has failed by then anyway. Bounds how long a stopped agent's maps stay in use.
 HOLD_SECONDS = 3.0
-FETCH, PING, RELEASE, HOLD, TAKE = b"f", b"p", b"x", b"h", b"r"
-CAN_HOLD = b"v"   # a keeper from before HOLD answers it as a FETCH
+
+
+class Command(bytes, enum.Enum):
+    """One byte on the keeper's control socket. The bytes are a wire format: a keeper
+    outlives upgrades, so an agent may talk to one an older ovnmeta started."""
+    FETCH = b"f"      # a duplicate of the listening socket; the asker becomes the owner
+    PING = b"p"
+    RELEASE = b"x"    # close the socket and exit
+    HOLD = b"h"       # keep this readiness socket for HOLD_SECONDS
+    TAKE = b"r"       # the readiness socket held, if any
+    CAN_HOLD = b"v"   # a keeper from before HOLD answers it as a FETCH
+
+
+FETCH, PING, RELEASE, HOLD, TAKE, CAN_HOLD = Command
+SOCKET_REPLY = b"s"   # what a FETCH is answered with
 
 
 def control_path(socket_path: str) -> str:
     return socket_path + ".handoff"
 
 
-def _ask(socket_path: str, command: bytes, timeout: float = 2.0,
+def _ask(socket_path: str, command: Command, timeout: float = 2.0,
          give: socket.socket | None = None) -> list[int] | None:
     """The fds the keeper answers `command` with; None when no keeper answers it."""
     ctl = control_path(socket_path)
@@ -46,11 +60,11 @@ def _ask(socket_path: str, command: bytes, timeout: float = 2.0,
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(timeout)
             conn.connect(ctl)
-            socket.send_fds(conn, [command], [give.fileno()] if give else [])
+            socket.send_fds(conn, [command.value], [give.fileno()] if give else [])
             reply, fds, _, _ = socket.recv_fds(conn, 16, 1)
     except OSError:
         return None
-    expected = b"s" if command == FETCH else command
+    expected = SOCKET_REPLY if command is FETCH else command.value
     if reply != expected:    # gone mid-answer, or a keeper too old to know the command
         for fd in fds:
             os.close(fd)
@@ -132,14 +146,64 @@ def _alive(pidfd: int | None) -> bool:
     return pidfd is not None and not select.select([pidfd], [], [], 0)[0]
 
 
+class _Keeper:
+    """The keeper's state: the socket it keeps, who owns it, the readiness socket held."""
+
+    def __init__(self, fd: int, owner: int, hold_seconds: float) -> None:
+        self.fd, self.hold_seconds = fd, hold_seconds
+        self.owner_fd = _pidfd(owner)
+        self.orphaned_since: float | None = None
+        self.held: int | None = None     # a readiness socket left by a stopping agent
+        self.held_until = 0.0
+
+    def timeout(self, now: float) -> float:
+        if self.held is not None and now >= self.held_until:
+            self._drop_held()       # nobody came for it: haproxy's check fails
+        return 1.0 if self.held is None else max(0.01, min(1.0, self.held_until - now))
+
+    def orphaned_for(self, now: float) -> float:
+        """How long no owner has been alive (0 while one is)."""
+        if _alive(self.owner_fd):
+            self.orphaned_since = None
+        elif self.orphaned_since is None:
+            self.orphaned_since = now
+        return now - self.orphaned_since if self.orphaned_since is not None else 0.0
+
+    def answer(self, conn: socket.socket, command: bytes, fds: list[int]) -> bool:
+        """Answer one command; False when the keeper is to exit."""
+        if command == HOLD.value:
+            self._drop_held()
+            if fds:
+                self.held, self.held_until = fds.pop(0), time.monotonic() + self.hold_seconds
+                socket.send_fds(conn, [command], [])
+        for extra in fds:
+            os.close(extra)
+        if command == HOLD.value:
+            return True
+        if command == TAKE.value:
+            socket.send_fds(conn, [command], [] if self.held is None else [self.held])
+            self._drop_held()
+        elif command in (RELEASE.value, PING.value, CAN_HOLD.value):
+            socket.send_fds(conn, [command], [])
+            return command != RELEASE.value
+        else:   # FETCH, and whatever an agent newer than this keeper asks
+            socket.send_fds(conn, [SOCKET_REPLY], [self.fd])
+            if self.owner_fd is not None:
+                os.close(self.owner_fd)
+            self.owner_fd, self.orphaned_since = _pidfd(_peer_pid(conn)), None
+        return True
+
+    def _drop_held(self) -> None:
+        if self.held is not None:
+            os.close(self.held)
+            self.held = None
+
+
 def _keep(fd: int, ctl: str, owner: int, seconds: float,
           hold_seconds: float = HOLD_SECONDS) -> None:
     """Serve duplicates of fd to whoever asks; the last one to ask is the owner."""
     tmp = f"{ctl}.{os.getpid()}"
-    orphaned_since: float | None = None
-    owner_fd = _pidfd(owner)
-    held: int | None = None     # a readiness socket left by a stopping agent
-    held_until = 0.0
+    keeper = _Keeper(fd, owner, hold_seconds)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
         server.bind(tmp)
         os.chmod(tmp, 0o600)
@@ -148,15 +212,8 @@ def _keep(fd: int, ctl: str, owner: int, seconds: float,
         mine = os.stat(ctl).st_ino
         while True:
             now = time.monotonic()
-            if held is not None and now >= held_until:
-                os.close(held)      # nobody came for it: haproxy's check fails
-                held = None
-            server.settimeout(1.0 if held is None else max(0.01, min(1.0, held_until - now)))
-            if _alive(owner_fd):
-                orphaned_since = None
-            elif orphaned_since is None:
-                orphaned_since = time.monotonic()
-            elif time.monotonic() - orphaned_since > seconds:
+            server.settimeout(keeper.timeout(now))
+            if keeper.orphaned_for(now) > seconds:
                 break  # nobody came back: connections are refused from now on
             try:
                 conn, _ = server.accept()
@@ -168,32 +225,8 @@ def _keep(fd: int, ctl: str, owner: int, seconds: float,
                 try:
                     conn.settimeout(2.0)
                     command, fds, _, _ = socket.recv_fds(conn, 1, 1)
-                    if command == HOLD:
-                        if held is not None:
-                            os.close(held)
-                            held = None
-                        if fds:
-                            held, held_until = fds.pop(0), time.monotonic() + hold_seconds
-                            socket.send_fds(conn, [command], [])
-                    for extra in fds:
-                        os.close(extra)
-                    if command == HOLD:
-                        continue
-                    if command == TAKE:
-                        socket.send_fds(conn, [command], [] if held is None else [held])
-                        if held is not None:
-                            os.close(held)
-                            held = None
-                        continue
-                    if command in (RELEASE, PING, CAN_HOLD):
-                        socket.send_fds(conn, [command], [])
-                        if command == RELEASE:
-                            break
-                        continue
-                    socket.send_fds(conn, [b"s"], [fd])
-                    if owner_fd is not None:
-                        os.close(owner_fd)
-                    owner_fd, orphaned_since = _pidfd(_peer_pid(conn)), None
+                    if not keeper.answer(conn, command, fds):
+                        break
                 except OSError:
                     continue
         try:

@@ -197,3 +197,21 @@ def _subnet_of(ip: str, cidrs: str) -> int | None:
         if addr.version == net.version and addr in net and net.prefixlen < net.max_prefixlen:
             return net.prefixlen
     return None
+
+
+def is_here(chassis_uuid: str | None, names: frozenset[str], bound: list[str],
+            additional: list[str], type_: str, logical_port: str, requested: str,
+            plugged: frozenset[str]) -> bool:
+    """A port of this chassis: the SB binds it here, or it is a VM port whose interface is
+    plugged on this host and that ovn-controller is about to bind here.
+
+    The second case lets provisioning start with the VM's OVS port, not one SB round trip
+    of ovn-controller's later; a port whose `requested-chassis` names other chassis only is
+    not ovn-controller's to bind here, so not ours either.
+    """
+    if chassis_uuid is not None and (chassis_uuid in bound or chassis_uuid in additional):
+        return True
+    if type_ not in VIF_TYPES or logical_port not in plugged or chassis_uuid is None:
+        return False
+    wanted = {c.strip() for c in requested.split(",") if c.strip()}
+    return not wanted or bool(wanted & names)

@@ -66,16 +66,16 @@ def in_namespaces(namespaces: dict[str, str]) -> dict[str, list[ForeignProcess]]
     found: dict[str, list[ForeignProcess]] = {}
     if not wanted:
         return found
-    me = str(os.getpid())
+    me = os.getpid()
     # One stat a process, and its state read only for those in our namespaces: reading
     # every process's state first (procs.live) cost 2-3 ms a scan with 80 processes.
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or entry == me:
+    for pid in procs.pids():
+        if pid == me:
             continue
-        ns = wanted.get(_ns_key(f"/proc/{entry}/ns/net"))
-        if ns is None or not procs.running(int(entry)):   # a zombie has no namespace left
+        ns = wanted.get(_ns_key(f"/proc/{pid}/ns/net"))
+        if ns is None or not procs.running(pid):   # a zombie has no namespace left
             continue
-        proc = describe(int(entry))
+        proc = describe(pid)
         if proc:
             found.setdefault(ns, []).append(proc)
     return found

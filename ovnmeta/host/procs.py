@@ -50,20 +50,25 @@ class LiveProcess:
         return cmdline(self.pid)
 
 
-def live() -> Iterator[LiveProcess]:
-    """Every live process on the host, zombies left out: the one scan of /proc's processes
-    behind finding a haproxy by its config, neutron's agents, and what runs inside our
-    namespaces."""
+def pids() -> Iterator[int]:
+    """Every process id on the host, live or not: the one listing of /proc's processes."""
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+        if entry.isdigit():
+            yield int(entry)
+
+
+def live() -> Iterator[LiveProcess]:
+    """Every live process on the host, zombies left out, with its parent: what finding a
+    haproxy by its config and neutron's agents scan. (What runs inside our namespaces is
+    found by foreign.in_namespaces, which reads a process's namespace before its state.)"""
+    for pid in pids():
         try:
-            with open(f"/proc/{entry}/stat") as f:
+            with open(f"/proc/{pid}/stat") as f:
                 state, parent = f.read().rsplit(")", 1)[1].split()[:2]
         except (OSError, ValueError, IndexError):   # gone meanwhile
             continue
         if state not in ("Z", "X"):
-            yield LiveProcess(int(entry), int(parent))
+            yield LiveProcess(pid, int(parent))
 
 
 def children(pid: int) -> list[int]:

@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import ovs.db.idl
 import ovs.poller
@@ -21,7 +22,7 @@ from ovsdbapp.backend.ovs_idl import connection, idlutils
 from ovnmeta.core import naming, registration
 from ovnmeta.ovsdb import sbssl
 from ovnmeta.ovsdb.liveness import LivenessReporter
-from ovnmeta.core.desired import VIF_TYPES
+from ovnmeta.core.desired import is_here
 from ovnmeta.ovsdb.rowcache import RowCache
 from ovnmeta.core.model import PortRecord, SbSnapshot
 
@@ -48,31 +49,33 @@ def _uuids(row: ovs.db.idl.Row, column: str) -> list[str]:
     return [str(atom.value) for atom in datum.values]
 
 
-def _binding(row: ovs.db.idl.Row) -> tuple:
-    """(datapath uuids, chassis uuids, additional chassis uuids, type, logical_port, mac,
-    external_ids, requested-chassis): one Port_Binding row read once."""
+class Binding(NamedTuple):
+    """One Port_Binding row, read once when it changes (the IDL's rows are not kept)."""
+    datapaths: list[str]
+    chassis: list[str]
+    additional_chassis: list[str]
+    type: str
+    logical_port: str
+    mac: tuple[str, ...]
+    external_ids: tuple[tuple[str, str], ...]
+    requested_chassis: str
+
+
+class _Seen(NamedTuple):
+    """A binding as the last rebuild saw it: reused while the row, where it is and its
+    network are unchanged, so that an unchanged network keeps its records."""
+    binding: Binding
+    here: bool
+    network_id: str
+    record: PortRecord
+
+
+def _binding(row: ovs.db.idl.Row) -> Binding:
     options = getattr(row, "options", {})
-    return (_uuids(row, "datapath"), _uuids(row, "chassis"), _uuids(row, "additional_chassis"),
-            row.type, row.logical_port, tuple(row.mac),
-            tuple(sorted(row.external_ids.items())), options.get("requested-chassis", ""))
-
-
-def is_here(chassis_uuid: str | None, names: frozenset[str], bound: list[str],
-            additional: list[str], type_: str, logical_port: str, requested: str,
-            plugged: frozenset[str]) -> bool:
-    """A port of this chassis: the SB binds it here, or it is a VM port whose interface is
-    plugged on this host and that ovn-controller is about to bind here.
-
-    The second case lets provisioning start with the VM's OVS port, not one SB round trip
-    of ovn-controller's later; a port whose `requested-chassis` names other chassis only is
-    not ovn-controller's to bind here, so not ours either.
-    """
-    if chassis_uuid is not None and (chassis_uuid in bound or chassis_uuid in additional):
-        return True
-    if type_ not in VIF_TYPES or logical_port not in plugged or chassis_uuid is None:
-        return False
-    wanted = {c.strip() for c in requested.split(",") if c.strip()}
-    return not wanted or bool(wanted & names)
+    return Binding(_uuids(row, "datapath"), _uuids(row, "chassis"),
+                   _uuids(row, "additional_chassis"), row.type, row.logical_port,
+                   tuple(row.mac), tuple(sorted(row.external_ids.items())),
+                   options.get("requested-chassis", ""))
 
 
 def set_ssl(private_key: str, certificate: str, ca_cert: str) -> None:
@@ -195,7 +198,7 @@ class SbView:
         self._by_network: dict[str, frozenset[PortRecord]] = {}
         # Port_Binding uuid → (its cached binding, here, network, record): a rebuild makes
         # records and sets only for the rows and networks that changed.
-        self._records: dict = {}
+        self._records: dict[str, _Seen] = {}
         # True once this chassis's rows are fully loaded: before that an empty view means
         # "not known yet", not "nothing to serve".
         self.settled = False
@@ -291,35 +294,36 @@ class SbView:
         names = frozenset({self.chassis} | {getattr(r, "hostname", "") for r in mine}) - {""}
         networks = {str(uuid): net for uuid, net in idl.datapaths.items(idl.tables).items()}
         local_dps: set[str] = set()
-        previous, records = self._records, {}
+        previous, records = self._records, dict[str, _Seen]()
         touched: set[str] = set()   # networks one of whose rows changed, came or went
         by_network: dict[str, list[PortRecord]] = {}
-        for uuid, binding in idl.bindings.items(idl.tables).items():
-            (dps, chassis, additional, type_, logical_port, mac, ext, requested) = binding
-            if not dps:
+        for uuid, b in idl.bindings.items(idl.tables).items():
+            if not b.datapaths:
                 continue
-            here = is_here(chassis_uuid, names, chassis, additional, type_, logical_port,
-                           requested, plugged)
+            here = is_here(chassis_uuid, names, b.chassis, b.additional_chassis, b.type,
+                           b.logical_port, b.requested_chassis, plugged)
             if here:
-                local_dps.add(dps[0])
-            if not here and type_ != "localport":
+                local_dps.add(b.datapaths[0])
+            if not here and b.type != "localport":
                 continue
-            net_id = networks.get(dps[0])
+            net_id = networks.get(b.datapaths[0])
             if net_id is None:
                 continue  # its datapath row arrives with the next condition change
             old = previous.get(uuid)
-            if old is not None and old[0] is binding and old[1] == here and old[2] == net_id:
-                record = old[3]
+            if old is not None and old.binding is b and old.here == here \
+                    and old.network_id == net_id:
+                record = old.record
                 records[uuid] = old
             else:
-                record = PortRecord(logical_port=logical_port, type=type_, network_id=net_id,
-                                    mac=mac, external_ids=ext, bound_here=here)
-                records[uuid] = (binding, here, net_id, record)
+                record = PortRecord(logical_port=b.logical_port, type=b.type,
+                                    network_id=net_id, mac=b.mac, external_ids=b.external_ids,
+                                    bound_here=here)
+                records[uuid] = _Seen(b, here, net_id, record)
                 touched.add(net_id)
                 if old is not None:
-                    touched.add(old[2])
+                    touched.add(old.network_id)
             by_network.setdefault(net_id, []).append(record)
-        touched |= {old[2] for uuid, old in previous.items() if uuid not in records}
+        touched |= {old.network_id for uuid, old in previous.items() if uuid not in records}
         self._records = records
 
         self._update_conditions(idl, chassis_uuid, frozenset(local_dps), plugged)

@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable, Collection
 
 from ovnmeta.proxy import metrics
-from ovnmeta.proxy.httpserver import Request, Response, Server
-from ovnmeta.proxy.httpserver import text as _text
+from ovnmeta.proxy.httpserver import Request, Response, Server, text
 from ovnmeta.core.model import SbSnapshot
 from ovnmeta.proxy.peers import PeerPolicy, Refusals, peer_of
 from ovnmeta.proxy.nova import THROTTLE, NovaClient, NovaTimeout, NovaUnavailable
@@ -84,14 +83,14 @@ class MetadataProxy:
         networks = {v.strip() for v in request.get_all(NETWORK_HEADER)}
         clients = request.get_all("X-Forwarded-For")
         if len(networks) != 1 or not next(iter(networks)):
-            return _text(400, f"Bad request: exactly one {NETWORK_HEADER} header is required")
+            return text(400, f"Bad request: exactly one {NETWORK_HEADER} header is required")
         if len(clients) != 1 or "," in clients[0]:
-            return _text(400, "Bad request: exactly one X-Forwarded-For address is required")
+            return text(400, "Bad request: exactly one X-Forwarded-For address is required")
         network_id, client = networks.pop(), clients[0].strip()
         try:
             instance = self.index().lookup(network_id, client)
         except BadAddress as exc:
-            return _text(400, f"Bad request: X-Forwarded-For {exc}")
+            return text(400, f"Bad request: X-Forwarded-For {exc}")
         if instance is None:
             if network_id in self.index().networks:
                 metrics.index_miss(network_id)
@@ -100,13 +99,13 @@ class MetadataProxy:
             self._unknown.log(LOG, logging.INFO, f"{network_id} {client}",
                               "no VM port bound here with IP %s on network %s: 404",
                               client, network_id)
-            return _text(404, f"No instance with address {client} on network {network_id}")
+            return text(404, f"No instance with address {client} on network {network_id}")
         if not instance.answerable(None if self._plugged is None else self._plugged()):
             self._unknown.log(LOG, logging.WARNING, f"{network_id} {client}",
                               "IP %s on network %s is port %s in the SB view, but no "
                               "interface on this host carries it (deleted VM, view behind "
                               "the SB?): 404", client, network_id, instance.logical_port)
-            return _text(404, f"No instance with address {client} on network {network_id}")
+            return text(404, f"No instance with address {client} on network {network_id}")
 
         body = request.body  # the server bounds it (MAX_BODY, 413)
         headers = [(k, v) for k, v in request.headers if k.lower() not in REQUEST_DROP]
@@ -120,12 +119,12 @@ class MetadataProxy:
         except NovaTimeout as exc:
             THROTTLE.log(LOG, logging.ERROR, "timeout", "instance %s %s %s: %s",
                          instance.instance_id, request.method, request.path, exc)
-            return _text(504, "Gateway timeout: the nova metadata API did not answer in time")
+            return text(504, "Gateway timeout: the nova metadata API did not answer in time")
         except NovaUnavailable as exc:
             THROTTLE.log(LOG, logging.ERROR, "unavailable",
                          "instance %s %s %s: no answer from the nova metadata API: %s",
                          instance.instance_id, request.method, request.path, exc)
-            return _text(502, "Bad gateway: the nova metadata API cannot be reached")
+            return text(502, "Bad gateway: the nova metadata API cannot be reached")
         if resp.status == 403:
             LOG.error("nova refused the signed request for instance %s (403): "
                       "metadata_proxy_shared_secret in the agent's config does not match "
@@ -140,7 +139,7 @@ def _admit(policy: PeerPolicy):
     """The connection's peer, checked once when it connects: root, the agent's user and
     haproxy's; anyone else gets 403 for every request, and one warning per user."""
     refusals = Refusals()
-    forbidden = _text(403, "Forbidden: only haproxy may use the metadata socket")
+    forbidden = text(403, "Forbidden: only haproxy may use the metadata socket")
 
     def admit(transport) -> Response | None:
         sock = transport.get_extra_info("socket")

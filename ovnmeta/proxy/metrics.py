@@ -1,10 +1,9 @@
-"""Prometheus metrics: what the data path counts, and what the agent's state says at scrape.
+"""Prometheus metrics of the data path, and the endpoint that serves them.
 
 Request-path metrics are prometheus_client counters and histograms. With metadata_workers
 > 1 every process writes them to PROMETHEUS_MULTIPROC_DIR (set by `launch` before this
-module is imported) and the endpoint sums them across processes. State the main process
-alone knows (networks served, reconcile passes, the SB connection, haproxy's own counters)
-is read when Prometheus scrapes, by a collector over the agent's status.
+module is imported) and the endpoint sums them across processes. The state only the main
+process knows is the agent's (agent/statemetrics.py), added to the registry here.
 """
 
 from __future__ import annotations
@@ -13,19 +12,13 @@ import asyncio
 import os
 import time
 from collections.abc import Callable, Collection, Iterable
-from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
                                ProcessCollector, generate_latest, multiprocess)
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from ovnmeta.proxy.httpserver import Request, Response, Server, text
-
-try:
-    __version__ = version("ovnmeta")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "unknown"
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
@@ -44,42 +37,6 @@ NOVA_ERRORS = Counter("ovnmeta_nova_errors",
 INDEX_MISSES = Counter("ovnmeta_index_misses",
                        "Requests from an address no VM port here has (answered 404).",
                        ["network"])
-
-# Read from the agent's status at scrape time (main process only).
-STATE_METRICS = {
-    "ovnmeta_networks_served": "Networks whose namespace and haproxy frontend are ready.",
-    "ovnmeta_vms_served": "VM ports bound here on the networks served.",
-    "ovnmeta_vms_bound": "VM ports the SB binds to this chassis, served or not.",
-    "ovnmeta_networks_in_backoff": "Networks whose last change failed and waits to be retried.",
-    "ovnmeta_reconcile_passes": "Reconcile passes since the agent started.",
-    "ovnmeta_reconcile_failures": "Network changes that failed (each is retried).",
-    "ovnmeta_reconcile_duration_seconds": "Duration of the last reconcile pass.",
-    "ovnmeta_sb_connected": "1 while the Southbound DB connection is up.",
-    "ovnmeta_chassis_registered": "1 while the SB has this host's Chassis row (0: "
-                                  "ovn-controller not registered or evicted; -1: not known "
-                                  "yet).",
-    "ovnmeta_sb_last_update_age_seconds": "Seconds since the SB view last changed or was "
-                                          "confirmed current by a reconnect.",
-    "ovnmeta_haproxy_reloads": "haproxy (re)loads and starts the agent asked for.",
-    "ovnmeta_haproxy_reload_failures": "haproxy configs that failed to check or load.",
-    "ovnmeta_build_info": "The running ovnmeta's version.",
-    "ovnmeta_direct_path_ready": "1 while haproxy's maps match the agent's view (haproxy "
-                                 "then sends known VMs' GETs straight to nova).",
-    "ovnmeta_direct_map_entries": "Client addresses in haproxy's maps.",
-    "ovnmeta_direct_requests": "Requests haproxy sent straight to nova (the direct path).",
-    "ovnmeta_direct_nova_errors": "Direct-path requests nova refused or failed, by kind.",
-}
-# haproxy's per-frontend counters ("show stat" fields), re-exported by network.
-HAPROXY_FIELDS = {
-    "req_tot": ("ovnmeta_haproxy_requests", "HTTP requests haproxy received."),
-    "dreq": ("ovnmeta_haproxy_denied_requests",
-             "Requests haproxy denied: 429 from rate limiting."),
-    "ereq": ("ovnmeta_haproxy_request_errors",
-             "Requests haproxy could not parse or that timed out."),
-    "hrsp_4xx": ("ovnmeta_haproxy_responses_4xx", "4xx answers haproxy sent."),
-    "hrsp_5xx": ("ovnmeta_haproxy_responses_5xx", "5xx answers haproxy sent."),
-}
-
 
 _CHILDREN: dict[tuple, object] = {}  # labels() looks up under a lock: once per series
 
@@ -156,62 +113,9 @@ class RetainedNetworks(Collector):
             yield family
 
 
-class StateCollector(Collector):
-    """The agent's state as metrics, from callables the agent hands over."""
-
-    def __init__(self, status: Callable[[], dict],
-                 haproxy_stats: Callable[[], dict[str, dict[str, int]]]) -> None:
-        self._status = status
-        self._haproxy_stats = haproxy_stats
-
-    def collect(self) -> Iterable[Metric]:
-        s = self._status()
-        gauge = lambda name, value: _one(GaugeMetricFamily, name, value)  # noqa: E731
-        counter = lambda name, value: _one(CounterMetricFamily, name, value)  # noqa: E731
-        yield gauge("ovnmeta_networks_served", s["networks_served"])
-        yield gauge("ovnmeta_vms_served", s["vms_served"])
-        yield gauge("ovnmeta_vms_bound", s["vms_bound"])
-        yield gauge("ovnmeta_networks_in_backoff", s["networks_in_backoff"])
-        yield counter("ovnmeta_reconcile_passes", s["reconcile_passes"])
-        yield counter("ovnmeta_reconcile_failures", s["reconcile_failures"])
-        yield gauge("ovnmeta_reconcile_duration_seconds", s["reconcile_seconds"])
-        yield gauge("ovnmeta_sb_connected", 1 if s["sb_connected"] else 0)
-        registered = s.get("chassis_registered")
-        yield gauge("ovnmeta_chassis_registered", -1 if registered is None else int(registered))
-        yield gauge("ovnmeta_sb_last_update_age_seconds",
-                    max(0.0, time.time() - s["sb_updated"]) if s["sb_updated"] else -1)
-        yield counter("ovnmeta_haproxy_reloads", s["haproxy_reloads"])
-        yield counter("ovnmeta_haproxy_reload_failures", s["haproxy_reload_failures"])
-        if "direct_ready" in s:
-            yield gauge("ovnmeta_direct_path_ready", 1 if s["direct_ready"] else 0)
-            yield gauge("ovnmeta_direct_map_entries", s["direct_entries"])
-            yield counter("ovnmeta_direct_requests", s["direct_requests"])
-            errors = CounterMetricFamily("ovnmeta_direct_nova_errors",
-                                         STATE_METRICS["ovnmeta_direct_nova_errors"],
-                                         labels=["kind"])
-            for kind, value in sorted(s["direct_errors"].items()):
-                errors.add_metric([kind], value)
-            yield errors
-        info = GaugeMetricFamily("ovnmeta_build_info", STATE_METRICS["ovnmeta_build_info"],
-                                 labels=["version"])
-        info.add_metric([__version__], 1)
-        yield info
-        stats = self._haproxy_stats()
-        for field, (name, doc) in HAPROXY_FIELDS.items():
-            family = CounterMetricFamily(name, doc, labels=["network"])
-            for network, values in sorted(stats.items()):
-                family.add_metric([network], values.get(field, 0))
-            yield family
-
-
-def _one(kind, name: str, value: float) -> Metric:
-    family = kind(name, STATE_METRICS[name])
-    family.add_metric([], value)
-    return family
-
-
-def registry(state: StateCollector | None) -> CollectorRegistry:
-    """What the endpoint exposes: every process's request metrics, plus the state."""
+def registry(state: Collector | None) -> CollectorRegistry:
+    """What the endpoint exposes: every process's request metrics, plus the agent's state
+    (agent/statemetrics.py)."""
     reg = CollectorRegistry()
     if os.environ.get(MULTIPROC_ENV):
         reg.register(RetainedNetworks(os.environ[MULTIPROC_ENV]))
@@ -259,18 +163,13 @@ async def serve(reg: CollectorRegistry, listen: str, stop: asyncio.Event) -> Non
         await server.close(grace=2)
 
 
-def exported_names() -> set[str]:
-    """Every metric name a scrape can show, with the suffixes Prometheus adds."""
+def request_metric_names() -> set[str]:
+    """The data path's metric names as a scrape shows them, with Prometheus' suffixes."""
     names = set()
     for metric in (REQUESTS, NOVA_ERRORS, INDEX_MISSES):
         names |= {metric._name + "_total", metric._name + "_created"}
     for metric in (REQUEST_SECONDS, NOVA_SECONDS):
         names |= {metric._name + s for s in ("_bucket", "_sum", "_count", "_created")}
-    counters = {"ovnmeta_reconcile_passes", "ovnmeta_reconcile_failures",
-                "ovnmeta_haproxy_reloads", "ovnmeta_haproxy_reload_failures",
-                "ovnmeta_direct_requests", "ovnmeta_direct_nova_errors"}
-    names |= {n + "_total" if n in counters else n for n in STATE_METRICS}
-    names |= {name + "_total" for name, _ in HAPROXY_FIELDS.values()}
     return names
 
 

@@ -76,3 +76,19 @@ class CpuShares:
         per_s = lambda ticks: round(ticks * 1000 / self.hz / (t1 - t0))  # noqa: E731
         return {"machine": per_s(busy1[0] - busy0[0]), "stolen": per_s(busy1[1] - busy0[1]),
                 **{n: per_s(by1[n] - by0[n]) for n in self.pids}}
+
+
+def pin(pids: list[int], cpu_index: int) -> None:
+    """Every thread of these processes onto one CPU (affinity is per thread: pinning the
+    main thread alone leaves haproxy's or ovs-vswitchd's others where they were); a
+    process gone meanwhile is skipped."""
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                os.sched_setaffinity(int(tid), {cpu_index})
+            except OSError:
+                pass

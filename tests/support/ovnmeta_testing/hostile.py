@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ovnmeta.host.namespace import entered
 from ovnmeta_testing import cpu
+from ovnmeta_testing.memory import rss_kib
 
 PATH = "/openstack/latest/meta_data.json"
 
@@ -236,11 +237,6 @@ def _latency(target, since: float, until: float) -> dict:
     pick = lambda q: times[min(len(times) - 1, int(q * len(times)))]  # noqa: E731
     return {"probes": len(times) + failed, "failed": failed,
             "p50_ms": round(pick(0.5) * 1000, 2), "p99_ms": round(pick(0.99) * 1000, 2)}
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
 def _wrk(vm, seconds: int, connections: int) -> dict:

@@ -1,4 +1,5 @@
-"""Memory of processes as benchmarks report it: PSS, which splits shared pages fairly."""
+"""Memory of processes as benchmarks and soaks report it: PSS, which splits shared pages
+fairly, and RSS, what the kernel and an operator's `ps` show."""
 
 from __future__ import annotations
 
@@ -19,3 +20,14 @@ def rollup_kib(pid: int) -> dict[str, int]:
     except (OSError, IndexError, ValueError):   # gone meanwhile
         pass
     return out
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of a process, KiB; 0 when it is gone or has no memory (a kernel thread)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0

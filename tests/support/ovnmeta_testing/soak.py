@@ -13,12 +13,12 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ovnmeta.agent import control
 from ovnmeta.core import naming
 from ovnmeta_testing import neutron
 from ovnmeta_testing.agentproc import AgentProcess, namespaces
+from ovnmeta_testing.memory import rss_kib
 from ovnmeta_testing.novaproc import NovaProcess
 from ovnmeta_testing.prober import Prober, Target
 from ovnmeta_testing.sandbox import Sandbox, wait_until
@@ -27,13 +27,6 @@ from ovnmeta_testing.vm import FakeVM
 SECRET = "soak-secret"
 MAX_NETWORKS = 6
 MAX_VMS_PER_NETWORK = 2
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def fds(pid: int) -> int:

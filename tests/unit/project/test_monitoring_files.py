@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ovnmeta.proxy import metrics
+from ovnmeta.agent import statemetrics
 
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -34,7 +34,7 @@ def _expressions() -> list[str]:
 def test_dashboard_and_alerts_only_name_exported_metrics() -> None:
     named = {m for e in _expressions() for m in METRIC.findall(e)}
     assert named, "no ovnmeta metric named at all"
-    assert named - metrics.exported_names() == set()
+    assert named - statemetrics.exported_names() == set()
     # ...and the dashboard covers the headline families.
     for family in ("ovnmeta_requests_total", "ovnmeta_nova_errors_total",
                    "ovnmeta_haproxy_denied_requests_total", "ovnmeta_sb_connected"):

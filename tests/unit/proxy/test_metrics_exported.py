@@ -10,6 +10,7 @@ import sys
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ovnmeta.agent import statemetrics
 from ovnmeta.proxy import metrics
 
 
@@ -27,7 +28,7 @@ STATE = {"networks_served": 2, "vms_served": 3, "vms_bound": 4, "networks_in_bac
 
 
 def scrape(state=STATE, stats=STATS) -> dict[str, list]:
-    reg = metrics.registry(metrics.StateCollector(
+    reg = metrics.registry(statemetrics.StateCollector(
         lambda: state, lambda: metrics_parse(stats)))
     text = metrics.generate_latest(reg).decode()
     out: dict[str, list] = {}
@@ -64,7 +65,7 @@ def test_state_and_requests_are_exposed() -> None:
     assert any(labels == {"host": "10.0.0.1", "kind": "refused"}
                for labels, _ in got["ovnmeta_nova_errors_total"])
     # Everything exposed is in the list the dashboard test checks against.
-    assert {n for n in got if n.startswith("ovnmeta_")} <= metrics.exported_names()
+    assert {n for n in got if n.startswith("ovnmeta_")} <= statemetrics.exported_names()
 
 
 def test_headline_rates_come_from_the_counters() -> None:
@@ -114,7 +115,7 @@ def test_direct_path_is_exposed_when_on() -> None:
     assert got["ovnmeta_direct_map_entries"] == [({}, 12.0)]
     assert got["ovnmeta_direct_requests_total"] == [({}, 500.0)]
     assert ({"kind": "refused"}, 2.0) in got["ovnmeta_direct_nova_errors_total"]
-    assert {n for n in got if n.startswith("ovnmeta_")} <= metrics.exported_names()
+    assert {n for n in got if n.startswith("ovnmeta_")} <= statemetrics.exported_names()
     # `ovnmeta status` counts the direct path's requests with the agent's.
     headline = metrics.Headline(metrics.registry(None), direct=lambda: 500)
     headline.sample()
@@ -188,7 +189,7 @@ def test_the_endpoint_serves_metrics_over_real_tcp_and_says_where_they_are() -> 
 
     from ovnmeta_testing.sandbox import free_port
     port = free_port()
-    reg = metrics.registry(metrics.StateCollector(lambda: STATE, lambda: metrics_parse(STATS)))
+    reg = metrics.registry(statemetrics.StateCollector(lambda: STATE, lambda: metrics_parse(STATS)))
 
     def fetch(path: str) -> tuple[int, str, str]:
         try:

@@ -1,28 +1,20 @@
-"""scripts/bench_proxy.py --pin: every thread of a process lands on the CPU asked for
-(affinity is per thread, so pinning only the main thread would leave haproxy's or
-ovs-vswitchd's other threads where the scheduler put them)."""
+"""ovnmeta_testing.cpu.pin, what scripts/bench_proxy.py --pin does: every thread of a
+process lands on the CPU asked for (affinity is per thread, so pinning only the main thread
+would leave haproxy's or ovs-vswitchd's other threads where the scheduler put them)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "bench_proxy.py"
+from ovnmeta_testing import cpu
+
 THREADS = "import threading, time\n" \
           "[threading.Thread(target=time.sleep, args=(30,), daemon=True).start() for _ in range(3)]\n" \
           "print('ready', flush=True); time.sleep(30)\n"
-
-
-def _bench_proxy():
-    spec = importlib.util.spec_from_file_location("bench_proxy", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _affinities(pid: int) -> list[set[int]]:
@@ -31,15 +23,14 @@ def _affinities(pid: int) -> list[set[int]]:
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
 def test_pin_moves_every_thread_of_the_process() -> None:
-    bench = _bench_proxy()
     proc = subprocess.Popen([sys.executable, "-c", THREADS], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
         assert len(_affinities(proc.pid)) == 4
         target = max(os.sched_getaffinity(0))
-        bench._pin([proc.pid], target)
+        cpu.pin([proc.pid], target)
         assert _affinities(proc.pid) == [{target}] * 4
-        bench._pin([proc.pid, 2 ** 22 + 1], min(os.sched_getaffinity(0)))  # a gone pid: skipped
+        cpu.pin([proc.pid, 2 ** 22 + 1], min(os.sched_getaffinity(0)))  # a gone pid: skipped
         assert _affinities(proc.pid) == [{min(os.sched_getaffinity(0))}] * 4
     finally:
         proc.kill()

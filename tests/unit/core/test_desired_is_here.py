@@ -1,6 +1,6 @@
-"""Which Port_Binding rows count as this chassis's (ovnmeta.ovsdb.sbview.is_here)."""
+"""Which Port_Binding rows count as this chassis's (ovnmeta.core.desired.is_here)."""
 
-from ovnmeta.ovsdb.sbview import is_here
+from ovnmeta.core.desired import is_here
 
 ME = "chassis-uuid-1"
 NAMES = frozenset({"compute-1", "compute-1.example.org"})
