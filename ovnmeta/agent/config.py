@@ -198,6 +198,31 @@ METRICS_OPTS = [
                     "disables the endpoint."),
 ]
 
+CACHE_OPTS = [
+    cfg.BoolOpt("enabled", default=False,
+                help="Keep nova's answers on this host, per instance, in the agent: a "
+                     "repeated GET within ttl is answered without asking nova, and when nova "
+                     "fails (5xx, refused, timed out) the last good answer is served, marked "
+                     "X-OVNMeta-Cache: stale. Only requests that reach the agent are cached "
+                     "so far: with [haproxy] direct_path on, known VMs' GETs go to nova "
+                     "directly and are not kept, so it is off by default until that path is "
+                     "covered. The trade-off: a VM rebuilt while nova is down gets its old "
+                     "data until nova is back."),
+    cfg.FloatOpt("ttl", default=15.0, min=0.0,
+                 help="Seconds an answer is served without asking nova: nova's "
+                      "[api] metadata_cache_expiration. 0: always ask nova, keep answers "
+                      "only for its failures."),
+    cfg.FloatOpt("max_stale", default=86400.0, min=0.0,
+                 help="Seconds the last good answer may stand in for a failing nova. A day "
+                      "covers an outage or an upgrade of the API; older data is refused "
+                      "rather than served."),
+    cfg.IntOpt("max_bytes", default=64 * 1024 * 1024, min=0,
+               help="Bytes of answers kept on this host, least recently used first, the "
+                    "instance holding the most evicted first."),
+    cfg.IntOpt("max_entry_bytes", default=1024 * 1024, min=0,
+               help="A larger answer is passed through, never kept."),
+]
+
 GROUPS: dict[str | None, list[cfg.Opt]] = {
     None: DEFAULT_OPTS,
     "ovn": OVN_OPTS,
@@ -207,6 +232,7 @@ GROUPS: dict[str | None, list[cfg.Opt]] = {
     "metadata_haproxy": HAPROXY_TIMEOUT_OPTS,
     "metadata_rate_limiting": RATE_LIMIT_OPTS,
     "metrics": METRICS_OPTS,
+    "metadata_cache": CACHE_OPTS,
 }
 # Every other option of neutron's agent, accepted with its type and ignored.
 _KNOWN = {g: {o.name for o in opts} for g, opts in GROUPS.items()}

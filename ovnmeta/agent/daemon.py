@@ -206,6 +206,7 @@ class Agent:
         nova = NovaClient(NovaEndpoint.from_conf(conf))
         metadata = handler.MetadataProxy.from_conf(conf, self.sb.snapshot, nova,
                                                  plugged=self.ovs.iface_ids)
+        self.response_cache = metadata.cache
         server = handler.make_server(metadata, PeerPolicy.for_haproxy(
             conf.metadata_proxy_user, conf.metadata_proxy_group))
         control_app = control.make_app(self.status, metadata.index)
@@ -274,7 +275,16 @@ class Agent:
                 "sb_connected": self.sb.connected(), "sb_updated": self.sb.updated_at,
                 "chassis_registered": self.sb.chassis_registered,
                 "haproxy_reloads": rec.haproxy.reloads,
-                "haproxy_reload_failures": rec.haproxy.reload_failures}
+                "haproxy_reload_failures": rec.haproxy.reload_failures,
+                **self._cache_state()}
+
+    def _cache_state(self) -> dict:
+        cache = getattr(self, "response_cache", None)
+        if cache is None:
+            return {}
+        return {"cache_bytes": cache.size, "cache_entries": len(cache),
+                "cache_hits": cache.hits, "cache_misses": cache.misses,
+                "cache_evictions": cache.evictions}
 
     def direct_state(self) -> dict | None:
         """The direct path, for metrics and `ovnmeta status`; None when it is off."""

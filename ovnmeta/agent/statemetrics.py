@@ -36,6 +36,11 @@ STATE_METRICS = {
     "ovnmeta_direct_map_entries": "Client addresses in haproxy's maps.",
     "ovnmeta_direct_requests": "Requests haproxy sent straight to nova (the direct path).",
     "ovnmeta_direct_nova_errors": "Direct-path requests nova refused or failed, by kind.",
+    "ovnmeta_cache_bytes": "Bytes of nova's answers kept on this host (the agent's process).",
+    "ovnmeta_cache_entries": "nova's answers kept on this host.",
+    "ovnmeta_cache_hits": "Requests answered from the host's cache without asking nova.",
+    "ovnmeta_cache_misses": "Requests the cache could not answer, sent to nova.",
+    "ovnmeta_cache_evictions": "Answers dropped to keep the cache within its bytes.",
 }
 # haproxy's per-frontend counters ("show stat" fields), re-exported by network.
 HAPROXY_FIELDS = {
@@ -86,6 +91,12 @@ class StateCollector(Collector):
             for kind, value in sorted(s["direct_errors"].items()):
                 errors.add_metric([kind], value)
             yield errors
+        if "cache_bytes" in s:
+            yield gauge("ovnmeta_cache_bytes", s["cache_bytes"])
+            yield gauge("ovnmeta_cache_entries", s["cache_entries"])
+            yield counter("ovnmeta_cache_hits", s["cache_hits"])
+            yield counter("ovnmeta_cache_misses", s["cache_misses"])
+            yield counter("ovnmeta_cache_evictions", s["cache_evictions"])
         info = GaugeMetricFamily("ovnmeta_build_info", STATE_METRICS["ovnmeta_build_info"],
                                  labels=["version"])
         info.add_metric([__version__], 1)
@@ -114,7 +125,8 @@ def exported_names() -> set[str]:
     """Every metric name a scrape can show, with the suffixes Prometheus adds."""
     counters = {"ovnmeta_reconcile_passes", "ovnmeta_reconcile_failures",
                 "ovnmeta_haproxy_reloads", "ovnmeta_haproxy_reload_failures",
-                "ovnmeta_direct_requests", "ovnmeta_direct_nova_errors"}
+                "ovnmeta_direct_requests", "ovnmeta_direct_nova_errors",
+                "ovnmeta_cache_hits", "ovnmeta_cache_misses", "ovnmeta_cache_evictions"}
     names = metrics.request_metric_names()
     names |= {n + "_total" if n in counters else n for n in STATE_METRICS}
     names |= {name + "_total" for name, _ in HAPROXY_FIELDS.values()}

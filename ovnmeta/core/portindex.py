@@ -83,6 +83,11 @@ class PortIndex:
                 found = self._by_mac.get((network_id, mac))
         return found
 
+    def instance_ids(self) -> set[str]:
+        """The instances with a port bound here."""
+        return {i.instance_id for i in self._by_ip.values()} | \
+            {i.instance_id for i in self._by_mac.values()}
+
     def entries(self) -> Iterator[tuple[str, str, Instance]]:
         """(network, client address, instance) for every address lookup() answers that
         can be listed: the port's IPs and the EUI-64 link-local of its MAC."""

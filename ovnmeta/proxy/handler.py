@@ -18,6 +18,7 @@ from ovnmeta.core.model import SbSnapshot
 from ovnmeta.proxy.peers import PeerPolicy, Refusals, peer_of
 from ovnmeta.proxy.nova import THROTTLE, NovaClient, NovaTimeout, NovaUnavailable
 from ovnmeta.core.portindex import BadAddress, PortIndex
+from ovnmeta.core.responsecache import Answer, CachePolicy, Key, Lookup, ResponseCache
 from ovnmeta.core.signing import sign_instance_id
 from ovnmeta.core.throttle import Throttle
 
@@ -33,14 +34,17 @@ REQUEST_DROP = IDENTITY_HEADERS | {"connection", "keep-alive", "te", "trailer", 
                                    "transfer-encoding", "content-length", "proxy-connection",
                                    "expect"}  # the body is sent whole, never on a 100
 MAX_BODY = 64 * 1024   # the largest thing a VM posts is its encrypted password (≤ 256 bytes)
+CACHE_HEADER = "X-OVNMeta-Cache"   # hit: from the host's cache; stale: nova failed
 
 
 class MetadataProxy:
     def __init__(self, snapshot: Callable[[], SbSnapshot], nova: NovaClient, secret: str,
                  instance_key: str = "neutron:device_id",
                  project_key: str = "neutron:project_id",
-                 plugged: Callable[[], Collection[str]] | None = None) -> None:
+                 plugged: Callable[[], Collection[str]] | None = None,
+                 cache: ResponseCache | None = None) -> None:
         self._snapshot = snapshot
+        self.cache = cache   # nova's answers by instance (core/responsecache.py)
         # The logical ports plugged on this host (local OVS): a port the SB view still
         # has but whose VM is gone is not answered for, so a VM given a deleted VM's
         # address never gets that VM's data while the view lags (SB cut off, say).
@@ -56,9 +60,14 @@ class MetadataProxy:
     @classmethod
     def from_conf(cls, conf, snapshot: Callable[[], SbSnapshot], nova: NovaClient,
                   plugged: Callable[[], Collection[str]] | None = None) -> MetadataProxy:
+        c = conf.metadata_cache
+        cache = ResponseCache(CachePolicy(ttl=c.ttl, max_stale=c.max_stale,
+                                          max_bytes=c.max_bytes,
+                                          max_entry_bytes=c.max_entry_bytes)) \
+            if c.enabled else None
         return cls(snapshot, nova, conf.metadata_proxy_shared_secret,
                    instance_key=conf.metadata.instance_id_key,
-                   project_key=conf.metadata.project_id_key, plugged=plugged)
+                   project_key=conf.metadata.project_id_key, plugged=plugged, cache=cache)
 
     def index(self) -> PortIndex:
         """The index of the current SB view, rebuilt only when the view changed."""
@@ -66,6 +75,8 @@ class MetadataProxy:
         if snap is not self._index_of:
             self._index = PortIndex.build(snap.ports, *self._keys)
             self._index_of = snap
+            if self.cache is not None:   # an instance whose port left takes its answers
+                self.cache.keep_only(self._index.instance_ids())
         return self._index
 
     async def handle(self, request: Request) -> Response:
@@ -114,16 +125,25 @@ class MetadataProxy:
                     ("X-Tenant-ID", instance.project_id),
                     ("X-Instance-ID-Signature",
                      sign_instance_id(self._secret, instance.instance_id))]
+        cache, key = self.cache, Key(instance.instance_id, request.method, request.path_qs)
+        kept = cache.lookup(key, time.monotonic()) if cache is not None else None
+        if cache is not None and kept and kept.fresh:
+            cache.hit()
+            return _from_cache(kept, "hit")
         try:
             resp = await self._nova.forward(request.method, request.path_qs, headers, body)
         except NovaTimeout as exc:
             THROTTLE.log(LOG, logging.ERROR, "timeout", "instance %s %s %s: %s",
                          instance.instance_id, request.method, request.path, exc)
+            if kept:
+                return self._stale(kept)
             return text(504, "Gateway timeout: the nova metadata API did not answer in time")
         except NovaUnavailable as exc:
             THROTTLE.log(LOG, logging.ERROR, "unavailable",
                          "instance %s %s %s: no answer from the nova metadata API: %s",
                          instance.instance_id, request.method, request.path, exc)
+            if kept:
+                return self._stale(kept)
             return text(502, "Bad gateway: the nova metadata API cannot be reached")
         if resp.status == 403:
             LOG.error("nova refused the signed request for instance %s (403): "
@@ -132,7 +152,26 @@ class MetadataProxy:
         elif resp.status >= 500:
             LOG.warning("nova answered %d for instance %s %s %s", resp.status,
                         instance.instance_id, request.method, request.path)
+            if kept:
+                return self._stale(kept)
+        if cache is not None:
+            cache.miss()
+            cache.store(key, Answer(resp.status, tuple(resp.headers), resp.body),
+                        time.monotonic())
         return Response(resp.status, resp.headers, resp.body)
+
+    def _stale(self, kept: Lookup) -> Response:
+        """nova failed: its last good answer, marked as such."""
+        assert self.cache is not None
+        self.cache.served_stale()
+        metrics.cache_stale()
+        return _from_cache(kept, "stale")
+
+
+def _from_cache(kept: Lookup, how: str) -> Response:
+    headers = [(k, v) for k, v in kept.answer.headers if k.lower() != "age"]
+    headers += [(CACHE_HEADER, how), ("Age", str(int(kept.age)))]
+    return Response(kept.answer.status, headers, kept.answer.body)
 
 
 def _admit(policy: PeerPolicy):

@@ -49,6 +49,15 @@ def _child(metric, *labels: str):
     return child
 
 
+CACHE_STALE = Counter("ovnmeta_cache_stale_answers",
+                      "Answers the host's cache gave because nova failed (5xx, refused, "
+                      "timed out).")
+
+
+def cache_stale() -> None:
+    CACHE_STALE.inc()
+
+
 def observe_request(network: str, status: int, seconds: float) -> None:
     _child(REQUESTS, network or "none", str(status)).inc()
     REQUEST_SECONDS.observe(seconds)
@@ -120,7 +129,8 @@ def registry(state: Collector | None) -> CollectorRegistry:
     if os.environ.get(MULTIPROC_ENV):
         reg.register(RetainedNetworks(os.environ[MULTIPROC_ENV]))
     else:
-        for metric in (REQUESTS, REQUEST_SECONDS, NOVA_SECONDS, NOVA_ERRORS, INDEX_MISSES):
+        for metric in (REQUESTS, REQUEST_SECONDS, NOVA_SECONDS, NOVA_ERRORS, INDEX_MISSES,
+                       CACHE_STALE):
             reg.register(metric)
     ProcessCollector(registry=reg)   # the main process: memory, fds, CPU
     if state is not None:
@@ -166,7 +176,7 @@ async def serve(reg: CollectorRegistry, listen: str, stop: asyncio.Event) -> Non
 def request_metric_names() -> set[str]:
     """The data path's metric names as a scrape shows them, with Prometheus' suffixes."""
     names = set()
-    for metric in (REQUESTS, NOVA_ERRORS, INDEX_MISSES):
+    for metric in (REQUESTS, NOVA_ERRORS, INDEX_MISSES, CACHE_STALE):
         names |= {metric._name + "_total", metric._name + "_created"}
     for metric in (REQUEST_SECONDS, NOVA_SECONDS):
         names |= {metric._name + s for s in ("_bucket", "_sum", "_count", "_created")}

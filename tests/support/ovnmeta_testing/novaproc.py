@@ -6,10 +6,12 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import yaml
 
+from ovnmeta_testing.novaserver import REQUESTS_PATH
 from ovnmeta_testing.sandbox import free_port
 
 
@@ -50,6 +52,12 @@ class NovaProcess:
         tmp = self.instances_file.with_suffix(".new")
         tmp.write_text(yaml.safe_dump({"instances": self.instances}))
         tmp.replace(self.instances_file)
+
+    def requests(self) -> int:
+        """Requests that reached this server since it started."""
+        url = f"http://127.0.0.1:{self.port}{REQUESTS_PATH}"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return int(answer.read())
 
     def peak_in_flight(self, instance_id: str) -> int:
         """The most of this instance's requests the server has had at once (its log says)."""

@@ -114,6 +114,9 @@ def _walk_ec2(tree: dict[str, object], parts: list[str]) -> web.Response:
     return _plain(str(node))
 
 
+REQUESTS_PATH = "/_ovnmeta_testing/requests"   # how many requests reached this nova
+
+
 class NovaMetadata:
     def __init__(self, instances: dict[str, dict], secret: str,
                  source: str | None = None) -> None:
@@ -122,6 +125,7 @@ class NovaMetadata:
         self.secret = secret
         self.passwords: dict[str, str] = {}
         self.requests = 0
+        self.failing = 0   # a status to answer everything with (nova broken), 0: none
         self.in_flight: dict[str, int] = {}
         self.peak: dict[str, int] = {}
 
@@ -147,7 +151,11 @@ class NovaMetadata:
         return iid, inst
 
     async def handle(self, request: web.Request) -> web.Response:
+        if request.path == REQUESTS_PATH:   # the tests' question, not a VM's: not counted
+            return _plain(str(self.requests))
         self.requests += 1
+        if self.failing:
+            return _plain("nova is failing on purpose", self.failing)
         path = request.path.rstrip("/")
         parts = [p for p in path.split("/") if p]
         if not parts:
