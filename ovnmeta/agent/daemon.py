@@ -32,6 +32,7 @@ from ovnmeta.haproxy.runtime import stats_command
 from ovnmeta.haproxy.settings import (CLIENT_PEM, READY_SOCKET, Direct, RateLimit, Settings,
                                       Timeouts, direct_tls_refusal)
 from ovnmeta.core.model import NovaEndpoint
+from ovnmeta.core.responsecache import ResponseCache
 from ovnmeta.proxy.nova import NovaClient, TlsSettingsError, ssl_context
 from ovnmeta.ovsdb.ovs import ChassisConfig, LocalOvs
 from ovnmeta.proxy.peers import PeerPolicy
@@ -123,6 +124,7 @@ class Agent:
         self.zygote: Zygote | None = None   # forks the workers; made by launch, before threads
         self.maps: MapSync | None = None   # the direct path's maps in haproxy
         self.nova_watch: NovaWatch | None = None
+        self.response_cache: ResponseCache | None = None   # nova's answers ([metadata_cache])
         self.headline = metrics.Headline(
             metrics.headline_registry(), window=HEADLINE_WINDOW,
             direct=lambda: self.nova_watch.requests if self.nova_watch else 0)
@@ -279,7 +281,7 @@ class Agent:
                 **self._cache_state()}
 
     def _cache_state(self) -> dict:
-        cache = getattr(self, "response_cache", None)
+        cache = self.response_cache
         if cache is None:
             return {}
         return {"cache_bytes": cache.size, "cache_entries": len(cache),
