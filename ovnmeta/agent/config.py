@@ -199,15 +199,17 @@ METRICS_OPTS = [
 ]
 
 CACHE_OPTS = [
-    cfg.BoolOpt("enabled", default=False,
-                help="Keep nova's answers on this host, per instance, in the agent: a "
-                     "repeated GET within ttl is answered without asking nova, and when nova "
-                     "fails (5xx, refused, timed out) the last good answer is served, marked "
-                     "X-OVNMeta-Cache: stale. Only requests that reach the agent are cached "
-                     "so far: with [haproxy] direct_path on, known VMs' GETs go to nova "
-                     "directly and are not kept, so it is off by default until that path is "
-                     "covered. The trade-off: a VM rebuilt while nova is down gets its old "
-                     "data until nova is back."),
+    cfg.BoolOpt("enabled", default=True,
+                help="Keep nova's answers on this host, per instance: a repeated GET within "
+                     "ttl is answered without asking nova (by haproxy's cache on the direct "
+                     "path, by the agent otherwise), and when nova fails (5xx, refused, "
+                     "timed out) the last good answer is served, marked X-OVNMeta-Cache: "
+                     "stale. A request with nothing kept gets a prompt 503 while nova is "
+                     "failing. Safe on by default: answers are keyed by the instance the "
+                     "agent identified, never by what a VM sends; they are as fresh as "
+                     "nova's own cache (ttl); the password is never kept. The trade-off: a "
+                     "VM rebuilt while nova is down gets its old data until nova is back. "
+                     "Off: every request goes to nova, as neutron's agent does."),
     cfg.FloatOpt("ttl", default=15.0, min=0.0,
                  help="Seconds an answer is served without asking nova: nova's "
                       "[api] metadata_cache_expiration. 0: always ask nova, keep answers "
@@ -221,6 +223,10 @@ CACHE_OPTS = [
                     "instance holding the most evicted first."),
     cfg.IntOpt("max_entry_bytes", default=1024 * 1024, min=0,
                help="A larger answer is passed through, never kept."),
+    cfg.FloatOpt("stale_after", default=5.0, min=0.1,
+                 help="Seconds to wait for nova, when an answer is kept, before that answer "
+                      "is served instead (nova's, when it comes, is still kept). Under "
+                      "cloud-init's 10 s timeout, so a hung nova never fails a VM's read."),
 ]
 
 GROUPS: dict[str | None, list[cfg.Opt]] = {

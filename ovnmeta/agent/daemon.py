@@ -29,8 +29,8 @@ from ovnmeta.ovsdb import sbview
 from ovnmeta.proxy import eventloop, handler, metrics
 from ovnmeta.haproxy.manager import HaproxyManager
 from ovnmeta.haproxy.runtime import stats_command
-from ovnmeta.haproxy.settings import (CLIENT_PEM, READY_SOCKET, Direct, RateLimit, Settings,
-                                      Timeouts, direct_tls_refusal)
+from ovnmeta.haproxy.settings import (CLIENT_PEM, READY_SOCKET, Cache, Direct, RateLimit,
+                                      Settings, Timeouts, direct_tls_refusal)
 from ovnmeta.core.model import NovaEndpoint
 from ovnmeta.core.responsecache import ResponseCache
 from ovnmeta.proxy.nova import NovaClient, TlsSettingsError, ssl_context
@@ -99,8 +99,8 @@ def direct(conf: cfg.ConfigOpts, ready_socket: str) -> Direct | None:
                     refusal)
         return None
     return Direct.for_nova(ready_socket, nova, str(Path(ready_socket).parent / CLIENT_PEM),
-                           maxconn=conf.haproxy.nova_maxconn,
-                           vm_maxconn=conf.haproxy.nova_vm_maxconn)
+                           conf.haproxy.nova_maxconn, conf.haproxy.nova_vm_maxconn,
+                           cache=Cache.from_conf(conf.metadata_cache))
 
 
 def config_args(conf: cfg.ConfigOpts) -> list[str]:

@@ -51,6 +51,11 @@ HAPROXY_FIELDS = {
              "Requests haproxy could not parse or that timed out."),
     "hrsp_4xx": ("ovnmeta_haproxy_responses_4xx", "4xx answers haproxy sent."),
     "hrsp_5xx": ("ovnmeta_haproxy_responses_5xx", "5xx answers haproxy sent."),
+    "cache_lookups": ("ovnmeta_haproxy_cache_lookups",
+                      "GETs haproxy looked up in its cache of nova's answers (the direct "
+                      "path with [metadata_cache] on)."),
+    "cache_hits": ("ovnmeta_haproxy_cache_hits",
+                   "GETs haproxy answered from its cache, asking neither the agent nor nova."),
 }
 
 
@@ -107,12 +112,6 @@ class StateCollector(Collector):
             for network, values in sorted(stats.items()):
                 family.add_metric([network], values.get(field, 0))
             yield family
-
-
-def _one(kind, name: str, value: float) -> Metric:
-    family = kind(name, STATE_METRICS[name])
-    family.add_metric([], value)
-    return family
 
 
 def _one(kind: type, name: str, value: float) -> Metric:

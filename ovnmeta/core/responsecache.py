@@ -92,13 +92,13 @@ class ResponseCache:
     def __len__(self) -> int:
         return sum(len(i.entries) for i in self._instances.values())
 
-    def keepable(self, key: Key, answer: Answer) -> bool:
+    def keepable(self, key: Key, answer: Answer, count: bool = True) -> bool:
         """Whether an answer nova gave may be kept (a larger one counts in too_large)."""
         if key.method not in CACHEABLE_METHODS or answer.status != 200 \
                 or is_password_path(key.target) or no_store(answer.headers):
             return False
         if answer.size > self.policy.max_entry_bytes:
-            self.too_large += 1
+            self.too_large += count
             return False
         return True
 

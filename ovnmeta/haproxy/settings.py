@@ -85,6 +85,28 @@ def direct_tls_refusal(nova: NovaEndpoint) -> str:
 
 
 @dataclass(frozen=True)
+class Cache:
+    """haproxy's cache: the fresh tier of [metadata_cache] on the direct path. It keys by
+    Host and URI, and the frontend sets Host to the instance its map names; the agent says
+    how long each answer may be kept (Cache-Control: max-age, never past `max_age`)."""
+    total_mb: int            # its shared memory, taken as used
+    max_object_bytes: int
+    max_age: int             # seconds: the TTL
+
+    @classmethod
+    def from_conf(cls, group) -> Cache | None:
+        """None when the cache is off. A TTL under a second (haproxy counts whole seconds)
+        still sends misses to the agent, which then marks every answer no-store."""
+        if not group.enabled:
+            return None
+        # The fresh tier holds what VMs read within one TTL: a quarter of the agent's bound
+        # (16 MiB by default, some 500 VMs' boot reads) and at least 1 MiB.
+        total_mb = max(1, group.max_bytes // 4 // 2**20)
+        return cls(total_mb, max(1024, min(group.max_entry_bytes, total_mb * 2**20 // 2)),
+                   max(1, int(group.ttl)))
+
+
+@dataclass(frozen=True)
 class Direct:
     """The direct path to nova (ovnmeta.haproxy.maps): where haproxy finds the maps, the
     agent's readiness check, and nova."""
@@ -95,10 +117,12 @@ class Direct:
     tls: NovaTls | None = None
     maxconn: int = 16            # requests at nova at once; the rest queue, fairest first
     vm_maxconn: int = 4          # one VM's share; past it, the busy lane's slots (0: none)
+    cache: Cache | None = None   # then known VMs' GETs go to haproxy's cache, misses to the agent
 
     @classmethod
     def for_nova(cls, ready_socket: str, nova: NovaEndpoint, client_pem: str = "",
-                 maxconn: int = 16, vm_maxconn: int = 4) -> Direct:
+                 maxconn: int = 16, vm_maxconn: int = 4, cache: Cache | None = None
+                 ) -> Direct:
         tls = None
         if nova.protocol == "https":
             tls = NovaTls(nova.insecure, nova.ca_cert or "", nova.client_cert,
@@ -109,7 +133,7 @@ class Direct:
             return address + (tls.server_options(host) if tls else "")
         return cls(ready_socket, tuple(server(h) for h in nova.hosts),
                    nova.authority(nova.hosts[0]), max(1, int(nova.timeout * 1000)), tls,
-                   maxconn, vm_maxconn)
+                   maxconn, vm_maxconn, cache)
 
 
 # haproxy's own answers on the direct path, in the words the agent uses for the same cases.

@@ -16,7 +16,8 @@ from ovnmeta.proxy import metrics
 from ovnmeta.proxy.httpserver import Request, Response, Server, text
 from ovnmeta.core.model import SbSnapshot
 from ovnmeta.proxy.peers import PeerPolicy, Refusals, peer_of
-from ovnmeta.proxy.nova import THROTTLE, NovaClient, NovaTimeout, NovaUnavailable
+from ovnmeta.proxy.nova import THROTTLE, NovaClient, NovaResponse, NovaTimeout, NovaUnavailable
+from ovnmeta.core.breaker import Breaker
 from ovnmeta.core.portindex import BadAddress, PortIndex
 from ovnmeta.core.responsecache import Answer, CachePolicy, Key, Lookup, ResponseCache
 from ovnmeta.core.signing import sign_instance_id
@@ -42,9 +43,14 @@ class MetadataProxy:
                  instance_key: str = "neutron:device_id",
                  project_key: str = "neutron:project_id",
                  plugged: Callable[[], Collection[str]] | None = None,
-                 cache: ResponseCache | None = None) -> None:
+                 cache: ResponseCache | None = None, stale_after: float = 5.0) -> None:
         self._snapshot = snapshot
         self.cache = cache   # nova's answers by instance (core/responsecache.py)
+        # With the cache: whether nova is worth asking, and how long to wait for it before
+        # a kept answer is served in its place (the late answer is still kept).
+        self.breaker = Breaker()
+        self.stale_after = stale_after
+        self._late: set[asyncio.Future] = set()
         # The logical ports plugged on this host (local OVS): a port the SB view still
         # has but whose VM is gone is not answered for, so a VM given a deleted VM's
         # address never gets that VM's data while the view lags (SB cut off, say).
@@ -67,7 +73,8 @@ class MetadataProxy:
             if c.enabled else None
         return cls(snapshot, nova, conf.metadata_proxy_shared_secret,
                    instance_key=conf.metadata.instance_id_key,
-                   project_key=conf.metadata.project_id_key, plugged=plugged, cache=cache)
+                   project_key=conf.metadata.project_id_key, plugged=plugged, cache=cache,
+                   stale_after=c.stale_after)
 
     def index(self) -> PortIndex:
         """The index of the current SB view, rebuilt only when the view changed."""
@@ -126,52 +133,132 @@ class MetadataProxy:
                     ("X-Instance-ID-Signature",
                      sign_instance_id(self._secret, instance.instance_id))]
         cache, key = self.cache, Key(instance.instance_id, request.method, request.path_qs)
-        kept = cache.lookup(key, time.monotonic()) if cache is not None else None
-        if cache is not None and kept and kept.fresh:
+        if cache is None:
+            try:
+                resp = await self._nova.forward(request.method, request.path_qs, headers, body)
+            except (NovaTimeout, NovaUnavailable) as exc:
+                return self._failed(instance.instance_id, request, exc)
+            return self._answer(instance.instance_id, request, resp)
+        # haproxy's cache (the direct path's fresh tier) asks with Host set to the instance
+        # its map names: only then may the answer say how long haproxy may keep it.
+        for_haproxy = request.get_all("Host") == [instance.instance_id]
+        now = time.monotonic()
+        kept = cache.lookup(key, now)
+        if kept and kept.fresh:
             cache.hit()
-            return _from_cache(kept, "hit")
+            return _from_cache(kept, "hit", cache.policy.ttl if for_haproxy else None)
+        if not self.breaker.allow(now):   # nova failed a moment ago: do not wait on it again
+            if kept:
+                return self._stale(kept)
+            return _marked(_unavailable(self.breaker.retry_after(now)), None)
+        cache.miss()
+        fetch = asyncio.ensure_future(self._fetch(key, request, headers, body))
+        if kept:   # a slow nova: the last good answer now, nova's when it comes
+            done, _ = await asyncio.wait({fetch}, timeout=self.stale_after)
+            if not done:
+                self._late.add(fetch)
+                fetch.add_done_callback(self._late_done)
+                return self._stale(kept)
+        try:
+            resp = await fetch
+        except (NovaTimeout, NovaUnavailable) as exc:
+            if kept:
+                self._log_failure(instance.instance_id, request, exc)
+                return self._stale(kept)
+            return _marked(self._failed(instance.instance_id, request, exc), None)
+        response = self._answer(instance.instance_id, request, resp)
+        if resp.status >= 500 and kept:
+            return self._stale(kept)
+        keep = for_haproxy and cache.keepable(key, _as_answer(resp), count=False)
+        return _marked(response, cache.policy.ttl if keep else None)
+
+    async def _fetch(self, key: Key, request: Request, headers: list[tuple[str, str]],
+                     body: bytes) -> NovaResponse:
+        """Ask nova, tell the breaker how it went, and keep a good answer (also one that
+        comes after its request was answered stale)."""
+        assert self.cache is not None
         try:
             resp = await self._nova.forward(request.method, request.path_qs, headers, body)
-        except NovaTimeout as exc:
-            THROTTLE.log(LOG, logging.ERROR, "timeout", "instance %s %s %s: %s",
-                         instance.instance_id, request.method, request.path, exc)
-            if kept:
-                return self._stale(kept)
-            return text(504, "Gateway timeout: the nova metadata API did not answer in time")
-        except NovaUnavailable as exc:
-            THROTTLE.log(LOG, logging.ERROR, "unavailable",
-                         "instance %s %s %s: no answer from the nova metadata API: %s",
-                         instance.instance_id, request.method, request.path, exc)
-            if kept:
-                return self._stale(kept)
-            return text(502, "Bad gateway: the nova metadata API cannot be reached")
+        except (NovaTimeout, NovaUnavailable):
+            self.breaker.failed(time.monotonic())
+            raise
+        except BaseException:   # cancelled: it proved nothing either way
+            self.breaker.released()
+            raise
+        self.breaker.record(resp.status, time.monotonic())
+        self.cache.store(key, _as_answer(resp), time.monotonic())
+        return resp
+
+    def _late_done(self, fetch: asyncio.Future) -> None:
+        self._late.discard(fetch)
+        if not fetch.cancelled() and fetch.exception() is not None:
+            LOG.debug("late nova answer: %s", fetch.exception())
+
+    def _answer(self, instance_id: str, request: Request, resp: NovaResponse) -> Response:
         if resp.status == 403:
             LOG.error("nova refused the signed request for instance %s (403): "
                       "metadata_proxy_shared_secret in the agent's config does not match "
-                      "nova's [neutron] metadata_proxy_shared_secret", instance.instance_id)
+                      "nova's [neutron] metadata_proxy_shared_secret", instance_id)
         elif resp.status >= 500:
             LOG.warning("nova answered %d for instance %s %s %s", resp.status,
-                        instance.instance_id, request.method, request.path)
-            if kept:
-                return self._stale(kept)
-        if cache is not None:
-            cache.miss()
-            cache.store(key, Answer(resp.status, tuple(resp.headers), resp.body),
-                        time.monotonic())
+                        instance_id, request.method, request.path)
         return Response(resp.status, resp.headers, resp.body)
 
+    def _log_failure(self, instance_id: str, request: Request, exc: Exception) -> None:
+        if isinstance(exc, NovaTimeout):
+            THROTTLE.log(LOG, logging.ERROR, "timeout", "instance %s %s %s: %s",
+                         instance_id, request.method, request.path, exc)
+        else:
+            THROTTLE.log(LOG, logging.ERROR, "unavailable",
+                         "instance %s %s %s: no answer from the nova metadata API: %s",
+                         instance_id, request.method, request.path, exc)
+
+    def _failed(self, instance_id: str, request: Request, exc: Exception) -> Response:
+        self._log_failure(instance_id, request, exc)
+        if isinstance(exc, NovaTimeout):
+            return text(504, "Gateway timeout: the nova metadata API did not answer in time")
+        return text(502, "Bad gateway: the nova metadata API cannot be reached")
+
     def _stale(self, kept: Lookup) -> Response:
-        """nova failed: its last good answer, marked as such."""
+        """nova failed: its last good answer, marked as such (and never for haproxy to
+        keep: it must ask again)."""
         assert self.cache is not None
         self.cache.served_stale()
         metrics.cache_stale()
-        return _from_cache(kept, "stale")
+        return _from_cache(kept, "stale", None)
 
 
-def _from_cache(kept: Lookup, how: str) -> Response:
-    headers = [(k, v) for k, v in kept.answer.headers if k.lower() != "age"]
-    headers += [(CACHE_HEADER, how), ("Age", str(int(kept.age)))]
-    return Response(kept.answer.status, headers, kept.answer.body)
+def _as_answer(resp: NovaResponse) -> Answer:
+    return Answer(resp.status, tuple(resp.headers), resp.body)
+
+
+def _unavailable(retry_after: int) -> Response:
+    """nova is failing and nothing is kept for this request: say so at once."""
+    resp = text(503, "Service unavailable: the nova metadata API is failing and no answer "
+                     "for this request is kept on this host")
+    return Response(503, resp.headers + [("Retry-After", str(retry_after))], resp.body)
+
+
+def _marked(resp: Response, fresh_for: float | None, age: float | None = None) -> Response:
+    """With the cache on, every answer says whether haproxy's cache may keep it: for
+    `fresh_for` more seconds (max-age), or not at all (None: no-store). A VM sees that
+    too; nova sends no Cache-Control of its own. `age`: the agent's Age, for answers
+    haproxy will not keep (haproxy counts its own)."""
+    headers = [(k, v) for k, v in resp.headers if k.lower() not in ("cache-control", "age")]
+    if fresh_for is not None and int(fresh_for) >= 1:
+        headers.append(("Cache-Control", f"max-age={int(fresh_for)}"))
+    else:
+        headers.append(("Cache-Control", "no-store"))
+        if age is not None:
+            headers.append(("Age", str(int(age))))
+    return Response(resp.status, headers, resp.body)
+
+
+def _from_cache(kept: Lookup, how: str, fresh_for: float | None) -> Response:
+    """A kept answer, marked as `how` (hit, stale)."""
+    headers = [*kept.answer.headers, (CACHE_HEADER, how)]
+    return _marked(Response(kept.answer.status, headers, kept.answer.body),
+                   None if fresh_for is None else fresh_for - kept.age, kept.age)
 
 
 def _admit(policy: PeerPolicy):

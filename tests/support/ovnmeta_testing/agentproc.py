@@ -31,7 +31,11 @@ def write_config(box: Sandbox, state_dir: Path, mode: str = "shared", extra: str
         f"mode = {mode}\n"
         # Off unless a test turns it on: agents of concurrent runs would share the port.
         "[metrics]\n"
-        "listen =\n")
+        "listen =\n"
+        # Off unless a test turns it on: most tests measure what nova itself answers
+        # (its faults, its fairness, the direct path to it). The cache's own tests, the
+        # container's and the package's run with it on, the default.
+        + ("" if "[metadata_cache]" in extra else "[metadata_cache]\nenabled = false\n"))
     return path
 
 

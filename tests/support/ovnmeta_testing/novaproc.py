@@ -47,7 +47,8 @@ class NovaProcess:
         raise RuntimeError("nova server did not start listening")
 
     def add_instance(self, instance_id: str, data: dict) -> None:
-        """Known to the running server from its next request for it on."""
+        """A new instance, or new data for one, known to the running server from its next
+        request on."""
         self.instances[instance_id] = data
         tmp = self.instances_file.with_suffix(".new")
         tmp.write_text(yaml.safe_dump({"instances": self.instances}))

@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import ssl
 import sys
 from pathlib import Path
@@ -121,7 +122,8 @@ class NovaMetadata:
     def __init__(self, instances: dict[str, dict], secret: str,
                  source: str | None = None) -> None:
         self.instances = instances
-        self.source = source  # the instances file: reread when an unknown instance asks
+        self.source = source  # the instances file: reread when it changed
+        self._source_mtime = os.stat(source).st_mtime_ns if source else 0
         self.secret = secret
         self.passwords: dict[str, str] = {}
         self.requests = 0
@@ -142,10 +144,11 @@ class NovaMetadata:
         if "," in iid or not signature_valid(self.secret, iid, signature):
             LOG.warning("X-Instance-ID-Signature for %s does not match", iid)
             raise web.HTTPForbidden(text="Invalid proxy request signature.")
+        if self.source:   # a VM booted since, or its data changed
+            mtime = os.stat(self.source).st_mtime_ns
+            if mtime != self._source_mtime:
+                self.instances, self._source_mtime = load_instances(self.source), mtime
         inst = self.instances.get(iid)
-        if inst is None and self.source:
-            self.instances = load_instances(self.source)  # a VM booted since
-            inst = self.instances.get(iid)
         if inst is None or inst.get("project_id", tenant) != tenant:
             raise web.HTTPNotFound(text="Instance not found.")
         return iid, inst
@@ -153,7 +156,8 @@ class NovaMetadata:
     async def handle(self, request: web.Request) -> web.Response:
         if request.path == REQUESTS_PATH:   # the tests' question, not a VM's: not counted
             return _plain(str(self.requests))
-        self.requests += 1
+        if "X-Forwarded-For" in request.headers:   # a VM's, not haproxy's health check
+            self.requests += 1
         if self.failing:
             return _plain("nova is failing on purpose", self.failing)
         path = request.path.rstrip("/")

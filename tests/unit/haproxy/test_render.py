@@ -1,6 +1,6 @@
 from ovnmeta.core.model import Frontend, NovaEndpoint
 from ovnmeta.haproxy.render import BUNDLED_TEMPLATES, render, renderer
-from ovnmeta.haproxy.settings import Direct, RateLimit, Settings, direct_tls_refusal
+from ovnmeta.haproxy.settings import Cache, Direct, RateLimit, Settings, direct_tls_refusal
 
 TEMPLATE = renderer(BUNDLED_TEMPLATES)
 SETTINGS = Settings(socket="/run/ovnmeta/metadata_proxy")
@@ -187,3 +187,31 @@ def test_a_frontend_rendered_before_follows_new_settings_and_templates(tmp_path)
         fronts = frontends("b", "a", ipv6=True)
         assert render(own, fronts, settings, state_dir="/s") \
             == render(TEMPLATE, fronts, settings, state_dir="/s")
+
+
+def test_with_the_cache_known_vms_gets_are_answered_by_haproxy_and_misses_go_to_the_agent(
+        ) -> None:
+    class Group:
+        enabled, ttl, max_bytes, max_entry_bytes = True, 15.0, 64 * 2**20, 2**20
+    cache = Cache.from_conf(Group)
+    assert cache == Cache(total_mb=16, max_object_bytes=2**20, max_age=15)
+    direct = Direct.for_nova("/r.sock", NovaEndpoint(hosts=("n",), port=1), cache=cache)
+    text = render(TEMPLATE, frontends("a", "b"), Settings(socket="/s", direct=direct),
+                  state_dir="/st")
+    section = text.split("\ncache ovnmeta\n")[1].split("\n\n")[0]
+    for line in ("total-max-size 16", "max-object-size 1048576", "max-age 15"):
+        assert f"    {line}\n" in section + "\n"
+    frontend = text.split("frontend net-a\n")[1].split("\nfrontend ")[0]
+    # The key is the instance the map names, set as Host before the cache is looked up;
+    # nova down does not keep haproxy from answering what it holds.
+    assert "map_ip(/st/maps/a.map) if { method GET HEAD } { nbsrv(ovnmeta_ready) gt 0 }\n" \
+        in frontend
+    assert frontend.index("set-header Host %[var(txn.ovnmeta_vm),field(1,|)] if") \
+        < frontend.index("http-request cache-use ovnmeta if { var(txn.ovnmeta_vm) -m found }")
+    assert "http-response cache-store ovnmeta if { var(txn.ovnmeta_vm) -m found }" in frontend
+    assert "use_backend ovnmeta_nova" not in frontend
+    assert "default_backend ovnmeta_agent" in frontend
+    Group.ttl = 0.5   # haproxy counts whole seconds: the agent marks all no-store then
+    assert Cache.from_conf(Group).max_age == 1
+    Group.enabled, Group.ttl = False, 15.0
+    assert Cache.from_conf(Group) is None
