@@ -17,7 +17,7 @@ networks with one VM each (wrk runs from the first), as a compute node serving N
 Prints JSON and a table; asserts nothing.
 
     .venv/bin/python scripts/bench_proxy.py [--networks 50] [--workers 1] [--extra-ports 0]
-                                            [--rounds 2] [--no-direct-path]
+                                            [--rounds 2] [--no-direct-path] [--cache]
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ from ovnmeta.haproxy.novawatch import NOVA_BACKENDS
 from ovnmeta.haproxy.settings import shared_stats_socket
 from ovnmeta.core.signing import sign_instance_id
 from ovnmeta_testing import benchconfigs, cpu, neutron
-from ovnmeta_testing.agentproc import AgentProcess, ini_lines, wait_until
+from ovnmeta_testing.agentproc import (AgentProcess, agent_processes, ini_lines,
+                                      wait_until)
 from ovnmeta_testing.memory import pss_kib, rollup_kib
 from ovnmeta_testing.novaproc import NovaProcess
 from ovnmeta_testing.sandbox import Sandbox, free_port, alive
@@ -157,24 +158,6 @@ def _args(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:80]
     except OSError:
         return "?"
-
-
-def agent_processes(agent: AgentProcess) -> list[int]:
-    """The agent and every process under it (socket keeper, worker zygote, workers) except
-    haproxy: haproxy's masters are the agent's children too (it is their subreaper), and
-    are counted apart."""
-    found, todo = [], [agent.proc.pid]
-    while todo:
-        pid = todo.pop()
-        try:
-            name = Path(f"/proc/{pid}/comm").read_text().strip()
-        except OSError:
-            continue
-        if pid != agent.proc.pid and name.startswith(("haproxy", "hap")):
-            continue
-        found.append(pid)
-        todo += procs.children(pid)
-    return found
 
 
 def pss_mib(pids: list[int]) -> float:
@@ -336,7 +319,7 @@ def start_haproxy(cfg: Path, text: str) -> int:
 
 def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
         workers: int = 1, direct_path: bool = True, rounds: int = 2, threads: int = 1,
-        haproxy_options: tuple[str, ...] = ()) -> dict:
+        haproxy_options: tuple[str, ...] = (), cache: bool = False) -> dict:
     box = Sandbox(root=BENCH_DIR)
     box.down()
     box.up()
@@ -357,6 +340,9 @@ def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
         "[haproxy]\n", f"[haproxy]\nthreads = {threads}\n"
                        + ("" if direct_path else "direct_path = false\n")
                        + ini_lines(list(haproxy_options))))
+    if cache:   # the harness writes it off; --cache measures the default
+        agent.config.write_text(agent.config.read_text().replace(
+            "[metadata_cache]\nenabled = false\n", "[metadata_cache]\nenabled = true\n"))
     pids: list[int] = []
     try:
         agent.start()
@@ -389,6 +375,7 @@ def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
         time.sleep(max(0.0, started + RESYNC_SETTLE - time.monotonic()))
         results = {"connections": connections, "seconds": seconds, "networks": networks,
                    "metadata_workers": workers, "direct_path": direct_path,
+                   "metadata_cache": cache,
                    "haproxy_threads": threads or "one per CPU",
                    "backend": "nginx return 200 (C), "
                               f"{len(body.read_text())}-byte meta_data.json",
@@ -494,6 +481,9 @@ def main() -> int:
                         metavar="KEY=VALUE",
                         help="an [haproxy] option of the agent, e.g. nova_vm_maxconn=0 "
                              "(repeatable)")
+    parser.add_argument("--cache", action="store_true",
+                        help="[metadata_cache] on (the default; off here unless given): "
+                             "repeated GETs are answered by haproxy's cache")
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2,
@@ -512,7 +502,8 @@ def main() -> int:
         PIN.update(haproxy=0, ovs=1)
     results = run(args.extra_ports, args.connections, args.duration, args.networks,
                   args.workers, direct_path=not args.no_direct_path, rounds=args.rounds,
-                  threads=args.haproxy_threads, haproxy_options=tuple(args.haproxy_option))
+                  threads=args.haproxy_threads, haproxy_options=tuple(args.haproxy_option),
+                  cache=args.cache)
     print(json.dumps(results, indent=1))
     print(table(results))
     return 0

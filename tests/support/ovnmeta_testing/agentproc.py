@@ -10,6 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ovnmeta.host import procs
 from ovnmeta_testing.sandbox import Sandbox, alive, wait_until  # noqa: F401 (re-exported)
 
 STARTING = "ovnmeta-agent starting"    # the agent's first line, and its line once serving
@@ -138,3 +139,21 @@ def namespaces() -> set[str]:
 def ini_lines(options: list[str]) -> str:
     """Command-line KEY=VALUE options (a script's --haproxy-option) as ini lines."""
     return "".join(f"{o.replace('=', ' = ', 1)}\n" for o in options)
+
+
+def agent_processes(agent: "AgentProcess") -> list[int]:
+    """The agent and every process under it (socket keeper, worker zygote, workers) except
+    haproxy: haproxy's masters are the agent's children too (it is their subreaper), and
+    are counted apart."""
+    found, todo = [], [agent.proc.pid]
+    while todo:
+        pid = todo.pop()
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if pid != agent.proc.pid and name.startswith(("haproxy", "hap")):
+            continue
+        found.append(pid)
+        todo += procs.children(pid)
+    return found
