@@ -137,6 +137,7 @@ def boot_storm(box: Sandbox, vms: list[FakeVM], nova: NovaProcess, cache: bool, 
         "failed_reads": sum(1 for answers in (boot, reboot) for vm in answers for a in vm
                             if a[0] != 200),
         "ms_max": max(a[3] for answers in (boot, reboot) for vm in answers for a in vm),
+        "pss_mib": pss_mib(agent),
     }
     return result, agent
 
@@ -249,7 +250,8 @@ def table(r: dict) -> str:
             f"per round; nova got {s['nova_requests']['boot']} (boot) + "
             f"{s['nova_requests']['reboot']} (reboot) = {s['nova_per_instance_path']} per "
             f"instance and path; {s['seconds']['boot']} s + {s['seconds']['reboot']} s; "
-            f"{s['failed_reads']} failed reads")
+            f"{s['failed_reads']} failed reads; PSS agent {s['pss_mib']['agent']} MiB, "
+            f"haproxy {s['pss_mib']['haproxy']} MiB")
     m = r["memory"]
     lines.append(f"memory: cache {m['agent_cache'].get('ovnmeta_cache_bytes', 0) / 2**20:.2f} "
                  f"MiB in {int(m['agent_cache'].get('ovnmeta_cache_entries', 0))} entries; "

@@ -209,7 +209,8 @@ CACHE_OPTS = [
                      "agent identified, never by what a VM sends; they are as fresh as "
                      "nova's own cache (ttl); the password is never kept. The trade-off: a "
                      "VM rebuilt while nova is down gets its old data until nova is back. "
-                     "Off: every request goes to nova, as neutron's agent does."),
+                     "Off: every request goes to nova, as neutron's agent does. With "
+                     "metadata_workers > 1 each process keeps the answers it was given."),
     cfg.FloatOpt("ttl", default=15.0, min=0.0,
                  help="Seconds an answer is served without asking nova: nova's "
                       "[api] metadata_cache_expiration. 0: always ask nova, keep answers "
@@ -225,8 +226,9 @@ CACHE_OPTS = [
                help="A larger answer is passed through, never kept."),
     cfg.FloatOpt("stale_after", default=5.0, min=0.1,
                  help="Seconds to wait for nova, when an answer is kept, before that answer "
-                      "is served instead (nova's, when it comes, is still kept). Under "
-                      "cloud-init's 10 s timeout, so a hung nova never fails a VM's read."),
+                      "is served instead (nova's, when it comes, is still kept). Under the "
+                      "10 s cloud-init's OpenStack datasource waits for a read, so a hung "
+                      "nova fails no read that has an answer kept."),
 ]
 
 GROUPS: dict[str | None, list[cfg.Opt]] = {

@@ -132,16 +132,21 @@ class MetadataProxy:
                     ("X-Tenant-ID", instance.project_id),
                     ("X-Instance-ID-Signature",
                      sign_instance_id(self._secret, instance.instance_id))]
-        cache, key = self.cache, Key(instance.instance_id, request.method, request.path_qs)
-        if cache is None:
+        if self.cache is None:
             try:
                 resp = await self._nova.forward(request.method, request.path_qs, headers, body)
             except (NovaTimeout, NovaUnavailable) as exc:
                 return self._failed(instance.instance_id, request, exc)
             return self._answer(instance.instance_id, request, resp)
+        return await self._through_cache(self.cache, instance.instance_id, request, headers)
+
+    async def _through_cache(self, cache: ResponseCache, instance_id: str, request: Request,
+                             headers: list[tuple[str, str]]) -> Response:
+        """Fresh from the cache, else from nova (kept), else stale, else a prompt 503."""
+        key = Key(instance_id, request.method, request.path_qs)
         # haproxy's cache (the direct path's fresh tier) asks with Host set to the instance
         # its map names: only then may the answer say how long haproxy may keep it.
-        for_haproxy = request.get_all("Host") == [instance.instance_id]
+        for_haproxy = request.get_all("Host") == [instance_id]
         now = time.monotonic()
         kept = cache.lookup(key, now)
         if kept and kept.fresh:
@@ -152,7 +157,7 @@ class MetadataProxy:
                 return self._stale(kept)
             return _marked(_unavailable(self.breaker.retry_after(now)), None)
         cache.miss()
-        fetch = asyncio.ensure_future(self._fetch(key, request, headers, body))
+        fetch = asyncio.ensure_future(self._fetch(key, request, headers))
         if kept:   # a slow nova: the last good answer now, nova's when it comes
             done, _ = await asyncio.wait({fetch}, timeout=self.stale_after)
             if not done:
@@ -163,22 +168,23 @@ class MetadataProxy:
             resp = await fetch
         except (NovaTimeout, NovaUnavailable) as exc:
             if kept:
-                self._log_failure(instance.instance_id, request, exc)
+                self._log_failure(instance_id, request, exc)
                 return self._stale(kept)
-            return _marked(self._failed(instance.instance_id, request, exc), None)
-        response = self._answer(instance.instance_id, request, resp)
+            return _marked(self._failed(instance_id, request, exc), None)
+        response = self._answer(instance_id, request, resp)
         if resp.status >= 500 and kept:
             return self._stale(kept)
         keep = for_haproxy and cache.keepable(key, _as_answer(resp), count=False)
         return _marked(response, cache.policy.ttl if keep else None)
 
-    async def _fetch(self, key: Key, request: Request, headers: list[tuple[str, str]],
-                     body: bytes) -> NovaResponse:
+    async def _fetch(self, key: Key, request: Request, headers: list[tuple[str, str]]
+                     ) -> NovaResponse:
         """Ask nova, tell the breaker how it went, and keep a good answer (also one that
         comes after its request was answered stale)."""
         assert self.cache is not None
         try:
-            resp = await self._nova.forward(request.method, request.path_qs, headers, body)
+            resp = await self._nova.forward(request.method, request.path_qs, headers,
+                                            request.body)
         except (NovaTimeout, NovaUnavailable):
             self.breaker.failed(time.monotonic())
             raise

@@ -84,6 +84,23 @@ def test_a_reboot_within_the_ttl_asks_nova_nothing(cached) -> None:
     assert cache_hits(cached["agent"]) - haproxy_hits == (answered if direct else 0)
 
 
+@pytest.mark.parametrize("cached", ["direct"], indirect=True)
+def test_a_vm_can_neither_read_nor_replace_a_neighbours_kept_answers(cached) -> None:
+    """haproxy's cache keys by Host, which haproxy sets from its map: a VM naming its
+    neighbour's instance in Host, or asking past the cache, gets its own answers, and its
+    neighbour still gets its own."""
+    vm0, vm1 = cached["vms"]
+    victim = vm1.port.device_id
+    theirs = read(vm1, PATHS[1])
+    assert theirs[0] == 200 and victim in theirs[1]
+    for extra in (["-H", f"Host: {victim}"],
+                  ["-H", f"Host: {victim}", "-H", "Cache-Control: no-cache"]):
+        out = vm0.exec("curl", "-s", "-m", "5", *extra, f"http://169.254.169.254{PATHS[1]}",
+                       check=False, timeout=10)
+        assert vm0.port.device_id in out.stdout and victim not in out.stdout, extra
+    assert read(vm1, PATHS[1])[:2] == theirs[:2]
+
+
 @pytest.mark.parametrize("cached", ["agent:1", "direct:1"], indirect=True)
 def test_nova_down_serves_the_last_answers_and_a_new_path_fails_at_once(cached) -> None:
     vm, nova = cached["vms"][0], cached["nova"]

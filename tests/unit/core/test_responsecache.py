@@ -89,3 +89,24 @@ def test_an_instance_that_left_the_host_takes_its_answers_with_it() -> None:
     cache.keep_only({"i-2"})
     assert cache.lookup(key("i-1"), now=1.0) is None and cache.lookup(key("i-2"), now=1.0)
     assert cache.size == ok(b"b").size
+
+
+def test_the_byte_bound_bounds_the_memory_the_cache_takes() -> None:
+    """max_bytes counts the Python objects too: small answers (most of cloud-init's) would
+    otherwise take several times the bound."""
+    import tracemalloc
+    headers = (("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", "12"),
+               ("Date", "Sun, 06 Dec 2026 06:00:00 GMT"), ("Server", "Python/3.11 aiohttp"))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        cache = ResponseCache(CachePolicy(max_bytes=2**20))
+        for i in range(20_000):
+            cache.store(key(instance=f"inst-{i % 200:04d}", target=f"/latest/meta-data/{i}"),
+                        Answer(200, tuple((k, v + "") for k, v in headers), b"ami-%08d" % i),
+                        now=0.0)
+        taken = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert cache.evictions > 0
+    assert taken < 1.5 * 2**20, taken
