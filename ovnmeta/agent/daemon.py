@@ -232,8 +232,7 @@ class Agent:
             servers.append(handler.serve(
                 check.server(), ready_sock, stopped, backlog=readiness.BACKLOG,
                 before_close=lambda: check.leave(ready_sock)))
-            LOG.info("direct path on: haproxy sends known VMs' GETs straight to nova at %s",
-                     ", ".join(hap.settings.direct.servers))
+            LOG.info("direct path on: %s", hap.settings.direct.describe())
         if self.workers or self.maps:
             servers.append(self._follow_view(metadata, stopped))
         if conf.metrics.listen:

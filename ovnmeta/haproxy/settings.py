@@ -119,6 +119,13 @@ class Direct:
     vm_maxconn: int = 4          # one VM's share; past it, the busy lane's slots (0: none)
     cache: Cache | None = None   # then known VMs' GETs go to haproxy's cache, misses to the agent
 
+    def describe(self) -> str:
+        """What haproxy does with a known VM's GET, for the agent's log."""
+        if self.cache:
+            return ("haproxy answers known VMs' repeated GETs from its cache (fresh for "
+                    f"{self.cache.max_age} s); the rest goes through the agent")
+        return "haproxy sends known VMs' GETs straight to nova at " + ", ".join(self.servers)
+
     @classmethod
     def for_nova(cls, ready_socket: str, nova: NovaEndpoint, client_pem: str = "",
                  maxconn: int = 16, vm_maxconn: int = 4, cache: Cache | None = None

@@ -20,6 +20,7 @@ from ovnmeta_testing.novaproc import NovaProcess
 from ovnmeta_testing.vm import FakeVM
 
 SECRET = "cache-secret"
+ENTRY_BOUND = 16384   # [metadata_cache] max_entry_bytes here: larger answers pass through
 # What cloud-init's OpenStack reader asks at boot, most of it.
 PATHS = ["/openstack", "/openstack/latest/meta_data.json", "/openstack/latest/user_data",
          "/openstack/latest/network_data.json", "/openstack/latest/vendor_data.json",
@@ -58,7 +59,7 @@ def cached(request, make_network, make_vm, start_agent, tmp_path):
                               f"[haproxy]\ndirect_path = {path == 'direct'}\n"
                               "[metadata]\nnova_metadata_timeout = 3\n"
                               f"[metadata_cache]\nenabled = true\nttl = {ttl or 60}\n"
-                              "stale_after = 1\n")
+                              f"stale_after = 1\nmax_entry_bytes = {ENTRY_BOUND}\n")
     for vm in vms:
         wait_until(lambda: read(vm, PATHS[1])[0] == 200, timeout=20, what="served")
     yield {"vms": vms, "nova": nova, "agent": agent, "instances": instances, "path": path}
@@ -132,6 +133,21 @@ def test_a_change_in_nova_is_served_within_the_ttl(cached) -> None:
     wait_until(lambda: read(vm, path)[1] == "#cloud-config\nchanged", timeout=10,
                interval=0.2, what="the new user data")
     assert time.monotonic() - changed < 2 + 1   # the TTL, and a read's time
+
+
+@pytest.mark.parametrize("cached", ["direct:2"], indirect=True)
+def test_an_answer_over_the_entry_bound_is_passed_through_every_time(cached) -> None:
+    vm, nova = cached["vms"][0], cached["nova"]
+    big = "#cloud-config\n" + "# padding\n" * (ENTRY_BOUND // 10)
+    nova.add_instance(vm.port.device_id, dict(cached["instances"][vm.port.device_id],
+                                              user_data=big))
+    wait_until(lambda: read(vm, PATHS[2])[1] == big, timeout=10,
+               what="the new user data past the TTL")
+    asked = nova.requests()
+    for _ in range(3):
+        status, body, how = read(vm, PATHS[2])
+        assert (status, how) == (200, "") and body == big
+    assert nova.requests() == asked + 3
 
 
 @pytest.mark.parametrize("cached", ["direct:1"], indirect=True)
