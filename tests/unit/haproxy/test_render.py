@@ -210,6 +210,8 @@ def test_with_the_cache_known_vms_gets_are_answered_by_haproxy_and_misses_go_to_
         < frontend.index("http-request cache-use ovnmeta if { var(txn.ovnmeta_vm) -m found }")
     assert "http-response cache-store ovnmeta if { var(txn.ovnmeta_vm) -m found }" in frontend
     assert "use_backend ovnmeta_nova" not in frontend
+    # Nothing goes from haproxy to nova: no lanes to it, no health checks of it.
+    assert "ovnmeta_nova" not in text and "backend ovnmeta_ready" in text
     assert "default_backend ovnmeta_agent" in frontend
     Group.ttl = 0.5   # haproxy counts whole seconds: the agent marks all no-store then
     assert Cache.from_conf(Group).max_age == 1
