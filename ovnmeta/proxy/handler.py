@@ -7,6 +7,7 @@ everything a client may have put in the identity headers is dropped before nova 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import time
@@ -162,7 +163,8 @@ class MetadataProxy:
             done, _ = await asyncio.wait({fetch}, timeout=self.stale_after)
             if not done:
                 self._late.add(fetch)
-                fetch.add_done_callback(self._late_done)
+                fetch.add_done_callback(functools.partial(self._late_done, instance_id,
+                                                          request))
                 return self._stale(kept)
         try:
             resp = await fetch
@@ -195,10 +197,15 @@ class MetadataProxy:
         self.cache.store(key, _as_answer(resp), time.monotonic())
         return resp
 
-    def _late_done(self, fetch: asyncio.Future) -> None:
+    def _late_done(self, instance_id: str, request: Request, fetch: asyncio.Future) -> None:
+        """A request answered stale while nova was slow: how nova's answer ended, logged
+        as the agent's own failures are (nobody else will)."""
         self._late.discard(fetch)
-        if not fetch.cancelled() and fetch.exception() is not None:
-            LOG.debug("late nova answer: %s", fetch.exception())
+        exc = None if fetch.cancelled() else fetch.exception()
+        if isinstance(exc, (NovaTimeout, NovaUnavailable)):
+            self._log_failure(instance_id, request, exc)
+        elif exc is not None:
+            LOG.error("asking nova for instance %s %s: %r", instance_id, request.path, exc)
 
     def _answer(self, instance_id: str, request: Request, resp: NovaResponse) -> Response:
         if resp.status == 403:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
@@ -191,3 +192,21 @@ def test_a_hung_nova_costs_one_timeout_then_prompt_503s_until_it_answers_again()
     assert first[0] == 504 and first_took >= 0.4
     assert [p[0] for p in prompt] == [503, 503] and prompt_took < 0.2
     assert back[0] == 200
+
+
+def test_a_nova_that_fails_after_the_stale_answer_went_out_is_logged(caplog) -> None:
+    async def scenario(get, nova, cache, _):
+        await get()
+        await asyncio.sleep(0.15)                          # past the TTL
+        nova.instances["inst-a"]["delay"] = 2
+        stale = await get()
+        await asyncio.sleep(0.5)                           # nova's timeout, after the answer
+        return stale
+    # At DEBUG: THROTTLE is per process, and an earlier test may have logged a timeout
+    # at ERROR within its minute.
+    with caplog.at_level(logging.DEBUG, logger="ovnmeta.proxy.handler"):
+        stale = run(scenario, CachePolicy(ttl=0.1, max_stale=60), timeout=0.4,
+                    stale_after=0.1)
+    assert stale[2]["X-OVNMeta-Cache"] == "stale"
+    assert any("did not answer" in r.getMessage() and "inst-a" in r.getMessage()
+               for r in caplog.records)
