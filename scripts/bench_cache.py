@@ -36,15 +36,13 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ovnmeta.haproxy.runtime import parse_frontend_stats, stats_command
-from ovnmeta.haproxy.settings import shared_stats_socket
 from ovnmeta.host import procs
 from ovnmeta_testing import cloudinit_reads, neutron
 from ovnmeta_testing.agentproc import AgentProcess, agent_processes, wait_until
 from ovnmeta_testing.memory import pss_kib
 from ovnmeta_testing.novaproc import NovaProcess
 from ovnmeta_testing.sandbox import Sandbox, free_port
-from ovnmeta_testing.vm import FakeVM
+from ovnmeta_testing.vm import FakeVM, one_per_network
 
 BENCH_DIR = Path("/tmp/ovnmeta-bench-sandbox")
 SECRET = "bench-secret"
@@ -106,11 +104,6 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
-def haproxy_cache_hits(agent: AgentProcess) -> int:
-    csv = stats_command(shared_stats_socket(agent.state_dir / "haproxy"), "show stat -1 1 -1")
-    return sum(v.get("cache_hits", 0) for v in parse_frontend_stats(csv).values())
-
-
 def pss_mib(agent: AgentProcess) -> dict[str, float]:
     haproxy = agent.haproxy_pids()
     haproxy += [c for p in list(haproxy) for c in procs.children(p)]
@@ -143,7 +136,8 @@ def boot_storm(box: Sandbox, vms: list[FakeVM], nova: NovaProcess, cache: bool, 
 
 
 def outage(vms: list[FakeVM], last: list[list[list]], nova: NovaProcess, box: Sandbox,
-           seconds: float, interval: float, parallel: int) -> dict:
+           seconds: float, interval: float, parallel: int, arrived: list[FakeVM]) -> dict:
+    """`arrived` gets the VM new to the host, for the caller to destroy."""
     nova.stop()
     started = time.monotonic()
     rounds, failed, stale, slowest = 0, 0, 0, 0.0
@@ -159,7 +153,9 @@ def outage(vms: list[FakeVM], last: list[list[list]], nova: NovaProcess, box: Sa
                 slowest = max(slowest, a[3])
         if not new_vm:   # after the first round: a VM new to this host, nova still down
             net = neutron.create_network(box, cidrs=("10.254.0.0/24",))
-            vm = FakeVM(box, net, neutron.create_vm_port(box, net)).start()
+            vm = FakeVM(box, net, neutron.create_vm_port(box, net))
+            arrived.append(vm)
+            vm.start()
             wait_until(lambda: vm.exec("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
                                        f"http://169.254.169.254{PATHS[1]}",
                                        check=False).stdout.strip() not in ("", "000"),
@@ -204,12 +200,11 @@ def run(networks: int, seconds: float, interval: float, ttl: float, parallel: in
     box.up()
     work = Path(tempfile.mkdtemp(prefix="ombench-"))
     vms: list[FakeVM] = []
+    arrived: list[FakeVM] = []   # during the outage
     agent: AgentProcess | None = None
     nova: NovaProcess | None = None
     try:
-        for i in range(networks):
-            net = neutron.create_network(box, cidrs=(f"10.{i // 250}.{i % 250}.0/24",))
-            vms.append(FakeVM(box, net, neutron.create_vm_port(box, net)).start())
+        one_per_network(box, networks, vms)
         nova = NovaProcess({v.port.device_id: instance(v, n) for n, v in enumerate(vms)},
                            SECRET, work).start()
         metrics_port = free_port()
@@ -222,20 +217,20 @@ def run(networks: int, seconds: float, interval: float, ttl: float, parallel: in
                 agent.cleanup()
                 agent = None
         assert agent is not None
-        last, _ = storm(vms, parallel)   # nova's answers just before the outage
+        storm(vms, parallel)   # a third round, past the TTL: the caches as they are in use
         results["memory"] = {"agent_cache": scrape(metrics_port),
-                             "haproxy_cache_hits": haproxy_cache_hits(agent),
+                             "haproxy_cache_hits": agent.haproxy_cache_hits(),
                              "pss_mib": pss_mib(agent)}
         results["change_seen_after_s"] = change(vms[0], nova)
-        last, _ = storm(vms, parallel)
-        results["outage"] = outage(vms, last, nova, box, seconds, interval, parallel)
+        last, _ = storm(vms, parallel)   # nova's answers just before the outage
+        results["outage"] = outage(vms, last, nova, box, seconds, interval, parallel, arrived)
         return results
     finally:
         if agent is not None:
             agent.cleanup()
         if nova is not None:
             nova.stop()
-        for v in vms:
+        for v in vms + arrived:
             v.destroy()
         box.down()
         subprocess.run(["rm", "-rf", str(work)])

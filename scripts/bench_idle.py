@@ -30,7 +30,7 @@ from ovnmeta_testing import cpu, neutron
 from ovnmeta_testing.agentproc import AgentProcess, wait_until
 from ovnmeta_testing.novaproc import NovaProcess
 from ovnmeta_testing.sandbox import Sandbox
-from ovnmeta_testing.vm import FakeVM
+from ovnmeta_testing.vm import FakeVM, one_per_network
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_proxy  # noqa: E402  (wait_idle, agent_processes, the settle time)
@@ -93,9 +93,7 @@ def measure(networks: int, seconds: float, settle: float = bench_proxy.RESYNC_SE
     vms: list[FakeVM] = []
     nova = agent = None
     try:
-        for i in range(networks):
-            net = neutron.create_network(box, cidrs=(f"10.{i // 250}.{i % 250}.0/24",))
-            vms.append(FakeVM(box, net, neutron.create_vm_port(box, net)).start())
+        one_per_network(box, networks, vms)
         nova = NovaProcess({v.port.device_id: {"project_id": v.port.project_id,
                                                "hostname": "idle"} for v in vms},
                            SECRET, work).start()

@@ -40,13 +40,13 @@ from ovnmeta.haproxy.runtime import stat_rows, stats_command
 from ovnmeta.haproxy.novawatch import NOVA_BACKENDS
 from ovnmeta.haproxy.settings import shared_stats_socket
 from ovnmeta.core.signing import sign_instance_id
-from ovnmeta_testing import benchconfigs, cpu, neutron
+from ovnmeta_testing import benchconfigs, cpu
 from ovnmeta_testing.agentproc import (AgentProcess, agent_processes, ini_lines,
                                       wait_until)
 from ovnmeta_testing.memory import pss_kib, rollup_kib
 from ovnmeta_testing.novaproc import NovaProcess
 from ovnmeta_testing.sandbox import Sandbox, free_port, alive
-from ovnmeta_testing.vm import FakeVM
+from ovnmeta_testing.vm import FakeVM, one_per_network
 
 BENCH_DIR = Path("/tmp/ovnmeta-bench-sandbox")
 SECRET = "bench-secret"
@@ -325,9 +325,7 @@ def run(extra_ports: int, connections: int, seconds: int, networks: int = 1,
     box.up()
     work = Path(tempfile.mkdtemp(prefix="ombench-"))
     vms: list[FakeVM] = []
-    for i in range(networks):
-        other = neutron.create_network(box, cidrs=(f"10.{i // 250}.{i % 250}.0/24",))
-        vms.append(FakeVM(box, other, neutron.create_vm_port(box, other)).start())
+    one_per_network(box, networks, vms)
     vm = vms[0]
     net, port = vm.network, vm.port
     nova = NovaProcess({v.port.device_id: {"project_id": v.port.project_id, "hostname": "bench"}

@@ -12,8 +12,6 @@ import time
 
 import pytest
 
-from ovnmeta.haproxy.runtime import parse_frontend_stats, stats_command
-from ovnmeta.haproxy.settings import shared_stats_socket
 from ovnmeta_testing import neutron
 from ovnmeta_testing.agentproc import wait_until
 from ovnmeta_testing.novaproc import NovaProcess
@@ -34,12 +32,6 @@ def read(vm: FakeVM, path: str) -> tuple[int, str, str]:
     cache = next((line.split(":", 1)[1].strip() for line in out.stderr.splitlines()
                   if line.lower().startswith("x-ovnmeta-cache:")), "")
     return int(code or 0), body, cache
-
-
-def cache_hits(agent) -> int:
-    """GETs the agent's haproxy answered from its cache, over all networks."""
-    csv = stats_command(shared_stats_socket(agent.state_dir / "haproxy"), "show stat -1 1 -1")
-    return sum(v.get("cache_hits", 0) for v in parse_frontend_stats(csv).values())
 
 
 @pytest.fixture
@@ -72,7 +64,7 @@ def cached(request, make_network, make_vm, start_agent, tmp_path):
 def test_a_reboot_within_the_ttl_asks_nova_nothing(cached) -> None:
     vms, nova = cached["vms"], cached["nova"]
     boot = {(n, p): read(vm, p) for n, vm in enumerate(vms) for p in PATHS}
-    asked, haproxy_hits = nova.requests(), cache_hits(cached["agent"])
+    asked, haproxy_hits = nova.requests(), cached["agent"].haproxy_cache_hits()
     reboot = {(n, p): read(vm, p) for n, vm in enumerate(vms) for p in PATHS}
     assert nova.requests() == asked
     for k, (status, body, how) in reboot.items():
@@ -82,7 +74,7 @@ def test_a_reboot_within_the_ttl_asks_nova_nothing(cached) -> None:
     # On the direct path haproxy answered them itself; the agent alone otherwise.
     answered = sum(1 for status, _, _ in reboot.values() if status == 200)
     direct = cached["path"] == "direct"
-    assert cache_hits(cached["agent"]) - haproxy_hits == (answered if direct else 0)
+    assert cached["agent"].haproxy_cache_hits() - haproxy_hits == (answered if direct else 0)
 
 
 @pytest.mark.parametrize("cached", ["direct"], indirect=True)

@@ -10,6 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ovnmeta.haproxy.runtime import parse_frontend_stats, stats_command
+from ovnmeta.haproxy.settings import shared_stats_socket
 from ovnmeta.host import procs
 from ovnmeta_testing.sandbox import Sandbox, alive, wait_until  # noqa: F401 (re-exported)
 
@@ -127,6 +129,12 @@ class AgentProcess:
             if alive(pid):
                 pids.append(pid)
         return pids
+
+    def haproxy_cache_hits(self) -> int:
+        """GETs the shared haproxy answered from its cache, over all networks."""
+        csv = stats_command(shared_stats_socket(self.state_dir / "haproxy"),
+                            "show stat -1 1 -1")
+        return sum(v.get("cache_hits", 0) for v in parse_frontend_stats(csv).values())
 
 
 def namespaces() -> set[str]:

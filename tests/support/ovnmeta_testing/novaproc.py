@@ -55,7 +55,8 @@ class NovaProcess:
         tmp.replace(self.instances_file)
 
     def requests(self) -> int:
-        """Requests that reached this server since it started."""
+        """VMs' requests that reached this server since it started (not haproxy's health
+        checks, which carry no X-Forwarded-For)."""
         url = f"http://127.0.0.1:{self.port}{REQUESTS_PATH}"
         with urllib.request.urlopen(url, timeout=5) as answer:
             return int(answer.read())

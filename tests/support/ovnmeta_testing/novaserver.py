@@ -115,7 +115,7 @@ def _walk_ec2(tree: dict[str, object], parts: list[str]) -> web.Response:
     return _plain(str(node))
 
 
-REQUESTS_PATH = "/_ovnmeta_testing/requests"   # how many requests reached this nova
+REQUESTS_PATH = "/_ovnmeta_testing/requests"   # how many VMs' requests reached this nova
 
 
 class NovaMetadata:

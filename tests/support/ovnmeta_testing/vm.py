@@ -10,6 +10,7 @@ import hashlib
 import subprocess
 from dataclasses import dataclass
 
+from ovnmeta_testing import neutron
 from ovnmeta_testing.neutron import Network, Port
 from ovnmeta_testing.sandbox import Sandbox
 
@@ -102,6 +103,17 @@ class FakeVM:
         finally:
             _sh("ip", "netns", "del", self.netns, check=False)
             _sh("ip", "link", "del", self.host_dev, check=False)
+
+
+def one_per_network(box: Sandbox, count: int, vms: list[FakeVM]) -> list[FakeVM]:
+    """`count` networks (10.<i // 250>.<i % 250>.0/24) with one VM each, as a compute node
+    serving that many: the benchmarks' cloud. Each VM joins `vms` before it starts, so the
+    caller's teardown destroys it even when starting fails."""
+    for i in range(count):
+        net = neutron.create_network(box, cidrs=(f"10.{i // 250}.{i % 250}.0/24",))
+        vms.append(FakeVM(box, net, neutron.create_vm_port(box, net)))
+        vms[-1].start()
+    return vms
 
 
 @dataclass
